@@ -1,0 +1,256 @@
+"""The verbs shared by the CLI and Python users: train, evaluate, test, predict, demo, augment_preview."""
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from cnnkit.config import Config, config_from_dict, load_config, save_config  # noqa: F401 (load_config is API)
+from cnnkit.data.builtin import open_source
+from cnnkit.data.images import BadImage, is_image_file, read_image
+from cnnkit.data.loader import make_loader, train_stats
+from cnnkit.data.split import indices_from_record, make_split, split_record, write_split
+from cnnkit.data.transforms import make_augment
+from cnnkit.diagnose.curves import plot_learning_curves
+from cnnkit.engine.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar, write_history
+from cnnkit.engine.checkpoint import load_checkpoint
+from cnnkit.engine.optim import make_optimizer, make_schedule
+from cnnkit.engine.trainer import Trainer, seed_everything
+from cnnkit.errors import CnnkitError
+from cnnkit.registry import create_model, get_spec
+from cnnkit.runs import ModelCard, load_model, new_run_dir, record_test_use, run_file, save_model
+from cnnkit.tasks.classification import ClassificationTask
+
+log = logging.getLogger("cnnkit")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list[dict]
+    val: dict  # metrics of the saved model on the val split
+    interrupted: bool = False
+
+
+def _card_for(cfg: Config, source, split: dict, seed: int) -> ModelCard:
+    spec = get_spec(cfg.model.name)
+    channels = cfg.data.channels or spec.input_size[0]
+    size = cfg.data.image_size or spec.input_size[1]
+    mean, std = train_stats(source, split["train"], channels, size, cfg.data.resize, seed=seed)
+    return ModelCard(cfg.model.name, cfg.task, list(source.classes), [channels, size, size], mean, std,
+                     cfg.data.whiten, cfg.data.resize, dict(cfg.model.options))
+
+
+def _loader(source, indices, card: ModelCard, cfg: Config, *, train: bool, trainer_dist=None):
+    aug = make_augment(cfg.data.augment, **cfg.data.augment_options) if train else None
+    if aug is not None and aug == make_augment("none"):
+        aug = None
+    dist = trainer_dist
+    return make_loader(
+        source, indices, channels=card.input_size[0], size=card.input_size[1], resize=card.resize, mean=card.mean,
+        std=card.std, whiten=card.whiten, augment=aug, batch_size=cfg.train.batch_size, shuffle=train,
+        seed=cfg.train.seed, workers=cfg.data.workers, distributed=bool(dist and dist.enabled),
+        rank=dist.rank if dist else 0, world_size=dist.world_size if dist else 1,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def _class_weight(cfg: Config, labels: np.ndarray, k: int) -> torch.Tensor | None:
+    if cfg.train.class_weight is None:
+        return None
+    if cfg.train.class_weight != "balanced":
+        raise CnnkitError(f"class_weight must be 'balanced' or empty, got {cfg.train.class_weight!r}")
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    return torch.tensor(len(labels) / (k * np.maximum(counts, 1)), dtype=torch.float32)  # n / (K n_c)
+
+
+def _build_trainer(cfg: Config, card: ModelCard, train_labels: np.ndarray, steps: int, run_dir: Path) -> Trainer:
+    seed_everything(cfg.train.seed)
+    model = create_model(cfg.model.name, num_classes=len(card.classes), in_channels=card.input_size[0],
+                         weights=cfg.model.weights, **cfg.model.options)
+    task = ClassificationTask(model, cfg.train.loss, label_smoothing=cfg.train.label_smoothing,
+                              class_weight=_class_weight(cfg, train_labels, len(card.classes)))
+    t = cfg.train
+    optimizer = make_optimizer(t.optimizer, model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    scheduler = make_schedule(t.schedule, optimizer, total_steps=steps * t.epochs,
+                              warmup_steps=int(t.warmup_epochs * steps))
+    callbacks = [EarlyStopping("val_loss", t.patience)] if t.patience else []
+    callbacks += [ModelCheckpoint(run_dir / "checkpoints", monitor="val_accuracy"),
+                  CSVLogger(run_dir / "history.csv"), ProgressBar()]
+    return Trainer(task, optimizer, epochs=t.epochs, scheduler=scheduler, callbacks=callbacks, device=t.device,
+                   amp=t.amp, grad_clip=t.grad_clip, seed=t.seed)
+
+
+def train(cfg: Config | None = None, *, resume: str | Path | None = None, **train_overrides) -> TrainResult:
+    """Train a classifier as `cfg` says; or, with `resume=RUN`, continue RUN from checkpoints/last.pt.
+
+    The test split is written to split.json and never read here.
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        cfg = config_from_dict(yaml.safe_load(run_file(run_dir, "config.yaml").read_text()))
+        state = load_checkpoint(run_file(run_dir, "checkpoints/last.pt"))
+        record = json.loads(run_file(run_dir, "split.json").read_text())
+    else:
+        cfg, state, record = cfg or Config(), None, None
+    cfg.train = replace(cfg.train, **train_overrides)
+    cfg.validate()
+    source = open_source(cfg.data.source, cfg.data.max_bad_fraction)
+    if record is None:
+        split = make_split(source, cfg.data.val, cfg.data.test, cfg.train.seed)
+        run_dir = Path(cfg.out) if cfg.out else new_run_dir(f"{cfg.model.name}-{source.name}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        card = _card_for(cfg, source, split, cfg.train.seed)
+        record = split_record(source, split, cfg.train.seed, {"val": cfg.data.val, "test": cfg.data.test})
+        write_split(run_dir / "split.json", record)
+    else:
+        split = {name: indices_from_record(source, record, name) for name in ("train", "val")}
+        card = ModelCard(**state["meta"]["card"])
+    save_config(cfg, run_dir / "config.yaml")
+    return _fit(cfg, source, split, card, run_dir, state)
+
+
+def _fit(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, state: dict | None) -> TrainResult:
+    train_loader = _loader(source, split["train"], card, cfg, train=True)
+    trainer = _build_trainer(cfg, card, source.labels[split["train"]], len(train_loader), run_dir)
+    if trainer.dist.enabled:  # rebuild the loader so that each rank reads its own shard
+        train_loader = _loader(source, split["train"], card, cfg, train=True, trainer_dist=trainer.dist)
+    val_loader = _loader(source, split["val"], card, cfg, train=False) if len(split["val"]) else None
+    trainer.meta = {"card": asdict(card)}
+    if state is not None:
+        trainer.load_state_dict(state)
+        log.info("resuming %s after epoch %d of %d", run_dir, trainer.epoch, trainer.epochs)
+    trainer.fit(train_loader, val_loader)
+    if not trainer.dist.is_main:
+        return TrainResult(run_dir, trainer.history, {}, trainer.interrupted)
+    best = run_dir / "checkpoints" / "best.pt"
+    if best.is_file() and not trainer.interrupted:  # model selection on val, never on test
+        trainer.model.load_state_dict(load_checkpoint(best)["model"])
+    save_model(run_dir / "model.pt", trainer.model, card)
+    write_history(run_dir / "history.csv", trainer.history)
+    if trainer.history:
+        plot_learning_curves(trainer.history, run_dir / "plots" / "learning_curves.png")
+    val = trainer.evaluate(val_loader) if val_loader is not None and not trainer.interrupted else {}
+    return TrainResult(run_dir, trainer.history, val, trainer.interrupted)
+
+
+def _split_metrics(run: str | Path, split: str, batch_size: int = 256) -> dict:
+    run = Path(run)
+    model, card = load_model(run)
+    cfg = config_from_dict(yaml.safe_load(run_file(run, "config.yaml").read_text()))
+    record = json.loads(run_file(run, "split.json").read_text())
+    if split not in record["splits"]:
+        raise CnnkitError(f"unknown split {split!r}; choose train, val or test")
+    source = open_source(cfg.data.source, cfg.data.max_bad_fraction)
+    indices = indices_from_record(source, record, split)
+    if len(indices) == 0:
+        raise CnnkitError(f"the {split} split of {run} is empty")
+    cfg.train.batch_size = batch_size
+    loader = _loader(source, indices, card, cfg, train=False)
+    trainer = Trainer(ClassificationTask(model, cfg.train.loss), None, epochs=1, device=cfg.train.device)
+    metrics = trainer.evaluate(loader)
+    return {"split": split, "count": int(len(indices)), **metrics}
+
+
+def evaluate(run: str | Path, split: str = "val") -> dict:
+    """Loss and accuracy of RUN's model on its train or val split. The test split has its own verb."""
+    if split == "test":
+        raise CnnkitError("the test split is locked: use `cnnkit test RUN` (it records each use)")
+    return _split_metrics(run, split)
+
+
+def test(run: str | Path) -> dict:
+    """Evaluate the locked test split once development is over; every use is recorded in test_log.jsonl."""
+    metrics = _split_metrics(run, "test")
+    uses = record_test_use(Path(run), metrics)
+    if uses:
+        warnings.warn(
+            f"the test set of {run} has been used {uses} time(s) before; a decision taken on it is no longer "
+            "an unbiased estimate (never use the test set before all development is over)", stacklevel=2)
+    return {**metrics, "previous_uses": uses}
+
+
+def _expand_inputs(inputs: list[str | Path]) -> list[Path]:
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and is_image_file(q))
+            if not found:
+                raise CnnkitError(f"no image files in folder {p}")
+            paths += found
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise CnnkitError(f"image not found: {p}")
+    return paths
+
+
+@torch.inference_mode()
+def predict(run: str | Path, inputs: list[str | Path], top_k: int = 5, batch_size: int = 64) -> list[dict]:
+    """Top-k labels with probabilities for each image; needs only RUN/model.pt."""
+    model, card = load_model(run)
+    transform, channels = card.transform(), card.input_size[0]
+    k = max(1, min(top_k, len(card.classes)))
+    paths, images, skipped = [], [], []
+    for p in _expand_inputs(inputs):
+        try:
+            images.append(transform(read_image(p, channels)))
+            paths.append(p)
+        except BadImage as err:
+            skipped.append(f"{p} ({err})")
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable image(s): {'; '.join(skipped[:5])}", stacklevel=2)
+    if not images:
+        raise CnnkitError("no readable images to predict")
+    results = []
+    for start in range(0, len(images), batch_size):
+        probs = model(torch.stack(images[start:start + batch_size])).softmax(1)  # (n, K)
+        top = probs.topk(k, dim=1)
+        for i in range(len(probs)):
+            results.append({"path": str(paths[start + i]), "predictions": [
+                {"label": card.classes[int(c)], "probability": round(float(pr), 6)}
+                for pr, c in zip(top.values[i], top.indices[i])]})
+    return results
+
+
+def demo_config(out: str | None = None) -> Config:
+    """LeNet-5 on scikit-learn's digits (upsampled to 32×32), with a little rotation and shift."""
+    return load_config(overrides={
+        "data": {"source": "digits", "augment": "none", "augment_options": {"rotation": 10.0, "translate": 0.1}},
+        "model": {"name": "lenet5"},
+        "train": {"epochs": 30, "batch_size": 32, "optimizer": "adam", "lr": 2e-3, "schedule": "cosine"},
+        "out": out,
+    })
+
+
+def augment_preview(source: str, out: str | Path, preset: str = "standard", n: int = 16, size: int | None = None,
+                    seed: int = 0, **options) -> Path:
+    """A grid PNG: each row one training image, then augmented copies of it."""
+    from cnnkit.data.transforms import FitSize, augment_ops
+    from torchvision.utils import save_image
+
+    src = open_source(source)
+    aug = make_augment(preset, **options)
+    size = size or 96
+    channels = 3 if src.arrays is None or src.arrays.shape[1] == 3 else 1
+    ops = augment_ops(aug, size, channels)
+    from torchvision.transforms import v2
+
+    pipeline = v2.Compose(ops) if ops else v2.Identity()
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    rows = []
+    for j in rng.choice(len(src), size=min(n, len(src)), replace=False):
+        base = FitSize(size)(src.load(int(j), channels))
+        rows += [base] + [pipeline(base) for _ in range(7)]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(torch.stack(rows).float() / 255.0, out, nrow=8, padding=2)
+    return out

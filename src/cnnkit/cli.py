@@ -1,0 +1,186 @@
+"""`cnnkit VERB ...`: argv → config → cnnkit.api.<verb>(). No training logic lives here."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from cnnkit import api
+from cnnkit.errors import CnnkitError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a classifier; prints the run folder last")
+    p.add_argument("--data", help="folder of class folders, CSV of path,label, or digits | mnist:PATH | synthetic-shapes")
+    p.add_argument("--model", help="registered architecture (see `cnnkit models`)")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer", help="sgd | adam | adamw | rmsprop")
+    p.add_argument("--schedule", help="none | cosine | step | onecycle")
+    p.add_argument("--loss", help="cross_entropy | categorical_crossentropy | mse")
+    p.add_argument("--augment", help="none | light | standard | strong")
+    p.add_argument("--image-size", type=_positive_int)
+    p.add_argument("--channels", type=int, choices=(1, 3))
+    p.add_argument("--resize", choices=("resize", "pad", "crop"))
+    p.add_argument("--val", type=float, help="validation fraction (default 0.15)")
+    p.add_argument("--test", type=float, help="test fraction (default 0.15)")
+    p.add_argument("--patience", type=_positive_int, help="early stopping patience on val_loss")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:1")
+    p.add_argument("--amp", action="store_true", default=None, help="mixed precision")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="run folder (default runs/<model>-<data>)")
+    p.add_argument("--config", help="YAML file with data/model/train sections; flags override it")
+    p.add_argument("--resume", metavar="RUN", help="continue RUN from checkpoints/last.pt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnkit", description="Train, diagnose and use CNNs on images.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    sub = parser.add_subparsers(dest="verb", required=True)
+    _train_parser(sub)
+    for verb, text in (("evaluate", "loss and accuracy on the val (or train) split"),
+                       ("test", "evaluate the locked test split; each use is recorded")):
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("run")
+        if verb == "evaluate":
+            p.add_argument("--split", default="val", choices=("val", "train"))
+        p.add_argument("--json", action="store_true")
+    p = sub.add_parser("predict", help="top-k classes of images or folders of images")
+    p.add_argument("run")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--top-k", type=_positive_int, default=5)
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("models", help="list the registered architectures")
+    p.add_argument("--task")
+    p = sub.add_parser("demo", help="LeNet-5 on the embedded digits: train, test, plots")
+    p.add_argument("--out")
+    p = sub.add_parser("augment-preview", help="a grid PNG of augmented training images")
+    p.add_argument("data")
+    p.add_argument("--augment", default="standard")
+    p.add_argument("--out", default="augment_preview.png")
+    p.add_argument("-n", type=_positive_int, default=8, help="how many source images (rows)")
+    return parser
+
+
+def _train_overrides(a: argparse.Namespace) -> dict:
+    pick = lambda **kv: {k: v for k, v in kv.items() if v is not None}  # noqa: E731
+    return {
+        "data": pick(source=a.data, augment=a.augment, image_size=a.image_size, channels=a.channels, resize=a.resize,
+                     val=a.val, test=a.test, workers=a.workers),
+        "model": pick(name=a.model),
+        "train": pick(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, schedule=a.schedule,
+                      loss=a.loss, patience=a.patience, device=a.device, amp=a.amp, seed=a.seed),
+        **pick(out=a.out),
+    }
+
+
+def _report_train(result: api.TrainResult) -> int:
+    if result.val:
+        print(f"val accuracy {result.val['accuracy']:.4f}  val loss {result.val['loss']:.4f}")
+    if result.interrupted:
+        print(f"interrupted: state saved; continue with `cnnkit train --resume {result.run_dir}`", file=sys.stderr)
+    print(result.run_dir)
+    return 130 if result.interrupted else 0
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    if a.resume:
+        extra = _train_overrides(a)["train"]
+        return _report_train(api.train(resume=a.resume, **{k: v for k, v in extra.items() if k == "epochs"}))
+    cfg = api.load_config(a.config, _train_overrides(a))
+    return _report_train(api.train(cfg))
+
+
+def _print_metrics(metrics: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(metrics))
+    else:
+        print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    results = api.predict(a.run, a.inputs, top_k=a.top_k)
+    if a.json:
+        print(json.dumps(results))
+    else:
+        for r in results:
+            print(r["path"] + "  " + "  ".join(f"{p['label']} {p['probability']:.3f}" for p in r["predictions"]))
+    return 0
+
+
+def cmd_models(a: argparse.Namespace) -> int:
+    from cnnkit.registry import get_spec, list_models
+
+    print(f"{'name':<12} {'task':<10} {'input':<10} paper")
+    for name in list_models(task=a.task):
+        s = get_spec(name)
+        print(f"{name:<12} {s.task:<10} {'x'.join(map(str, s.input_size)):<10} {s.paper}")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    result = api.train(api.demo_config(a.out))
+    seconds = time.perf_counter() - start
+    if result.interrupted:
+        return _report_train(result)
+    metrics = api.test(result.run_dir)
+    print(f"test accuracy {metrics['accuracy']:.4f} on {metrics['count']} held-out digits "
+          f"(trained in {seconds:.0f}s)")
+    print(f"learning curves: {result.run_dir / 'plots' / 'learning_curves.png'}")
+    print(f"predict with:    cnnkit predict {result.run_dir} IMAGE")
+    print(result.run_dir)
+    return 0
+
+
+def run(a: argparse.Namespace) -> int:
+    if a.verb == "train":
+        return cmd_train(a)
+    if a.verb == "evaluate":
+        _print_metrics(api.evaluate(a.run, a.split), a.json)
+    elif a.verb == "test":
+        _print_metrics(api.test(a.run), a.json)
+    elif a.verb == "predict":
+        return cmd_predict(a)
+    elif a.verb == "models":
+        return cmd_models(a)
+    elif a.verb == "demo":
+        return cmd_demo(a)
+    elif a.verb == "augment-preview":
+        print(api.augment_preview(a.data, a.out, a.augment, n=a.n))
+    return 0
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
+                        stream=sys.stderr)
+    warnings.showwarning = _show_warning
+    try:
+        return run(args)
+    except CnnkitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

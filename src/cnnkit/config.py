@@ -1,0 +1,119 @@
+"""Nested dataclass configuration: defaults < --config file.yaml < --flags; saved resolved as config.yaml."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+
+import yaml
+
+from cnnkit.errors import CnnkitError, unknown_name
+
+
+@dataclass
+class DataConfig:
+    source: str = "digits"  # folder, CSV, or built-in name (digits, mnist:PATH, synthetic-shapes)
+    image_size: int | None = None  # None: the architecture's input size
+    channels: int | None = None  # None: the architecture's input channels
+    resize: str = "resize"  # resize | pad | crop: how images reach image_size
+    val: float = 0.15
+    test: float = 0.15
+    augment: str = "none"  # none | light | standard | strong
+    augment_options: dict = field(default_factory=dict)  # knob overrides, e.g. {hflip: 0.0}
+    whiten: bool = False  # per-image standardisation instead of the dataset mean/std
+    max_bad_fraction: float = 0.1  # above this share of unreadable images, fail instead of skipping
+    workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = "lenet5"
+    options: dict = field(default_factory=dict)  # architecture options, e.g. {variant: classic}
+    weights: str | None = None  # a state-dict file to start from
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float | None = None  # None: the optimiser's default
+    weight_decay: float | None = None
+    schedule: str = "cosine"  # none | cosine | step | onecycle (stepped per batch)
+    warmup_epochs: float = 0.0
+    loss: str = "cross_entropy"
+    label_smoothing: float = 0.0
+    class_weight: str | None = None  # None or 'balanced'
+    patience: int | None = None  # early stopping on val_loss when set
+    grad_clip: float | None = None
+    amp: bool = False
+    device: str = "auto"
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    task: str = "classify"
+    out: str | None = None  # run folder; default runs/<model>-<data>[-N]
+
+    def validate(self) -> None:
+        t = self.train
+        if t.epochs < 1:
+            raise CnnkitError(f"--epochs must be at least 1, got {t.epochs}")
+        if t.batch_size < 1:
+            raise CnnkitError(f"--batch-size must be a positive integer, got {t.batch_size}")
+        if t.lr is not None and t.lr <= 0:
+            raise CnnkitError(f"--lr must be positive, got {t.lr}")
+        if self.data.image_size is not None and self.data.image_size < 8:
+            raise CnnkitError(f"--image-size must be at least 8, got {self.data.image_size}")
+        if self.data.channels not in (None, 1, 3):
+            raise CnnkitError(f"--channels must be 1 or 3, got {self.data.channels}")
+        if self.task != "classify":
+            raise CnnkitError(f"task {self.task!r} is not available yet; this version trains 'classify'")
+
+
+def _merge(obj, updates: dict, where: str) -> None:
+    names = {f.name: f for f in fields(obj)}
+    for key, value in updates.items():
+        if key not in names:
+            raise unknown_name(f"config key in {where}", key, names)
+        current = getattr(obj, key)
+        if is_dataclass(current):
+            if not isinstance(value, dict):
+                raise CnnkitError(f"config key {where}.{key} must be a mapping, got {value!r}")
+            _merge(current, value, f"{where}.{key}")
+        else:
+            setattr(obj, key, value)
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
+    """Defaults, then the YAML file, then `overrides` ({'train': {'epochs': 3}, ...})."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise CnnkitError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise CnnkitError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise CnnkitError(f"{path} must hold a mapping of sections (data, model, train)")
+        _merge(cfg, data, path.name)
+    _merge(cfg, overrides or {}, "flags")
+    cfg.validate()
+    return cfg
+
+
+def config_from_dict(data: dict) -> Config:
+    cfg = Config()
+    _merge(cfg, data, "config.yaml")
+    return cfg
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+    tmp.replace(path)

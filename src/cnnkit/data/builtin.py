@@ -1,0 +1,114 @@
+"""Built-in datasets by name, and `open_source`, which turns any SOURCE string into an ImageSource."""
+from __future__ import annotations
+
+import ast
+import gzip
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnkit.data.sources import ImageSource, drop_bad_images, from_arrays, from_csv, from_folder
+from cnnkit.data.synthetic import ShapesConfig, make_shapes
+from cnnkit.errors import CnnkitError, did_you_mean
+
+BUILTINS = ("digits", "mnist", "synthetic-shapes")
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def digits() -> ImageSource:
+    """scikit-learn's 1,797 real 8×8 handwritten digits (UCI), grey levels 0..16 scaled to 0..255."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)  # (1797, 8, 8)
+    return from_arrays(images, d.target, [str(i) for i in range(10)], name="digits")
+
+
+def _mnist_raw_dir(root: Path) -> Path:
+    """The folder holding the four un-gzipped IDX files, decompressing into a cache when only .gz exist."""
+    for folder in (root, root / "raw", root / "MNIST" / "raw"):
+        if all((folder / f).is_file() for f in MNIST_FILES):
+            return folder
+        if all((folder / f"{f}.gz").is_file() for f in MNIST_FILES):
+            cache = Path(os.environ.get("CNNKIT_CACHE", Path.home() / ".cache" / "cnnkit")) / "mnist"
+            cache.mkdir(parents=True, exist_ok=True)
+            for f in MNIST_FILES:
+                if not (cache / f).is_file():
+                    tmp = cache / f"{f}.tmp"
+                    with gzip.open(folder / f"{f}.gz") as src, tmp.open("wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                    tmp.replace(cache / f)
+            return cache
+    raise CnnkitError(f"no MNIST IDX files in {root}; expected {MNIST_FILES[0]}(.gz) and the other three there")
+
+
+def mnist(root: str | Path) -> ImageSource:
+    """MNIST from a local folder, read with torchvision's IDX reader; the official 10k test set is the test split."""
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    root = Path(root)
+    if not root.is_dir():
+        raise CnnkitError(f"MNIST folder not found: {root}; give --data mnist:PATH with the four IDX files in PATH")
+    raw = _mnist_raw_dir(root)
+    x = torch.cat([read_image_file(str(raw / MNIST_FILES[0])), read_image_file(str(raw / MNIST_FILES[2]))])
+    y = torch.cat([read_label_file(str(raw / MNIST_FILES[1])), read_label_file(str(raw / MNIST_FILES[3]))])
+    source = from_arrays(x, y.numpy(), [str(i) for i in range(10)], name="mnist")
+    source.presplit = {"train": np.arange(60000), "test": np.arange(60000, 70000)}
+    return source
+
+
+def _parse_options(text: str) -> dict:
+    """'n=600,size=32' → {'n': 600, 'size': 32}; values are Python literals or bare words."""
+    options = {}
+    for part in filter(None, text.split(",")):
+        if "=" not in part:
+            raise CnnkitError(f"bad option {part!r}; write key=value, e.g. synthetic-shapes:n=600,size=32")
+        key, value = part.split("=", 1)
+        try:
+            options[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            options[key.strip()] = value.strip()
+    return options
+
+
+def synthetic_shapes(options: str = "") -> ImageSource:
+    """Seeded circles, squares and triangles; each item keeps its shape's box and mask in `extras`."""
+    fields = ShapesConfig.__dataclass_fields__
+    opts = _parse_options(options)
+    for key in opts:
+        if key not in fields:
+            raise CnnkitError(f"unknown synthetic-shapes option {key!r}{did_you_mean(key, fields)}")
+    try:
+        images, labels, boxes, masks = make_shapes(ShapesConfig(**opts))
+    except (TypeError, ValueError) as err:
+        raise CnnkitError(f"synthetic-shapes: {err}") from None
+    source = from_arrays(images, labels, ["circle", "square", "triangle"], name="synthetic-shapes")
+    source.extras = {"boxes": list(boxes), "masks": list(masks)}
+    return source
+
+
+def open_source(spec: str, max_bad_fraction: float = 0.1) -> ImageSource:
+    """SOURCE string → ImageSource: a built-in name (`digits`, `mnist:PATH`, `synthetic-shapes[:k=v,...]`),
+    a CSV file of path,label, or a folder of class sub-folders."""
+    name, _, arg = spec.partition(":")
+    if name == "digits":
+        return digits()
+    if name == "mnist":
+        return mnist(arg or os.environ.get("CNNKIT_MNIST", ""))
+    if name == "synthetic-shapes":
+        return synthetic_shapes(arg)
+    path = Path(spec)
+    if path.suffix.lower() == ".csv":
+        return drop_bad_images(from_csv(path), max_bad_fraction)
+    if path.is_dir():
+        return drop_bad_images(from_folder(path), max_bad_fraction)
+    if path.exists():
+        raise CnnkitError(f"data source {spec!r} is a file but not a .csv; give a folder, a CSV or a built-in name")
+    hint = did_you_mean(name, BUILTINS) if "/" not in spec and "." not in spec else ""
+    raise CnnkitError(
+        f"data not found: {spec!r} is neither a folder, a CSV file nor a built-in dataset{hint or ''}"
+        + ("" if hint else f" (built-ins: digits, mnist:PATH, synthetic-shapes)")
+    )

@@ -1,0 +1,178 @@
+"""From a source and split indices to batches: a map-style Dataset for files or augmented arrays, and a
+slicing loader for in-memory tensors, which skips per-sample Python work when nothing is random."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+
+from cnnkit.data.images import BadImage
+from cnnkit.data.sources import ImageSource
+from cnnkit.data.transforms import FitSize
+from cnnkit.errors import CnnkitError
+from cnnkit.tasks.base import Batch
+
+
+class ImageDataset(Dataset):
+    """Item i of a split: (model input (C, S, S) float, class index).
+
+    Files are decoded per item; in-memory images are fitted to size once (`pre`) and only augmented per item.
+    """
+
+    def __init__(self, source: ImageSource, indices: np.ndarray, transform, channels: int, size: int,
+                 resize: str = "resize"):
+        self.source, self.indices, self.channels = source, np.asarray(indices), channels
+        self.transform = transform
+        self.labels = torch.as_tensor(source.labels[self.indices])
+        self.pre: torch.Tensor | None = None
+        if source.arrays is not None:
+            self.pre = fitted_arrays(source, self.indices, channels, size, resize)  # (n, C, S, S) uint8
+            self.transform = _without_fit(transform)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.pre is not None:
+            return self.transform(self.pre[i]), self.labels[i]
+        j = int(self.indices[i])
+        try:
+            img = self.source.load(j, self.channels)
+        except BadImage as err:
+            raise CnnkitError(f"cannot decode {self.source.ids[j]}: {err}") from None
+        return self.transform(img), self.labels[i]
+
+
+def _without_fit(transform):
+    from torchvision.transforms import v2
+
+    return v2.Compose([t for t in transform.transforms if not isinstance(t, FitSize)])
+
+
+def fitted_arrays(source: ImageSource, indices: np.ndarray, channels: int, size: int, resize: str) -> torch.Tensor:
+    """In-memory images of `indices` at the model's channels and size, uint8, in chunks to bound memory."""
+    fit = FitSize(size, resize)
+    out = []
+    for start in range(0, len(indices), 4096):
+        chunk = indices[start:start + 4096]
+        imgs = torch.stack([source.load(int(j), channels) for j in chunk]) if len(chunk) else \
+            torch.empty(0, channels, size, size, dtype=torch.uint8)
+        out.append(fit(imgs))
+    return torch.cat(out) if out else torch.empty(0, channels, size, size, dtype=torch.uint8)
+
+
+def collate(samples: list[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
+    images, labels = zip(*samples)
+    return Batch(torch.stack(images), torch.stack(labels))
+
+
+class TensorLoader:
+    """Batches sliced from whole tensors already on their way to the model: no per-sample work.
+
+    Shuffles with its own generator, reseeded from (seed, epoch) so that a resumed run sees the same order.
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, batch_size: int, shuffle: bool = False,
+                 seed: int = 0, drop_last: bool = False, rank: int = 0, world_size: int = 1):
+        self.images, self.targets = images, targets
+        self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> torch.Tensor:
+        n = len(self.images)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(n, generator=g)
+        else:
+            order = torch.arange(n)
+        return order[self.rank::self.world_size]  # each DDP rank takes every world_size-th item
+
+    def __len__(self) -> int:
+        n = len(range(self.rank, len(self.images), self.world_size))
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        if not self.shuffle and self.world_size == 1:  # views of contiguous slices: no copy at all
+            stop = len(self) * self.batch_size
+            for start in range(0, min(stop, len(self.images)), self.batch_size):
+                yield Batch(self.images[start:start + self.batch_size], self.targets[start:start + self.batch_size])
+            return
+        order = self._order()
+        stop = len(self) * self.batch_size
+        for start in range(0, min(stop, len(order)), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            yield Batch(self.images[idx], self.targets[idx])
+
+
+class EpochSeededLoader:
+    """A DataLoader whose shuffling and worker seeds depend only on (seed, epoch), so resume is exact."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int, workers: int,
+                 drop_last: bool = False, pin_memory: bool = False, distributed: bool = False):
+        self.generator = torch.Generator()
+        self.seed, self.epoch = seed, 0
+        if distributed:
+            self.sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        else:
+            self.sampler = RandomSampler(dataset, generator=self.generator) if shuffle else None
+        self.loader = DataLoader(
+            dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers, collate_fn=collate,
+            drop_last=drop_last, pin_memory=pin_memory, generator=self.generator,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.generator.manual_seed(self.seed * 100_003 + epoch)
+        if isinstance(self.sampler, DistributedSampler):
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self.loader)
+
+
+def make_loader(source: ImageSource, indices: np.ndarray, *, channels: int, size: int, resize: str,
+                mean: list[float], std: list[float], whiten: bool = False, augment=None, batch_size: int = 64,
+                shuffle: bool = False, seed: int = 0, workers: int = 0, distributed: bool = False,
+                rank: int = 0, world_size: int = 1, pin_memory: bool = False):
+    """The loader for one split. In-memory data without augmentation is preprocessed once into a tensor."""
+    from cnnkit.data.transforms import build_transform, to_model_input
+
+    if source.arrays is not None and augment is None:
+        fitted = fitted_arrays(source, np.asarray(indices), channels, size, resize)  # (n, C, S, S) uint8
+        from torchvision.transforms import v2
+
+        x = v2.Compose(to_model_input(mean, std, whiten))(fitted)  # (n, C, S, S) float, whole split at once
+        y = torch.as_tensor(source.labels[np.asarray(indices)])
+        return TensorLoader(x, y, batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
+    transform = build_transform(size, channels, mean, std, whiten=whiten, augment=augment, resize=resize)
+    dataset = ImageDataset(source, indices, transform, channels, size, resize)
+    return EpochSeededLoader(dataset, batch_size, shuffle, seed, workers, pin_memory=pin_memory,
+                             distributed=distributed)
+
+
+def train_stats(source: ImageSource, indices: np.ndarray, channels: int, size: int, resize: str,
+                limit: int = 2000, seed: int = 0) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std of the training split at the model's size (a seeded sample of `limit` images)."""
+    from cnnkit.data.transforms import channel_stats
+
+    indices = np.asarray(indices)
+    if len(indices) > limit:
+        indices = np.sort(np.random.default_rng(seed).choice(indices, limit, replace=False))
+    if source.arrays is not None:
+        return channel_stats(fitted_arrays(source, indices, channels, size, resize))
+    fit = FitSize(size, resize)
+    imgs = []
+    for j in indices:
+        try:
+            imgs.append(fit(source.load(int(j), channels)))
+        except BadImage as err:
+            raise CnnkitError(f"cannot decode {source.ids[int(j)]}: {err}") from None
+    return channel_stats(torch.stack(imgs))

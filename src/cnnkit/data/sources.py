@@ -1,0 +1,197 @@
+"""Labelled image sources for classification: a folder of class folders, a CSV, arrays, or a built-in name.
+
+Every source becomes an `ImageSource`: stable ids (written to split.json), integer labels, class names,
+and either file paths or an in-memory uint8 tensor. Detection and segmentation sources add `extras`
+(boxes, masks) beside the same ids.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnkit.data.images import check_image, is_image_file, read_image
+from cnnkit.errors import CnnkitError
+
+log = logging.getLogger("cnnkit")
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass
+class ImageSource:
+    """A labelled image set. `paths` or `arrays` holds the pixels; `ids[i]` names item i for good."""
+
+    name: str
+    ids: list[str]
+    labels: np.ndarray  # (N,) int64
+    classes: list[str]
+    paths: list[Path] | None = None
+    arrays: torch.Tensor | None = None  # (N, C, H, W) uint8
+    presplit: dict[str, np.ndarray] = field(default_factory=dict)  # given splits: name → indices
+    extras: dict[str, list] = field(default_factory=dict)  # per-item boxes, masks, ...
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load(self, i: int, channels: int) -> torch.Tensor:
+        """Item i as (channels, H, W) uint8."""
+        if self.arrays is not None:
+            img = self.arrays[i]
+            if img.shape[0] == channels:
+                return img
+            if channels == 3 and img.shape[0] == 1:
+                return img.expand(3, -1, -1)
+            # RGB → grey with the ITU-R 601 luma weights that PIL uses
+            w = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+            return (img[:3].float() * w).sum(0, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+        return read_image(self.paths[i], channels)
+
+
+def check_labels(source: ImageSource) -> None:
+    """At least two classes, each with at least one item."""
+    if len(source.classes) < 2:
+        raise CnnkitError(
+            f"{source.name}: only one class ({source.classes[0]!r}); a classifier needs at least two classes"
+            if source.classes else f"{source.name}: no classes found"
+        )
+    counts = np.bincount(source.labels, minlength=len(source.classes))
+    empty = [c for c, n in zip(source.classes, counts) if n == 0]
+    if empty:
+        raise CnnkitError(f"{source.name}: class {empty[0]!r} has no images; add images or remove the class")
+
+
+def drop_bad_images(source: ImageSource, max_bad_fraction: float) -> ImageSource:
+    """Scan every file; skip corrupt ones with a warning naming them, or fail above `max_bad_fraction`."""
+    if source.paths is None:
+        return source
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        reasons = list(pool.map(check_image, source.paths))
+    bad = [i for i, r in enumerate(reasons) if r is not None]
+    if not bad:
+        return source
+    names = "; ".join(f"{source.ids[i]} ({reasons[i]})" for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
+    fraction = len(bad) / len(source)
+    if fraction > max_bad_fraction:
+        raise CnnkitError(
+            f"{len(bad)} of {len(source)} images are unreadable ({fraction:.0%} > max_bad_fraction "
+            f"{max_bad_fraction:.0%}): {names}"
+        )
+    log.warning("skipping %d unreadable image(s): %s", len(bad), names)
+    return subset(source, np.setdiff1d(np.arange(len(source)), bad))
+
+
+def subset(source: ImageSource, keep: np.ndarray) -> ImageSource:
+    """The same source restricted to `keep` (sorted indices); presplit indices are remapped."""
+    remap = -np.ones(len(source), dtype=np.int64)
+    remap[keep] = np.arange(len(keep))
+    presplit = {k: remap[v][remap[v] >= 0] for k, v in source.presplit.items()}
+    return ImageSource(
+        name=source.name,
+        ids=[source.ids[i] for i in keep],
+        labels=source.labels[keep],
+        classes=source.classes,
+        paths=None if source.paths is None else [source.paths[i] for i in keep],
+        arrays=None if source.arrays is None else source.arrays[torch.as_tensor(keep)],
+        presplit=presplit,
+        extras={k: [v[i] for i in keep] for k, v in source.extras.items()},
+    )
+
+
+def _class_folders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+
+
+def from_folder(root: str | Path) -> ImageSource:
+    """A folder with one sub-folder per class, or `train/`, `val/` (and `test/`) folders of class folders."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CnnkitError(f"data folder not found: {root}")
+    splits = [s for s in SPLIT_NAMES if (root / s).is_dir()]
+    parts = [(s, root / s) for s in splits] if "train" in splits else [("", root)]
+    classes = sorted({c.name for _, folder in parts for c in _class_folders(folder)})
+    if not classes:
+        raise CnnkitError(f"no class sub-folders in {root}; expected {root}/<class>/<image files>")
+    ids, labels, paths, presplit = [], [], [], {}
+    for split, folder in parts:
+        start = len(ids)
+        for label, name in enumerate(classes):
+            for p in _images_in(folder / name) if (folder / name).is_dir() else []:
+                ids.append(p.relative_to(root).as_posix())
+                labels.append(label)
+                paths.append(p)
+        if split:
+            presplit[split] = np.arange(start, len(ids))
+    if not ids:
+        raise CnnkitError(f"no image files in {root} (looked for {', '.join(('.jpg', '.png', '.bmp', '...'))})")
+    source = ImageSource(root.name, ids, np.asarray(labels, dtype=np.int64), classes, paths, presplit=presplit)
+    check_labels(source)
+    return source
+
+
+def from_csv(csv_path: str | Path) -> ImageSource:
+    """A CSV with `path,label` columns; paths are relative to the CSV's folder."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise CnnkitError(f"CSV file not found: {csv_path}")
+    with csv_path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in ("path", "label") if c not in columns]
+        if missing:
+            raise CnnkitError(
+                f"{csv_path}: missing column(s) {', '.join(missing)}; the header must be 'path,label' (has: "
+                f"{','.join(columns) or 'nothing'})"
+            )
+        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    if not rows:
+        raise CnnkitError(f"{csv_path}: no rows under the header")
+    paths = [csv_path.parent / r["path"] for r in rows]
+    absent = [r["path"] for r, p in zip(rows, paths) if not p.is_file()]
+    if absent:
+        raise CnnkitError(
+            f"{csv_path}: {len(absent)} listed file(s) do not exist, e.g. {absent[0]!r} (paths are relative to the CSV)"
+        )
+    classes = sorted({r["label"] for r in rows})
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.asarray([index[r["label"]] for r in rows], dtype=np.int64)
+    source = ImageSource(csv_path.stem, [r["path"] for r in rows], labels, classes, paths)
+    check_labels(source)
+    return source
+
+
+def from_arrays(
+    images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, classes: list[str] | None = None,
+    name: str = "arrays",
+) -> ImageSource:
+    """In-memory images: (N, H, W), (N, C, H, W) or (N, H, W, C) uint8 or float in [0, 1]; integer labels."""
+    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    if x.ndim != 4:
+        raise CnnkitError(f"images must be (N, H, W) or (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.shape[1] not in (1, 3, 4) and x.shape[-1] in (1, 3, 4):
+        x = x.permute(0, 3, 1, 2)  # channels-last → channels-first
+    if len(x) != len(y):
+        raise CnnkitError(f"{len(x)} images but {len(y)} labels; give one label per image")
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
+        raise CnnkitError("labels must be a 1-D array of non-negative integer class indices")
+    if x.is_floating_point():
+        x = (x.clamp(0, 1) * 255).round()
+    x = x[:, :3].to(torch.uint8).contiguous()
+    n_classes = int(y.max()) + 1 if len(y) else 0
+    classes = classes or [str(i) for i in range(n_classes)]
+    if len(classes) < n_classes:
+        raise CnnkitError(f"labels go up to {n_classes - 1} but only {len(classes)} class names were given")
+    source = ImageSource(name, [f"#{i}" for i in range(len(x))], y.astype(np.int64), list(classes), arrays=x)
+    check_labels(source)
+    return source

@@ -1,0 +1,1 @@
+"""Diagnosis of a training run: curves now; the verdict, confusion and Grad-CAM come with issue 5."""

@@ -1,0 +1,180 @@
+"""Callbacks: small objects with hooks the Trainer calls. Early stopping, checkpoints, history and the
+progress bar are all callbacks."""
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cnnkit.engine.checkpoint import atomic_save
+from cnnkit.errors import CnnkitError
+
+if TYPE_CHECKING:
+    from cnnkit.engine.trainer import Trainer
+
+
+class Callback:
+    """Override any hook. `all_ranks = False` callbacks run on DDP rank 0 only (the ones that write)."""
+
+    all_ranks = False
+
+    def on_fit_start(self, trainer: Trainer) -> None: ...
+    def on_epoch_start(self, trainer: Trainer) -> None: ...
+    def on_train_batch_end(self, trainer: Trainer) -> None: ...
+    def on_validation_end(self, trainer: Trainer, logs: dict) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, logs: dict) -> None: ...
+    def on_fit_end(self, trainer: Trainer) -> None: ...
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+def _mode_for(monitor: str) -> str:
+    return "min" if "loss" in monitor or "error" in monitor else "max"
+
+
+class EarlyStopping(Callback):
+    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs; optionally restore the
+    best weights. Runs on every rank (the metric is already reduced), so all ranks stop together."""
+
+    all_ranks = True
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0, mode: str = "auto",
+                 restore_best: bool = True):
+        if patience < 1:
+            raise CnnkitError(f"patience must be at least 1, got {patience}")
+        self.monitor, self.patience, self.min_delta, self.restore_best = monitor, patience, min_delta, restore_best
+        self.mode = _mode_for(monitor) if mode == "auto" else mode
+        self.best, self.best_epoch, self.wait, self.best_weights = math.inf if self.mode == "min" else -math.inf, 0, 0, None
+        self.stopped_epoch: int | None = None
+
+    def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
+        if self.monitor not in logs:
+            raise CnnkitError(f"early stopping monitors {self.monitor!r}, which is not logged; logged: {', '.join(logs)}")
+        value = logs[self.monitor]
+        if _better(self.mode, value, self.best, self.min_delta):
+            self.best, self.best_epoch, self.wait = value, logs["epoch"], 0
+            if self.restore_best:
+                self.best_weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.stopped_epoch = logs["epoch"]
+                trainer.stop_training = True
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        if self.restore_best and self.best_weights is not None and self.stopped_epoch is not None:
+            trainer.model.load_state_dict(self.best_weights)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+
+
+class ModelCheckpoint(Callback):
+    """checkpoints/last.pt after every epoch and best.pt when `monitor` improves; atomic writes.
+    On Ctrl-C the trainer's current state goes to last.pt, so a resume loses nothing."""
+
+    def __init__(self, folder: str | Path, monitor: str = "val_loss", mode: str = "auto"):
+        self.folder, self.monitor = Path(folder), monitor
+        self.mode = _mode_for(monitor) if mode == "auto" else mode
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch = 0
+
+    def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
+        state = trainer.state_dict()
+        value = logs.get(self.monitor)
+        if value is not None and _better(self.mode, value, self.best, 0.0):
+            self.best, self.best_epoch = value, logs["epoch"]
+            state["callbacks"] = trainer.callback_states()
+            atomic_save(state, self.folder / "best.pt")
+        state["callbacks"] = trainer.callback_states()
+        atomic_save(state, self.folder / "last.pt")
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        if trainer.interrupted:
+            state = trainer.state_dict()
+            state["callbacks"] = trainer.callback_states()
+            atomic_save(state, self.folder / "last.pt")
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+
+
+class CSVLogger(Callback):
+    """history.csv: one row per epoch, rewritten whole each time so it always matches the checkpoint."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
+        write_history(self.path, trainer.history)
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    if not history:
+        return
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    tmp.replace(path)
+
+
+def _fmt(logs: dict) -> str:
+    return "  ".join(f"{k} {v:.4g}" for k, v in logs.items() if k not in ("epoch", "time", "lr"))
+
+
+class ProgressBar(Callback):
+    """A live bar (loss, metrics, ETA) on a terminal; one plain line per epoch when output is piped."""
+
+    def __init__(self, live: bool | None = None, refresh: float = 0.25):
+        self.live = sys.stdout.isatty() if live is None else live
+        self.refresh, self._progress, self._task, self._last = refresh, None, None, 0.0
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if self.live:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                      TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"), transient=True)
+            self._progress.start()
+
+    def on_epoch_start(self, trainer: Trainer) -> None:
+        if self._progress is not None:
+            self._task = self._progress.add_task(f"epoch {trainer.epoch + 1}/{trainer.epochs}",
+                                                 total=trainer.steps_per_epoch, metrics="")
+
+    def on_train_batch_end(self, trainer: Trainer) -> None:
+        if self._progress is None:
+            return
+        now = time.monotonic()
+        if now - self._last >= self.refresh:  # reading the running loss syncs a GPU: not on every batch
+            self._last = now
+            self._progress.update(self._task, completed=trainer.batch_index + 1, metrics=_fmt(trainer.running_logs()))
+
+    def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
+        if self._progress is not None:
+            self._progress.remove_task(self._task)
+        print(f"epoch {logs['epoch']}/{trainer.epochs}  {_fmt(logs)}  ({logs['time']:.1f}s)", flush=True)
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

@@ -1,0 +1,195 @@
+"""The training loop. Tasks know the maths; the Trainer knows devices, epochs, mixed precision, DDP,
+callbacks and checkpoints."""
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from cnnkit.engine.callbacks import Callback
+from cnnkit.engine.distributed import DistInfo, all_reduce_sum, init_distributed, resolve_device
+from cnnkit.errors import CnnkitError
+from cnnkit.tasks.base import Batch, Task
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """`Trainer(task, optimizer, epochs=10).fit(train_loader, val_loader)` → history (one dict per epoch).
+
+    Loaders yield `Batch`es and may have `set_epoch(epoch)`. Metrics are summed on the device and read
+    once per epoch, so the loop does not wait for the GPU after every batch.
+    """
+
+    def __init__(self, task: Task, optimizer: torch.optim.Optimizer | None, *, epochs: int,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+                 callbacks: Sequence[Callback] = (), device: str | None = "auto", amp: bool = False,
+                 grad_clip: float | None = None, seed: int = 0):
+        if epochs < 1:
+            raise CnnkitError(f"epochs must be at least 1, got {epochs}")
+        self.dist: DistInfo = init_distributed()
+        self.device = resolve_device(device, self.dist)
+        self.task, self.optimizer, self.scheduler = task, optimizer, scheduler
+        self.model = task.model.to(self.device)  # the bare model (never the DDP wrapper)
+        self.epochs, self.grad_clip, self.seed = epochs, grad_clip, seed
+        self.callbacks = [c for c in callbacks if c.all_ranks or self.dist.is_main]
+        self.amp_dtype = (torch.float16 if self.device.type == "cuda" else torch.bfloat16) if amp else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.epoch = 0  # epochs completed
+        self.history: list[dict] = []
+        self.meta: dict = {}  # saved with every checkpoint (the model card, for a resume)
+        self.stop_training = self.interrupted = False
+        self.batch_index, self.steps_per_epoch = 0, 0
+        self._sums: dict[str, torch.Tensor] = {}
+        self._count = 0
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def fit(self, train: Iterable[Batch], val: Iterable[Batch] | None = None) -> list[dict]:
+        if self.optimizer is None:
+            raise CnnkitError("this Trainer has no optimizer; it can only evaluate and predict")
+        self.steps_per_epoch = len(train) if hasattr(train, "__len__") else 0
+        if self.dist.enabled:
+            ids = [self.dist.local_rank] if self.device.type == "cuda" else None
+            self.task.model = DistributedDataParallel(self.model, device_ids=ids)
+        self.stop_training = self.interrupted = False
+        self._call("on_fit_start")
+        try:
+            while self.epoch < self.epochs and not self.stop_training:
+                self._run_epoch(train, val)
+        except KeyboardInterrupt:
+            self.interrupted = True  # callbacks save the current state in on_fit_end
+        finally:
+            self.task.model = self.model
+            self._call("on_fit_end")
+        return self.history
+
+    def _run_epoch(self, train: Iterable[Batch], val: Iterable[Batch] | None) -> None:
+        start = time.perf_counter()
+        torch.manual_seed(self.seed * 100_003 + self.epoch)  # augmentation randomness, exact on resume
+        if hasattr(train, "set_epoch"):
+            train.set_epoch(self.epoch)
+        self._call("on_epoch_start")
+        logs = {"epoch": self.epoch + 1}
+        logs.update({f"train_{k}": v for k, v in self._train_epoch(train).items()})
+        if val is not None:
+            logs.update({f"val_{k}": v for k, v in self.evaluate(val).items()})
+            self._call("on_validation_end", logs)
+        logs["lr"] = self.optimizer.param_groups[0]["lr"]
+        logs["time"] = time.perf_counter() - start
+        self.history.append(logs)
+        self.epoch += 1
+        self._call("on_epoch_end", logs)
+
+    def _train_epoch(self, loader: Iterable[Batch]) -> dict[str, float]:
+        self.task.model.train()
+        self._sums, self._count = {}, 0
+        batch_hooks = [c for c in self.callbacks if type(c).on_train_batch_end is not Callback.on_train_batch_end]
+        for self.batch_index, batch in enumerate(loader):
+            batch = batch.to(self.device, non_blocking=True)
+            with self._autocast():
+                out = self.task.training_step(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(out.loss).backward()
+            if self.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self._accumulate(out.logs, len(batch))
+            for c in batch_hooks:
+                c.on_train_batch_end(self)
+        if self._count == 0:
+            raise CnnkitError("the training loader gave no batches; the training split is empty or the batch too big")
+        if not torch.isfinite(self._sums["loss"]):
+            raise CnnkitError("the training loss became NaN or infinite; lower the learning rate (--lr)")
+        return self._reduce()
+
+    @torch.inference_mode()
+    def evaluate(self, loader: Iterable[Batch]) -> dict[str, float]:
+        """Mean loss and metrics over a loader, in eval mode (no dropout, BN running statistics)."""
+        was_training = self.task.model.training
+        self.task.model.eval()
+        self._sums, self._count = {}, 0
+        for batch in loader:
+            batch = batch.to(self.device, non_blocking=True)
+            with self._autocast():
+                out = self.task.validation_step(batch)
+            self._accumulate(out.logs, len(batch))
+        self.task.model.train(was_training)
+        return self._reduce() if self._count else {}
+
+    @torch.inference_mode()
+    def predict(self, loader: Iterable[Batch]) -> torch.Tensor:
+        """Concatenated task predictions (probabilities for classification) on the CPU."""
+        self.task.model.eval()
+        outs = []
+        for batch in loader:
+            with self._autocast():
+                outs.append(self.task.predict_step(batch.images.to(self.device)).float().cpu())
+        return torch.cat(outs) if outs else torch.empty(0)
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _accumulate(self, logs: dict[str, torch.Tensor], n: int) -> None:
+        for k, v in logs.items():
+            v = v.detach().float() * n
+            self._sums[k] = self._sums[k] + v if k in self._sums else v
+        self._count += n
+
+    def _reduce(self) -> dict[str, float]:
+        keys = list(self._sums)
+        totals = torch.stack([self._sums[k] for k in keys] + [torch.tensor(float(self._count), device=self.device)])
+        totals = all_reduce_sum(totals, self.dist).cpu()
+        return {k: float(totals[i] / totals[-1]) for i, k in enumerate(keys)}
+
+    def running_logs(self) -> dict[str, float]:
+        """The epoch's running means so far (reads the device: for progress display only)."""
+        return {k: float(v) / max(self._count, 1) for k, v in self._sums.items()}
+
+    def _call(self, hook: str, *args) -> None:
+        for c in self.callbacks:
+            getattr(c, hook)(self, *args)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def callback_states(self) -> dict:
+        return {type(c).__name__: c.state_dict() for c in self.callbacks}
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "history": self.history,
+            "meta": self.meta,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.history = int(state["epoch"]), list(state["history"])
+        self.meta = dict(state.get("meta", {}))
+        for c in self.callbacks:
+            saved = state.get("callbacks", {}).get(type(c).__name__)
+            if saved:
+                c.load_state_dict(saved)

@@ -1,0 +1,121 @@
+"""The model registry: one factory for every architecture, weights loaded in one place.
+
+A name means the architecture only; weights are a file given to `create_model`.
+"""
+from __future__ import annotations
+
+import fnmatch
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cnnkit.errors import CnnkitError, unknown_name
+
+ModelFn = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the registry knows about an architecture besides its constructor."""
+
+    name: str
+    fn: ModelFn
+    task: str = "classify"
+    paper: str = ""
+    head: str = "fc"  # attribute path of the classifier, dropped when num_classes differs
+    input_size: tuple[int, int, int] = (3, 224, 224)  # (C, H, W) the paper trains at
+    defaults: dict = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    task: str = "classify",
+    paper: str = "",
+    head: str = "fc",
+    input_size: tuple[int, int, int] = (3, 224, 224),
+    **defaults,
+) -> Callable[[ModelFn], ModelFn]:
+    """Decorator: add an architecture under `name`. Registering a name twice raises."""
+
+    def add(fn: ModelFn) -> ModelFn:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = ModelSpec(name, fn, task, paper, head, input_size, dict(defaults))
+        return fn
+
+    return add
+
+
+def _ensure_zoo() -> None:
+    import cnnkit.models  # noqa: F401  (importing registers the zoo)
+
+
+def get_spec(name: str) -> ModelSpec:
+    _ensure_zoo()
+    if name not in _REGISTRY:
+        raise unknown_name("model", name, _REGISTRY)
+    return _REGISTRY[name]
+
+
+def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
+    """Registered names matching a glob, optionally only those of one task."""
+    _ensure_zoo()
+    return sorted(
+        n for n, s in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (task is None or s.task == task)
+    )
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int = 1000,
+    in_channels: int | None = None,
+    weights: str | Path | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build `name`; load `weights` (a state-dict file) when given, dropping a head of another size."""
+    spec = get_spec(name)
+    in_channels = spec.input_size[0] if in_channels is None else in_channels
+    if num_classes < 1 or in_channels < 1:
+        raise CnnkitError(f"num_classes and in_channels must be positive, got {num_classes} and {in_channels}")
+    try:
+        model = spec.fn(num_classes=num_classes, in_channels=in_channels, **{**spec.defaults, **kwargs})
+    except TypeError as err:
+        raise CnnkitError(f"bad option for model {name!r}: {err}") from None
+    if weights is not None:
+        load_weights(model, weights, head=spec.head)
+    return model
+
+
+def load_weights(model: nn.Module, path: str | Path, *, head: str = "fc") -> None:
+    """Load a state dict strictly, except the head, which is skipped when its shape differs."""
+    path = Path(path)
+    if not path.is_file():
+        raise CnnkitError(f"weight file not found: {path}; pass the path of a .pt/.pth state dict")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  (any unreadable file is the user's bad input)
+        raise CnnkitError(f"cannot read weight file {path}: {err}".splitlines()[0]) from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    own = model.state_dict()
+    dropped = [k for k in state if k.startswith(head + ".") and k in own and state[k].shape != own[k].shape]
+    for k in dropped:
+        del state[k]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad_missing = [k for k in missing if k not in dropped]
+    if bad_missing or unexpected:
+        raise CnnkitError(
+            f"weights in {path} do not match the architecture: {len(bad_missing)} missing keys "
+            f"(e.g. {bad_missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
+        )
+    if dropped:
+        warnings.warn(f"head '{head}' has another shape in {path.name}; it starts from random weights", stacklevel=2)

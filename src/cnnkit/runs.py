@@ -1,0 +1,87 @@
+"""The run folder: the model card in model.pt, and loading a run to predict with nothing else."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cnnkit import __version__
+from cnnkit.data.transforms import build_transform
+from cnnkit.engine.checkpoint import atomic_save, load_checkpoint
+from cnnkit.errors import CnnkitError
+from cnnkit.registry import create_model
+
+RUNS_ROOT = Path("runs")
+
+
+@dataclass
+class ModelCard:
+    """Everything `predict` needs besides the weights: the data contract travels with the model."""
+
+    architecture: str
+    task: str
+    classes: list[str]
+    input_size: list[int]  # [C, H, W]
+    mean: list[float]
+    std: list[float]
+    whiten: bool = False
+    resize: str = "resize"
+    options: dict | None = None  # architecture options given to create_model
+    cnnkit_version: str = __version__
+
+    def transform(self):
+        c, h, _ = self.input_size
+        return build_transform(h, c, self.mean, self.std, whiten=self.whiten, resize=self.resize)
+
+    def build_model(self) -> nn.Module:
+        return create_model(self.architecture, num_classes=len(self.classes), in_channels=self.input_size[0],
+                            **(self.options or {}))
+
+
+def new_run_dir(name: str, root: Path = RUNS_ROOT) -> Path:
+    """runs/<name>, or runs/<name>-2, -3, ... when taken."""
+    path, n = root / name, 1
+    while path.exists():
+        n += 1
+        path = root / f"{name}-{n}"
+    return path
+
+
+def save_model(path: Path, model: nn.Module, card: ModelCard) -> None:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_save({"state_dict": state, "card": asdict(card)}, path)
+
+
+def run_file(run: str | Path, name: str) -> Path:
+    run = Path(run)
+    if not run.is_dir():
+        raise CnnkitError(f"run folder not found: {run}")
+    path = run / name
+    if not path.is_file():
+        raise CnnkitError(f"{run} has no {name}; is it a cnnkit run folder (from `cnnkit train`)?")
+    return path
+
+
+def load_model(run: str | Path) -> tuple[nn.Module, ModelCard]:
+    """The trained model (eval mode, CPU) and its card, from RUN/model.pt alone."""
+    saved = load_checkpoint(run_file(run, "model.pt"))
+    try:
+        card = ModelCard(**saved["card"])
+    except (KeyError, TypeError) as err:
+        raise CnnkitError(f"{run}/model.pt has no valid model card ({err})") from None
+    model = card.build_model()
+    model.load_state_dict(saved["state_dict"])
+    return model.eval(), card
+
+
+def record_test_use(run: Path, metrics: dict) -> int:
+    """Append this use of the test split to test_log.jsonl; returns how many uses there were before."""
+    log = run / "test_log.jsonl"
+    before = len(log.read_text().splitlines()) if log.is_file() else 0
+    with log.open("a") as f:
+        f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **metrics}) + "\n")
+    return before
