@@ -20,6 +20,7 @@ from cnnkit.data.transforms import make_augment
 from cnnkit.diagnose.curves import plot_learning_curves
 from cnnkit.engine.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar, write_history
 from cnnkit.engine.checkpoint import load_checkpoint
+from cnnkit.engine.distributed import barrier, broadcast_object, init_distributed
 from cnnkit.engine.optim import make_optimizer, make_schedule
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
@@ -101,18 +102,21 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, **trai
         cfg, state, record = cfg or Config(), None, None
     cfg.train = replace(cfg.train, **train_overrides)
     cfg.validate()
+    info = init_distributed()
     source = open_source(cfg.data.source, cfg.data.max_bad_fraction)
     if record is None:
-        split = make_split(source, cfg.data.val, cfg.data.test, cfg.train.seed)
-        run_dir = Path(cfg.out) if cfg.out else new_run_dir(f"{cfg.model.name}-{source.name}")
-        run_dir.mkdir(parents=True, exist_ok=True)
+        split = make_split(source, cfg.data.val, cfg.data.test, cfg.train.seed)  # seeded: equal on every rank
+        run_dir = broadcast_object(Path(cfg.out) if cfg.out else new_run_dir(f"{cfg.model.name}-{source.name}"), info)
         card = _card_for(cfg, source, split, cfg.train.seed)
-        record = split_record(source, split, cfg.train.seed, {"val": cfg.data.val, "test": cfg.data.test})
-        write_split(run_dir / "split.json", record)
+        if info.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            record = split_record(source, split, cfg.train.seed, {"val": cfg.data.val, "test": cfg.data.test})
+            write_split(run_dir / "split.json", record)
     else:
         split = {name: indices_from_record(source, record, name) for name in ("train", "val")}
         card = ModelCard(**state["meta"]["card"])
-    save_config(cfg, run_dir / "config.yaml")
+    if info.is_main:
+        save_config(cfg, run_dir / "config.yaml")
     return _fit(cfg, source, split, card, run_dir, state)
 
 
@@ -127,16 +131,16 @@ def _fit(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, state
         trainer.load_state_dict(state)
         log.info("resuming %s after epoch %d of %d", run_dir, trainer.epoch, trainer.epochs)
     trainer.fit(train_loader, val_loader)
-    if not trainer.dist.is_main:
-        return TrainResult(run_dir, trainer.history, {}, trainer.interrupted)
+    barrier(trainer.dist)  # rank 0 has written best.pt
     best = run_dir / "checkpoints" / "best.pt"
     if best.is_file() and not trainer.interrupted:  # model selection on val, never on test
         trainer.model.load_state_dict(load_checkpoint(best)["model"])
-    save_model(run_dir / "model.pt", trainer.model, card)
-    write_history(run_dir / "history.csv", trainer.history)
-    if trainer.history:
-        plot_learning_curves(trainer.history, run_dir / "plots" / "learning_curves.png")
     val = trainer.evaluate(val_loader) if val_loader is not None and not trainer.interrupted else {}
+    if trainer.dist.is_main:
+        save_model(run_dir / "model.pt", trainer.model, card)
+        write_history(run_dir / "history.csv", trainer.history)
+        if trainer.history:
+            plot_learning_curves(trainer.history, run_dir / "plots" / "learning_curves.png")
     return TrainResult(run_dir, trainer.history, val, trainer.interrupted)
 
 

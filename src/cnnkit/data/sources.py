@@ -170,7 +170,7 @@ def from_csv(csv_path: str | Path) -> ImageSource:
 
 def from_arrays(
     images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, classes: list[str] | None = None,
-    name: str = "arrays",
+    name: str = "arrays", check: bool = True,
 ) -> ImageSource:
     """In-memory images: (N, H, W), (N, C, H, W) or (N, H, W, C) uint8 or float in [0, 1]; integer labels."""
     x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
@@ -193,5 +193,6 @@ def from_arrays(
     if len(classes) < n_classes:
         raise CnnkitError(f"labels go up to {n_classes - 1} but only {len(classes)} class names were given")
     source = ImageSource(name, [f"#{i}" for i in range(len(x))], y.astype(np.int64), list(classes), arrays=x)
-    check_labels(source)
+    if check:  # training data needs two classes; data to evaluate or predict on need not
+        check_labels(source)
     return source

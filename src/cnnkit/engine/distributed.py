@@ -13,29 +13,26 @@ class DistInfo:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    enabled: bool = False  # a process group is up (torchrun), even with a single process
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
 
 def init_distributed() -> DistInfo:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); a no-op otherwise.
+    """Join the process group when launched by torchrun (RANK and WORLD_SIZE set); a no-op otherwise.
     NCCL on GPUs, gloo on CPUs."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return DistInfo()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local)
         dist.init_process_group(backend)
-    return DistInfo(rank, local, world)
+    return DistInfo(rank, local, world, enabled=True)
 
 
 def resolve_device(name: str | None, info: DistInfo) -> torch.device:
@@ -51,3 +48,17 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def broadcast_object(obj, info: DistInfo):  # noqa: ANN001, ANN201  (any picklable object)
+    """Rank 0's value of `obj` on every rank (e.g. the run folder name it chose)."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()

@@ -1,0 +1,155 @@
+"""A Keras-like façade over the core: Model(...).compile(...).fit(...), evaluate, predict, save.
+
+    model = cnnkit.Model("lenet5", num_classes=10)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(x, y, epochs=20, batch_size=64, validation_split=0.15,
+                        callbacks=[cnnkit.callbacks.EarlyStopping(patience=3)])
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnkit.data.loader import make_loader, train_stats
+from cnnkit.data.sources import ImageSource, from_arrays
+from cnnkit.data.transforms import Augment
+from cnnkit.engine.callbacks import Callback, ProgressBar
+from cnnkit.engine.optim import make_optimizer, make_schedule
+from cnnkit.engine.trainer import Trainer, seed_everything
+from cnnkit.errors import CnnkitError
+from cnnkit.registry import create_model, get_spec
+from cnnkit.runs import ModelCard, save_model
+from cnnkit.tasks.classification import ClassificationTask
+
+SUPPORTED_METRICS = ("accuracy", "acc")
+
+
+@dataclass
+class History:
+    """Like Keras' History: `history.history['val_loss']` is one value per epoch."""
+
+    epoch: list[int] = field(default_factory=list)
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    @classmethod
+    def from_rows(cls, rows: list[dict]) -> History:
+        h = cls([r["epoch"] - 1 for r in rows])
+        for row in rows:
+            for k, v in row.items():
+                if k != "epoch":
+                    h.history.setdefault(k.removeprefix("train_"), []).append(v)
+        return h
+
+
+def _as_source(x, y, classes: list[str] | None, check: bool = True) -> ImageSource:
+    if isinstance(x, ImageSource):
+        return x
+    if y is None:
+        raise CnnkitError("give labels: fit(x, y) with x images and y integer class indices")
+    return from_arrays(x, y, classes, check=check)
+
+
+class Model:
+    """An architecture from the registry plus everything `fit` learns about the data (the model card)."""
+
+    def __init__(self, architecture: str, task: str = "classify", *, num_classes: int = 10,
+                 in_channels: int | None = None, image_size: int | None = None, classes: list[str] | None = None,
+                 weights: str | Path | None = None, resize: str = "resize", **options):
+        if task != "classify":
+            raise CnnkitError(f"task {task!r} is not available yet; this version has 'classify'")
+        spec = get_spec(architecture)
+        self.classes = list(classes) if classes else [str(i) for i in range(num_classes)]
+        channels = in_channels or spec.input_size[0]
+        size = image_size or spec.input_size[1]
+        self.card = ModelCard(architecture, task, self.classes, [channels, size, size], [0.5] * channels,
+                              [0.5] * channels, False, resize, dict(options))
+        self.network = create_model(architecture, num_classes=len(self.classes), in_channels=channels,
+                                    weights=weights, **options)
+        self._compiled: dict | None = None
+
+    def compile(self, optimizer: str = "adam", loss: str = "sparse_categorical_crossentropy",
+                metrics: Sequence[str] = ("accuracy",), *, lr: float | None = None, weight_decay: float | None = None,
+                schedule: str = "none", device: str = "auto", amp: bool = False) -> None:
+        unknown = [m for m in metrics if m not in SUPPORTED_METRICS]
+        if unknown:
+            raise CnnkitError(f"unknown metric {unknown[0]!r}; this version logs 'accuracy' (and the loss)")
+        make_optimizer(optimizer, [torch.zeros(1, requires_grad=True)], lr=lr)  # fail now on a bad name
+        self._compiled = dict(optimizer=optimizer, loss=loss, lr=lr, weight_decay=weight_decay, schedule=schedule,
+                              device=device, amp=amp)
+
+    def _loader(self, source: ImageSource, idx: np.ndarray, batch_size: int, shuffle: bool = False,
+                augment: Augment | None = None, seed: int = 0):
+        c, s, _ = self.card.input_size
+        return make_loader(source, idx, channels=c, size=s, resize=self.card.resize, mean=self.card.mean,
+                           std=self.card.std, augment=augment, batch_size=batch_size, shuffle=shuffle, seed=seed)
+
+    def fit(self, x, y=None, *, epochs: int = 1, batch_size: int = 32, validation_split: float = 0.0,
+            validation_data: tuple | None = None, shuffle: bool = True, class_weight: dict | None = None,
+            callbacks: Sequence[Callback] = (), initial_epoch: int = 0, verbose: int = 1,
+            augment: Augment | None = None, seed: int = 0) -> History:
+        """Train; like Keras, `validation_split` holds out the *last* fraction of x before shuffling."""
+        if self._compiled is None:
+            raise CnnkitError("call compile(optimizer=..., loss=...) before fit")
+        if batch_size < 1 or epochs < 1 or not 0 <= validation_split < 1:
+            raise CnnkitError("need epochs >= 1, batch_size >= 1 and 0 <= validation_split < 1")
+        source = _as_source(x, y, self.classes)
+        n_val = int(len(source) * validation_split)
+        train_idx, val_idx = np.arange(len(source) - n_val), np.arange(len(source) - n_val, len(source))
+        c, s, _ = self.card.input_size
+        self.card.mean, self.card.std = train_stats(source, train_idx, c, s, self.card.resize, seed=seed)
+        seed_everything(seed)
+        trainer = self._trainer(epochs, batch_size, len(train_idx), class_weight, callbacks, verbose, seed)
+        trainer.epoch = initial_epoch
+        train_loader = self._loader(source, train_idx, batch_size, shuffle, augment, seed)
+        val_loader = None
+        if validation_data is not None:
+            vs = _as_source(*validation_data, self.classes, check=False) if isinstance(validation_data, tuple) else validation_data
+            val_loader = self._loader(vs, np.arange(len(vs)), batch_size)
+        elif n_val:
+            val_loader = self._loader(source, val_idx, batch_size)
+        return History.from_rows(trainer.fit(train_loader, val_loader))
+
+    def _trainer(self, epochs: int, batch_size: int, n_train: int, class_weight: dict | None,
+                 callbacks: Sequence[Callback], verbose: int, seed: int) -> Trainer:
+        cfg = self._compiled
+        weight = None
+        if class_weight:
+            weight = torch.ones(len(self.classes))
+            for k, w in class_weight.items():
+                weight[int(k)] = float(w)
+        task = ClassificationTask(self.network, cfg["loss"], class_weight=weight)
+        optimizer = make_optimizer(cfg["optimizer"], self.network.parameters(), lr=cfg["lr"],
+                                   weight_decay=cfg["weight_decay"])
+        steps = -(-n_train // batch_size) * epochs
+        scheduler = make_schedule(cfg["schedule"], optimizer, total_steps=steps)
+        cbs = list(callbacks) + ([ProgressBar()] if verbose else [])
+        return Trainer(task, optimizer, epochs=epochs, scheduler=scheduler, callbacks=cbs, device=cfg["device"],
+                       amp=cfg["amp"], seed=seed)
+
+    def evaluate(self, x, y=None, batch_size: int = 256) -> dict[str, float]:
+        """{'loss': ..., 'accuracy': ...} on the given data (Keras' return_dict=True)."""
+        source = _as_source(x, y, self.classes, check=False)
+        loss = self._compiled["loss"] if self._compiled else "cross_entropy"
+        trainer = Trainer(ClassificationTask(self.network, loss), None, epochs=1,
+                          device=self._compiled["device"] if self._compiled else "auto")
+        return trainer.evaluate(self._loader(source, np.arange(len(source)), batch_size))
+
+    def predict(self, x, batch_size: int = 256) -> np.ndarray:
+        """Class probabilities, (N, num_classes)."""
+        source = x if isinstance(x, ImageSource) else from_arrays(x, np.zeros(len(x), dtype=np.int64), self.classes,
+                                                                   check=False)
+        trainer = Trainer(ClassificationTask(self.network), None, epochs=1,
+                          device=self._compiled["device"] if self._compiled else "auto")
+        return trainer.predict(self._loader(source, np.arange(len(source)), batch_size)).numpy()
+
+    def save(self, path: str | Path) -> Path:
+        """model.pt with its card: `cnnkit predict` works on the folder that holds it."""
+        path = Path(path)
+        if path.suffix != ".pt":
+            path = path / "model.pt"
+        save_model(path, self.network, self.card)
+        return path
