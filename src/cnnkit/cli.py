@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 from cnnkit import api
+from cnnkit.engine.distributed import shutdown_distributed
 from cnnkit.errors import CnnkitError
 
 
@@ -184,3 +185,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        shutdown_distributed()

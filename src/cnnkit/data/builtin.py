@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import gzip
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -33,7 +34,11 @@ def _mnist_raw_dir(root: Path) -> Path:
         if all((folder / f).is_file() for f in MNIST_FILES):
             return folder
         if all((folder / f"{f}.gz").is_file() for f in MNIST_FILES):
+            # one cache per folder and file version: Fashion-MNIST, KMNIST, ... use the very same file names
+            stats = [(folder / f"{f}.gz").stat() for f in MNIST_FILES]
+            key = repr([str(folder.resolve())] + [(s.st_size, s.st_mtime_ns) for s in stats])
             cache = Path(os.environ.get("CNNKIT_CACHE", Path.home() / ".cache" / "cnnkit")) / "mnist"
+            cache = cache / hashlib.sha256(key.encode()).hexdigest()[:16]
             cache.mkdir(parents=True, exist_ok=True)
             for f in MNIST_FILES:
                 if not (cache / f).is_file():
@@ -53,10 +58,14 @@ def mnist(root: str | Path) -> ImageSource:
     if not root.is_dir():
         raise CnnkitError(f"MNIST folder not found: {root}; give --data mnist:PATH with the four IDX files in PATH")
     raw = _mnist_raw_dir(root)
-    x = torch.cat([read_image_file(str(raw / MNIST_FILES[0])), read_image_file(str(raw / MNIST_FILES[2]))])
-    y = torch.cat([read_label_file(str(raw / MNIST_FILES[1])), read_label_file(str(raw / MNIST_FILES[3]))])
+    x_train, x_test = read_image_file(str(raw / MNIST_FILES[0])), read_image_file(str(raw / MNIST_FILES[2]))
+    y_train, y_test = read_label_file(str(raw / MNIST_FILES[1])), read_label_file(str(raw / MNIST_FILES[3]))
+    if len(x_train) != len(y_train) or len(x_test) != len(y_test):
+        raise CnnkitError(f"{raw}: the image and label files disagree on the number of items")
+    x, y = torch.cat([x_train, x_test]), torch.cat([y_train, y_test])
     source = from_arrays(x, y.numpy(), [str(i) for i in range(10)], name="mnist")
-    source.presplit = {"train": np.arange(60000), "test": np.arange(60000, 70000)}
+    n = len(x_train)  # 60,000 for MNIST; the IDX variants (EMNIST, ...) have other sizes
+    source.presplit = {"train": np.arange(n), "test": np.arange(n, len(x))}
     return source
 
 

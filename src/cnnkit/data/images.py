@@ -22,11 +22,20 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def rgb_to_grey(img: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) uint8 RGB → (..., 1, H, W) grey, bit for bit as PIL's convert('L'): ITU-R 601-2 luma
+    in PIL's fixed point, L = (19595 R + 38470 G + 7471 B + 2**15) >> 16."""
+    w = torch.tensor([19595, 38470, 7471], dtype=torch.int32).view(3, 1, 1)
+    luma = (img[..., :3, :, :].to(torch.int32) * w).sum(dim=-3, keepdim=True) + 32768
+    return luma.bitwise_right_shift(16).to(torch.uint8)
+
+
 def _pil_to_uint8(im: Image.Image, channels: int) -> torch.Tensor:
     """PIL image of any mode → (channels, H, W) uint8; 16-bit is scaled down, alpha is dropped."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(im, dtype=np.float64)
-        peak = 65535.0 if a.max() > 255 else 255.0
+        # 16-bit modes always span 0..65535 (a dark 16-bit image must stay dark); mode I (32-bit) gives no depth
+        peak = 65535.0 if im.mode != "I" or a.max() > 255 else 255.0
         im = Image.fromarray(np.clip(a / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
     if im.mode == "P":
         im = im.convert("RGBA")
@@ -40,7 +49,8 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
     """Decode `path` to a (channels, H, W) uint8 tensor; raises BadImage with the reason.
 
     JPEG and PNG of 8 bits go through torchvision's decoders (libjpeg-turbo, libpng: faster than PIL);
-    everything else (palette GIF, 16-bit, TIFF, BMP, ...) goes through PIL.
+    everything else (palette GIF, 16-bit, TIFF, BMP, ...) goes through PIL. Grey is always PIL's luma of the
+    RGB image (libpng's and libjpeg's own grey conversions differ from it), whichever decoder ran.
     """
     path = Path(path)
     try:
@@ -51,10 +61,9 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
         raise BadImage("empty file")
     if path.suffix.lower() in (".jpg", ".jpeg", ".png"):
         try:
-            img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                               mode=ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB)
-            if img.dtype == torch.uint8 and img.shape[0] == channels and img.numel() <= MAX_PIXELS * channels:
-                return img
+            img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            if img.dtype == torch.uint8 and img.shape[0] == 3 and img.numel() <= MAX_PIXELS * 3:
+                return img if channels == 3 else rgb_to_grey(img)
         except RuntimeError:
             pass  # PIL below gives the precise reason, or manages odd files (CMYK, 16-bit PNG)
     return _read_with_pil(path, channels)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnkit.data.images import check_image, is_image_file, read_image
+from cnnkit.data.images import check_image, is_image_file, read_image, rgb_to_grey
 from cnnkit.errors import CnnkitError
 
 log = logging.getLogger("cnnkit")
@@ -46,9 +46,7 @@ class ImageSource:
                 return img
             if channels == 3 and img.shape[0] == 1:
                 return img.expand(3, -1, -1)
-            # RGB → grey with the ITU-R 601 luma weights that PIL uses
-            w = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
-            return (img[:3].float() * w).sum(0, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+            return rgb_to_grey(img)  # as PIL's convert('L'), and as read_image does for files
         return read_image(self.paths[i], channels)
 
 
@@ -82,7 +80,9 @@ def drop_bad_images(source: ImageSource, max_bad_fraction: float) -> ImageSource
             f"{max_bad_fraction:.0%}): {names}"
         )
     log.warning("skipping %d unreadable image(s): %s", len(bad), names)
-    return subset(source, np.setdiff1d(np.arange(len(source)), bad))
+    kept = subset(source, np.setdiff1d(np.arange(len(source)), bad))
+    check_labels(kept)  # skipping may have emptied a class
+    return kept
 
 
 def subset(source: ImageSource, keep: np.ndarray) -> ImageSource:
@@ -142,7 +142,7 @@ def from_csv(csv_path: str | Path) -> ImageSource:
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise CnnkitError(f"CSV file not found: {csv_path}")
-    with csv_path.open(newline="") as f:
+    with csv_path.open(newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets often write a BOM
         reader = csv.DictReader(f)
         columns = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in ("path", "label") if c not in columns]
@@ -185,8 +185,14 @@ def from_arrays(
         raise CnnkitError(f"{len(x)} images but {len(y)} labels; give one label per image")
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
         raise CnnkitError("labels must be a 1-D array of non-negative integer class indices")
+    if x.numel() and x.is_floating_point() and (x.min() < 0 or x.max() > 1):
+        raise CnnkitError(f"float images must be in [0, 1], got values in [{float(x.min()):g}, {float(x.max()):g}]; "
+                          "divide by 255, or give uint8")
+    if x.numel() and not x.is_floating_point() and x.dtype != torch.uint8 and (x.min() < 0 or x.max() > 255):
+        raise CnnkitError(f"integer images must be in [0, 255], got values in [{int(x.min())}, {int(x.max())}]; "
+                          "scale them to uint8")
     if x.is_floating_point():
-        x = (x.clamp(0, 1) * 255).round()
+        x = (x * 255).round()
     x = x[:, :3].to(torch.uint8).contiguous()
     n_classes = int(y.max()) + 1 if len(y) else 0
     classes = classes or [str(i) for i in range(n_classes)]

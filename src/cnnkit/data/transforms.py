@@ -78,13 +78,13 @@ class FitSize(v2.Transform):
 
 
 class Whiten(torch.nn.Module):
-    """Per-image standardisation: zero mean, unit std over each image's pixels (std floored at 1/sqrt(n)).
-    Works on one image (C, H, W) or a batch (N, C, H, W)."""
+    """Per-image standardisation: zero mean, unit std over each image's pixels (std floored at 1/sqrt(n)), as
+    tf.image.per_image_standardization: the population std. Works on one image (C, H, W) or a batch (N, C, H, W)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dims = (-3, -2, -1)
         n = x.shape[-3] * x.shape[-2] * x.shape[-1]
-        std = x.std(dim=dims, keepdim=True).clamp_min(1.0 / n**0.5)
+        std = x.std(dim=dims, keepdim=True, correction=0).clamp_min(1.0 / n**0.5)
         return (x - x.mean(dim=dims, keepdim=True)) / std
 
 
@@ -135,8 +135,8 @@ def build_transform(
 
 
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of a (N, C, H, W) uint8 batch, in [0, 1] units."""
+    """Per-channel mean and (population) std of a (N, C, H, W) uint8 batch, in [0, 1] units."""
     x = images.to(torch.float64) / 255.0
     mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    std = x.std(dim=(0, 2, 3), correction=0).clamp_min(1e-3)
     return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]

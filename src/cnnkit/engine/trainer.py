@@ -3,6 +3,7 @@ callbacks and checkpoints."""
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import time
 from collections.abc import Iterable, Sequence
@@ -49,8 +50,8 @@ class Trainer:
         self.meta: dict = {}  # saved with every checkpoint (the model card, for a resume)
         self.stop_training = self.interrupted = False
         self.batch_index, self.steps_per_epoch = 0, 0
-        self._sums: dict[str, torch.Tensor] = {}
-        self._count = 0
+        self._logs: list[dict[str, torch.Tensor]] = []  # this epoch's per-batch logs
+        self._sizes: list[int] = []
 
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self, train: Iterable[Batch], val: Iterable[Batch] | None = None) -> list[dict]:
@@ -91,7 +92,7 @@ class Trainer:
 
     def _train_epoch(self, loader: Iterable[Batch]) -> dict[str, float]:
         self.task.model.train()
-        self._sums, self._count = {}, 0
+        self._logs, self._sizes = [], []
         batch_hooks = [c for c in self.callbacks if type(c).on_train_batch_end is not Callback.on_train_batch_end]
         for self.batch_index, batch in enumerate(loader):
             batch = batch.to(self.device, non_blocking=True)
@@ -109,25 +110,26 @@ class Trainer:
             self._accumulate(out.logs, len(batch))
             for c in batch_hooks:
                 c.on_train_batch_end(self)
-        if self._count == 0:
+        if not self._logs:
             raise CnnkitError("the training loader gave no batches; the training split is empty or the batch too big")
-        if not torch.isfinite(self._sums["loss"]):
+        logs = self._reduce()
+        if not all(map(math.isfinite, logs.values())):
             raise CnnkitError("the training loss became NaN or infinite; lower the learning rate (--lr)")
-        return self._reduce()
+        return logs
 
     @torch.inference_mode()
     def evaluate(self, loader: Iterable[Batch]) -> dict[str, float]:
         """Mean loss and metrics over a loader, in eval mode (no dropout, BN running statistics)."""
         was_training = self.task.model.training
         self.task.model.eval()
-        self._sums, self._count = {}, 0
+        self._logs, self._sizes = [], []
         for batch in loader:
             batch = batch.to(self.device, non_blocking=True)
             with self._autocast():
                 out = self.task.validation_step(batch)
             self._accumulate(out.logs, len(batch))
         self.task.model.train(was_training)
-        return self._reduce() if self._count else {}
+        return self._reduce() if self._logs else {}
 
     @torch.inference_mode()
     def predict(self, loader: Iterable[Batch]) -> torch.Tensor:
@@ -146,20 +148,27 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _accumulate(self, logs: dict[str, torch.Tensor], n: int) -> None:
-        for k, v in logs.items():
-            v = v.detach().float() * n
-            self._sums[k] = self._sums[k] + v if k in self._sums else v
-        self._count += n
+        """Keep the batch's logs as they are: no arithmetic per batch, one weighted sum per epoch."""
+        self._logs.append(logs)
+        self._sizes.append(n)
+
+    def _sums(self) -> dict[str, torch.Tensor]:
+        sizes = torch.tensor(self._sizes, dtype=torch.float32, device=self.device)  # (steps,)
+        keys = self._logs[0].keys()
+        return {k: (torch.stack([log[k].detach().float() for log in self._logs]) * sizes).sum() for k in keys}
 
     def _reduce(self) -> dict[str, float]:
-        keys = list(self._sums)
-        totals = torch.stack([self._sums[k] for k in keys] + [torch.tensor(float(self._count), device=self.device)])
+        sums = self._sums()
+        keys = list(sums)
+        totals = torch.stack([sums[k] for k in keys] + [torch.tensor(float(sum(self._sizes)), device=self.device)])
         totals = all_reduce_sum(totals, self.dist).cpu()
         return {k: float(totals[i] / totals[-1]) for i, k in enumerate(keys)}
 
     def running_logs(self) -> dict[str, float]:
         """The epoch's running means so far (reads the device: for progress display only)."""
-        return {k: float(v) / max(self._count, 1) for k, v in self._sums.items()}
+        if not self._logs:
+            return {}
+        return {k: float(v) / sum(self._sizes) for k, v in self._sums().items()}
 
     def _call(self, hook: str, *args) -> None:
         for c in self.callbacks:

@@ -1,0 +1,154 @@
+"""The Trainer: it learns, it is deterministic, checkpoints are atomic, early stopping and Ctrl-C behave."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnkit.data.loader import TensorLoader
+from cnnkit.engine.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from cnnkit.engine.checkpoint import atomic_save, load_checkpoint
+from cnnkit.engine.optim import make_optimizer, make_schedule
+from cnnkit.engine.trainer import Trainer
+from cnnkit.errors import CnnkitError
+from cnnkit.tasks.classification import ClassificationTask
+
+
+def _separable(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two classes told apart by the sign of the mean pixel."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = torch.randn(n, 1, 8, 8, generator=g) * 0.5 + (y.float() * 2 - 1).view(-1, 1, 1, 1)
+    return x, y
+
+
+def _trainer(epochs: int = 3, callbacks=(), seed: int = 0) -> Trainer:
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 2))
+    opt = make_optimizer("sgd", model.parameters(), lr=0.05)
+    return Trainer(ClassificationTask(model), opt, epochs=epochs, callbacks=callbacks, device="cpu", seed=seed)
+
+
+def test_fit_learns_and_logs_epoch_means() -> None:
+    x, y = _separable()
+    history = _trainer(epochs=3).fit(TensorLoader(x, y, 32, shuffle=True), TensorLoader(x, y, 64))
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert history[-1]["val_accuracy"] > 0.95
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_epoch_means_are_weighted_by_batch_size() -> None:
+    """With batches of 100 and 28, the logged loss is the per-sample mean, as a full-batch pass computes."""
+    x, y = _separable(128)
+    trainer = _trainer()
+    logs = trainer.evaluate(TensorLoader(x, y, 100))
+    logits = trainer.model(x)
+    expected = torch.nn.functional.cross_entropy(logits, y).item()
+    assert logs["loss"] == pytest.approx(expected, rel=1e-5)
+    assert logs["accuracy"] == pytest.approx((logits.argmax(1) == y).float().mean().item())
+
+
+def test_same_seed_same_weights_different_seed_different() -> None:
+    x, y = _separable()
+    runs = []
+    for seed in (0, 0, 1):
+        t = _trainer(seed=seed)
+        t.fit(TensorLoader(x, y, 32, shuffle=True, seed=seed))
+        runs.append(torch.cat([p.flatten() for p in t.model.parameters()]))
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], runs[2])
+
+
+def test_early_stopping_stops_after_patience_and_restores_best() -> None:
+    x, y = _separable()
+    values = iter([1.0, 0.5, 0.6, 0.7, 0.8, 0.9])
+
+    class FakeVal(Callback):
+        all_ranks = True
+
+        def on_validation_end(self, trainer, logs):
+            logs["val_loss"] = next(values)
+
+    stopper = EarlyStopping("val_loss", patience=2, restore_best=True)
+    trainer = _trainer(epochs=6, callbacks=[FakeVal(), stopper])
+    snapshots = []
+
+    class Snap(Callback):
+        def on_epoch_end(self, trainer, logs):
+            snapshots.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+
+    trainer.callbacks.append(Snap())
+    history = trainer.fit(TensorLoader(x, y, 32), TensorLoader(x, y, 64))
+    assert len(history) == 4  # best at epoch 2, no improvement at 3 and 4
+    assert stopper.best_epoch == 2
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, snapshots[1][k])
+
+
+def test_checkpoints_and_resume_give_the_same_weights_as_one_run(tmp_path: Path) -> None:
+    x, y = _separable()
+    straight = _trainer(epochs=4)
+    straight.fit(TensorLoader(x, y, 32, shuffle=True))
+
+    class StopAt2(Callback):
+        def on_epoch_end(self, trainer, logs):
+            if logs["epoch"] == 2:
+                raise KeyboardInterrupt  # what Ctrl-C does
+
+    first = _trainer(epochs=4, callbacks=[ModelCheckpoint(tmp_path, monitor="train_loss"), StopAt2()])
+    first.fit(TensorLoader(x, y, 32, shuffle=True))
+    assert first.interrupted and first.epoch == 2
+    state = load_checkpoint(tmp_path / "last.pt")
+    resumed = _trainer(epochs=4, seed=123)  # a different init: everything must come from the checkpoint
+    resumed.seed = 0
+    resumed.load_state_dict(state)
+    resumed.fit(TensorLoader(x, y, 32, shuffle=True))
+    assert len(resumed.history) == 4
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    atomic_save({"epoch": 1}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_save({"epoch": 2, "bad": Unpicklable()}, path)
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+def test_nan_loss_is_a_clear_error() -> None:
+    x, y = _separable()
+    trainer = _trainer()
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = 1e30
+    with pytest.raises(CnnkitError, match="NaN"):
+        trainer.fit(TensorLoader(x * 1e30, y, 32))
+
+
+def test_cosine_schedule_follows_the_formula() -> None:
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=0.1)
+    sched = make_schedule("cosine", opt, total_steps=10, warmup_steps=2)
+    lrs = []
+    for _ in range(12):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1 * 1 / 2) and lrs[1] == pytest.approx(0.1)
+    for t in range(2, 10):
+        assert lrs[t] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * (t - 2) / 8)))
+
+
+def test_unknown_optimizer_and_schedule_names() -> None:
+    with pytest.raises(CnnkitError, match="did you mean 'adam'"):
+        make_optimizer("adma", [torch.nn.Parameter(torch.zeros(1))])
+    with pytest.raises(CnnkitError, match="did you mean 'cosine'"):
+        make_schedule("cosin", torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), 10)

@@ -1,0 +1,78 @@
+"""Registry-driven model tests: every registered model runs forward and backward; counts match the papers."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from cnnkit.errors import CnnkitError
+from cnnkit.registry import create_model, get_spec, list_models, register_model
+
+TORCHVISION_TWINS = ("resnet18", "resnet34", "resnet50")
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_forward_backward(name: str) -> None:
+    spec = get_spec(name)
+    c = spec.input_size[0]
+    size = spec.input_size[1] if spec.input_size[1] <= 64 else 64  # small input keeps the test fast
+    model = create_model(name, num_classes=7, in_channels=c)
+    x = torch.randn(2, c, size, size)
+    out = model(x)
+    assert out.shape == (2, 7)
+    out.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_lenet5_parameter_count_matches_the_paper_formula() -> None:
+    # C1: 6(25+1), C3 (full connection): 16(6·25+1), C5: 120(16·25+1), F6: 84(120+1), output: 10(84+1)
+    expected = 6 * 26 + 16 * (6 * 25 + 1) + 120 * (16 * 25 + 1) + 84 * 121 + 10 * 85
+    model = create_model("lenet5", num_classes=10)
+    assert sum(p.numel() for p in model.parameters()) == expected == 61706
+
+
+@pytest.mark.parametrize("name", TORCHVISION_TWINS)
+def test_resnet_matches_torchvision_and_loads_its_weights_strictly(name: str) -> None:
+    ours = create_model(name, num_classes=1000)
+    theirs = getattr(torchvision.models, name)(weights=None)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+    ours.load_state_dict(theirs.state_dict(), strict=True)  # same keys and shapes
+    ours.eval(), theirs.eval()
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(ours(x), theirs(x))
+
+
+def test_create_model_loads_a_weight_file_and_drops_a_head_of_another_size(tmp_path) -> None:
+    source = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    with pytest.warns(UserWarning, match="head 'fc'"):
+        model = create_model("resnet18", num_classes=3, weights=path)
+    torch.testing.assert_close(model.conv1.weight, source.conv1.weight)
+    assert model.fc.weight.shape == (3, 512)
+
+
+def test_weight_file_of_another_architecture_is_refused(tmp_path) -> None:
+    path = tmp_path / "lenet.pt"
+    torch.save(create_model("lenet5").state_dict(), path)
+    with pytest.raises(CnnkitError, match="do not match"):
+        create_model("resnet18", weights=path)
+    with pytest.raises(CnnkitError, match="not found"):
+        create_model("resnet18", weights=tmp_path / "absent.pth")
+
+
+def test_unknown_name_suggests_the_closest() -> None:
+    with pytest.raises(CnnkitError, match="did you mean 'resnet18'"):
+        create_model("resnet81")
+
+
+def test_registering_a_name_twice_raises() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("lenet5")(lambda **kw: None)
+
+
+def test_lenet5_classic_uses_tanh_and_average_pooling() -> None:
+    model = create_model("lenet5", variant="classic")
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert {"Tanh", "AvgPool2d"} <= kinds and not {"ReLU", "MaxPool2d"} & kinds
