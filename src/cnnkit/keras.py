@@ -126,7 +126,7 @@ class Model:
                                    weight_decay=cfg["weight_decay"])
         steps = -(-n_train // batch_size) * epochs
         scheduler = make_schedule(cfg["schedule"], optimizer, total_steps=steps)
-        cbs = list(callbacks) + ([ProgressBar()] if verbose else [])
+        cbs = list(callbacks) + ([ProgressBar(echo=True)] if verbose else [])
         return Trainer(task, optimizer, epochs=epochs, scheduler=scheduler, callbacks=cbs, device=cfg["device"],
                        amp=cfg["amp"], seed=seed)
 

@@ -3,6 +3,7 @@ progress bar are all callbacks."""
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import sys
 import time
@@ -14,6 +15,8 @@ from cnnkit.errors import CnnkitError
 
 if TYPE_CHECKING:
     from cnnkit.engine.trainer import Trainer
+
+log = logging.getLogger("cnnkit")
 
 
 class Callback:
@@ -142,10 +145,12 @@ def _fmt(logs: dict) -> str:
 
 
 class ProgressBar(Callback):
-    """A live bar (loss, metrics, ETA) on a terminal; one plain line per epoch when output is piped."""
+    """A live bar (loss, metrics, ETA) on a terminal, then one log line per epoch (logger 'cnnkit', INFO),
+    which is all that shows when output is piped, and nothing under `cnnkit -q`."""
 
-    def __init__(self, live: bool | None = None, refresh: float = 0.25):
+    def __init__(self, live: bool | None = None, refresh: float = 0.25, echo: bool = False):
         self.live = sys.stdout.isatty() if live is None else live
+        self.echo = echo  # print the epoch lines instead of logging them (Keras' verbose=1 in a notebook)
         self.refresh, self._progress, self._task, self._last = refresh, None, None, 0.0
 
     def on_fit_start(self, trainer: Trainer) -> None:
@@ -172,7 +177,8 @@ class ProgressBar(Callback):
     def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
         if self._progress is not None:
             self._progress.remove_task(self._task)
-        print(f"epoch {logs['epoch']}/{trainer.epochs}  {_fmt(logs)}  ({logs['time']:.1f}s)", flush=True)
+        line = f"epoch {logs['epoch']}/{trainer.epochs}  {_fmt(logs)}  ({logs['time']:.1f}s)"
+        print(line, flush=True) if self.echo else log.info(line)
 
     def on_fit_end(self, trainer: Trainer) -> None:
         if self._progress is not None:

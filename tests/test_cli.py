@@ -1,0 +1,112 @@
+"""The CLI contract that other checks rely on, and Ctrl-C / kill -9 followed by --resume, in real processes."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from cnnkit.cli import main
+from cnnkit.data.builtin import digits
+
+
+def _cli(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "cnnkit", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["-q", "train", "--data", "digits", "--model", "lenet5", "--epochs", "2", "--out", str(out)]) == 0
+    return out
+
+
+def test_train_prints_the_run_folder_last(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "r"
+    code = main(["-q", "train", "--data", "synthetic-shapes:n=90,size=32", "--model", "lenet5", "--epochs", "1",
+                 "--batch-size", "16", "--out", str(out)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert code == 0 and lines[-1] == str(out)
+    assert (out / "model.pt").is_file()
+
+
+def test_evaluate_and_test_print_one_json_object(run: Path, capsys) -> None:
+    for argv in (["evaluate", str(run), "--json"], ["evaluate", str(run), "--split", "train", "--json"],
+                 ["test", str(run), "--json"]):
+        assert main(argv) == 0
+        metrics = json.loads(capsys.readouterr().out)
+        assert 0 <= metrics["accuracy"] <= 1 and metrics["loss"] > 0
+
+
+def test_predict_json_format(run: Path, tmp_path: Path, capsys) -> None:
+    src = digits()
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(src.arrays[i, 0].numpy()).save(folder / f"{i}.png")
+    assert main(["predict", str(run), str(folder), "--top-k", "2", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert len(results) == 3
+    for r in results:
+        assert set(r) == {"path", "predictions"} and len(r["predictions"]) == 2
+        assert all(set(p) == {"label", "probability"} for p in r["predictions"])
+
+
+def test_models_lists_the_registry(capsys) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "lenet5" in out and "resnet18" in out
+
+
+def test_augment_preview_writes_a_grid(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "grid.png"
+    assert main(["augment-preview", "synthetic-shapes:n=30", "--augment", "strong", "-n", "3", "--out", str(out)]) == 0
+    with Image.open(out) as im:
+        assert im.size == (8 * 96 + 9 * 2, 3 * 96 + 4 * 2)  # 8 columns (original + 7 augmented), 3 rows
+
+
+def _wait_for_epochs(run: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    history = run / "history.csv"
+    while time.monotonic() < deadline:
+        if history.is_file() and len(history.read_text().splitlines()) > n:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail("training did not reach the epoch in time")
+
+
+def _epochs_done(run: Path) -> int:
+    return len(list(csv.DictReader((run / "history.csv").open())))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_stopped_run_resumes(tmp_path: Path, sig: signal.Signals) -> None:
+    out = tmp_path / "run"
+    proc = _cli("train", "--data", "digits", "--epochs", "500", "--out", str(out))
+    _wait_for_epochs(out, 1, proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "--resume" in err
+        assert (out / "model.pt").is_file()
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    done = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"]
+    assert done >= 1
+    resumed = _cli("train", "--resume", str(out), "--epochs", str(done + 1))
+    stdout, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    assert stdout.strip().splitlines()[-1] == str(out)
+    assert _epochs_done(out) == done + 1
