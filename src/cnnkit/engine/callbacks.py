@@ -178,7 +178,10 @@ class ProgressBar(Callback):
         if self._progress is not None:
             self._progress.remove_task(self._task)
         line = f"epoch {logs['epoch']}/{trainer.epochs}  {_fmt(logs)}  ({logs['time']:.1f}s)"
-        print(line, flush=True) if self.echo else log.info(line)
+        if self.echo:
+            print(line, flush=True)
+        else:
+            log.info(line)
 
     def on_fit_end(self, trainer: Trainer) -> None:
         if self._progress is not None:
