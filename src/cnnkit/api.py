@@ -198,29 +198,31 @@ def _expand_inputs(inputs: list[str | Path]) -> list[Path]:
 
 @torch.inference_mode()
 def predict(run: str | Path, inputs: list[str | Path], top_k: int = 5, batch_size: int = 64) -> list[dict]:
-    """Top-k labels with probabilities for each image; needs only RUN/model.pt."""
+    """Top-k labels with probabilities for each image; needs only RUN/model.pt. Unreadable images are
+    skipped with a warning; images are decoded one batch at a time, so a large folder fits in memory."""
     model, card = load_model(run)
     transform, channels = card.transform(), card.input_size[0]
     k = max(1, min(top_k, len(card.classes)))
-    paths, images, skipped = [], [], []
-    for p in _expand_inputs(inputs):
-        try:
-            images.append(transform(read_image(p, channels)))
-            paths.append(p)
-        except BadImage as err:
-            skipped.append(f"{p} ({err})")
+    paths = _expand_inputs(inputs)
+    results, skipped = [], []
+    for start in range(0, len(paths), batch_size):
+        batch_paths, images = [], []
+        for p in paths[start:start + batch_size]:
+            try:
+                images.append(transform(read_image(p, channels)))
+                batch_paths.append(p)
+            except BadImage as err:
+                skipped.append(f"{p} ({err})")
+        if not images:
+            continue
+        top = model(torch.stack(images)).softmax(1).topk(k, dim=1)  # values, indices: (n, k)
+        for p, probs, idx in zip(batch_paths, top.values, top.indices):
+            results.append({"path": str(p), "predictions": [
+                {"label": card.classes[int(c)], "probability": round(float(pr), 6)} for pr, c in zip(probs, idx)]})
     if skipped:
         warnings.warn(f"skipped {len(skipped)} unreadable image(s): {'; '.join(skipped[:5])}", stacklevel=2)
-    if not images:
+    if not results:
         raise CnnkitError("no readable images to predict")
-    results = []
-    for start in range(0, len(images), batch_size):
-        probs = model(torch.stack(images[start:start + batch_size])).softmax(1)  # (n, K)
-        top = probs.topk(k, dim=1)
-        for i in range(len(probs)):
-            results.append({"path": str(paths[start + i]), "predictions": [
-                {"label": card.classes[int(c)], "probability": round(float(pr), 6)}
-                for pr, c in zip(top.values[i], top.indices[i])]})
     return results
 
 
