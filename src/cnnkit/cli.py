@@ -14,6 +14,13 @@ from cnnkit.engine.distributed import shutdown_distributed
 from cnnkit.errors import CnnkitError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line on stderr (`error: ...`) and exit 2, like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -51,7 +58,7 @@ def _train_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cnnkit", description="Train, diagnose and use CNNs on images.")
+    parser = _Parser(prog="cnnkit", description="Train, diagnose and use CNNs on images.")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
     sub = parser.add_subparsers(dest="verb", required=True)
     _train_parser(sub)

@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny image folders written with PIL, and the real data beside the project (or skip)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_image(path: Path, array: np.ndarray, **save_options) -> Path:
+    """Save a uint8 (H, W) or (H, W, C) array as a real image file (format from the suffix)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path, **save_options)
+    return path
+
+
+def random_image(rng: np.random.Generator, size: int = 12, channels: int = 3) -> np.ndarray:
+    shape = (size, size) if channels == 1 else (size, size, channels)
+    return rng.integers(0, 256, shape, dtype=np.uint8)
+
+
+@pytest.fixture
+def make_image_folder(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: make_image_folder({'cat': 6, 'dog': 6}, name='pets', ext='.png', size=12) → root folder.
+
+    Each class gets that many distinct random RGB images named 0.png, 1.png, ... in root/<class>/.
+    """
+    counter = iter(range(1_000_000))
+
+    def make(counts: dict[str, int], name: str | None = None, ext: str = ".png", size: int = 12,
+             seed: int = 0) -> Path:
+        root = tmp_path / (name or f"folder{next(counter)}")
+        rng = np.random.default_rng(seed)
+        for cls, n in counts.items():
+            (root / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                write_image(root / cls / f"{i}{ext}", random_image(rng, size))
+        return root
+
+    return make
+
+
+@pytest.fixture
+def tiny_folder(make_image_folder) -> Path:
+    """2 classes × 6 small PNGs: enough to train LeNet-5 for one epoch in well under a second."""
+    return make_image_folder({"cat": 6, "dog": 6}, name="tiny")
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The real data sets: $CNNKIT_DATA, else ../shared/data beside the repository; skips where absent."""
+    root = Path(os.environ.get("CNNKIT_DATA") or REPO_ROOT.parent / "shared" / "data")
+    if not root.is_dir():
+        pytest.skip(f"real data not found at {root} (set CNNKIT_DATA to the folder holding mnist/, hymenoptera/, ...)")
+    return root

@@ -1,0 +1,207 @@
+"""Every bad input gets one line on stderr, `error: ...`, no traceback, and a non-zero exit status."""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnkit.cli import main
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """main(args) → (exit status, stdout, stderr); argparse's SystemExit counts as the exit status.
+
+    Warnings are filtered as in a plain `cnnkit` process, where Python hides DeprecationWarnings raised inside
+    libraries (pytest shows them all, and main() prints every warning it is shown as `warning: ...`).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code != 0, "a bad input must give a non-zero exit status"
+    assert "Traceback" not in err
+    assert err.startswith("error: "), err
+    assert err.endswith("\n") and err.count("\n") == 1, f"not one line: {err!r}"
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+
+
+def train_args(data, out: Path, *extra: str) -> list[str]:
+    return ["train", "--data", str(data), "--model", "lenet5", "--epochs", "1", "--out", str(out), *extra]
+
+
+def write_pngs(folder: Path, n: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+
+
+# ---------------------------------------------------------------- data problems
+
+def test_missing_path(capsys, tmp_path):
+    code, _, err = run_cli(capsys, *train_args(tmp_path / "nowhere", tmp_path / "run"))
+    assert_one_line_error(code, err, "data not found", "nowhere")
+
+
+def test_empty_folder(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, *train_args(tmp_path / "empty", tmp_path / "run"))
+    assert_one_line_error(code, err, "no class sub-folders in", "<class>/<image files>")
+
+
+def test_class_folder_without_images(capsys, tmp_path):
+    write_pngs(tmp_path / "d" / "cat", 4)
+    (tmp_path / "d" / "dog").mkdir()
+    (tmp_path / "d" / "dog" / "notes.txt").write_text("no images here")
+    code, _, err = run_cli(capsys, *train_args(tmp_path / "d", tmp_path / "run"))
+    assert_one_line_error(code, err, "class 'dog' has no images")
+
+
+def test_single_class(capsys, tmp_path):
+    write_pngs(tmp_path / "d" / "cat", 4)
+    code, _, err = run_cli(capsys, *train_args(tmp_path / "d", tmp_path / "run"))
+    assert_one_line_error(code, err, "only one class ('cat')", "at least two classes")
+
+
+def test_corrupt_images_are_skipped_with_a_warning(capsys, caplog, tiny_folder, tmp_path):
+    (tiny_folder / "cat" / "broken.png").write_bytes((tiny_folder / "cat" / "0.png").read_bytes()[:40])
+    with caplog.at_level(logging.WARNING, logger="cnnkit"):
+        code, out, err = run_cli(capsys, *train_args(tiny_folder, tmp_path / "run"))
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert out.strip().splitlines()[-1] == str(tmp_path / "run")
+    warnings = [r.getMessage() for r in caplog.records if r.name == "cnnkit" and r.levelno == logging.WARNING]
+    assert any("skipping 1 unreadable image(s)" in w and "cat/broken.png" in w for w in warnings), warnings
+    split = (tmp_path / "run" / "split.json").read_text()
+    assert "cat/broken.png" not in split and "cat/0.png" in split
+
+
+def test_too_many_corrupt_images(capsys, tiny_folder, tmp_path):
+    for i in range(3):
+        (tiny_folder / "dog" / f"bad{i}.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    code, _, err = run_cli(capsys, *train_args(tiny_folder, tmp_path / "run"))
+    assert_one_line_error(code, err, "3 of 15 images are unreadable", "max_bad_fraction", "dog/bad0.jpg")
+
+
+def test_csv_with_missing_columns(capsys, tmp_path):
+    (tmp_path / "list.csv").write_text("filename,class\na.png,cat\n")
+    code, _, err = run_cli(capsys, *train_args(tmp_path / "list.csv", tmp_path / "run"))
+    assert_one_line_error(code, err, "missing column(s) path, label", "has: filename,class")
+
+
+def test_csv_listing_absent_files(capsys, tmp_path):
+    write_pngs(tmp_path / "img", 2)
+    (tmp_path / "list.csv").write_text("path,label\nimg/0.png,cat\nimg/1.png,dog\nimg/7.png,dog\nimg/8.png,cat\n")
+    code, _, err = run_cli(capsys, *train_args(tmp_path / "list.csv", tmp_path / "run"))
+    assert_one_line_error(code, err, "2 listed file(s) do not exist", "'img/7.png'", "relative to the CSV")
+
+
+def test_missing_csv(capsys, tmp_path):
+    code, _, err = run_cli(capsys, *train_args(tmp_path / "absent.csv", tmp_path / "run"))
+    assert_one_line_error(code, err, "CSV file not found")
+
+
+@pytest.mark.parametrize("spec, suggestion", [
+    ("digit", "did you mean 'digits'?"),
+    ("synthetic-shape", "did you mean 'synthetic-shapes'?"),
+    ("synthetic-shapes:sise=16", "did you mean 'size'"),
+])
+def test_unknown_builtin(capsys, tmp_path, spec, suggestion):
+    code, _, err = run_cli(capsys, *train_args(spec, tmp_path / "run"))
+    assert_one_line_error(code, err, suggestion)
+
+
+def test_mnist_without_files(capsys, tmp_path):
+    code, _, err = run_cli(capsys, *train_args(f"mnist:{tmp_path / 'nothing'}", tmp_path / "run"))
+    assert_one_line_error(code, err, "MNIST folder not found")
+
+
+# ---------------------------------------------------------------- names and numbers
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--model", "lenet", "unknown model 'lenet'; did you mean 'lenet5'"),
+    ("--optimizer", "adm", "unknown optimizer 'adm'; did you mean 'adam'"),
+    ("--loss", "cross_entropi", "unknown loss 'cross_entropi'; did you mean 'cross_entropy'"),
+    ("--schedule", "cosin", "unknown schedule 'cosin'; did you mean 'cosine'"),
+    ("--augment", "strnog", "unknown augmentation preset 'strnog'; did you mean 'strong'"),
+])
+def test_unknown_names(capsys, tiny_folder, tmp_path, flag, value, message):
+    args = train_args(tiny_folder, tmp_path / "run")
+    if flag == "--model":
+        args[args.index("--model") + 1] = value
+    else:
+        args += [flag, value]
+    code, _, err = run_cli(capsys, *args)
+    assert_one_line_error(code, err, message)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "0"], "--epochs"),
+    (["--batch-size", "-3"], "--batch-size"),
+    (["--epochs", "two"], "--epochs"),
+    (["--channels", "2"], "--channels"),
+    (["--lr", "-0.1"], "--lr must be positive"),
+    (["--image-size", "4"], "--image-size must be at least 8"),
+    (["--val", "0.6", "--test", "0.6"], "sum below 1"),
+])
+def test_bad_numbers(capsys, tiny_folder, tmp_path, flags, message):
+    code, _, err = run_cli(capsys, *train_args(tiny_folder, tmp_path / "run"), *flags)
+    assert_one_line_error(code, err, message)
+
+
+def test_missing_config_file(capsys, tiny_folder, tmp_path):
+    code, _, err = run_cli(capsys, *train_args(tiny_folder, tmp_path / "run", "--config", str(tmp_path / "c.yaml")))
+    assert_one_line_error(code, err, "config file not found")
+
+
+# ---------------------------------------------------------------- other verbs
+
+def test_evaluate_a_folder_that_is_no_run(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "evaluate", str(tmp_path / "no-run"))
+    assert_one_line_error(code, err, "run folder not found")
+    (tmp_path / "plain").mkdir()
+    code, _, err = run_cli(capsys, "test", str(tmp_path / "plain"))
+    assert_one_line_error(code, err, "is it a cnnkit run folder")
+
+
+def test_augment_preview_unknown_preset(capsys, tiny_folder, tmp_path):
+    code, _, err = run_cli(capsys, "augment-preview", str(tiny_folder), "--augment", "lite",
+                           "--out", str(tmp_path / "p.png"))
+    assert_one_line_error(code, err, "unknown augmentation preset 'lite'; did you mean 'light'")
+
+
+# ---------------------------------------------------------------- the real process
+
+def run_process(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cnnkit", *args], capture_output=True, text=True, timeout=120,
+                          cwd=REPO_ROOT)
+
+
+def test_process_exit_status_for_an_unknown_builtin(tmp_path):
+    proc = run_process(*train_args("digit", tmp_path / "run"))
+    assert proc.returncode == 2
+    assert_one_line_error(proc.returncode, proc.stderr, "did you mean 'digits'?")
+    assert proc.stdout == ""
+    assert not (tmp_path / "run").exists()
+
+
+def test_process_exit_status_for_a_negative_batch_size(tmp_path):
+    proc = run_process(*train_args("digits", tmp_path / "run", "--batch-size", "-3"))
+    assert proc.returncode == 2
+    assert_one_line_error(proc.returncode, proc.stderr, "--batch-size")
