@@ -16,11 +16,12 @@ class LeNet5(nn.Module):
     connection table was a compute trick of 1998); the parameter count is then 61,706 for 10 classes.
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, variant: str = "modern", dropout: float = 0.0):
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, variant: str = "modern", dropout: float = 0.0,
+                 activation: str | dict | None = None):
         super().__init__()
         if variant not in ("classic", "modern"):
             raise ValueError(f"variant must be 'classic' or 'modern', got {variant!r}")
-        act = "tanh" if variant == "classic" else "relu"
+        act = activation or ("tanh" if variant == "classic" else "relu")
         pool = nn.AvgPool2d if variant == "classic" else nn.MaxPool2d
         self.c1 = nn.Conv2d(in_channels, 6, 5)  # (N, 6, 28, 28)
         self.s2 = pool(2)  # (N, 6, 14, 14)
@@ -30,7 +31,8 @@ class LeNet5(nn.Module):
         self.f6 = nn.Linear(120, 84)
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(84, num_classes)
-        self.act1, self.act3, self.act5, self.act6 = (make_activation(act) for _ in range(4))
+        self.act1, self.act3 = make_activation(act, 6), make_activation(act, 16)
+        self.act5, self.act6 = make_activation(act, 120), make_activation(act, 84)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, C, 32, 32)
         x = self.s2(self.act1(self.c1(x)))
@@ -41,6 +43,7 @@ class LeNet5(nn.Module):
 
 
 @register_model("lenet5", paper="LeCun et al. 1998", head="output", input_size=(1, 32, 32))
-def lenet5(*, num_classes: int = 10, in_channels: int = 1, variant: str = "modern", dropout: float = 0.0) -> nn.Module:
-    """LeNet-5; `variant='classic'` for tanh + average pooling."""
-    return LeNet5(num_classes, in_channels, variant, dropout)
+def lenet5(*, num_classes: int = 10, in_channels: int = 1, variant: str = "modern", dropout: float = 0.0,
+           activation: str | dict | None = None) -> nn.Module:
+    """LeNet-5; `variant='classic'` for tanh + average pooling; `activation` overrides the variant's."""
+    return LeNet5(num_classes, in_channels, variant, dropout, activation)
