@@ -152,3 +152,27 @@ def test_unknown_optimizer_and_schedule_names() -> None:
         make_optimizer("adma", [torch.nn.Parameter(torch.zeros(1))])
     with pytest.raises(CnnkitError, match="did you mean 'cosine'"):
         make_schedule("cosin", torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), 10)
+
+
+def test_auxiliary_outputs_add_0_3_of_their_loss_in_training() -> None:
+    class WithAux(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+            self.aux_outputs: list[torch.Tensor] = []
+
+        def forward(self, x):
+            logits = self.fc(x)
+            self.aux_outputs = [logits * 2] if self.training else []
+            return logits
+
+    from cnnkit.tasks.base import Batch
+
+    model = WithAux()
+    task = ClassificationTask(model)
+    batch = Batch(torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1]))
+    main = torch.nn.functional.cross_entropy(model.fc(batch.images), batch.targets)
+    aux = torch.nn.functional.cross_entropy(model.fc(batch.images) * 2, batch.targets)
+    assert task.training_step(batch).loss.item() == pytest.approx((main + 0.3 * aux).item(), rel=1e-6)
+    model.eval()
+    assert task.validation_step(batch).loss.item() == pytest.approx(main.item(), rel=1e-6)

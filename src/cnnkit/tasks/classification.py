@@ -28,14 +28,26 @@ class ClassificationTask(Task):
         self.loss = make_loss(loss, class_weight=class_weight, label_smoothing=label_smoothing) \
             if isinstance(loss, str) else loss
 
+    AUX_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers count 0.3 each (Szegedy et al. 2014, §5)
+
+    def _reduce(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        per_sample = self.loss(logits, batch.targets)  # (N,)
+        if batch.weights is None:
+            return per_sample.mean()
+        return (per_sample * batch.weights).sum() / batch.weights.sum()
+
     def _step(self, batch: Batch) -> StepOutput:
         logits = self.model(batch.images)  # (N, K)
-        per_sample = self.loss(logits, batch.targets)  # (N,)
-        loss = per_sample.mean() if batch.weights is None else (per_sample * batch.weights).sum() / batch.weights.sum()
+        loss = self._reduce(logits, batch)
         return StepOutput(loss, {"loss": loss.detach(), "accuracy": accuracy(logits.detach(), batch.targets)})
 
     def training_step(self, batch: Batch) -> StepOutput:
-        return self._step(batch)
+        out = self._step(batch)
+        net = getattr(self.model, "module", self.model)  # the bare model under DDP
+        aux = getattr(net, "aux_outputs", None) or []  # set by models with auxiliary heads, in training only
+        if aux:
+            out.loss = out.loss + self.AUX_WEIGHT * sum(self._reduce(a, batch) for a in aux)
+        return out
 
     def validation_step(self, batch: Batch) -> StepOutput:
         return self._step(batch)
