@@ -59,18 +59,27 @@ def _ensure_zoo() -> None:
 
 
 def get_spec(name: str) -> ModelSpec:
+    """The spec of a registered name, or of a prefixed one ('tv/<name>', 'timm/<name>') built on the fly."""
     _ensure_zoo()
-    if name not in _REGISTRY:
-        raise unknown_name("model", name, _REGISTRY)
-    return _REGISTRY[name]
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if "/" in name:
+        from cnnkit.models.external import external_spec
+
+        return external_spec(name)
+    raise unknown_name("model", name, _REGISTRY)
 
 
-def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
-    """Registered names matching a glob, optionally only those of one task."""
+def list_models(pattern: str = "*", task: str | None = None, include_external: bool = False) -> list[str]:
+    """Registered names matching a glob, optionally only those of one task; `include_external` adds the
+    prefixed torchvision ('tv/...') and, where installed, timm ('timm/...') classifiers."""
     _ensure_zoo()
-    return sorted(
-        n for n, s in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (task is None or s.task == task)
-    )
+    tasks = {n: s.task for n, s in _REGISTRY.items()}
+    if include_external:
+        from cnnkit.models.external import external_names
+
+        tasks.update(dict.fromkeys(external_names(), "classify"))
+    return sorted(n for n, t in tasks.items() if fnmatch.fnmatch(n, pattern) and (task is None or t == task))
 
 
 def create_model(
