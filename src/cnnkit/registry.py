@@ -26,7 +26,7 @@ class ModelSpec:
     fn: ModelFn
     task: str = "classify"
     paper: str = ""
-    head: str = "fc"  # attribute path of the classifier, dropped when num_classes differs
+    head: str | tuple[str, ...] = "fc"  # the classifier's path(s), dropped from weights when num_classes differs
     input_size: tuple[int, int, int] = (3, 224, 224)  # (C, H, W) the paper trains at
     defaults: dict = field(default_factory=dict)
 
@@ -39,7 +39,7 @@ def register_model(
     *,
     task: str = "classify",
     paper: str = "",
-    head: str = "fc",
+    head: str | tuple[str, ...] = "fc",
     input_size: tuple[int, int, int] = (3, 224, 224),
     **defaults,
 ) -> Callable[[ModelFn], ModelFn]:
@@ -97,15 +97,16 @@ def create_model(
         raise CnnkitError(f"num_classes and in_channels must be positive, got {num_classes} and {in_channels}")
     try:
         model = spec.fn(num_classes=num_classes, in_channels=in_channels, **{**spec.defaults, **kwargs})
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise CnnkitError(f"bad option for model {name!r}: {err}") from None
     if weights is not None:
         load_weights(model, weights, head=spec.head)
     return model
 
 
-def load_weights(model: nn.Module, path: str | Path, *, head: str = "fc") -> None:
-    """Load a state dict strictly, except the head, which is skipped when its shape differs."""
+def load_weights(model: nn.Module, path: str | Path, *, head: str | tuple[str, ...] = "fc") -> None:
+    """Load a state dict strictly, except the head(s), skipped where their shape differs."""
+    heads = (head,) if isinstance(head, str) else tuple(head)
     path = Path(path)
     if not path.is_file():
         raise CnnkitError(f"weight file not found: {path}; pass the path of a .pt/.pth state dict")
@@ -116,7 +117,8 @@ def load_weights(model: nn.Module, path: str | Path, *, head: str = "fc") -> Non
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     own = model.state_dict()
-    dropped = [k for k in state if k.startswith(head + ".") and k in own and state[k].shape != own[k].shape]
+    dropped = [k for k in state if k.startswith(tuple(h + "." for h in heads)) and k in own
+               and state[k].shape != own[k].shape]
     for k in dropped:
         del state[k]
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -127,4 +129,5 @@ def load_weights(model: nn.Module, path: str | Path, *, head: str = "fc") -> Non
             f"(e.g. {bad_missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
         )
     if dropped:
-        warnings.warn(f"head '{head}' has another shape in {path.name}; it starts from random weights", stacklevel=2)
+        names = ", ".join(sorted({k.rsplit(".", 1)[0] for k in dropped}))
+        warnings.warn(f"head '{names}' has another shape in {path.name}; it starts from random weights", stacklevel=2)

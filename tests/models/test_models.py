@@ -11,15 +11,26 @@ from cnnkit.registry import create_model, get_spec, list_models, register_model
 TORCHVISION_TWINS = ("resnet18", "resnet34", "resnet50")
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_forward_backward(name: str) -> None:
+def _cases() -> list:
+    """Every model with 3 and with 1 input channels; the 1-channel runs of the ten VGG variants beyond
+    vgg11/vgg16 (about 5 s each: 130M+ parameters) are marked slow."""
+    cases = []
+    for name in list_models():
+        cases.append(pytest.param(name, 3, id=f"{name}-3ch"))
+        heavy = name.startswith("vgg") and name not in ("vgg11", "vgg16")
+        cases.append(pytest.param(name, 1, id=f"{name}-1ch", marks=[pytest.mark.slow] if heavy else []))
+    return cases
+
+
+@pytest.mark.parametrize("name, channels", _cases())
+def test_forward_backward(name: str, channels: int) -> None:
     spec = get_spec(name)
-    c = spec.input_size[0]
-    size = spec.input_size[1] if spec.input_size[1] <= 64 else 64  # small input keeps the test fast
-    model = create_model(name, num_classes=7, in_channels=c)
-    x = torch.randn(2, c, size, size)
+    size = min(spec.input_size[1], 64)  # small input keeps the test fast
+    num_classes = 7 if channels == 1 else 3
+    model = create_model(name, num_classes=num_classes, in_channels=channels)
+    x = torch.randn(2, channels, size, size)
     out = model(x)
-    assert out.shape == (2, 7)
+    assert out.shape == (2, num_classes)
     out.sum().backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -76,3 +87,19 @@ def test_lenet5_classic_uses_tanh_and_average_pooling() -> None:
     model = create_model("lenet5", variant="classic")
     kinds = {type(m).__name__ for m in model.modules()}
     assert {"Tanh", "AvgPool2d"} <= kinds and not {"ReLU", "MaxPool2d"} & kinds
+
+
+def test_googlenet_weights_with_aux_heads_load_into_another_number_of_classes(tmp_path) -> None:
+    source = create_model("googlenet", num_classes=1000, aux_logits=True)
+    path = tmp_path / "googlenet.pth"
+    torch.save(source.state_dict(), path)
+    with pytest.warns(UserWarning, match="aux1.fc2, aux2.fc2, fc"):
+        model = create_model("googlenet", num_classes=5, aux_logits=True, weights=path)
+    assert model.fc.out_features == 5 and model.aux1.fc2.out_features == 5
+
+
+def test_a_bad_architecture_option_is_a_clear_error() -> None:
+    with pytest.raises(CnnkitError, match="bad option for model 'lenet5'"):
+        create_model("lenet5", variant="retro")
+    with pytest.raises(CnnkitError, match="bad option for model 'lenet5'"):
+        create_model("lenet5", depth=3)

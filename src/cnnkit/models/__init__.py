@@ -1,4 +1,7 @@
 """The model zoo. Importing this package registers every architecture."""
 from cnnkit.models import lenet, resnet  # noqa: F401
+from cnnkit.models import alexnet, googlenet, vgg  # noqa: F401
+from cnnkit.models import densenet, external, resnet_cifar, xception  # noqa: F401
 
-__all__ = ["lenet", "resnet"]
+__all__ = ["lenet", "resnet", "densenet", "external", "resnet_cifar", "xception"]
+__all__ += ["alexnet", "googlenet", "vgg"]

@@ -70,3 +70,12 @@ def conv_bn_act(c_in: int, c_out: int, k: int, stride: int = 1, act: str | dict 
         nn.Conv2d(c_in, c_out, k, stride, padding=k // 2, bias=False), nn.BatchNorm2d(c_out),
         make_activation(act, c_out),
     )
+
+
+def paper_lrn(size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0) -> nn.LocalResponseNorm:
+    """Local response normalisation, §3.3 of the paper: b_i = a_i / (k + α Σ_j a_j²)^β over `size` adjacent maps.
+
+    torch's nn.LocalResponseNorm divides α by the window (b_i = a_i / (k + α/n Σ_j a_j²)^β), so the paper's
+    α = 1e-4 is passed as α·n = 5e-4. (Caffe divides by n too: its `alpha: 0.0001` is the paper's 2e-5.)
+    """
+    return nn.LocalResponseNorm(size, alpha=alpha * size, beta=beta, k=k)
