@@ -260,3 +260,34 @@ def augment_preview(source: str, out: str | Path, preset: str = "standard", n: i
     out.parent.mkdir(parents=True, exist_ok=True)
     save_image(torch.stack(rows).float() / 255.0, out, nrow=8, padding=2)
     return out
+
+
+def models_table(task: str | None = None, bench: bool = False, budget_s: float = 90.0,
+                 threads: int | None = None) -> list[dict]:
+    """The zoo as rows {"name", "task", "paper", "input_size", "num_classes", "params", "depth", "size_mb",
+    "gflops"}; `bench` adds "latency_ms_b1" and "latency_ms_b32" (CPU ms per image) within `budget_s`."""
+    from cnnkit.zoo_table import models_table as table
+
+    return table(task=task, bench=bench, budget_s=budget_s, threads=threads)
+
+
+def inspect_model(target, input_size=None, **options) -> dict:
+    """Per-layer shapes, parameters, FLOPs and receptive fields of a model name, run folder or module;
+    see cnnkit.diagnose.inspect.inspect_model for the keys."""
+    from cnnkit.diagnose.inspect import inspect_model as anatomy
+
+    return anatomy(target, input_size, **options)
+
+
+def inspect_kernels(target: str | Path, out: str | Path | None = None) -> Path:
+    """The first conv layer's kernels of a run (or a model name: random weights) as a PNG grid."""
+    from cnnkit.diagnose.inspect import save_kernels
+
+    return save_kernels(target, out)
+
+
+def inspect_feature_maps(target: str | Path, image: str | Path, layer: str, out: str | Path | None = None) -> Path:
+    """The feature maps of module `layer` for one image, preprocessed as the run's model card says, as a PNG."""
+    from cnnkit.diagnose.inspect import save_feature_maps
+
+    return save_feature_maps(target, image, layer, out)

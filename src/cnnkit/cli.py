@@ -57,6 +57,17 @@ def _train_parser(sub) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue RUN from checkpoints/last.pt")
 
 
+def _inspect_parser(sub) -> None:
+    p = sub.add_parser("inspect", help="per-layer shapes, parameters, FLOPs, receptive fields; kernels, feature maps")
+    p.add_argument("target", metavar="MODEL_OR_RUN", help="registered model name or run folder")
+    p.add_argument("--input", metavar="CxHxW", help="input size, e.g. 3x224x224 (default: the model's)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--kernels", action="store_true", help="write the first conv layer's kernels as a PNG grid")
+    p.add_argument("--feature-maps", metavar="IMAGE", help="write the feature maps of --layer for IMAGE as a PNG")
+    p.add_argument("--layer", metavar="NAME", help="module path, e.g. c1 or layer1.0.conv1")
+    p.add_argument("--out", metavar="PNG")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnkit", description="Train, diagnose and use CNNs on images.")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
@@ -74,8 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--top-k", type=_positive_int, default=5)
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("models", help="list the registered architectures")
+    p = sub.add_parser("models", help="the registered architectures: parameters, depth, size, GFLOPs")
     p.add_argument("--task")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--bench", action="store_true", help="add CPU latency per image at batch 1 and 32")
+    p.add_argument("--budget", type=float, default=90.0, metavar="SECONDS", help="time budget of --bench")
+    p.add_argument("--threads", type=_positive_int, help="CPU threads for --bench (default: torch's)")
+    _inspect_parser(sub)
     p = sub.add_parser("demo", help="LeNet-5 on the embedded digits: train, test, plots")
     p.add_argument("--out")
     p = sub.add_parser("augment-preview", help="a grid PNG of augmented training images")
@@ -133,12 +149,30 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 
 def cmd_models(a: argparse.Namespace) -> int:
-    from cnnkit.registry import get_spec, list_models
+    from cnnkit.zoo_table import format_table
 
-    print(f"{'name':<12} {'task':<10} {'input':<10} paper")
-    for name in list_models(task=a.task):
-        s = get_spec(name)
-        print(f"{name:<12} {s.task:<10} {'x'.join(map(str, s.input_size)):<10} {s.paper}")
+    start = time.perf_counter()
+    rows = api.models_table(task=a.task, bench=a.bench, budget_s=a.budget, threads=a.threads)
+    if a.json:
+        print(json.dumps(rows))
+    else:
+        print(format_table(rows, bench=a.bench))
+        print(f"({len(rows)} models in {time.perf_counter() - start:.1f}s)", file=sys.stderr)
+    return 0
+
+
+def cmd_inspect(a: argparse.Namespace) -> int:
+    if a.kernels:
+        print(api.inspect_kernels(a.target, a.out))
+    elif a.feature_maps:
+        if not a.layer:
+            raise CnnkitError("--feature-maps needs --layer NAME (a module path such as c1 or layer1.0.conv1)")
+        print(api.inspect_feature_maps(a.target, a.feature_maps, a.layer, a.out))
+    else:
+        from cnnkit.diagnose.inspect import format_report
+
+        report = api.inspect_model(a.target, a.input)
+        print(json.dumps(report) if a.json else format_report(report))
     return 0
 
 
@@ -168,6 +202,8 @@ def run(a: argparse.Namespace) -> int:
         return cmd_predict(a)
     elif a.verb == "models":
         return cmd_models(a)
+    elif a.verb == "inspect":
+        return cmd_inspect(a)
     elif a.verb == "demo":
         return cmd_demo(a)
     elif a.verb == "augment-preview":
