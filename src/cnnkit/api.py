@@ -1,4 +1,5 @@
-"""The verbs shared by the CLI and Python users: train, evaluate, test, predict, demo, augment_preview."""
+"""The verbs shared by the CLI and Python users: train, evaluate, test, predict, demo_config, augment_preview,
+models_table, inspect_model, inspect_kernels, inspect_feature_maps."""
 from __future__ import annotations
 
 import json
@@ -17,7 +18,6 @@ from cnnkit.data.images import BadImage, is_image_file, read_image
 from cnnkit.data.loader import make_loader, train_stats
 from cnnkit.data.split import indices_from_record, make_split, split_record, write_split
 from cnnkit.data.transforms import make_augment
-from cnnkit.diagnose.curves import plot_learning_curves
 from cnnkit.engine.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar, write_history
 from cnnkit.engine.checkpoint import load_checkpoint
 from cnnkit.engine.distributed import barrier, broadcast_object, init_distributed
@@ -140,6 +140,8 @@ def _fit(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, state
         save_model(run_dir / "model.pt", trainer.model, card)
         write_history(run_dir / "history.csv", trainer.history)
         if trainer.history:
+            from cnnkit.diagnose.curves import plot_learning_curves  # matplotlib only once there is a plot
+
             plot_learning_curves(trainer.history, run_dir / "plots" / "learning_curves.png")
     return TrainResult(run_dir, trainer.history, val, trainer.interrupted)
 

@@ -228,5 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `cnnkit models | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
     finally:
         shutdown_distributed()

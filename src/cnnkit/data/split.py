@@ -7,8 +7,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
-
 from cnnkit.data.sources import ImageSource
 from cnnkit.errors import CnnkitError
 
@@ -17,6 +15,8 @@ def _stratified(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: 
     """Split `indices` into (rest, held) with `fraction` held out, stratified by label where possible."""
     if fraction <= 0:
         return indices, indices[:0]
+    from sklearn.model_selection import train_test_split  # here, not at the top: it costs a second to import
+
     try:
         rest, held = train_test_split(indices, test_size=fraction, random_state=seed, stratify=labels[indices])
     except ValueError:  # a class too small to stratify
