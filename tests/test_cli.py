@@ -110,3 +110,19 @@ def test_stopped_run_resumes(tmp_path: Path, sig: signal.Signals) -> None:
     assert resumed.returncode == 0, err
     assert stdout.strip().splitlines()[-1] == str(out)
     assert _epochs_done(out) == done + 1
+
+
+def test_model_options_reach_the_architecture_and_bad_ones_leave_no_run_folder(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "gelu"
+    assert main(["-q", "train", "--data", "synthetic-shapes:n=60", "--epochs", "1", "--model-option", "activation=gelu",
+                 "--model-option", "dropout=0.25", "--out", str(out)]) == 0
+    from cnnkit.runs import load_model
+
+    model, card = load_model(out)
+    assert card.options == {"activation": "gelu", "dropout": 0.25}
+    assert isinstance(model.act1, torch.nn.GELU) and model.dropout.p == 0.25
+    bad = tmp_path / "bad"
+    assert main(["-q", "train", "--data", "synthetic-shapes:n=60", "--epochs", "1", "--model-option", "activation=gelo",
+                 "--out", str(bad)]) == 2
+    assert "did you mean 'gelu'" in capsys.readouterr().err
+    assert not bad.exists()

@@ -108,21 +108,21 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, **trai
         split = make_split(source, cfg.data.val, cfg.data.test, cfg.train.seed)  # seeded: equal on every rank
         run_dir = broadcast_object(Path(cfg.out) if cfg.out else new_run_dir(f"{cfg.model.name}-{source.name}"), info)
         card = _card_for(cfg, source, split, cfg.train.seed)
-        if info.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            record = split_record(source, split, cfg.train.seed, {"val": cfg.data.val, "test": cfg.data.test})
-            write_split(run_dir / "split.json", record)
+        record = split_record(source, split, cfg.train.seed, {"val": cfg.data.val, "test": cfg.data.test})
     else:
         split = {name: indices_from_record(source, record, name) for name in ("train", "val")}
         card = ModelCard(**state["meta"]["card"])
-    if info.is_main:
-        save_config(cfg, run_dir / "config.yaml")
-    return _fit(cfg, source, split, card, run_dir, state)
+    return _fit(cfg, source, split, card, run_dir, state, record)
 
 
-def _fit(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, state: dict | None) -> TrainResult:
+def _fit(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, state: dict | None,
+         record: dict) -> TrainResult:
     train_loader = _loader(source, split["train"], card, cfg, train=True)
     trainer = _build_trainer(cfg, card, source.labels[split["train"]], len(train_loader), run_dir)
+    if trainer.dist.is_main:  # only now: a bad model option has failed before the run folder exists
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_split(run_dir / "split.json", record)
+        save_config(cfg, run_dir / "config.yaml")
     if trainer.dist.enabled:  # rebuild the loader so that each rank reads its own shard
         train_loader = _loader(source, split["train"], card, cfg, train=True, trainer_dist=trainer.dist)
     val_loader = _loader(source, split["val"], card, cfg, train=False) if len(split["val"]) else None

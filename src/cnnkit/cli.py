@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 from cnnkit import api
+from cnnkit.config import parse_key_values
 from cnnkit.engine.distributed import shutdown_distributed
 from cnnkit.errors import CnnkitError
 
@@ -35,6 +36,8 @@ def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a classifier; prints the run folder last")
     p.add_argument("--data", help="folder of class folders, CSV of path,label, or digits | mnist:PATH | synthetic-shapes")
     p.add_argument("--model", help="registered architecture (see `cnnkit models`)")
+    p.add_argument("--model-option", action="append", metavar="KEY=VALUE",
+                   help="architecture option, repeatable: --model-option activation=gelu --model-option dropout=0.3")
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--lr", type=float)
@@ -102,12 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _model_options(items: list[str] | None) -> dict | None:
+    if not items:
+        return None
+    return parse_key_values(",".join(items), example="--model-option activation=leaky_relu")
+
+
 def _train_overrides(a: argparse.Namespace) -> dict:
     pick = lambda **kv: {k: v for k, v in kv.items() if v is not None}  # noqa: E731
     return {
         "data": pick(source=a.data, augment=a.augment, image_size=a.image_size, channels=a.channels, resize=a.resize,
                      val=a.val, test=a.test, workers=a.workers),
-        "model": pick(name=a.model),
+        "model": pick(name=a.model, options=_model_options(a.model_option)),
         "train": pick(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, schedule=a.schedule,
                       loss=a.loss, patience=a.patience, device=a.device, amp=a.amp, seed=a.seed),
         **pick(out=a.out),

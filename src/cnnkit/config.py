@@ -1,6 +1,7 @@
 """Nested dataclass configuration: defaults < --config file.yaml < --flags; saved resolved as config.yaml."""
 from __future__ import annotations
 
+import ast
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
@@ -117,3 +118,18 @@ def save_config(cfg: Config, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
     tmp.replace(path)
+
+
+def parse_key_values(text: str, example: str = "key=value,key2=value2") -> dict:
+    """'n=600,size=32,name=a' → {'n': 600, 'size': 32, 'name': 'a'}: Python literals, else bare words.
+    Parsed with ast.literal_eval, never eval."""
+    options = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            raise CnnkitError(f"bad option {part!r}; write key=value, e.g. {example}")
+        key, value = (t.strip() for t in part.split("=", 1))
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value
+    return options

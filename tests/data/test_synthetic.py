@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnkit.data.builtin import _parse_options, open_source
+from cnnkit.config import parse_key_values
+from cnnkit.data.builtin import open_source
 from cnnkit.data.synthetic import SHAPES, ShapesConfig, make_shapes
 from cnnkit.errors import CnnkitError
 
@@ -99,10 +100,10 @@ def test_source_carries_boxes_and_masks():
     np.testing.assert_array_equal(np.stack(src.extras["masks"]), masks)
 
 
-def test_parse_options():
-    assert _parse_options("n=600,size=32") == {"n": 600, "size": 32}
-    assert _parse_options(" noise = 0.5 ,colour=white,,") == {"noise": 0.5, "colour": "white"}
-    assert _parse_options("") == {}
+def testparse_key_values():
+    assert parse_key_values("n=600,size=32") == {"n": 600, "size": 32}
+    assert parse_key_values(" noise = 0.5 ,colour=white,,") == {"noise": 0.5, "colour": "white"}
+    assert parse_key_values("") == {}
     src = open_source("synthetic-shapes:n=9,size=12,colour=class,background=random,min_scale=0.5")
     assert len(src) == 9 and src.arrays.shape == (9, 3, 12, 12)
 

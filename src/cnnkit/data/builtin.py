@@ -1,7 +1,6 @@
 """Built-in datasets by name, and `open_source`, which turns any SOURCE string into an ImageSource."""
 from __future__ import annotations
 
-import ast
 import gzip
 import hashlib
 import os
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnkit.config import parse_key_values
 from cnnkit.data.sources import ImageSource, drop_bad_images, from_arrays, from_csv, from_folder
 from cnnkit.data.synthetic import ShapesConfig, make_shapes
 from cnnkit.errors import CnnkitError, did_you_mean
@@ -69,24 +69,10 @@ def mnist(root: str | Path) -> ImageSource:
     return source
 
 
-def _parse_options(text: str) -> dict:
-    """'n=600,size=32' → {'n': 600, 'size': 32}; values are Python literals or bare words."""
-    options = {}
-    for part in filter(None, text.split(",")):
-        if "=" not in part:
-            raise CnnkitError(f"bad option {part!r}; write key=value, e.g. synthetic-shapes:n=600,size=32")
-        key, value = part.split("=", 1)
-        try:
-            options[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            options[key.strip()] = value.strip()
-    return options
-
-
 def synthetic_shapes(options: str = "") -> ImageSource:
     """Seeded circles, squares and triangles; each item keeps its shape's box and mask in `extras`."""
     fields = ShapesConfig.__dataclass_fields__
-    opts = _parse_options(options)
+    opts = parse_key_values(options, example="synthetic-shapes:n=600,size=32")
     for key in opts:
         if key not in fields:
             raise CnnkitError(f"unknown synthetic-shapes option {key!r}{did_you_mean(key, fields)}")
