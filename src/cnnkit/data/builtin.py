@@ -42,7 +42,7 @@ def _mnist_raw_dir(root: Path) -> Path:
             cache.mkdir(parents=True, exist_ok=True)
             for f in MNIST_FILES:
                 if not (cache / f).is_file():
-                    tmp = cache / f"{f}.tmp"
+                    tmp = cache / f"{f}.{os.getpid()}.tmp"  # per process: torchrun ranks unpack at once
                     with gzip.open(folder / f"{f}.gz") as src, tmp.open("wb") as dst:
                         shutil.copyfileobj(src, dst)
                     tmp.replace(cache / f)

@@ -90,7 +90,8 @@ class TensorLoader:
             order = torch.randperm(n, generator=g)
         else:
             order = torch.arange(n)
-        return order[self.rank::self.world_size]  # each DDP rank takes every world_size-th item
+        # each DDP rank takes every world_size-th item; one copy of the order to the data's device per epoch
+        return order[self.rank::self.world_size].to(self.images.device)
 
     def __len__(self) -> int:
         n = len(range(self.rank, len(self.images), self.world_size))

@@ -124,8 +124,10 @@ def build_transform(
     size: int, channels: int, mean: list[float], std: list[float], *, whiten: bool = False,
     augment: Augment | None = None, resize: str = "resize",
 ) -> v2.Compose:
-    """The whole per-image pipeline, from a decoded uint8 image to the model's input."""
-    ops: list = [FitSize(size, resize)]
+    """The whole per-image pipeline, from a decoded uint8 image to the model's input. A random resized crop
+    works on the image as decoded (it outputs size × size itself), so it is not fitted, and stretched, first."""
+    crops_itself = augment is not None and augment.crop == "resize"
+    ops: list = [] if crops_itself else [FitSize(size, resize)]
     if augment is not None:
         ops += augment_ops(augment, size, channels)
     ops += to_model_input(mean, std, whiten)
