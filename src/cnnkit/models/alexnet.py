@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError
-from cnnkit.models.layers import paper_lrn
+from cnnkit.models.layers import make_activation, paper_lrn
 from cnnkit.registry import register_model
 
 
@@ -30,10 +30,12 @@ class AlexNet(nn.Module):
     same widths: 62,378,344. conv1 pads by 2 so that the paper's 224×224 input gives its 55×55 maps
     (227 without padding, as Caffe does, gives the same). The adaptive pool before fc6 is the identity at
     224 and lets smaller inputs through. Initialised as in §5: weights N(0, 0.01²), biases 1 in conv2,
-    conv4, conv5, fc6, fc7 and 0 elsewhere.
+    conv4, conv5, fc6, fc7 and 0 elsewhere. `activation` (a name of cnnkit.models.layers, ReLU in the paper)
+    gives every layer its own module, act1-act5 after conv1-conv5 and act6, act7 after fc6, fc7.
     """
 
-    def __init__(self, num_classes: int = 1000, in_channels: int = 3, groups: int = 2, dropout: float = 0.5):
+    def __init__(self, num_classes: int = 1000, in_channels: int = 3, groups: int = 2, dropout: float = 0.5,
+                 activation: str | dict = "relu"):
         super().__init__()
         if groups not in (1, 2):
             raise CnnkitError(f"AlexNet groups must be 1 (one tower) or 2 (the paper's two GPUs), got {groups}")
@@ -48,7 +50,11 @@ class AlexNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(6)
         self.fc6, self.fc7 = nn.Linear(256 * 6 * 6, 4096), nn.Linear(4096, 4096)
         self.fc8 = nn.Linear(4096, num_classes)
-        self.relu, self.dropout = nn.ReLU(inplace=True), nn.Dropout(dropout)
+        self.act1, self.act2 = make_activation(activation, 96), make_activation(activation, 256)
+        self.act3, self.act4 = make_activation(activation, 384), make_activation(activation, 384)
+        self.act5 = make_activation(activation, 256)
+        self.act6, self.act7 = make_activation(activation, 4096), make_activation(activation, 4096)
+        self.dropout = nn.Dropout(dropout)
         self._init_as_in_the_paper()
 
     def _init_as_in_the_paper(self) -> None:
@@ -58,12 +64,12 @@ class AlexNet(nn.Module):
                 nn.init.constant_(m.bias, 1.0 if name in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, C, 224, 224)
-        x = self.pool1(self.norm1(self.relu(self.conv1(x))))  # (N, 96, 27, 27)
-        x = self.pool2(self.norm2(self.relu(self.conv2(x))))  # (N, 256, 13, 13)
-        x = self.relu(self.conv4(self.relu(self.conv3(x))))  # (N, 384, 13, 13)
-        x = self.avgpool(self.pool5(self.relu(self.conv5(x)))).flatten(1)  # (N, 9216)
-        x = self.dropout(self.relu(self.fc6(x)))  # (N, 4096)
-        x = self.dropout(self.relu(self.fc7(x)))  # (N, 4096)
+        x = self.pool1(self.norm1(self.act1(self.conv1(x))))  # (N, 96, 27, 27)
+        x = self.pool2(self.norm2(self.act2(self.conv2(x))))  # (N, 256, 13, 13)
+        x = self.act4(self.conv4(self.act3(self.conv3(x))))  # (N, 384, 13, 13)
+        x = self.avgpool(self.pool5(self.act5(self.conv5(x)))).flatten(1)  # (N, 9216)
+        x = self.dropout(self.act6(self.fc6(x)))  # (N, 4096)
+        x = self.dropout(self.act7(self.fc7(x)))  # (N, 4096)
         return self.fc8(x)  # (N, num_classes)
 
 
@@ -72,22 +78,26 @@ class AlexNetTV(nn.Module):
 
     It follows the single-column net of Krizhevsky's "One weird trick" (2014). Keys are torchvision's
     (features.N, classifier.N), so its weight files load strictly; 61,100,840 parameters for 1000 classes.
+    `activation` takes the ReLUs' places (same indices): a parameter-free one keeps strict loading,
+    PReLU and Maxout add their keys.
     """
 
-    def __init__(self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5):
+    def __init__(self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5,
+                 activation: str | dict = "relu"):
         super().__init__()
+        act = activation
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 64, 11, 4, padding=2), nn.ReLU(inplace=True),  # (N, 64, 55, 55)
+            nn.Conv2d(in_channels, 64, 11, 4, padding=2), make_activation(act, 64),  # (N, 64, 55, 55)
             nn.MaxPool2d(3, 2),  # (N, 64, 27, 27)
-            nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),  # (N, 192, 13, 13)
-            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),  # (N, 384, 13, 13)
-            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),  # (N, 256, 13, 13)
-            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2),  # (N, 256, 6, 6)
+            nn.Conv2d(64, 192, 5, padding=2), make_activation(act, 192), nn.MaxPool2d(3, 2),  # (N, 192, 13, 13)
+            nn.Conv2d(192, 384, 3, padding=1), make_activation(act, 384),  # (N, 384, 13, 13)
+            nn.Conv2d(384, 256, 3, padding=1), make_activation(act, 256),  # (N, 256, 13, 13)
+            nn.Conv2d(256, 256, 3, padding=1), make_activation(act, 256), nn.MaxPool2d(3, 2),  # (N, 256, 6, 6)
         )
         self.avgpool = nn.AdaptiveAvgPool2d(6)
         self.classifier = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True),
-            nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(256 * 6 * 6, 4096), make_activation(act, 4096),
+            nn.Dropout(dropout), nn.Linear(4096, 4096), make_activation(act, 4096),
             nn.Linear(4096, num_classes),
         )
 
@@ -97,12 +107,14 @@ class AlexNetTV(nn.Module):
 
 
 @register_model("alexnet", paper="Krizhevsky et al. 2012", head="fc8")
-def alexnet(*, num_classes: int = 1000, in_channels: int = 3, groups: int = 2, dropout: float = 0.5) -> nn.Module:
+def alexnet(*, num_classes: int = 1000, in_channels: int = 3, groups: int = 2, dropout: float = 0.5,
+            activation: str | dict = "relu") -> nn.Module:
     """The paper's AlexNet; `groups=2` keeps its two-GPU connectivity, `groups=1` makes it one tower."""
-    return AlexNet(num_classes, in_channels, groups, dropout)
+    return AlexNet(num_classes, in_channels, groups, dropout, activation)
 
 
 @register_model("alexnet_tv", paper="Krizhevsky 2014 (torchvision's variant)", head="classifier.6")
-def alexnet_tv(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> nn.Module:
-    """torchvision's AlexNet, whose weight files load strictly."""
-    return AlexNetTV(num_classes, in_channels, dropout)
+def alexnet_tv(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5,
+               activation: str | dict = "relu") -> nn.Module:
+    """torchvision's AlexNet, whose weight files load strictly (with a parameter-free `activation`)."""
+    return AlexNetTV(num_classes, in_channels, dropout, activation)

@@ -6,12 +6,14 @@ map with a 3×3/2 max pool, a strided 1×1 convolution on the shortcut. Middle f
 separable convolutions of 1536 and 2048 filters, global average pooling and logistic regression (FC).
 Every convolution is followed by batch norm; the separable convolutions have no bias and no activation
 between their depthwise and pointwise parts (§3). 22,855,952 parameters at 1000 classes, as Keras'.
+`activation` (a name of cnnkit.models.layers) replaces every ReLU; PReLU and Maxout add parameters.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from cnnkit.models.layers import make_activation
 from cnnkit.registry import register_model
 
 
@@ -31,10 +33,12 @@ class XceptionBlock(nn.Module):
     """[ReLU → SeparableConv → BN] per width, then a 3×3/2 max pool when `stride` is 2, plus the shortcut.
 
     The first ReLU is skipped where the input is already rectified (the first entry-flow block); the
-    shortcut is a strided 1×1 convolution + BN where the shape changes, the identity otherwise.
+    shortcut is a strided 1×1 convolution + BN where the shape changes, the identity otherwise. `act` names
+    the activation (ReLU in the paper).
     """
 
-    def __init__(self, c_in: int, widths: tuple[int, ...], stride: int = 1, relu_first: bool = True):
+    def __init__(self, c_in: int, widths: tuple[int, ...], stride: int = 1, relu_first: bool = True,
+                 act: str | dict = "relu"):
         super().__init__()
         c_out = widths[-1]
         self.shortcut = (nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
@@ -42,7 +46,10 @@ class XceptionBlock(nn.Module):
         layers: list[nn.Module] = []
         for i, width in enumerate(widths):
             if i > 0 or relu_first:
-                layers.append(nn.ReLU(inplace=i > 0))  # not in place on the input: the shortcut reads it
+                activation = make_activation(act, c_in)
+                if i == 0 and hasattr(activation, "inplace"):
+                    activation.inplace = False  # not in place on the input: the shortcut reads it
+                layers.append(activation)
             layers += [SeparableConv2d(c_in, width), nn.BatchNorm2d(width)]
             c_in = width
         if stride == 2:
@@ -56,20 +63,22 @@ class XceptionBlock(nn.Module):
 class Xception(nn.Module):
     """Xception at 299×299: entry flow → 19×19×728, middle flow ×8, exit flow → 10×10×2048, pool, FC."""
 
-    def __init__(self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.0):
+    def __init__(self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.0,
+                 activation: str | dict = "relu"):
         super().__init__()
+        act = activation
         self.entry_flow = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3, 2, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),  # 149×149
-            nn.Conv2d(32, 64, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),  # 147×147
-            XceptionBlock(64, (128, 128), stride=2, relu_first=False),  # 74×74
-            XceptionBlock(128, (256, 256), stride=2),  # 37×37
-            XceptionBlock(256, (728, 728), stride=2),  # 19×19
+            nn.Conv2d(in_channels, 32, 3, 2, bias=False), nn.BatchNorm2d(32), make_activation(act, 32),  # 149×149
+            nn.Conv2d(32, 64, 3, bias=False), nn.BatchNorm2d(64), make_activation(act, 64),  # 147×147
+            XceptionBlock(64, (128, 128), stride=2, relu_first=False, act=act),  # 74×74
+            XceptionBlock(128, (256, 256), stride=2, act=act),  # 37×37
+            XceptionBlock(256, (728, 728), stride=2, act=act),  # 19×19
         )
-        self.middle_flow = nn.Sequential(*(XceptionBlock(728, (728, 728, 728)) for _ in range(8)))  # 19×19
+        self.middle_flow = nn.Sequential(*(XceptionBlock(728, (728, 728, 728), act=act) for _ in range(8)))  # 19×19
         self.exit_flow = nn.Sequential(
-            XceptionBlock(728, (728, 1024), stride=2),  # 10×10
-            SeparableConv2d(1024, 1536), nn.BatchNorm2d(1536), nn.ReLU(inplace=True),
-            SeparableConv2d(1536, 2048), nn.BatchNorm2d(2048), nn.ReLU(inplace=True),  # (N, 2048, 10, 10)
+            XceptionBlock(728, (728, 1024), stride=2, act=act),  # 10×10
+            SeparableConv2d(1024, 1536), nn.BatchNorm2d(1536), make_activation(act, 1536),
+            SeparableConv2d(1536, 2048), nn.BatchNorm2d(2048), make_activation(act, 2048),  # (N, 2048, 10, 10)
         )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
@@ -84,6 +93,7 @@ class Xception(nn.Module):
 
 
 @register_model("xception", paper="Chollet 2017", head="fc", input_size=(3, 299, 299))
-def xception(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.0) -> nn.Module:
+def xception(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.0,
+             activation: str | dict = "relu") -> nn.Module:
     """Xception: entry, middle (×8) and exit flows of depthwise separable convolutions; `dropout` before the FC."""
-    return Xception(num_classes, in_channels, dropout)
+    return Xception(num_classes, in_channels, dropout, activation)

@@ -1,0 +1,140 @@
+"""Activations by name: every zoo model takes `activation`, and the learned ones follow their formulas."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from cnnkit.errors import CnnkitError
+from cnnkit.models.layers import Maxout, make_activation
+from cnnkit.models.xception import XceptionBlock
+from cnnkit.registry import create_model, get_spec, list_models
+
+SMALL = ("lenet5", "resnet18", "alexnet", "densenet121")
+
+
+def _marked(name: str):
+    """The VGG nets but vgg16 are slow to build (two 4096-wide FC layers each): run them with the slow tests."""
+    slow = name.startswith("vgg") and name != "vgg16"
+    return pytest.param(name, marks=pytest.mark.slow) if slow else name
+
+
+def run_small(model: nn.Module, name: str) -> torch.Tensor:
+    """One forward in eval mode on a (1, C, s, s) input, s = min(the paper's size, 64)."""
+    c, h, _ = get_spec(name).input_size
+    s = min(h, 64)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        return model.eval()(torch.randn(1, c, s, s))
+
+
+@pytest.mark.parametrize("name", [_marked(n) for n in list_models()])
+def test_every_model_takes_an_activation_by_name(name: str) -> None:
+    model = create_model(name, num_classes=3, activation="gelu")
+    assert not any(isinstance(m, nn.ReLU) for m in model.modules())
+    assert any(isinstance(m, nn.GELU) for m in model.modules())
+    out = run_small(model, name)
+    assert out.shape == (1, 3) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("activation", [{"name": "maxout", "k": 3}, "prelu"])
+@pytest.mark.parametrize("name", SMALL)
+def test_learned_activations_fit_their_channels(name: str, activation: str | dict) -> None:
+    model = create_model(name, num_classes=3, activation=activation)  # a wrong channel count fails the forward
+    kind = Maxout if isinstance(activation, dict) else nn.PReLU
+    assert not any(isinstance(m, nn.ReLU) for m in model.modules())
+    assert any(isinstance(m, kind) for m in model.modules())
+    out = run_small(model, name)
+    assert out.shape == (1, 3) and torch.isfinite(out).all()
+
+
+def test_maxout_is_the_max_of_its_pieces() -> None:
+    torch.manual_seed(0)
+    m = make_activation({"name": "maxout", "k": 3}, 2)
+    assert isinstance(m, Maxout) and m.weight.shape == m.bias.shape == (2, 3)
+    with torch.no_grad():
+        m.weight.copy_(torch.tensor([[-1.0, 0.5, 2.0], [0.0, 1.0, -3.0]]))
+        m.bias.copy_(torch.tensor([[0.0, 1.0, -1.0], [0.5, 0.0, 0.25]]))
+    x = torch.randn(4, 2, 3, 3)
+    expected = torch.empty_like(x)
+    for c in range(2):  # y_c = max_j a_cj x_c + b_cj
+        a, b = m.weight[c].tolist(), m.bias[c].tolist()
+        pieces = [a[j] * x[:, c] + b[j] for j in range(3)]
+        expected[:, c] = torch.maximum(torch.maximum(pieces[0], pieces[1]), pieces[2])
+    torch.testing.assert_close(m(x), expected)
+    flat = torch.randn(5, 2)  # after an FC layer: (N, C)
+    expected_flat = (flat.unsqueeze(2) * m.weight + m.bias).amax(2)
+    torch.testing.assert_close(m(flat), expected_flat)
+
+
+def test_maxout_starts_as_relu() -> None:
+    x = torch.randn(3, 4, 5, 5)
+    torch.testing.assert_close(make_activation("maxout", 4)(x), torch.relu(x))
+
+
+def test_prelu_has_one_slope_per_channel() -> None:
+    m = make_activation("prelu", 7)
+    assert isinstance(m, nn.PReLU) and m.num_parameters == 7 and m.weight.numel() == 7
+
+
+def test_leaky_relu_takes_its_slope() -> None:
+    m = make_activation({"name": "leaky_relu", "slope": 0.1}, 8)
+    assert isinstance(m, nn.LeakyReLU) and m.negative_slope == 0.1
+    model = create_model("alexnet_tv", num_classes=3, activation={"name": "leaky_relu", "slope": 0.1})
+    slopes = {m.negative_slope for m in model.modules() if isinstance(m, nn.LeakyReLU)}
+    assert slopes == {0.1}
+
+
+def test_unknown_activation_suggests_a_name() -> None:
+    with pytest.raises(CnnkitError, match="did you mean"):
+        make_activation("gelo", 4)
+
+
+@pytest.mark.parametrize("name", ["alexnet_tv", "googlenet", "densenet121", "xception"])
+def test_unknown_activation_in_a_model_suggests_a_name(name: str) -> None:
+    with pytest.raises(CnnkitError, match="did you mean"):
+        create_model(name, activation="leaky_relux")
+
+
+def test_alexnet_gives_every_layer_its_own_activation() -> None:
+    model = create_model("alexnet", activation="prelu")
+    widths = {f"act{i + 1}": c for i, c in enumerate((96, 256, 384, 384, 256, 4096, 4096))}
+    assert {n: m.num_parameters for n, m in model.named_children() if isinstance(m, nn.PReLU)} == widths
+
+
+def _keys(model: nn.Module) -> dict[str, torch.Size]:
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize(("name", "theirs", "options"), [
+    ("alexnet_tv", lambda: torchvision.models.alexnet(weights=None), {}),
+    ("densenet121", lambda: torchvision.models.densenet121(weights=None), {}),
+    ("googlenet", lambda: torchvision.models.GoogLeNet(aux_logits=False, init_weights=False), {"tv_compatible": True}),
+])
+def test_parameter_free_activations_keep_torchvision_keys(name: str, theirs, options: dict) -> None:
+    with torch.device("meta"):
+        tv = _keys(theirs())
+        assert _keys(create_model(name, activation="silu", **options)) == tv
+        learned = _keys(create_model(name, activation="prelu", **options))
+    assert set(tv) < set(learned) and all(learned[k] == v for k, v in tv.items())
+
+
+def test_alexnet_tv_keeps_the_sequential_indices() -> None:
+    with torch.device("meta"):
+        model = create_model("alexnet_tv", activation="prelu")
+    acts = [f"{part}.{i}" for part in ("features", "classifier")
+            for i, m in enumerate(getattr(model, part)) if isinstance(m, nn.PReLU)]
+    assert acts == ["features.1", "features.4", "features.7", "features.9", "features.11",
+                    "classifier.2", "classifier.5"]
+
+
+@pytest.mark.parametrize("activation", ["relu", "silu", "elu", {"name": "leaky_relu", "slope": 0.2}])
+def test_xception_first_activation_leaves_the_shortcut_input_alone(activation: str | dict) -> None:
+    block = XceptionBlock(8, (8, 8), act=activation).eval()
+    first, second = (m for m in block.residual if hasattr(m, "inplace"))  # the two activations
+    assert first.inplace is False and second.inplace is True
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        expected = block.residual(x.clone()) + x
+        torch.testing.assert_close(block(x), expected)
