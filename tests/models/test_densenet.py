@@ -9,15 +9,6 @@ from torch import nn
 from cnnkit.registry import create_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Many small ops: one thread is faster than two OpenMP threads that wait on each other on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def pair() -> tuple[nn.Module, nn.Module]:
     """Ours with torchvision's randomly initialised weights, loaded strictly, and torchvision's; eval mode."""

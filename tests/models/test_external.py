@@ -16,15 +16,6 @@ from cnnkit.models.external import torchvision_names
 from cnnkit.registry import create_model, get_spec, list_models
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Many small ops: one thread is faster than two OpenMP threads that wait on each other on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -14,15 +14,6 @@ from cnnkit.registry import create_model
 PROJECTIONS = sum(c * 2 * c + 2 * 2 * c for c in (64, 128, 256))  # 8,448 + 33,280 + 132,096
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Many small ops: one thread is faster than two OpenMP threads that wait on each other on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -9,15 +9,6 @@ from cnnkit.models.xception import SeparableConv2d, XceptionBlock
 from cnnkit.registry import create_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Many small ops: one thread is faster than two OpenMP threads that wait on each other on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model() -> nn.Module:
     return create_model("xception", num_classes=1000).eval()
