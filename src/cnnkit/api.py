@@ -283,13 +283,13 @@ def inspect_model(target, input_size=None, **options) -> dict:
 
 def inspect_kernels(target: str | Path, out: str | Path | None = None) -> Path:
     """The first conv layer's kernels of a run (or a model name: random weights) as a PNG grid."""
-    from cnnkit.diagnose.inspect import save_kernels
+    from cnnkit.diagnose.pictures import save_kernels
 
     return save_kernels(target, out)
 
 
 def inspect_feature_maps(target: str | Path, image: str | Path, layer: str, out: str | Path | None = None) -> Path:
     """The feature maps of module `layer` for one image, preprocessed as the run's model card says, as a PNG."""
-    from cnnkit.diagnose.inspect import save_feature_maps
+    from cnnkit.diagnose.pictures import save_feature_maps
 
     return save_feature_maps(target, image, layer, out)

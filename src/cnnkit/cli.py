@@ -7,7 +7,6 @@ import logging
 import sys
 import time
 import warnings
-from pathlib import Path
 
 from cnnkit import api
 from cnnkit.config import parse_key_values

@@ -6,7 +6,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from cnnkit import __version__

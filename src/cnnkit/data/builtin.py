@@ -104,6 +104,6 @@ def open_source(spec: str, max_bad_fraction: float = 0.1) -> ImageSource:
         raise CnnkitError(f"data source {spec!r} is a file but not a .csv; give a folder, a CSV or a built-in name")
     hint = did_you_mean(name, BUILTINS) if "/" not in spec and "." not in spec else ""
     raise CnnkitError(
-        f"data not found: {spec!r} is neither a folder, a CSV file nor a built-in dataset{hint or ''}"
-        + ("" if hint else f" (built-ins: digits, mnist:PATH, synthetic-shapes)")
+        f"data not found: {spec!r} is neither a folder, a CSV file nor a built-in dataset"
+        + (hint or " (built-ins: digits, mnist:PATH, synthetic-shapes)")
     )

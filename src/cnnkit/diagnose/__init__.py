@@ -1,1 +1,1 @@
-"""Diagnosis of a training run: curves now; the verdict, confusion and Grad-CAM come with issue 5."""
+"""Diagnosis of a run and of a model: learning curves, inspect (layers, FLOPs, receptive fields), pictures."""
