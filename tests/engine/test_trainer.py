@@ -176,3 +176,29 @@ def test_auxiliary_outputs_add_0_3_of_their_loss_in_training() -> None:
     assert task.training_step(batch).loss.item() == pytest.approx((main + 0.3 * aux).item(), rel=1e-6)
     model.eval()
     assert task.validation_step(batch).loss.item() == pytest.approx(main.item(), rel=1e-6)
+
+
+def test_an_epoch_schedule_steps_once_per_epoch_with_the_val_loss() -> None:
+    x, y = _separable()
+    seen: list[float] = []
+
+    class EverySecondEpochHalves:
+        interval = "epoch"
+
+        def __init__(self, optimizer):
+            self.optimizer = optimizer
+
+        def step(self, metric=None):
+            seen.append(metric)
+            if len(seen) % 2 == 0:
+                for group in self.optimizer.param_groups:
+                    group["lr"] /= 2
+
+        def state_dict(self):
+            return {}
+
+    trainer = _trainer(epochs=4)
+    trainer.scheduler = EverySecondEpochHalves(trainer.optimizer)
+    history = trainer.fit(TensorLoader(x, y, 32), TensorLoader(x, y, 64))
+    assert seen == [row["val_loss"] for row in history]
+    assert [row["lr"] for row in history] == [0.05, 0.05, 0.025, 0.025]

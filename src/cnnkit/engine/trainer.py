@@ -85,6 +85,8 @@ class Trainer:
             logs.update({f"val_{k}": v for k, v in self.evaluate(val).items()})
             self._call("on_validation_end", logs)
         logs["lr"] = self.optimizer.param_groups[0]["lr"]
+        if self.scheduler is not None and not self._batch_schedule:
+            self.scheduler.step(logs.get("val_loss", logs["train_loss"]))
         logs["time"] = time.perf_counter() - start
         self.history.append(logs)
         self.epoch += 1
@@ -105,7 +107,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            if self.scheduler is not None:
+            if self._batch_schedule:
                 self.scheduler.step()
             self._accumulate(out.logs, len(batch))
             for c in batch_hooks:
@@ -142,6 +144,11 @@ class Trainer:
         return torch.cat(outs) if outs else torch.empty(0)
 
     # -- helpers ----------------------------------------------------------------------------------
+    @property
+    def _batch_schedule(self) -> bool:
+        """A scheduler steps per batch unless it says `interval = "epoch"` (then with the val loss, for plateaus)."""
+        return self.scheduler is not None and getattr(self.scheduler, "interval", "batch") == "batch"
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
