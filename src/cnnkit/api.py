@@ -21,7 +21,7 @@ from cnnkit.data.transforms import make_augment
 from cnnkit.engine.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar, write_history
 from cnnkit.engine.checkpoint import load_checkpoint
 from cnnkit.engine.distributed import barrier, broadcast_object, init_distributed
-from cnnkit.engine.optim import make_optimizer, make_schedule
+from cnnkit import optimizers, schedules
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
 from cnnkit.registry import create_model, get_spec
@@ -78,9 +78,12 @@ def _build_trainer(cfg: Config, card: ModelCard, train_labels: np.ndarray, steps
     task = ClassificationTask(model, cfg.train.loss, label_smoothing=cfg.train.label_smoothing,
                               class_weight=_class_weight(cfg, train_labels, len(card.classes)))
     t = cfg.train
-    optimizer = make_optimizer(t.optimizer, model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    scheduler = make_schedule(t.schedule, optimizer, total_steps=steps * t.epochs,
-                              warmup_steps=int(t.warmup_epochs * steps))
+    optimizer = optimizers.get(t.optimizer, model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
+                               **t.optimizer_options)
+    per_epoch = t.schedule == "reduce_on_plateau"  # it needs the val loss, known once per epoch
+    scheduler = schedules.get(t.schedule, optimizer, steps_per_epoch=steps, epochs=t.epochs,
+                              interval="epoch" if per_epoch else "batch",
+                              warmup=round(t.warmup_epochs * (1 if per_epoch else steps)), **t.schedule_options)
     callbacks = [EarlyStopping("val_loss", t.patience)] if t.patience else []
     callbacks += [ModelCheckpoint(run_dir / "checkpoints", monitor="val_accuracy"),
                   CSVLogger(run_dir / "history.csv"), ProgressBar()]

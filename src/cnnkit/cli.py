@@ -40,9 +40,10 @@ def _train_parser(sub) -> None:
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--optimizer", help="sgd | adam | adamw | rmsprop")
-    p.add_argument("--schedule", help="none | cosine | step | onecycle")
-    p.add_argument("--loss", help="cross_entropy | categorical_crossentropy | mse")
+    p.add_argument("--optimizer", help="sgd | adagrad | adadelta | rmsprop | adam | adamw | adamax | nadam | ftrl")
+    p.add_argument("--schedule", help="constant | cosine | cosine_restarts | step_decay | linear_decay | exponential | "
+                                      "one_cycle | reduce_on_plateau")
+    p.add_argument("--loss", help="a loss of cnnkit.losses, e.g. sparse_categorical_crossentropy, focal, multiclass_svm")
     p.add_argument("--augment", help="none | light | standard | strong")
     p.add_argument("--image-size", type=_positive_int)
     p.add_argument("--channels", type=int, choices=(1, 3))

@@ -36,10 +36,12 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
-    optimizer: str = "adam"
-    lr: float | None = None  # None: the optimiser's default
+    optimizer: str = "adam"  # see cnnkit.optimizers: sgd, adagrad, adadelta, rmsprop, adam, adamw, adamax, nadam, ftrl
+    optimizer_options: dict = field(default_factory=dict)  # e.g. {momentum: 0.9, nesterov: true} for sgd
+    lr: float | None = None  # None: the optimiser's default (Keras' defaults)
     weight_decay: float | None = None
-    schedule: str = "cosine"  # none | cosine | step | onecycle (stepped per batch)
+    schedule: str = "cosine"  # see cnnkit.schedules: cosine, step_decay, linear_decay, one_cycle, ... (per batch)
+    schedule_options: dict = field(default_factory=dict)  # e.g. {gamma: 0.5, step_size: 100} for step_decay
     warmup_epochs: float = 0.0
     loss: str = "cross_entropy"
     label_smoothing: float = 0.0

@@ -18,7 +18,7 @@ from cnnkit.data.loader import make_loader, train_stats
 from cnnkit.data.sources import ImageSource, from_arrays
 from cnnkit.data.transforms import Augment
 from cnnkit.engine.callbacks import Callback, ProgressBar
-from cnnkit.engine.optim import make_optimizer, make_schedule
+from cnnkit import optimizers, schedules
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
 from cnnkit.registry import create_model, get_spec
@@ -77,7 +77,7 @@ class Model:
         unknown = [m for m in metrics if m not in SUPPORTED_METRICS]
         if unknown:
             raise CnnkitError(f"unknown metric {unknown[0]!r}; this version logs 'accuracy' (and the loss)")
-        make_optimizer(optimizer, [torch.zeros(1, requires_grad=True)], lr=lr)  # fail now on a bad name
+        optimizers.get(optimizer, [torch.zeros(1, requires_grad=True)], lr=lr)  # fail now on a bad name
         self._compiled = dict(optimizer=optimizer, loss=loss, lr=lr, weight_decay=weight_decay, schedule=schedule,
                               device=device, amp=amp)
 
@@ -122,10 +122,11 @@ class Model:
             for k, w in class_weight.items():
                 weight[int(k)] = float(w)
         task = ClassificationTask(self.network, cfg["loss"], class_weight=weight)
-        optimizer = make_optimizer(cfg["optimizer"], self.network.parameters(), lr=cfg["lr"],
+        optimizer = optimizers.get(cfg["optimizer"], self.network.parameters(), lr=cfg["lr"],
                                    weight_decay=cfg["weight_decay"])
-        steps = -(-n_train // batch_size) * epochs
-        scheduler = make_schedule(cfg["schedule"], optimizer, total_steps=steps)
+        steps = -(-n_train // batch_size)  # per epoch
+        scheduler = schedules.get(cfg["schedule"], optimizer, steps_per_epoch=steps, epochs=epochs,
+                                  interval="epoch" if cfg["schedule"] == "reduce_on_plateau" else "batch")
         cbs = list(callbacks) + ([ProgressBar(echo=True)] if verbose else [])
         return Trainer(task, optimizer, epochs=epochs, scheduler=scheduler, callbacks=cbs, device=cfg["device"],
                        amp=cfg["amp"], seed=seed)

@@ -22,6 +22,6 @@ def test_torchrun_two_processes_train_one_run_folder(tmp_path: Path) -> None:
     split = json.loads((out / "split.json").read_text())
     n_train = split["splits"]["train"]["count"]
     # each rank took half of the training split: steps per epoch = ceil(ceil(n/2) / batch)
-    steps = state["scheduler"]["last_epoch"] / 2
+    steps = state["scheduler"]["scheduler"]["last_epoch"] / 2
     assert steps == -(-(-(-n_train // 2)) // 64)
     assert (out / "model.pt").is_file()

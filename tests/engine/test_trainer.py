@@ -1,7 +1,6 @@
 """The Trainer: it learns, it is deterministic, checkpoints are atomic, early stopping and Ctrl-C behave."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ import torch
 from cnnkit.data.loader import TensorLoader
 from cnnkit.engine.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from cnnkit.engine.checkpoint import atomic_save, load_checkpoint
-from cnnkit.engine.optim import make_optimizer, make_schedule
+from cnnkit import optimizers
 from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.classification import ClassificationTask
@@ -27,7 +26,7 @@ def _separable(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]
 def _trainer(epochs: int = 3, callbacks=(), seed: int = 0) -> Trainer:
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 2))
-    opt = make_optimizer("sgd", model.parameters(), lr=0.05)
+    opt = optimizers.get("sgd", model.parameters(), lr=0.05, momentum=0.9)
     return Trainer(ClassificationTask(model), opt, epochs=epochs, callbacks=callbacks, device="cpu", seed=seed)
 
 
@@ -133,25 +132,9 @@ def test_nan_loss_is_a_clear_error() -> None:
         trainer.fit(TensorLoader(x * 1e30, y, 32))
 
 
-def test_cosine_schedule_follows_the_formula() -> None:
-    param = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([param], lr=0.1)
-    sched = make_schedule("cosine", opt, total_steps=10, warmup_steps=2)
-    lrs = []
-    for _ in range(12):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert lrs[0] == pytest.approx(0.1 * 1 / 2) and lrs[1] == pytest.approx(0.1)
-    for t in range(2, 10):
-        assert lrs[t] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * (t - 2) / 8)))
-
-
-def test_unknown_optimizer_and_schedule_names() -> None:
-    with pytest.raises(CnnkitError, match="did you mean 'adam'"):
-        make_optimizer("adma", [torch.nn.Parameter(torch.zeros(1))])
-    with pytest.raises(CnnkitError, match="did you mean 'cosine'"):
-        make_schedule("cosin", torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), 10)
+def test_unknown_optimizer_name() -> None:
+    with pytest.raises(CnnkitError, match="did you mean .*'adam'"):
+        optimizers.get("adma", [torch.nn.Parameter(torch.zeros(1))])
 
 
 def test_auxiliary_outputs_add_0_3_of_their_loss_in_training() -> None:

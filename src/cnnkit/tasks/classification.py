@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnkit.engine.losses import LossFn, make_loss
+from cnnkit import losses
 from cnnkit.tasks.base import Batch, StepOutput, Task
 
 
@@ -22,11 +22,17 @@ class ClassificationTask(Task):
     main_metric = "accuracy"
     higher_is_better = True
 
-    def __init__(self, model: nn.Module, loss: str | LossFn = "cross_entropy", *,
+    def __init__(self, model: nn.Module, loss: str | nn.Module = "cross_entropy", *,
                  class_weight: torch.Tensor | None = None, label_smoothing: float = 0.0):
         super().__init__(model)
-        self.loss = make_loss(loss, class_weight=class_weight, label_smoothing=label_smoothing) \
-            if isinstance(loss, str) else loss
+        if isinstance(loss, str):  # per-sample values: the task applies sample weights and the mean
+            options = {"reduction": "none"}
+            if class_weight is not None:
+                options["class_weight"] = class_weight
+            if label_smoothing:
+                options["label_smoothing"] = label_smoothing
+            loss = losses.get(loss, **options)
+        self.loss = loss
 
     AUX_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers count 0.3 each (Szegedy et al. 2014, §5)
 
