@@ -126,3 +126,27 @@ def test_model_options_reach_the_architecture_and_bad_ones_leave_no_run_folder(t
                  "--out", str(bad)]) == 2
     assert "did you mean 'gelu'" in capsys.readouterr().err
     assert not bad.exists()
+
+
+def test_l1_l2_and_dropout_flags_reach_the_training(tmp_path: Path) -> None:
+    out = tmp_path / "reg"
+    assert main(["-q", "train", "--data", "synthetic-shapes:n=60", "--epochs", "1", "--l2", "1e-3", "--l1", "1e-4",
+                 "--dropout", "0.3", "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert float(rows[0]["train_penalty"]) > 0  # logged apart from the data loss
+    from cnnkit.regularizers import Penalty
+    from cnnkit.runs import load_model
+
+    model, card = load_model(out)
+    assert model.dropout.p == 0.3
+    final = Penalty(1e-4, 1e-3)(model).item()  # the trained weights' penalty is of the logged size
+    assert float(rows[0]["train_penalty"]) == pytest.approx(final, rel=0.2)
+
+
+def test_lr_find_prints_a_suggestion_and_writes_the_plot(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "lr.png"
+    assert main(["-q", "lr-find", "--data", "digits", "--steps", "40", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == str(out) and out.stat().st_size > 0
+    suggested = float(lines[-2].split()[2])
+    assert 1e-7 <= suggested <= 10  # inside the range the test swept

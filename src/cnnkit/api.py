@@ -1,5 +1,5 @@
 """The verbs shared by the CLI and Python users: train, evaluate, test, predict, demo_config, augment_preview,
-models_table, inspect_model, inspect_kernels, inspect_feature_maps."""
+models_table, inspect_model, inspect_kernels, inspect_feature_maps, lr_find."""
 from __future__ import annotations
 
 import json
@@ -24,6 +24,7 @@ from cnnkit.engine.distributed import barrier, broadcast_object, init_distribute
 from cnnkit import optimizers, schedules
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
+from cnnkit.regularizers import Penalty
 from cnnkit.registry import create_model, get_spec
 from cnnkit.runs import ModelCard, load_model, new_run_dir, record_test_use, run_file, save_model
 from cnnkit.tasks.classification import ClassificationTask
@@ -75,9 +76,10 @@ def _build_trainer(cfg: Config, card: ModelCard, train_labels: np.ndarray, steps
     seed_everything(cfg.train.seed)
     model = create_model(cfg.model.name, num_classes=len(card.classes), in_channels=card.input_size[0],
                          weights=cfg.model.weights, **cfg.model.options)
-    task = ClassificationTask(model, cfg.train.loss, label_smoothing=cfg.train.label_smoothing,
-                              class_weight=_class_weight(cfg, train_labels, len(card.classes)))
     t = cfg.train
+    penalty = Penalty(t.l1, t.l2, layers=t.penalty_layers) if t.l1 or t.l2 else None
+    task = ClassificationTask(model, t.loss, label_smoothing=t.label_smoothing, penalty=penalty,
+                              class_weight=_class_weight(cfg, train_labels, len(card.classes)))
     optimizer = optimizers.get(t.optimizer, model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
                                **t.optimizer_options)
     per_epoch = t.schedule == "reduce_on_plateau"  # it needs the val loss, known once per epoch
@@ -296,3 +298,11 @@ def inspect_feature_maps(target: str | Path, image: str | Path, layer: str, out:
     from cnnkit.diagnose.pictures import save_feature_maps
 
     return save_feature_maps(target, image, layer, out)
+
+
+def lr_find(cfg: Config, steps: int = 100, out: str | Path | None = None, **options):
+    """The learning-rate range test on the training split of `cfg` (Smith 2017); see cnnkit.engine.lr_find.
+    Returns an LRFindResult (lrs, smoothed losses, suggestion); writes the plot to `out` when given."""
+    from cnnkit.engine.lr_find import lr_find_for_config
+
+    return lr_find_for_config(cfg, steps=steps, out=out, **options)

@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 import warnings
+from pathlib import Path
 
 from cnnkit import api
 from cnnkit.config import parse_key_values
@@ -31,8 +32,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a classifier; prints the run folder last")
+def _train_parser(sub, verb: str = "train", text: str = "train a classifier; prints the run folder last") -> None:
+    p = sub.add_parser(verb, help=text)
     p.add_argument("--data", help="folder of class folders, CSV of path,label, or digits | mnist:PATH | synthetic-shapes")
     p.add_argument("--model", help="registered architecture (see `cnnkit models`)")
     p.add_argument("--model-option", action="append", metavar="KEY=VALUE",
@@ -51,12 +52,18 @@ def _train_parser(sub) -> None:
     p.add_argument("--val", type=float, help="validation fraction (default 0.15)")
     p.add_argument("--test", type=float, help="test fraction (default 0.15)")
     p.add_argument("--patience", type=_positive_int, help="early stopping patience on val_loss")
+    p.add_argument("--l1", type=float, help="λ of an L1 penalty on the weights (data loss and penalty logged apart)")
+    p.add_argument("--l2", type=float, help="λ of an L2 penalty on the weights (not decoupled weight decay)")
+    p.add_argument("--dropout", type=float, help="dropout rate of the architecture's dropout layers")
     p.add_argument("--workers", type=int)
     p.add_argument("--device", help="auto | cpu | cuda | cuda:1")
     p.add_argument("--amp", action="store_true", default=None, help="mixed precision")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run folder (default runs/<model>-<data>)")
     p.add_argument("--config", help="YAML file with data/model/train sections; flags override it")
+    if verb == "lr-find":
+        p.add_argument("--steps", type=_positive_int, default=100, help="batches of the range test")
+        return
     p.add_argument("--resume", metavar="RUN", help="continue RUN from checkpoints/last.pt")
 
 
@@ -76,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
     sub = parser.add_subparsers(dest="verb", required=True)
     _train_parser(sub)
+    _train_parser(sub, "lr-find", "the learning-rate range test (Smith 2017): a plot and a suggested --lr")
     for verb, text in (("evaluate", "loss and accuracy on the val (or train) split"),
                        ("test", "evaluate the locked test split; each use is recorded")):
         p = sub.add_parser(verb, help=text)
@@ -105,10 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _model_options(items: list[str] | None) -> dict | None:
-    if not items:
-        return None
-    return parse_key_values(",".join(items), example="--model-option activation=leaky_relu")
+def _model_options(items: list[str] | None, dropout: float | None = None) -> dict | None:
+    options = parse_key_values(",".join(items or []), example="--model-option activation=leaky_relu")
+    if dropout is not None:
+        options["dropout"] = dropout
+    return options or None
 
 
 def _train_overrides(a: argparse.Namespace) -> dict:
@@ -116,9 +125,9 @@ def _train_overrides(a: argparse.Namespace) -> dict:
     return {
         "data": pick(source=a.data, augment=a.augment, image_size=a.image_size, channels=a.channels, resize=a.resize,
                      val=a.val, test=a.test, workers=a.workers),
-        "model": pick(name=a.model, options=_model_options(a.model_option)),
+        "model": pick(name=a.model, options=_model_options(a.model_option, a.dropout)),
         "train": pick(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, schedule=a.schedule,
-                      loss=a.loss, patience=a.patience, device=a.device, amp=a.amp, seed=a.seed),
+                      loss=a.loss, patience=a.patience, device=a.device, amp=a.amp, seed=a.seed, l1=a.l1, l2=a.l2),
         **pick(out=a.out),
     }
 
@@ -215,6 +224,13 @@ def run(a: argparse.Namespace) -> int:
         return cmd_inspect(a)
     elif a.verb == "demo":
         return cmd_demo(a)
+    elif a.verb == "lr-find":
+        cfg = api.load_config(a.config, _train_overrides(a))
+        out = Path(a.out or "lr_find.png")
+        result = api.lr_find(cfg, steps=a.steps, out=out)
+        print(f"suggested lr {result.suggestion:.3g} (steepest descent of the smoothed loss)" if result.suggestion
+              else "no suggestion: the loss never fell; try a wider range")
+        print(out)
     elif a.verb == "augment-preview":
         print(api.augment_preview(a.data, a.out, a.augment, n=a.n))
     return 0

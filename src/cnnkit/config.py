@@ -45,6 +45,9 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     loss: str = "cross_entropy"
     label_smoothing: float = 0.0
+    l1: float = 0.0  # λ of the L1 penalty λ·Σ|w| added to the loss (weights only; see penalty_layers)
+    l2: float = 0.0  # λ of the L2 penalty λ·Σw² (not the optimiser's decoupled weight_decay)
+    penalty_layers: str = "*"  # glob of parameter names the penalties cover, e.g. "classifier.*"
     class_weight: str | None = None  # None or 'balanced'
     patience: int | None = None  # early stopping on val_loss when set
     grad_clip: float | None = None

@@ -1,6 +1,8 @@
 """Single-label classification: softmax over K classes, cross-entropy (or any named loss), accuracy."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -23,8 +25,10 @@ class ClassificationTask(Task):
     higher_is_better = True
 
     def __init__(self, model: nn.Module, loss: str | nn.Module = "cross_entropy", *,
-                 class_weight: torch.Tensor | None = None, label_smoothing: float = 0.0):
+                 class_weight: torch.Tensor | None = None, label_smoothing: float = 0.0,
+                 penalty: Callable[[nn.Module], torch.Tensor] | None = None):
         super().__init__(model)
+        self.penalty = penalty  # e.g. cnnkit.regularizers.Penalty: added to the training loss, logged apart
         if isinstance(loss, str):  # per-sample values: the task applies sample weights and the mean
             options = {"reduction": "none"}
             if class_weight is not None:
@@ -53,6 +57,10 @@ class ClassificationTask(Task):
         aux = getattr(net, "aux_outputs", None) or []  # set by models with auxiliary heads, in training only
         if aux:
             out.loss = out.loss + self.AUX_WEIGHT * sum(self._reduce(a, batch) for a in aux)
+        if self.penalty is not None:  # 'loss' stays the data loss; the penalty has its own log
+            penalty = self.penalty(net)
+            out.loss = out.loss + penalty
+            out.logs["penalty"] = penalty.detach()
         return out
 
     def validation_step(self, batch: Batch) -> StepOutput:
