@@ -24,7 +24,7 @@ from cnnkit.engine.distributed import barrier, broadcast_object, init_distribute
 from cnnkit import optimizers, schedules
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
-from cnnkit.regularizers import Penalty
+from cnnkit.regularizers import Penalty, cutmix, mixup
 from cnnkit.registry import create_model, get_spec
 from cnnkit.runs import ModelCard, load_model, new_run_dir, record_test_use, run_file, save_model
 from cnnkit.tasks.classification import ClassificationTask
@@ -72,6 +72,20 @@ def _class_weight(cfg: Config, labels: np.ndarray, k: int) -> torch.Tensor | Non
     return torch.tensor(len(labels) / (k * np.maximum(counts, 1)), dtype=torch.float32)  # n / (K n_c)
 
 
+def _mixer(mixup_alpha: float, cutmix_alpha: float, k: int):
+    """None, or a function (images, targets) → (mixed images, soft targets) drawing mixup or CutMix per batch."""
+    if not mixup_alpha and not cutmix_alpha:
+        return None
+
+    def mix(images: torch.Tensor, targets: torch.Tensor):
+        use_cutmix = cutmix_alpha and (not mixup_alpha or torch.rand(()) < 0.5)
+        mixed = cutmix(images, targets, k, alpha=cutmix_alpha) if use_cutmix else \
+            mixup(images, targets, k, alpha=mixup_alpha)
+        return mixed.images, mixed.targets
+
+    return mix
+
+
 def _build_trainer(cfg: Config, card: ModelCard, train_labels: np.ndarray, steps: int, run_dir: Path) -> Trainer:
     seed_everything(cfg.train.seed)
     model = create_model(cfg.model.name, num_classes=len(card.classes), in_channels=card.input_size[0],
@@ -79,6 +93,7 @@ def _build_trainer(cfg: Config, card: ModelCard, train_labels: np.ndarray, steps
     t = cfg.train
     penalty = Penalty(t.l1, t.l2, layers=t.penalty_layers) if t.l1 or t.l2 else None
     task = ClassificationTask(model, t.loss, label_smoothing=t.label_smoothing, penalty=penalty,
+                              mix=_mixer(t.mixup, t.cutmix, len(card.classes)),
                               class_weight=_class_weight(cfg, train_labels, len(card.classes)))
     optimizer = optimizers.get(t.optimizer, model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
                                **t.optimizer_options)

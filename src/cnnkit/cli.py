@@ -55,6 +55,8 @@ def _train_parser(sub, verb: str = "train", text: str = "train a classifier; pri
     p.add_argument("--l1", type=float, help="λ of an L1 penalty on the weights (data loss and penalty logged apart)")
     p.add_argument("--l2", type=float, help="λ of an L2 penalty on the weights (not decoupled weight decay)")
     p.add_argument("--dropout", type=float, help="dropout rate of the architecture's dropout layers")
+    p.add_argument("--mixup", type=float, metavar="ALPHA", help="mixup with Beta(α, α) mixing weights")
+    p.add_argument("--cutmix", type=float, metavar="ALPHA", help="CutMix with Beta(α, α) box areas")
     p.add_argument("--workers", type=int)
     p.add_argument("--device", help="auto | cpu | cuda | cuda:1")
     p.add_argument("--amp", action="store_true", default=None, help="mixed precision")
@@ -127,7 +129,8 @@ def _train_overrides(a: argparse.Namespace) -> dict:
                      val=a.val, test=a.test, workers=a.workers),
         "model": pick(name=a.model, options=_model_options(a.model_option, a.dropout)),
         "train": pick(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, schedule=a.schedule,
-                      loss=a.loss, patience=a.patience, device=a.device, amp=a.amp, seed=a.seed, l1=a.l1, l2=a.l2),
+                      loss=a.loss, patience=a.patience, device=a.device, amp=a.amp, seed=a.seed, l1=a.l1, l2=a.l2,
+                      mixup=a.mixup, cutmix=a.cutmix),
         **pick(out=a.out),
     }
 

@@ -48,6 +48,8 @@ class TrainConfig:
     l1: float = 0.0  # λ of the L1 penalty λ·Σ|w| added to the loss (weights only; see penalty_layers)
     l2: float = 0.0  # λ of the L2 penalty λ·Σw² (not the optimiser's decoupled weight_decay)
     penalty_layers: str = "*"  # glob of parameter names the penalties cover, e.g. "classifier.*"
+    mixup: float = 0.0  # α of mixup's Beta(α, α) (Zhang et al. 2018); 0 = off
+    cutmix: float = 0.0  # α of CutMix (Yun et al. 2019); 0 = off; with both set, each batch picks one
     class_weight: str | None = None  # None or 'balanced'
     patience: int | None = None  # early stopping on val_loss when set
     grad_clip: float | None = None

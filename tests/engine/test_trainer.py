@@ -185,3 +185,22 @@ def test_an_epoch_schedule_steps_once_per_epoch_with_the_val_loss() -> None:
     history = trainer.fit(TensorLoader(x, y, 32), TensorLoader(x, y, 64))
     assert seen == [row["val_loss"] for row in history]
     assert [row["lr"] for row in history] == [0.05, 0.05, 0.025, 0.025]
+
+
+def test_a_mixed_batch_is_scored_against_its_soft_targets() -> None:
+    """Cross-entropy is linear in the target: CE(z, λa + (1−λ)b) = λ·CE(z, a) + (1−λ)·CE(z, b)."""
+    from cnnkit.regularizers import mixup
+    from cnnkit.tasks.base import Batch
+
+    x, y = _separable(16)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
+    g = torch.Generator().manual_seed(3)
+    drawn = mixup(x, y, 2, alpha=0.4, generator=torch.Generator().manual_seed(3))
+    task = ClassificationTask(model, mix=lambda images, targets: tuple(mixup(images, targets, 2, alpha=0.4,
+                                                                             generator=g)))
+    out = task.training_step(Batch(x, y))
+    logits = model(drawn.images)
+    ce = torch.nn.functional.cross_entropy
+    lam = drawn.lam
+    expected = lam * ce(logits, y) + (1 - lam) * ce(logits, y[drawn.perm])
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)

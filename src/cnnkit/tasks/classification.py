@@ -26,9 +26,11 @@ class ClassificationTask(Task):
 
     def __init__(self, model: nn.Module, loss: str | nn.Module = "cross_entropy", *,
                  class_weight: torch.Tensor | None = None, label_smoothing: float = 0.0,
-                 penalty: Callable[[nn.Module], torch.Tensor] | None = None):
+                 penalty: Callable[[nn.Module], torch.Tensor] | None = None,
+                 mix: Callable[[torch.Tensor, torch.Tensor], tuple] | None = None):
         super().__init__(model)
         self.penalty = penalty  # e.g. cnnkit.regularizers.Penalty: added to the training loss, logged apart
+        self.mix = mix  # e.g. partial(cnnkit.regularizers.mixup, num_classes=K): soft targets in training
         if isinstance(loss, str):  # per-sample values: the task applies sample weights and the mean
             options = {"reduction": "none"}
             if class_weight is not None:
@@ -37,6 +39,9 @@ class ClassificationTask(Task):
                 options["label_smoothing"] = label_smoothing
             loss = losses.get(loss, **options)
         self.loss = loss
+        # mixed (soft) targets need the cross-entropy against a distribution: −Σ_k t_k log softmax(z)_k
+        self.soft_loss = losses.get("categorical_crossentropy", reduction="none",
+                                    class_weight=class_weight) if mix is not None else None
 
     AUX_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers count 0.3 each (Szegedy et al. 2014, §5)
 
@@ -52,6 +57,8 @@ class ClassificationTask(Task):
         return StepOutput(loss, {"loss": loss.detach(), "accuracy": accuracy(logits.detach(), batch.targets)})
 
     def training_step(self, batch: Batch) -> StepOutput:
+        if self.mix is not None:
+            return self._mixed_step(batch)
         out = self._step(batch)
         net = getattr(self.model, "module", self.model)  # the bare model under DDP
         aux = getattr(net, "aux_outputs", None) or []  # set by models with auxiliary heads, in training only
@@ -62,6 +69,18 @@ class ClassificationTask(Task):
             out.loss = out.loss + penalty
             out.logs["penalty"] = penalty.detach()
         return out
+
+    def _mixed_step(self, batch: Batch) -> StepOutput:
+        """Mixup/CutMix: the loss against the mixed soft targets; accuracy against each image's dominant label."""
+        images, soft = self.mix(batch.images, batch.targets)  # (N, C, H, W), (N, K)
+        logits = self.model(images)
+        per_sample = self.soft_loss(logits, soft)
+        loss = per_sample.mean() if batch.weights is None else (per_sample * batch.weights).sum() / batch.weights.sum()
+        if self.penalty is not None:
+            penalty = self.penalty(getattr(self.model, "module", self.model))
+            return StepOutput(loss + penalty, {"loss": loss.detach(), "accuracy": accuracy(logits.detach(), soft),
+                                               "penalty": penalty.detach()})
+        return StepOutput(loss, {"loss": loss.detach(), "accuracy": accuracy(logits.detach(), soft)})
 
     def validation_step(self, batch: Batch) -> StepOutput:
         return self._step(batch)
