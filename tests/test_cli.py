@@ -150,3 +150,18 @@ def test_lr_find_prints_a_suggestion_and_writes_the_plot(tmp_path: Path, capsys)
     assert lines[-1] == str(out) and out.stat().st_size > 0
     suggested = float(lines[-2].split()[2])
     assert 1e-7 <= suggested <= 10  # inside the range the test swept
+
+
+def test_adversarial_training_and_robust_accuracy(run: Path, tmp_path: Path, capsys) -> None:
+    for eps in ("0", "0.1"):
+        assert main(["evaluate", str(run), "--attack", "fgsm", "--eps", eps, "--json"]) == 0
+        metrics = json.loads(capsys.readouterr().out)
+        if eps == "0":  # no budget: the attack changes nothing
+            assert metrics["robust_accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
+        else:
+            assert metrics["robust_accuracy"] < metrics["accuracy"]
+    out = tmp_path / "adv"
+    assert main(["-q", "train", "--data", "synthetic-shapes:n=60", "--epochs", "1", "--adversarial", "pgd",
+                 "--adv-eps", "0.05", "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert float(rows[0]["train_adv_loss"]) > 0

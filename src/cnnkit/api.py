@@ -6,6 +6,7 @@ import json
 import logging
 import warnings
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ from cnnkit.engine.checkpoint import load_checkpoint
 from cnnkit.engine.distributed import barrier, broadcast_object, init_distributed
 from cnnkit import optimizers, schedules
 from cnnkit.engine.trainer import Trainer, seed_everything
-from cnnkit.errors import CnnkitError
+from cnnkit.adversarial import fgsm, input_range, pgd, pixel_eps, robust_accuracy
+from cnnkit.errors import CnnkitError, did_you_mean
 from cnnkit.regularizers import Penalty, cutmix, mixup
 from cnnkit.registry import create_model, get_spec
 from cnnkit.runs import ModelCard, load_model, new_run_dir, record_test_use, run_file, save_model
@@ -72,6 +74,19 @@ def _class_weight(cfg: Config, labels: np.ndarray, k: int) -> torch.Tensor | Non
     return torch.tensor(len(labels) / (k * np.maximum(counts, 1)), dtype=torch.float32)  # n / (K n_c)
 
 
+def make_attack(name: str | None, eps: float, card: ModelCard, steps: int = 7):
+    """None, or (model, images, targets) → adversarial images within `eps` (pixel units) of the images, kept
+    inside the valid pixel range of the card's normalisation."""
+    if name is None:
+        return None
+    if name not in ("fgsm", "pgd"):
+        raise CnnkitError(f"unknown attack {name!r}{did_you_mean(name, ('fgsm', 'pgd'))}")
+    budget, clamp = pixel_eps(eps, card.std), input_range(card.mean, card.std)
+    if name == "fgsm":
+        return partial(fgsm, eps=budget, clamp=clamp)
+    return partial(pgd, eps=budget, alpha=budget * 2.5 / steps, steps=steps, clamp=clamp)
+
+
 def _mixer(mixup_alpha: float, cutmix_alpha: float, k: int):
     """None, or a function (images, targets) → (mixed images, soft targets) drawing mixup or CutMix per batch."""
     if not mixup_alpha and not cutmix_alpha:
@@ -94,6 +109,7 @@ def _build_trainer(cfg: Config, card: ModelCard, train_labels: np.ndarray, steps
     penalty = Penalty(t.l1, t.l2, layers=t.penalty_layers) if t.l1 or t.l2 else None
     task = ClassificationTask(model, t.loss, label_smoothing=t.label_smoothing, penalty=penalty,
                               mix=_mixer(t.mixup, t.cutmix, len(card.classes)),
+                              attack=make_attack(t.adversarial, t.adv_eps, card, t.adv_steps),
                               class_weight=_class_weight(cfg, train_labels, len(card.classes)))
     optimizer = optimizers.get(t.optimizer, model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
                                **t.optimizer_options)
@@ -166,7 +182,8 @@ def _fit(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, state
     return TrainResult(run_dir, trainer.history, val, trainer.interrupted)
 
 
-def _split_metrics(run: str | Path, split: str, batch_size: int = 256) -> dict:
+def _split_metrics(run: str | Path, split: str, batch_size: int = 256, attack: str | None = None,
+                   eps: float = 0.1) -> dict:
     run = Path(run)
     model, card = load_model(run)
     cfg = config_from_dict(yaml.safe_load(run_file(run, "config.yaml").read_text()))
@@ -181,14 +198,18 @@ def _split_metrics(run: str | Path, split: str, batch_size: int = 256) -> dict:
     loader = _loader(source, indices, card, cfg, train=False)
     trainer = Trainer(ClassificationTask(model, cfg.train.loss), None, epochs=1, device=cfg.train.device)
     metrics = trainer.evaluate(loader)
+    if attack is not None:  # accuracy on adversarial versions of the split's images
+        metrics["robust_accuracy"] = robust_accuracy(trainer.model, loader, make_attack(attack, eps, card))
+        metrics.update(attack=attack, eps=eps)
     return {"split": split, "count": int(len(indices)), **metrics}
 
 
-def evaluate(run: str | Path, split: str = "val") -> dict:
-    """Loss and accuracy of RUN's model on its train or val split. The test split has its own verb."""
+def evaluate(run: str | Path, split: str = "val", attack: str | None = None, eps: float = 0.1) -> dict:
+    """Loss and accuracy of RUN's model on its train or val split; with `attack` ('fgsm' or 'pgd'), also the
+    accuracy on adversarial images within `eps` (pixel units). The test split has its own verb."""
     if split == "test":
         raise CnnkitError("the test split is locked: use `cnnkit test RUN` (it records each use)")
-    return _split_metrics(run, split)
+    return _split_metrics(run, split, attack=attack, eps=eps)
 
 
 def test(run: str | Path) -> dict:

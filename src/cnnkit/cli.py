@@ -57,6 +57,8 @@ def _train_parser(sub, verb: str = "train", text: str = "train a classifier; pri
     p.add_argument("--dropout", type=float, help="dropout rate of the architecture's dropout layers")
     p.add_argument("--mixup", type=float, metavar="ALPHA", help="mixup with Beta(α, α) mixing weights")
     p.add_argument("--cutmix", type=float, metavar="ALPHA", help="CutMix with Beta(α, α) box areas")
+    p.add_argument("--adversarial", choices=("fgsm", "pgd"), help="adversarial training (½ clean + ½ attacked loss)")
+    p.add_argument("--adv-eps", type=float, help="the attack's budget in pixel units (default 0.1)")
     p.add_argument("--workers", type=int)
     p.add_argument("--device", help="auto | cpu | cuda | cuda:1")
     p.add_argument("--amp", action="store_true", default=None, help="mixed precision")
@@ -92,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("run")
         if verb == "evaluate":
             p.add_argument("--split", default="val", choices=("val", "train"))
+            p.add_argument("--attack", choices=("fgsm", "pgd"), help="also report robust_accuracy under this attack")
+            p.add_argument("--eps", type=float, default=0.1, help="attack budget in pixel units")
         p.add_argument("--json", action="store_true")
     p = sub.add_parser("predict", help="top-k classes of images or folders of images")
     p.add_argument("run")
@@ -130,7 +134,7 @@ def _train_overrides(a: argparse.Namespace) -> dict:
         "model": pick(name=a.model, options=_model_options(a.model_option, a.dropout)),
         "train": pick(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, schedule=a.schedule,
                       loss=a.loss, patience=a.patience, device=a.device, amp=a.amp, seed=a.seed, l1=a.l1, l2=a.l2,
-                      mixup=a.mixup, cutmix=a.cutmix),
+                      mixup=a.mixup, cutmix=a.cutmix, adversarial=a.adversarial, adv_eps=a.adv_eps),
         **pick(out=a.out),
     }
 
@@ -216,7 +220,7 @@ def run(a: argparse.Namespace) -> int:
     if a.verb == "train":
         return cmd_train(a)
     if a.verb == "evaluate":
-        _print_metrics(api.evaluate(a.run, a.split), a.json)
+        _print_metrics(api.evaluate(a.run, a.split, attack=a.attack, eps=a.eps), a.json)
     elif a.verb == "test":
         _print_metrics(api.test(a.run), a.json)
     elif a.verb == "predict":

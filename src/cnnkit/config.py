@@ -50,6 +50,9 @@ class TrainConfig:
     penalty_layers: str = "*"  # glob of parameter names the penalties cover, e.g. "classifier.*"
     mixup: float = 0.0  # α of mixup's Beta(α, α) (Zhang et al. 2018); 0 = off
     cutmix: float = 0.0  # α of CutMix (Yun et al. 2019); 0 = off; with both set, each batch picks one
+    adversarial: str | None = None  # fgsm | pgd: train on ½ clean + ½ adversarial loss (Goodfellow et al. 2015)
+    adv_eps: float = 0.1  # the attack's L∞ budget in pixel units ([0, 1] images)
+    adv_steps: int = 7  # PGD steps (step size 2.5·eps/steps, Madry et al. 2018)
     class_weight: str | None = None  # None or 'balanced'
     patience: int | None = None  # early stopping on val_loss when set
     grad_clip: float | None = None

@@ -27,10 +27,12 @@ class ClassificationTask(Task):
     def __init__(self, model: nn.Module, loss: str | nn.Module = "cross_entropy", *,
                  class_weight: torch.Tensor | None = None, label_smoothing: float = 0.0,
                  penalty: Callable[[nn.Module], torch.Tensor] | None = None,
-                 mix: Callable[[torch.Tensor, torch.Tensor], tuple] | None = None):
+                 mix: Callable[[torch.Tensor, torch.Tensor], tuple] | None = None,
+                 attack: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
         super().__init__(model)
         self.penalty = penalty  # e.g. cnnkit.regularizers.Penalty: added to the training loss, logged apart
         self.mix = mix  # e.g. partial(cnnkit.regularizers.mixup, num_classes=K): soft targets in training
+        self.attack = attack  # e.g. partial(cnnkit.adversarial.fgsm, eps=...): adversarial training
         if isinstance(loss, str):  # per-sample values: the task applies sample weights and the mean
             options = {"reduction": "none"}
             if class_weight is not None:
@@ -64,6 +66,11 @@ class ClassificationTask(Task):
         aux = getattr(net, "aux_outputs", None) or []  # set by models with auxiliary heads, in training only
         if aux:
             out.loss = out.loss + self.AUX_WEIGHT * sum(self._reduce(a, batch) for a in aux)
+        if self.attack is not None:  # Goodfellow et al. 2015: ½ L(x) + ½ L(x_adv), x_adv from the current weights
+            adversarial = self.attack(net, batch.images, batch.targets)
+            adv_loss = self._reduce(self.model(adversarial), batch)
+            out.loss = 0.5 * out.loss + 0.5 * adv_loss
+            out.logs["adv_loss"] = adv_loss.detach()
         if self.penalty is not None:  # 'loss' stays the data loss; the penalty has its own log
             penalty = self.penalty(net)
             out.loss = out.loss + penalty
