@@ -47,47 +47,38 @@ class ClassificationTask(Task):
 
     AUX_WEIGHT = 0.3  # GoogLeNet's auxiliary classifiers count 0.3 each (Szegedy et al. 2014, §5)
 
-    def _reduce(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-        per_sample = self.loss(logits, batch.targets)  # (N,)
+    def _reduce(self, logits: torch.Tensor, batch: Batch, loss=None) -> torch.Tensor:  # noqa: ANN001
+        """The batch's loss: the mean of per-sample losses, weighted by the batch's sample weights if any."""
+        per_sample = (loss or self.loss)(logits, batch.targets)  # (N,)
         if batch.weights is None:
             return per_sample.mean()
         return (per_sample * batch.weights).sum() / batch.weights.sum()
 
-    def _step(self, batch: Batch) -> StepOutput:
+    def _step(self, batch: Batch, loss=None) -> StepOutput:  # noqa: ANN001
         logits = self.model(batch.images)  # (N, K)
-        loss = self._reduce(logits, batch)
-        return StepOutput(loss, {"loss": loss.detach(), "accuracy": accuracy(logits.detach(), batch.targets)})
+        value = self._reduce(logits, batch, loss)
+        return StepOutput(value, {"loss": value.detach(), "accuracy": accuracy(logits.detach(), batch.targets)})
 
     def training_step(self, batch: Batch) -> StepOutput:
-        if self.mix is not None:
-            return self._mixed_step(batch)
-        out = self._step(batch)
         net = getattr(self.model, "module", self.model)  # the bare model under DDP
-        aux = getattr(net, "aux_outputs", None) or []  # set by models with auxiliary heads, in training only
-        if aux:
-            out.loss = out.loss + self.AUX_WEIGHT * sum(self._reduce(a, batch) for a in aux)
-        if self.attack is not None:  # Goodfellow et al. 2015: ½ L(x) + ½ L(x_adv), x_adv from the current weights
-            adversarial = self.attack(net, batch.images, batch.targets)
-            adv_loss = self._reduce(self.model(adversarial), batch)
-            out.loss = 0.5 * out.loss + 0.5 * adv_loss
-            out.logs["adv_loss"] = adv_loss.detach()
+        if self.mix is not None:  # Mixup/CutMix: soft targets; accuracy against each image's dominant label
+            images, soft = self.mix(batch.images, batch.targets)  # (N, C, H, W), (N, K)
+            out = self._step(Batch(images, soft, batch.weights), self.soft_loss)
+        else:
+            out = self._step(batch)
+            aux = getattr(net, "aux_outputs", None) or []  # set by models with auxiliary heads, in training only
+            if aux:
+                out.loss = out.loss + self.AUX_WEIGHT * sum(self._reduce(a, batch) for a in aux)
+            if self.attack is not None:  # Goodfellow et al. 2015: ½ L(x) + ½ L(x_adv), x_adv from the current weights
+                adversarial = self.attack(net, batch.images, batch.targets)
+                adv_loss = self._reduce(self.model(adversarial), batch)
+                out.loss = 0.5 * out.loss + 0.5 * adv_loss
+                out.logs["adv_loss"] = adv_loss.detach()
         if self.penalty is not None:  # 'loss' stays the data loss; the penalty has its own log
             penalty = self.penalty(net)
             out.loss = out.loss + penalty
             out.logs["penalty"] = penalty.detach()
         return out
-
-    def _mixed_step(self, batch: Batch) -> StepOutput:
-        """Mixup/CutMix: the loss against the mixed soft targets; accuracy against each image's dominant label."""
-        images, soft = self.mix(batch.images, batch.targets)  # (N, C, H, W), (N, K)
-        logits = self.model(images)
-        per_sample = self.soft_loss(logits, soft)
-        loss = per_sample.mean() if batch.weights is None else (per_sample * batch.weights).sum() / batch.weights.sum()
-        if self.penalty is not None:
-            penalty = self.penalty(getattr(self.model, "module", self.model))
-            return StepOutput(loss + penalty, {"loss": loss.detach(), "accuracy": accuracy(logits.detach(), soft),
-                                               "penalty": penalty.detach()})
-        return StepOutput(loss, {"loss": loss.detach(), "accuracy": accuracy(logits.detach(), soft)})
 
     def validation_step(self, batch: Batch) -> StepOutput:
         return self._step(batch)
