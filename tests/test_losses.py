@@ -36,7 +36,7 @@ def one_hot(y: torch.Tensor, k: int = K) -> torch.Tensor:
     return F.one_hot(y, k).to(torch.float64)
 
 
-def close(ours: torch.Tensor, expected, rtol: float = RTOL) -> None:
+def assert_near(ours: torch.Tensor, expected, rtol: float = RTOL) -> None:
     expected = torch.as_tensor(expected, dtype=torch.float64).cpu()
     torch.testing.assert_close(ours.detach().to(torch.float64).cpu(), expected, rtol=rtol, atol=1e-12)
 
@@ -120,7 +120,7 @@ def keras_value(keras, cls: str, options: dict, prediction, target, sample_weigh
 @pytest.mark.parametrize("name, ours, cls, theirs, make", KERAS_CASES, ids=[c[0] for c in KERAS_CASES])
 def test_matches_keras(keras, name, ours, cls, theirs, make) -> None:
     prediction, target = make()
-    close(losses.get(name, **ours)(prediction, target), keras_value(keras, cls, theirs, prediction, target))
+    assert_near(losses.get(name, **ours)(prediction, target), keras_value(keras, cls, theirs, prediction, target))
 
 
 @pytest.mark.parametrize("name, ours, cls, theirs, make", KERAS_CASES[::3], ids=[c[0] for c in KERAS_CASES[::3]])
@@ -128,17 +128,17 @@ def test_sample_weight_matches_keras(keras, name, ours, cls, theirs, make) -> No
     prediction, target = make(seed=3)
     weight = torch.rand(N, generator=gen(9), dtype=torch.float64) * 2
     ours_value = losses.get(name, **ours)(prediction, target, sample_weight=weight)
-    close(ours_value, keras_value(keras, cls, theirs, prediction, target, sample_weight=weight))
+    assert_near(ours_value, keras_value(keras, cls, theirs, prediction, target, sample_weight=weight))
 
 
 def test_per_pixel_matches_keras(keras) -> None:
     """(N, K, H, W) logits, (N, H, W) targets: Keras has classes last, so move the axis for it."""
     x, y = logits(2, K, 3, 4), labels(2, 3, 4)
     expected = keras_value(keras, "SparseCategoricalCrossentropy", {"from_logits": True}, x.movedim(1, -1), y)
-    close(losses.get("cross_entropy")(x, y), expected)
+    assert_near(losses.get("cross_entropy")(x, y), expected)
     expected = keras_value(keras, "CategoricalCrossentropy", {"from_logits": True}, x.movedim(1, -1),
                            one_hot(y))
-    close(losses.get("categorical_crossentropy")(x, one_hot(y).movedim(-1, 1)), expected)
+    assert_near(losses.get("categorical_crossentropy")(x, one_hot(y).movedim(-1, 1)), expected)
 
 
 def test_sparse_label_smoothing_matches_keras_and_torch(keras) -> None:
@@ -146,8 +146,8 @@ def test_sparse_label_smoothing_matches_keras_and_torch(keras) -> None:
     x, y = _sparse()
     ours = losses.get("sparse_categorical_crossentropy", label_smoothing=0.1)(x, y)
     theirs = {"from_logits": True, "label_smoothing": 0.1}
-    close(ours, keras_value(keras, "CategoricalCrossentropy", theirs, x, one_hot(y)))
-    close(ours, F.cross_entropy(x, y, label_smoothing=0.1))
+    assert_near(ours, keras_value(keras, "CategoricalCrossentropy", theirs, x, one_hot(y)))
+    assert_near(ours, F.cross_entropy(x, y, label_smoothing=0.1))
 
 
 def test_focal_multiclass_matches_keras(keras) -> None:
@@ -155,7 +155,7 @@ def test_focal_multiclass_matches_keras(keras) -> None:
     x, y = _sparse()
     ours = losses.get("focal", gamma=2.0, alpha=0.25, from_logits=True)(x, y)
     theirs = {"gamma": 2.0, "alpha": 0.25, "from_logits": True}
-    close(ours, keras_value(keras, "CategoricalFocalCrossentropy", theirs, x, one_hot(y)))
+    assert_near(ours, keras_value(keras, "CategoricalFocalCrossentropy", theirs, x, one_hot(y)))
 
 
 def test_focal_binary_matches_keras(keras) -> None:
@@ -163,7 +163,7 @@ def test_focal_binary_matches_keras(keras) -> None:
     x, y = _binary()
     ours = losses.get("focal", gamma=2.0, alpha=0.25, from_logits=True)(x, y)
     theirs = {"gamma": 2.0, "alpha": 0.25, "from_logits": True, "apply_class_balancing": True}
-    close(ours, keras_value(keras, "BinaryFocalCrossentropy", theirs, x, y))
+    assert_near(ours, keras_value(keras, "BinaryFocalCrossentropy", theirs, x, y))
 
 
 # --- against the formula by hand (no torch-agnostic Keras equivalent) -----------------------
@@ -175,16 +175,16 @@ def test_probability_clipping_formula() -> None:
     y = torch.tensor([[1.0, 0.0, 1.0]], dtype=torch.float64)
     eps = 1e-7
     expected = -(torch.log(torch.tensor(eps)) * 2 + torch.log(torch.tensor(0.3))) / 3
-    close(losses.get("binary_crossentropy", from_logits=False)(p, y), expected)
+    assert_near(losses.get("binary_crossentropy", from_logits=False)(p, y), expected)
 
 
 def test_cosine_similarity_sign() -> None:
     """Keras' sign: the loss is −cos (−1 when aligned); torch's cosine_embedding_loss(label 1) is 1 − cos."""
     x, t = _regression()
     ours = losses.get("cosine_similarity", reduction="none")(x, t)
-    close(ours, -F.cosine_similarity(x, t, dim=1))
-    close(ours + 1, F.cosine_embedding_loss(x, t, torch.ones(N), reduction="none"))
-    close(losses.get("cosine_similarity")(x, x), -1.0)
+    assert_near(ours, -F.cosine_similarity(x, t, dim=1))
+    assert_near(ours + 1, F.cosine_embedding_loss(x, t, torch.ones(N), reduction="none"))
+    assert_near(losses.get("cosine_similarity")(x, x), -1.0)
 
 
 def test_categorical_hinge_formula() -> None:
@@ -192,7 +192,7 @@ def test_categorical_hinge_formula() -> None:
     f = torch.tensor([[-2.0, -3.0, 0.5], [1.0, 2.0, 0.0]], dtype=torch.float64)
     y = torch.tensor([2, 0])
     ours = losses.get("categorical_hinge", reduction="none")(f, one_hot(y, 3))
-    close(ours, [max(0.0, 1 - 2.0 - 0.5), max(0.0, 1 + 2.0 - 1.0)])  # Keras would give 0.5 for the first
+    assert_near(ours, [max(0.0, 1 - 2.0 - 0.5), max(0.0, 1 + 2.0 - 1.0)])  # Keras would give 0.5 for the first
 
 
 def test_multiclass_svm_formula() -> None:
@@ -202,10 +202,10 @@ def test_multiclass_svm_formula() -> None:
         ours = losses.get("multiclass_svm", margin=margin, reduction="none")(f, y)
         by_hand = [sum(max(0.0, float(f[i, j] - f[i, y[i]] + margin)) for j in range(K) if j != y[i])
                    for i in range(N)]
-        close(ours, by_hand)
-        close(ours, K * F.multi_margin_loss(f, y, margin=margin, reduction="none"))
+        assert_near(ours, by_hand)
+        assert_near(ours, K * F.multi_margin_loss(f, y, margin=margin, reduction="none"))
     w = torch.rand(K, generator=gen(4), dtype=torch.float64)
-    close(losses.get("multiclass_svm", class_weight=w, reduction="none")(f, y),
+    assert_near(losses.get("multiclass_svm", class_weight=w, reduction="none")(f, y),
           K * F.multi_margin_loss(f, y, weight=w, reduction="none"))
 
 
@@ -216,11 +216,11 @@ def test_focal_formula() -> None:
     p_t = torch.where(y == 1, p, 1 - p)
     alpha_t = torch.where(y == 1, 0.25, 0.75)
     expected = (-alpha_t * (1 - p_t) ** 2 * torch.log(p_t)).mean(dim=1)
-    close(losses.get("focal", reduction="none")(x, y), expected)
+    assert_near(losses.get("focal", reduction="none")(x, y), expected)
     f, t = _sparse()
     p_y = torch.softmax(f, 1)[torch.arange(N), t]
-    close(losses.get("focal", gamma=1.5, alpha=0.5, reduction="none")(f, t), -0.5 * (1 - p_y) ** 1.5 * torch.log(p_y))
-    close(losses.get("focal", gamma=0.0, alpha=None)(f, t), F.cross_entropy(f, t))
+    assert_near(losses.get("focal", gamma=1.5, alpha=0.5, reduction="none")(f, t), -0.5 * (1 - p_y) ** 1.5 * torch.log(p_y))
+    assert_near(losses.get("focal", gamma=0.0, alpha=None)(f, t), F.cross_entropy(f, t))
 
 
 # --- class weights, reductions, errors -------------------------------------------------------
@@ -230,11 +230,11 @@ def test_class_weight_sparse_equals_torch_per_sample() -> None:
     x, y = _sparse()
     w = torch.rand(K, generator=gen(5), dtype=torch.float64) + 0.1
     ours = losses.get("sparse_categorical_crossentropy", class_weight=w, reduction="none")(x, y)
-    close(ours, F.cross_entropy(x, y, weight=w, reduction="none"))
+    assert_near(ours, F.cross_entropy(x, y, weight=w, reduction="none"))
     smoothed = losses.get("cross_entropy", class_weight=w, label_smoothing=0.2, reduction="none")(x, y)
-    close(smoothed, F.cross_entropy(x, y, weight=w, label_smoothing=0.2, reduction="none"))
+    assert_near(smoothed, F.cross_entropy(x, y, weight=w, label_smoothing=0.2, reduction="none"))
     soft = torch.softmax(logits(N, K, seed=7), 1)
-    close(losses.get("categorical_crossentropy", class_weight=w, reduction="none")(x, soft),
+    assert_near(losses.get("categorical_crossentropy", class_weight=w, reduction="none")(x, soft),
           F.cross_entropy(x, soft, weight=w, reduction="none"))
 
 
@@ -243,12 +243,12 @@ def test_class_weight_per_pixel() -> None:
     x, y = logits(2, K, 3, 4), labels(2, 3, 4)
     w = torch.arange(1, K + 1, dtype=torch.float64)
     pixels = F.cross_entropy(x, y, weight=w, reduction="none")
-    close(losses.get("cross_entropy", class_weight=w, reduction="none")(x, y), pixels.mean(dim=(1, 2)))
-    close(losses.get("cross_entropy", class_weight=w)(x, y), pixels.mean())
+    assert_near(losses.get("cross_entropy", class_weight=w, reduction="none")(x, y), pixels.mean(dim=(1, 2)))
+    assert_near(losses.get("cross_entropy", class_weight=w)(x, y), pixels.mean())
     focal = losses.get("focal", class_weight=w, gamma=0.0, alpha=None, reduction="none")(x, y)
-    close(focal, pixels.mean(dim=(1, 2)))
+    assert_near(focal, pixels.mean(dim=(1, 2)))
     svm = losses.get("multiclass_svm", class_weight=w, reduction="none")(x, y)
-    close(svm, (K * F.multi_margin_loss(x.movedim(1, -1).reshape(-1, K), y.reshape(-1), weight=w,
+    assert_near(svm, (K * F.multi_margin_loss(x.movedim(1, -1).reshape(-1, K), y.reshape(-1), weight=w,
                                        reduction="none")).reshape(2, 12).mean(1))
 
 
@@ -256,18 +256,18 @@ def test_class_weight_binary() -> None:
     x, y = _binary()
     bce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
     ours = losses.get("binary_crossentropy", class_weight=torch.tensor([0.5, 2.0]), reduction="none")(x, y)
-    close(ours, (bce * torch.where(y == 1, 2.0, 0.5)).mean(dim=1))
+    assert_near(ours, (bce * torch.where(y == 1, 2.0, 0.5)).mean(dim=1))
 
 
 def test_reductions_and_sample_weight() -> None:
     x, t = _regression()
     per_sample = ((x - t) ** 2).mean(dim=1)
     w = torch.linspace(0, 1, N, dtype=torch.float64)
-    close(losses.get("mse", reduction="none")(x, t), per_sample)
-    close(losses.get("mse", reduction="sum")(x, t), per_sample.sum())
-    close(losses.get("mse")(x, t), F.mse_loss(x, t))
-    close(losses.get("mse", reduction="sum")(x, t, sample_weight=w), (per_sample * w).sum())
-    close(losses.get("huber", delta=0.7)(x, t), F.huber_loss(x, t, delta=0.7))
+    assert_near(losses.get("mse", reduction="none")(x, t), per_sample)
+    assert_near(losses.get("mse", reduction="sum")(x, t), per_sample.sum())
+    assert_near(losses.get("mse")(x, t), F.mse_loss(x, t))
+    assert_near(losses.get("mse", reduction="sum")(x, t, sample_weight=w), (per_sample * w).sum())
+    assert_near(losses.get("huber", delta=0.7)(x, t), F.huber_loss(x, t, delta=0.7))
     assert losses.get("mse", reduction="none")(logits(N, 2, 3), logits(N, 2, 3, seed=2)).shape == (N,)
 
 
