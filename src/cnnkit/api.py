@@ -21,7 +21,7 @@ from cnnkit.data.split import indices_from_record, make_split, split_record, wri
 from cnnkit.data.transforms import make_augment
 from cnnkit.engine.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar, write_history
 from cnnkit.engine.checkpoint import load_checkpoint
-from cnnkit.engine.distributed import barrier, broadcast_object, init_distributed
+from cnnkit.engine.distributed import DistInfo, barrier, broadcast_object, init_distributed
 from cnnkit import optimizers, schedules
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.adversarial import fgsm, input_range, pgd, pixel_eps, robust_accuracy
@@ -51,11 +51,10 @@ def _card_for(cfg: Config, source, split: dict, seed: int) -> ModelCard:
                      cfg.data.whiten, cfg.data.resize, dict(cfg.model.options))
 
 
-def _loader(source, indices, card: ModelCard, cfg: Config, *, train: bool, trainer_dist=None):
+def _loader(source, indices, card: ModelCard, cfg: Config, *, train: bool, dist: DistInfo | None = None):
     aug = make_augment(cfg.data.augment, **cfg.data.augment_options) if train else None
     if aug is not None and aug == make_augment("none"):
         aug = None
-    dist = trainer_dist
     return make_loader(
         source, indices, channels=card.input_size[0], size=card.input_size[1], resize=card.resize, mean=card.mean,
         std=card.std, whiten=card.whiten, augment=aug, batch_size=cfg.train.batch_size, shuffle=train,
@@ -153,14 +152,13 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, **trai
 
 def _fit(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, state: dict | None,
          record: dict) -> TrainResult:
-    train_loader = _loader(source, split["train"], card, cfg, train=True)
+    # under torchrun each rank reads its own shard of the training split
+    train_loader = _loader(source, split["train"], card, cfg, train=True, dist=init_distributed())
     trainer = _build_trainer(cfg, card, source.labels[split["train"]], len(train_loader), run_dir)
     if trainer.dist.is_main:  # only now: a bad model option has failed before the run folder exists
         run_dir.mkdir(parents=True, exist_ok=True)
         write_split(run_dir / "split.json", record)
         save_config(cfg, run_dir / "config.yaml")
-    if trainer.dist.enabled:  # rebuild the loader so that each rank reads its own shard
-        train_loader = _loader(source, split["train"], card, cfg, train=True, trainer_dist=trainer.dist)
     val_loader = _loader(source, split["val"], card, cfg, train=False) if len(split["val"]) else None
     trainer.meta = {"card": asdict(card)}
     if state is not None:
