@@ -96,20 +96,22 @@ class ModelCheckpoint(Callback):
         self.best_epoch = 0
 
     def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
-        state = trainer.state_dict()
         value = logs.get(self.monitor)
-        if value is not None and _better(self.mode, value, self.best, 0.0):
+        improved = value is not None and _better(self.mode, value, self.best, 0.0)
+        if improved:
             self.best, self.best_epoch = value, logs["epoch"]
-            state["callbacks"] = trainer.callback_states()
+        state = self._state(trainer)  # after the update above, so a resume knows the best so far
+        if improved:
             atomic_save(state, self.folder / "best.pt")
-        state["callbacks"] = trainer.callback_states()
         atomic_save(state, self.folder / "last.pt")
 
     def on_fit_end(self, trainer: Trainer) -> None:
         if trainer.interrupted:
-            state = trainer.state_dict()
-            state["callbacks"] = trainer.callback_states()
-            atomic_save(state, self.folder / "last.pt")
+            atomic_save(self._state(trainer), self.folder / "last.pt")
+
+    @staticmethod
+    def _state(trainer: Trainer) -> dict:
+        return {**trainer.state_dict(), "callbacks": trainer.callback_states()}
 
     def state_dict(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch}
