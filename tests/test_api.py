@@ -44,7 +44,7 @@ def test_run_folder_layout_and_split(run: Path) -> None:
 def test_model_pt_carries_its_card_and_loads_weights_only(run: Path) -> None:
     saved = torch.load(run / "model.pt", weights_only=True)
     card = saved["card"]
-    assert card["architecture"] == "lenet5" and card["task"] == "classify"
+    assert card["architecture"] == "lenet5" and card["task"] == "multiclass"
     assert card["classes"] == [str(i) for i in range(10)] and card["input_size"] == [1, 32, 32]
     # mean of the training split at 32×32 equals the mean computed by hand from the split's ids
     record = json.loads((run / "split.json").read_text())

@@ -128,7 +128,12 @@ def test_model_options_reach_the_architecture_and_bad_ones_leave_no_run_folder(t
     assert not bad.exists()
 
 
-def test_l1_l2_and_dropout_flags_reach_the_training(tmp_path: Path) -> None:
+def test_l1_l2_and_dropout_flags_reach_the_training(tmp_path: Path, monkeypatch) -> None:
+    import cnnkit.api
+
+    applied = []
+    real_set_dropout = cnnkit.api.set_dropout
+    monkeypatch.setattr(cnnkit.api, "set_dropout", lambda m, spec: applied.append(real_set_dropout(m, spec)))
     out = tmp_path / "reg"
     assert main(["-q", "train", "--data", "synthetic-shapes:n=60", "--epochs", "1", "--l2", "1e-3", "--l1", "1e-4",
                  "--dropout", "0.3", "--out", str(out)]) == 0
@@ -138,7 +143,8 @@ def test_l1_l2_and_dropout_flags_reach_the_training(tmp_path: Path) -> None:
     from cnnkit.runs import load_model
 
     model, card = load_model(out)
-    assert model.dropout.p == 0.3
+    assert applied == [{"dropout": 0.3}]  # set on the training model; inference needs no rate, so no card entry
+    assert "dropout" not in card.options
     final = Penalty(1e-4, 1e-3)(model).item()  # the trained weights' penalty is of the logged size
     assert float(rows[0]["train_penalty"]) == pytest.approx(final, rel=0.2)
 
@@ -165,3 +171,21 @@ def test_adversarial_training_and_robust_accuracy(run: Path, tmp_path: Path, cap
                  "--adv-eps", "0.05", "--out", str(out)]) == 0
     rows = list(csv.DictReader((out / "history.csv").open()))
     assert float(rows[0]["train_adv_loss"]) > 0
+
+
+def test_batch_norm_off_and_per_layer_dropout_give_a_run_that_evaluates_and_predicts(tmp_path: Path,
+                                                                                       capsys) -> None:
+    out = tmp_path / "nobn"
+    assert main(["-q", "train", "--data", "synthetic-shapes:n=30", "--model", "resnet20", "--image-size", "8",
+                 "--epochs", "1", "--batch-norm", "off", "--dropout", "drop*=0.2", "--out", str(out)]) == 0
+    import yaml
+
+    saved = yaml.safe_load((out / "config.yaml").read_text())["model"]
+    assert saved["batch_norm"] == "off" and saved["dropout"] == {"drop*": 0.2}
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json"]) == 0  # the model is rebuilt without BN from its card
+    assert json.loads(capsys.readouterr().out)["count"] > 0
+    image = tmp_path / "x.png"
+    Image.new("RGB", (20, 20), (200, 10, 10)).save(image)
+    assert main(["predict", str(out), str(image), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)[0]["predictions"]) == 3

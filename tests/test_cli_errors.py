@@ -165,6 +165,19 @@ def test_bad_numbers(capsys, tiny_folder, tmp_path, flags, message):
     assert_one_line_error(code, err, message)
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--dropout", "1.5"], "dropout rate must be in [0, 1)"),
+    (["--dropout", "f6=0.7"], "no dropout layer matches 'f6'; the dropout layers are: dropout"),
+    (["--dropout", "f6=lots"], "dropout rate of 'f6' must be a number"),
+    (["--dropout", "high"], "argument --dropout: expected a rate (0.3) or GLOB=RATE pairs"),
+    (["--batch-norm", "of"], "argument --batch-norm: invalid choice: 'of'"),
+])
+def test_bad_regularisation_flags_leave_no_run_folder(capsys, tiny_folder, tmp_path, flags, message):
+    code, _, err = run_cli(capsys, *train_args(tiny_folder, tmp_path / "run"), *flags)
+    assert_one_line_error(code, err, message)
+    assert not (tmp_path / "run").exists()
+
+
 def test_missing_config_file(capsys, tiny_folder, tmp_path):
     code, _, err = run_cli(capsys, *train_args(tiny_folder, tmp_path / "run", "--config", str(tmp_path / "c.yaml")))
     assert_one_line_error(code, err, "config file not found")
@@ -178,6 +191,19 @@ def test_evaluate_a_folder_that_is_no_run(capsys, tmp_path):
     (tmp_path / "plain").mkdir()
     code, _, err = run_cli(capsys, "test", str(tmp_path / "plain"))
     assert_one_line_error(code, err, "is it a cnnkit run folder")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sparsity", "0.5,1.5"], "sparsity must be in [0, 1) (the fraction of weights set to zero), got 1.5"),
+    (["--sparsity", "-0.2"], "sparsity must be in [0, 1)"),
+    (["--sparsity", "half"], "argument --sparsity: expected fractions such as 0.5,0.8,0.9"),
+    (["--sparsity", "0.5", "--scope", "globl"], "argument --scope: invalid choice: 'globl'"),
+    (["--sparsity", "0.5", "--finetune-epochs", "-1"], "--finetune-epochs must be 0 or more"),
+    (["--sparsity", "0.5"], "run folder not found"),
+])
+def test_prune_bad_input(capsys, tmp_path, args, message):
+    code, _, err = run_cli(capsys, "prune", str(tmp_path / "no-run"), *args)
+    assert_one_line_error(code, err, message)
 
 
 def test_augment_preview_unknown_preset(capsys, tiny_folder, tmp_path):

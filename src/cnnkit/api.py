@@ -1,5 +1,5 @@
 """The verbs shared by the CLI and Python users: train, evaluate, test, predict, demo_config, augment_preview,
-models_table, inspect_model, inspect_kernels, inspect_feature_maps, lr_find."""
+models_table, inspect_model, inspect_kernels, inspect_feature_maps, lr_find, prune."""
 from __future__ import annotations
 
 import json
@@ -27,9 +27,14 @@ from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.adversarial import fgsm, input_range, pgd, pixel_eps, robust_accuracy
 from cnnkit.errors import CnnkitError, did_you_mean
 from cnnkit.regularizers import Penalty, cutmix, mixup
+from cnnkit.models.tweaks import set_dropout
+from cnnkit.prune import SCOPES, make_permanent, prune_model, sparsity
 from cnnkit.registry import create_model, get_spec
 from cnnkit.runs import ModelCard, load_model, new_run_dir, record_test_use, run_file, save_model
-from cnnkit.tasks.classification import ClassificationTask
+from cnnkit.data.sources import ImageSource, as_problem, infer_problem
+from cnnkit.metrics import task_metrics
+from cnnkit.tasks import problem_name
+from cnnkit.tasks.regression import STANDARDIZED_LOSSES
 
 log = logging.getLogger("cnnkit")
 
@@ -42,13 +47,33 @@ class TrainResult:
     interrupted: bool = False
 
 
-def _card_for(cfg: Config, source, split: dict, seed: int) -> ModelCard:
+def _problem_source(task: str, source: ImageSource) -> tuple[str, ImageSource]:
+    """The problem type (`task`, or inferred from the data when 'auto') and the source's targets for it."""
+    problem = infer_problem(source) if task == "auto" else problem_name(task)
+    return problem, as_problem(source, problem)
+
+
+def _target_scaling(cfg: Config, source: ImageSource, train: np.ndarray) -> dict:
+    """Regression: a sigmoid output when every training target lies in [0, 1]; otherwise the training
+    targets' mean and std, so the model learns standardised targets (for the shift-free losses)."""
+    t = source.targets[train]  # (n, D)
+    if t.min() >= 0 and t.max() <= 1:
+        return {"bounded": True}
+    if (cfg.train.loss or "mse") not in STANDARDIZED_LOSSES:
+        return {}
+    std = t.std(0)
+    return {"target_mean": t.mean(0).tolist(), "target_std": np.where(std > 0, std, 1.0).tolist()}
+
+
+def _card_for(cfg: Config, source: ImageSource, split: dict, seed: int) -> ModelCard:
     spec = get_spec(cfg.model.name)
     channels = cfg.data.channels or spec.input_size[0]
     size = cfg.data.image_size or spec.input_size[1]
     mean, std = train_stats(source, split["train"], channels, size, cfg.data.resize, seed=seed)
+    bn = {} if cfg.model.batch_norm == "on" else {"batch_norm_mode": cfg.model.batch_norm}  # "off" changes the keys
+    scaling = _target_scaling(cfg, source, split["train"]) if cfg.task == "regression" else {}
     return ModelCard(cfg.model.name, cfg.task, list(source.classes), [channels, size, size], mean, std,
-                     cfg.data.whiten, cfg.data.resize, dict(cfg.model.options))
+                     cfg.data.whiten, cfg.data.resize, {**cfg.model.options, **bn}, **scaling)
 
 
 def _loader(source, indices, card: ModelCard, cfg: Config, *, train: bool, dist: DistInfo | None = None):
@@ -69,6 +94,9 @@ def _class_weight(cfg: Config, labels: np.ndarray, k: int) -> torch.Tensor | Non
         return None
     if cfg.train.class_weight != "balanced":
         raise CnnkitError(f"class_weight must be 'balanced' or empty, got {cfg.train.class_weight!r}")
+    if cfg.task in ("multilabel", "regression"):
+        raise CnnkitError(f"class_weight='balanced' weighs single-label classes; a {cfg.task} task has none "
+                          "(use sample weights)")
     counts = np.bincount(labels, minlength=k).astype(np.float64)
     return torch.tensor(len(labels) / (k * np.maximum(counts, 1)), dtype=torch.float32)  # n / (K n_c)
 
@@ -100,16 +128,32 @@ def _mixer(mixup_alpha: float, cutmix_alpha: float, k: int):
     return mix
 
 
-def _build_trainer(cfg: Config, card: ModelCard, train_labels: np.ndarray, steps: int, run_dir: Path) -> Trainer:
+def _check_regularizers(cfg: Config) -> None:
+    """Refuse the training options that have no meaning for the problem type."""
+    t, problem = cfg.train, cfg.task
+    if problem == "regression" and (t.mixup or t.cutmix or t.label_smoothing):
+        raise CnnkitError("mixup, cutmix and label smoothing mix class labels; a regression task has none")
+    if t.adversarial and problem != "multiclass":
+        raise CnnkitError(f"adversarial training attacks the softmax cross-entropy of a multiclass task, not a "
+                          f"{problem} one; train with --task multiclass or without --adversarial")
+
+
+def _build_trainer(cfg: Config, card: ModelCard, train_labels: np.ndarray, steps: int, run_dir: Path,
+                   model: torch.nn.Module | None = None) -> Trainer:
+    """The Trainer of `cfg`, for a new model as `cfg` says, or for `model` (e.g. a pruned one) when given."""
     seed_everything(cfg.train.seed)
-    model = create_model(cfg.model.name, num_classes=len(card.classes), in_channels=card.input_size[0],
-                         weights=cfg.model.weights, **cfg.model.options)
+    _check_regularizers(cfg)
+    if model is None:
+        model = create_model(cfg.model.name, num_classes=card.outputs, in_channels=card.input_size[0],
+                             weights=cfg.model.weights, batch_norm_mode=cfg.model.batch_norm, **cfg.model.options)
+    if cfg.model.dropout is not None:  # training only: the card need not carry it
+        set_dropout(model, cfg.model.dropout)
     t = cfg.train
     penalty = Penalty(t.l1, t.l2, layers=t.penalty_layers) if t.l1 or t.l2 else None
-    task = ClassificationTask(model, t.loss, label_smoothing=t.label_smoothing, penalty=penalty,
-                              mix=_mixer(t.mixup, t.cutmix, len(card.classes)),
-                              attack=make_attack(t.adversarial, t.adv_eps, card, t.adv_steps),
-                              class_weight=_class_weight(cfg, train_labels, len(card.classes)))
+    task = card.make_task(model, t.loss, label_smoothing=t.label_smoothing, penalty=penalty,
+                          mix=_mixer(t.mixup, t.cutmix, len(card.classes)),
+                          attack=make_attack(t.adversarial, t.adv_eps, card, t.adv_steps),
+                          class_weight=_class_weight(cfg, train_labels, len(card.classes)))
     optimizer = optimizers.get(t.optimizer, model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
                                **t.optimizer_options)
     per_epoch = t.schedule == "reduce_on_plateau"  # it needs the val loss, known once per epoch
@@ -117,7 +161,7 @@ def _build_trainer(cfg: Config, card: ModelCard, train_labels: np.ndarray, steps
                               interval="epoch" if per_epoch else "batch",
                               warmup=round(t.warmup_epochs * (1 if per_epoch else steps)), **t.schedule_options)
     callbacks = [EarlyStopping("val_loss", t.patience)] if t.patience else []
-    callbacks += [ModelCheckpoint(run_dir / "checkpoints", monitor="val_accuracy"),
+    callbacks += [ModelCheckpoint(run_dir / "checkpoints", monitor=task.monitor),
                   CSVLogger(run_dir / "history.csv"), ProgressBar()]
     return Trainer(task, optimizer, epochs=t.epochs, scheduler=scheduler, callbacks=callbacks, device=t.device,
                    amp=t.amp, grad_clip=t.grad_clip, seed=t.seed)
@@ -138,7 +182,7 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, **trai
     cfg.train = replace(cfg.train, **train_overrides)
     cfg.validate()
     info = init_distributed()
-    source = open_source(cfg.data.source, cfg.data.max_bad_fraction)
+    cfg.task, source = _problem_source(cfg.task, open_source(cfg.data.source, cfg.data.max_bad_fraction))
     if record is None:
         split = make_split(source, cfg.data.val, cfg.data.test, cfg.train.seed)  # seeded: equal on every rank
         run_dir = broadcast_object(Path(cfg.out) if cfg.out else new_run_dir(f"{cfg.model.name}-{source.name}"), info)
@@ -169,7 +213,7 @@ def _fit(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, state
     best = run_dir / "checkpoints" / "best.pt"
     if best.is_file() and not trainer.interrupted:  # model selection on val, never on test
         trainer.model.load_state_dict(load_checkpoint(best)["model"])
-    val = trainer.evaluate(val_loader) if val_loader is not None and not trainer.interrupted else {}
+    val = _metrics(trainer, card, val_loader) if val_loader is not None and not trainer.interrupted else {}
     if trainer.dist.is_main:
         save_model(run_dir / "model.pt", trainer.model, card)
         write_history(run_dir / "history.csv", trainer.history)
@@ -188,23 +232,37 @@ def _split_metrics(run: str | Path, split: str, batch_size: int = 256, attack: s
     record = json.loads(run_file(run, "split.json").read_text())
     if split not in record["splits"]:
         raise CnnkitError(f"unknown split {split!r}; choose train, val or test")
-    source = open_source(cfg.data.source, cfg.data.max_bad_fraction)
+    _, source = _problem_source(card.problem, open_source(cfg.data.source, cfg.data.max_bad_fraction))
     indices = indices_from_record(source, record, split)
     if len(indices) == 0:
         raise CnnkitError(f"the {split} split of {run} is empty")
     cfg.train.batch_size = batch_size
     loader = _loader(source, indices, card, cfg, train=False)
-    trainer = Trainer(ClassificationTask(model, cfg.train.loss), None, epochs=1, device=cfg.train.device)
-    metrics = trainer.evaluate(loader)
+    with warnings.catch_warnings():  # a mismatched loss was reported when the run trained
+        warnings.simplefilter("ignore", UserWarning)
+        task = card.make_task(model, cfg.train.loss)
+    trainer = Trainer(task, None, epochs=1, device=cfg.train.device)
+    metrics = _metrics(trainer, card, loader)
     if attack is not None:  # accuracy on adversarial versions of the split's images
         metrics["robust_accuracy"] = robust_accuracy(trainer.model, loader, make_attack(attack, eps, card))
         metrics.update(attack=attack, eps=eps)
     return {"split": split, "count": int(len(indices)), **metrics}
 
 
+def _metrics(trainer: Trainer, card: ModelCard, loader) -> dict:
+    """The loss and per-batch means (`trainer.evaluate`), then the whole-split metrics of the problem type:
+    accuracy, top-5, F1 (macro, micro) for classes; mAP and per-label F1 for labels; MAE, RMSE, R² for values."""
+    metrics = trainer.evaluate(loader)
+    outputs, targets = trainer.predict(loader, targets=True)
+    if card.problem == "binary":
+        outputs = outputs[:, 1]  # P(class 1)
+    return {**metrics, **task_metrics(card.problem, outputs, targets, card.classes)}
+
+
 def evaluate(run: str | Path, split: str = "val", attack: str | None = None, eps: float = 0.1) -> dict:
-    """Loss and accuracy of RUN's model on its train or val split; with `attack` ('fgsm' or 'pgd'), also the
-    accuracy on adversarial images within `eps` (pixel units). The test split has its own verb."""
+    """The loss and the metrics of RUN's problem type on its train or val split (see `_metrics`); with
+    `attack` ('fgsm' or 'pgd'), also the accuracy on adversarial images within `eps` (pixel units).
+    The test split has its own verb."""
     if split == "test":
         raise CnnkitError("the test split is locked: use `cnnkit test RUN` (it records each use)")
     return _split_metrics(run, split, attack=attack, eps=eps)
@@ -237,11 +295,29 @@ def _expand_inputs(inputs: list[str | Path]) -> list[Path]:
     return paths
 
 
+def _prediction(card: ModelCard, path: Path, output: torch.Tensor, k: int, threshold: float) -> dict:
+    """One image's result. Classes: the top-k {label, probability}. Multilabel: every label's probability, best
+    first, plus `labels`, those at or above `threshold`. Regression: `values`, {target name: value}."""
+    if card.problem == "regression":
+        return {"path": str(path), "values": {n: round(float(v), 6) for n, v in zip(card.classes, output)}}
+    probs, idx = output.topk(len(card.classes) if card.problem == "multilabel" else k)
+    result = {"path": str(path), "predictions": [
+        {"label": card.classes[int(c)], "probability": round(float(p), 6)} for p, c in zip(probs, idx)]}
+    if card.problem == "multilabel":
+        result["labels"] = [card.classes[int(c)] for p, c in zip(probs, idx) if p >= threshold]
+    return result
+
+
 @torch.inference_mode()
-def predict(run: str | Path, inputs: list[str | Path], top_k: int = 5, batch_size: int = 64) -> list[dict]:
-    """Top-k labels with probabilities for each image; needs only RUN/model.pt. Unreadable images are
-    skipped with a warning; images are decoded one batch at a time, so a large folder fits in memory."""
+def predict(run: str | Path, inputs: list[str | Path], top_k: int = 5, batch_size: int = 64,
+            threshold: float = 0.5) -> list[dict]:
+    """Each image's prediction (see `_prediction`: top-k classes, labels above `threshold`, or values); needs
+    only RUN/model.pt. Unreadable images are skipped with a warning; images are decoded one batch at a time,
+    so a large folder fits in memory."""
     model, card = load_model(run)
+    with warnings.catch_warnings():  # a mismatched loss was reported when the run trained
+        warnings.simplefilter("ignore", UserWarning)
+        task = card.make_task(model)
     transform, channels = card.transform(), card.input_size[0]
     k = max(1, min(top_k, len(card.classes)))
     paths = _expand_inputs(inputs)
@@ -256,10 +332,8 @@ def predict(run: str | Path, inputs: list[str | Path], top_k: int = 5, batch_siz
                 skipped.append(f"{p} ({err})")
         if not images:
             continue
-        top = model(torch.stack(images)).softmax(1).topk(k, dim=1)  # values, indices: (n, k)
-        for p, probs, idx in zip(batch_paths, top.values, top.indices):
-            results.append({"path": str(p), "predictions": [
-                {"label": card.classes[int(c)], "probability": round(float(pr), 6)} for pr, c in zip(probs, idx)]})
+        outputs = task.predict_step(torch.stack(images))  # (n, K) probabilities, or (n, D) values
+        results += [_prediction(card, p, out, k, threshold) for p, out in zip(batch_paths, outputs)]
     if skipped:
         warnings.warn(f"skipped {len(skipped)} unreadable image(s): {'; '.join(skipped[:5])}", stacklevel=2)
     if not results:
@@ -340,3 +414,71 @@ def lr_find(cfg: Config, steps: int = 100, out: str | Path | None = None, **opti
     from cnnkit.engine.lr_find import lr_find_for_config
 
     return lr_find_for_config(cfg, steps=steps, out=out, **options)
+
+
+def _check_sparsities(sparsities: list[float]) -> list[float]:
+    amounts = list(dict.fromkeys(float(s) for s in sparsities))  # in order, each once
+    if not amounts:
+        raise CnnkitError("give at least one sparsity, e.g. --sparsity 0.5,0.8,0.9")
+    for s in amounts:
+        if not 0.0 <= s < 1.0:
+            raise CnnkitError(f"sparsity must be in [0, 1) (the fraction of weights set to zero), got {s:g}")
+    return amounts
+
+
+def _finetune(model: torch.nn.Module, cfg: Config, card: ModelCard, source, split: dict, epochs: int,
+              folder: Path) -> float:
+    """Train the pruned `model` for `epochs` epochs as RUN's config says (the masks keep the zeros), logging to
+    folder/history.csv; the last epoch's weights are kept (no selection on val). Returns the val accuracy before."""
+    cfg = replace(cfg, train=replace(cfg.train, epochs=epochs, patience=None))
+    train_loader = _loader(source, split["train"], card, cfg, train=True)
+    val_loader = _loader(source, split["val"], card, cfg, train=False)
+    trainer = _build_trainer(cfg, card, source.labels[split["train"]], len(train_loader), folder, model=model)
+    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ModelCheckpoint)]
+    before = trainer.evaluate(val_loader)["accuracy"]
+    trainer.fit(train_loader, val_loader)
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    return before
+
+
+def prune(run: str | Path, sparsities: list[float], scope: str = "global", finetune_epochs: int = 0,
+          out: str | Path | None = None) -> list[dict]:
+    """Magnitude pruning of RUN's model (L1, unstructured, the Conv/Linear weights; see cnnkit.prune): for each
+    sparsity, RUN's model is pruned (`scope` "global" ranks all weights together, "layer" prunes each layer by
+    the same fraction), fine-tuned `finetune_epochs` epochs on RUN's train split with RUN's config (pruned
+    weights stay zero), saved as the run folder OUT/s<percent> (OUT defaults to RUN/pruned; `evaluate` and
+    `predict` read it) and evaluated on the val split, never on test. Rows {"sparsity_target", "sparsity"
+    (measured), "val_accuracy", "val_loss", "val_accuracy_before_ft", "run"}, also written to OUT/prune.json."""
+    amounts = _check_sparsities(sparsities)
+    if scope not in SCOPES:
+        raise CnnkitError(f"unknown pruning scope {scope!r}{did_you_mean(scope, SCOPES)}")
+    if finetune_epochs < 0:
+        raise CnnkitError(f"--finetune-epochs must be 0 or more, got {finetune_epochs}")
+    run = Path(run)
+    load_model(run)  # a missing or broken run fails here, before the data is read
+    cfg = config_from_dict(yaml.safe_load(run_file(run, "config.yaml").read_text()))
+    record = json.loads(run_file(run, "split.json").read_text())
+    source = open_source(cfg.data.source, cfg.data.max_bad_fraction)
+    split = {name: indices_from_record(source, record, name) for name in ("train", "val")}
+    if len(split["val"]) == 0:
+        raise CnnkitError(f"the val split of {run} is empty; pruning is measured on val (train with --val above 0)")
+    out = Path(out) if out else run / "pruned"
+    rows = []
+    for amount in amounts:
+        model, card = load_model(run)  # a fresh copy of RUN's model for each sparsity
+        folder = out / f"s{amount * 100:g}"
+        folder.mkdir(parents=True, exist_ok=True)
+        prune_model(model, amount, scope=scope)
+        before = _finetune(model, cfg, card, source, split, finetune_epochs, folder) if finetune_epochs else None
+        make_permanent(model)  # plain `weight` keys: load_model reads it like any run's model
+        save_model(folder / "model.pt", model, card)
+        write_split(folder / "split.json", record)
+        save_config(replace(cfg, out=str(folder)), folder / "config.yaml")
+        val = evaluate(folder, "val")
+        rows.append({"sparsity_target": amount, "sparsity": sparsity(model)[0], "val_accuracy": val["accuracy"],
+                     "val_loss": val["loss"], "val_accuracy_before_ft": val["accuracy"] if before is None else before,
+                     "run": str(folder)})
+    report = {"run": str(run), "scope": scope, "finetune_epochs": finetune_epochs, "rows": rows}
+    (out / "prune.json").write_text(json.dumps(report, indent=2) + "\n")
+    return rows

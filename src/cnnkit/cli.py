@@ -32,6 +32,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _dropout_spec(text: str) -> float | dict:
+    """--dropout 0.3 → 0.3; --dropout classifier.*=0.5,fc6=0.3 → {"classifier.*": 0.5, "fc6": 0.3}."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected a rate (0.3) or GLOB=RATE pairs (classifier.*=0.5), got {text!r}")
+    try:
+        return parse_key_values(text, example="--dropout classifier.*=0.5,fc6=0.3")
+    except CnnkitError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _sparsities(text: str) -> list[float]:
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected fractions such as 0.5,0.8,0.9, got {text!r}") from None
+
+
 def _train_parser(sub, verb: str = "train", text: str = "train a classifier; prints the run folder last") -> None:
     p = sub.add_parser(verb, help=text)
     p.add_argument("--data", help="folder of class folders, CSV of path,label, or digits | mnist:PATH | synthetic-shapes")
@@ -44,7 +65,8 @@ def _train_parser(sub, verb: str = "train", text: str = "train a classifier; pri
     p.add_argument("--optimizer", help="sgd | adagrad | adadelta | rmsprop | adam | adamw | adamax | nadam | ftrl")
     p.add_argument("--schedule", help="constant | cosine | cosine_restarts | step_decay | linear_decay | exponential | "
                                       "one_cycle | reduce_on_plateau")
-    p.add_argument("--loss", help="a loss of cnnkit.losses, e.g. sparse_categorical_crossentropy, focal, multiclass_svm")
+    p.add_argument("--task", help="binary | multiclass | multilabel | regression (default: inferred from the data)")
+    p.add_argument("--loss", help="a loss of cnnkit.losses, e.g. focal, multiclass_svm, huber (default: the task's)")
     p.add_argument("--augment", help="none | light | standard | strong")
     p.add_argument("--image-size", type=_positive_int)
     p.add_argument("--channels", type=int, choices=(1, 3))
@@ -54,7 +76,10 @@ def _train_parser(sub, verb: str = "train", text: str = "train a classifier; pri
     p.add_argument("--patience", type=_positive_int, help="early stopping patience on val_loss")
     p.add_argument("--l1", type=float, help="λ of an L1 penalty on the weights (data loss and penalty logged apart)")
     p.add_argument("--l2", type=float, help="λ of an L2 penalty on the weights (not decoupled weight decay)")
-    p.add_argument("--dropout", type=float, help="dropout rate of the architecture's dropout layers")
+    p.add_argument("--dropout", type=_dropout_spec, metavar="RATE|GLOB=RATE,...",
+                   help="rate of every dropout layer (0.3), or per layer: classifier.*=0.5,fc6=0.3")
+    p.add_argument("--batch-norm", choices=("on", "off", "frozen"),
+                   help="off: no BN layers; frozen: BN keeps its running statistics and γ, β (default on)")
     p.add_argument("--mixup", type=float, metavar="ALPHA", help="mixup with Beta(α, α) mixing weights")
     p.add_argument("--cutmix", type=float, metavar="ALPHA", help="CutMix with Beta(α, α) box areas")
     p.add_argument("--adversarial", choices=("fgsm", "pgd"), help="adversarial training (½ clean + ½ attacked loss)")
@@ -69,6 +94,19 @@ def _train_parser(sub, verb: str = "train", text: str = "train a classifier; pri
         p.add_argument("--steps", type=_positive_int, default=100, help="batches of the range test")
         return
     p.add_argument("--resume", metavar="RUN", help="continue RUN from checkpoints/last.pt")
+
+
+def _prune_parser(sub) -> None:
+    p = sub.add_parser("prune", help="magnitude pruning of a run's model: val accuracy against sparsity")
+    p.add_argument("run")
+    p.add_argument("--sparsity", type=_sparsities, required=True, metavar="S1,S2,...",
+                   help="fractions of the Conv/Linear weights set to zero, e.g. 0.5,0.8,0.9")
+    p.add_argument("--scope", choices=("global", "layer"), default="global",
+                   help="global: rank all weights together; layer: the same fraction in every layer")
+    p.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
+                   help="epochs of training after pruning, with the run's config (pruned weights stay zero)")
+    p.add_argument("--out", help="folder of the pruned models, one run folder s<percent> each (default RUN/pruned)")
+    p.add_argument("--json", action="store_true")
 
 
 def _inspect_parser(sub) -> None:
@@ -88,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", required=True)
     _train_parser(sub)
     _train_parser(sub, "lr-find", "the learning-rate range test (Smith 2017): a plot and a suggested --lr")
-    for verb, text in (("evaluate", "loss and accuracy on the val (or train) split"),
+    for verb, text in (("evaluate", "loss and the task's metrics on the val (or train) split"),
                        ("test", "evaluate the locked test split; each use is recorded")):
         p = sub.add_parser(verb, help=text)
         p.add_argument("run")
@@ -97,10 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--attack", choices=("fgsm", "pgd"), help="also report robust_accuracy under this attack")
             p.add_argument("--eps", type=float, default=0.1, help="attack budget in pixel units")
         p.add_argument("--json", action="store_true")
-    p = sub.add_parser("predict", help="top-k classes of images or folders of images")
+    p = sub.add_parser("predict", help="top-k classes, labels or values of images or folders of images")
     p.add_argument("run")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--top-k", type=_positive_int, default=5)
+    p.add_argument("--threshold", type=float, default=0.5, help="multilabel: a label is predicted at or above it")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("models", help="the registered architectures: parameters, depth, size, GFLOPs")
     p.add_argument("--task")
@@ -109,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=90.0, metavar="SECONDS", help="time budget of --bench")
     p.add_argument("--threads", type=_positive_int, help="CPU threads for --bench (default: torch's)")
     _inspect_parser(sub)
+    _prune_parser(sub)
     p = sub.add_parser("demo", help="LeNet-5 on the embedded digits: train, test, plots")
     p.add_argument("--out")
     p = sub.add_parser("augment-preview", help="a grid PNG of augmented training images")
@@ -119,10 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _model_options(items: list[str] | None, dropout: float | None = None) -> dict | None:
+def _model_options(items: list[str] | None) -> dict | None:
     options = parse_key_values(",".join(items or []), example="--model-option activation=leaky_relu")
-    if dropout is not None:
-        options["dropout"] = dropout
     return options or None
 
 
@@ -131,17 +169,19 @@ def _train_overrides(a: argparse.Namespace) -> dict:
     return {
         "data": pick(source=a.data, augment=a.augment, image_size=a.image_size, channels=a.channels, resize=a.resize,
                      val=a.val, test=a.test, workers=a.workers),
-        "model": pick(name=a.model, options=_model_options(a.model_option, a.dropout)),
+        "model": pick(name=a.model, options=_model_options(a.model_option), dropout=a.dropout,
+                      batch_norm=a.batch_norm),
         "train": pick(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, schedule=a.schedule,
                       loss=a.loss, patience=a.patience, device=a.device, amp=a.amp, seed=a.seed, l1=a.l1, l2=a.l2,
                       mixup=a.mixup, cutmix=a.cutmix, adversarial=a.adversarial, adv_eps=a.adv_eps),
-        **pick(out=a.out),
+        **pick(out=a.out, task=a.task),
     }
 
 
 def _report_train(result: api.TrainResult) -> int:
     if result.val:
-        print(f"val accuracy {result.val['accuracy']:.4f}  val loss {result.val['loss']:.4f}")
+        shown = [k for k in ("accuracy", "f1_macro", "map", "mae", "rmse", "r2", "loss") if k in result.val]
+        print("  ".join(f"val {k} {result.val[k]:.4f}" for k in shown))
     if result.interrupted:
         print(f"interrupted: state saved; continue with `cnnkit train --resume {result.run_dir}`", file=sys.stderr)
     print(result.run_dir)
@@ -157,18 +197,35 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def _print_metrics(metrics: dict, as_json: bool) -> None:
+    """JSON, or the scalars on one line and each per-class/label/target table below it."""
     if as_json:
         print(json.dumps(metrics))
-    else:
-        print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+        return
+    print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
+                    if not isinstance(v, dict)))
+    for key, table in metrics.items():
+        if isinstance(table, dict) and table:
+            columns = list(next(iter(table.values())))
+            width = max(len(str(name)) for name in table)
+            print(f"\n{key.removeprefix('per_'):<{width}}  " + "  ".join(f"{c:>8}" for c in columns))
+            for name, row in table.items():
+                print(f"{name:<{width}}  " + "  ".join("     n/a" if row[c] is None else f"{row[c]:8.4f}"
+                                                       if isinstance(row[c], float) else f"{row[c]:8}"
+                                                       for c in columns))
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    results = api.predict(a.run, a.inputs, top_k=a.top_k)
+    results = api.predict(a.run, a.inputs, top_k=a.top_k, threshold=a.threshold)
     if a.json:
         print(json.dumps(results))
-    else:
-        for r in results:
+        return 0
+    for r in results:
+        if "values" in r:  # regression
+            print(r["path"] + "  " + "  ".join(f"{k} {v:.4g}" for k, v in r["values"].items()))
+        elif "labels" in r:  # multilabel: the labels at or above the threshold, then every probability
+            print(r["path"] + "  [" + ", ".join(r["labels"]) + "]  "
+                  + "  ".join(f"{p['label']} {p['probability']:.3f}" for p in r["predictions"]))
+        else:
             print(r["path"] + "  " + "  ".join(f"{p['label']} {p['probability']:.3f}" for p in r["predictions"]))
     return 0
 
@@ -198,6 +255,20 @@ def cmd_inspect(a: argparse.Namespace) -> int:
 
         report = api.inspect_model(a.target, a.input)
         print(json.dumps(report) if a.json else format_report(report))
+    return 0
+
+
+def cmd_prune(a: argparse.Namespace) -> int:
+    rows = api.prune(a.run, a.sparsity, scope=a.scope, finetune_epochs=a.finetune_epochs, out=a.out)
+    if a.json:
+        print(json.dumps(rows))
+        return 0
+    tuned = a.finetune_epochs > 0
+    print("sparsity  measured  val acc  val loss" + ("  acc before ft" if tuned else ""))
+    for r in rows:
+        print(f"{r['sparsity_target']:8.2f}  {r['sparsity']:8.4f}  {r['val_accuracy']:7.4f}  {r['val_loss']:8.4f}"
+              + (f"  {r['val_accuracy_before_ft']:13.4f}" if tuned else ""))
+    print(Path(rows[0]["run"]).parent)
     return 0
 
 
@@ -238,6 +309,8 @@ def run(a: argparse.Namespace) -> int:
         print(f"suggested lr {result.suggestion:.3g} (steepest descent of the smoothed loss)" if result.suggestion
               else "no suggestion: the loss never fell; try a wider range")
         print(out)
+    elif a.verb == "prune":
+        return cmd_prune(a)
     elif a.verb == "augment-preview":
         print(api.augment_preview(a.data, a.out, a.augment, n=a.n))
     return 0

@@ -30,6 +30,8 @@ class ModelConfig:
     name: str = "lenet5"
     options: dict = field(default_factory=dict)  # architecture options, e.g. {variant: classic}
     weights: str | None = None  # a state-dict file to start from
+    dropout: float | dict | None = None  # rate of every dropout layer, or {module glob: rate}, e.g. {classifier.*: 0.5}
+    batch_norm: str = "on"  # on | off (BN layers removed) | frozen (running statistics fixed, γ and β not trained)
 
 
 @dataclass
@@ -43,7 +45,7 @@ class TrainConfig:
     schedule: str = "cosine"  # see cnnkit.schedules: cosine, step_decay, linear_decay, one_cycle, ... (per batch)
     schedule_options: dict = field(default_factory=dict)  # e.g. {gamma: 0.5, step_size: 100} for step_decay
     warmup_epochs: float = 0.0
-    loss: str = "cross_entropy"
+    loss: str | None = None  # None: the problem type's loss (binary/multilabel: binary_crossentropy, ...)
     label_smoothing: float = 0.0
     l1: float = 0.0  # λ of the L1 penalty λ·Σ|w| added to the loss (weights only; see penalty_layers)
     l2: float = 0.0  # λ of the L2 penalty λ·Σw² (not the optimiser's decoupled weight_decay)
@@ -66,7 +68,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    task: str = "classify"
+    task: str = "auto"  # binary | multiclass | multilabel | regression; auto: inferred from the data
     out: str | None = None  # run folder; default runs/<model>-<data>[-N]
 
     def validate(self) -> None:
@@ -81,8 +83,16 @@ class Config:
             raise CnnkitError(f"--image-size must be at least 8, got {self.data.image_size}")
         if self.data.channels not in (None, 1, 3):
             raise CnnkitError(f"--channels must be 1 or 3, got {self.data.channels}")
-        if self.task != "classify":
-            raise CnnkitError(f"task {self.task!r} is not available yet; this version trains 'classify'")
+        if self.model.batch_norm not in ("on", "off", "frozen"):
+            raise unknown_name("--batch-norm mode", self.model.batch_norm, ("on", "off", "frozen"))
+        if self.model.dropout is not None:
+            from cnnkit.models.tweaks import check_dropout_spec  # torch only when there is a rate to check
+
+            check_dropout_spec(self.model.dropout)
+        if self.task != "auto":
+            from cnnkit.tasks import problem_name
+
+            problem_name(self.task)  # fails on an unknown name, with a suggestion
 
 
 def _merge(obj, updates: dict, where: str) -> None:

@@ -88,9 +88,15 @@ def create_model(
     num_classes: int = 1000,
     in_channels: int | None = None,
     weights: str | Path | None = None,
+    batch_norm_mode: str = "on",
     **kwargs,
 ) -> nn.Module:
-    """Build `name`; load `weights` (a state-dict file) when given, dropping a head of another size."""
+    """Build `name`; load `weights` (a state-dict file) when given, dropping a head of another size; then
+    `batch_norm_mode` "off" or "frozen" changes its BN layers (cnnkit.models.tweaks.set_batch_norm)."""
+    from cnnkit.models.tweaks import BATCH_NORM_MODES, set_batch_norm  # lazily: the zoo imports this module
+
+    if batch_norm_mode not in BATCH_NORM_MODES:
+        raise unknown_name("batch-norm mode", batch_norm_mode, BATCH_NORM_MODES)
     spec = get_spec(name)
     in_channels = spec.input_size[0] if in_channels is None else in_channels
     if num_classes < 1 or in_channels < 1:
@@ -101,6 +107,7 @@ def create_model(
         raise CnnkitError(f"bad option for model {name!r}: {err}") from None
     if weights is not None:
         load_weights(model, weights, head=spec.head)
+    set_batch_norm(model, batch_norm_mode)
     return model
 
 

@@ -22,8 +22,8 @@ class ModelCard:
     """Everything `predict` needs besides the weights: the data contract travels with the model."""
 
     architecture: str
-    task: str
-    classes: list[str]
+    task: str  # the problem type: binary | multiclass | multilabel | regression ('classify': multiclass)
+    classes: list[str]  # class or label names; for regression the names of the target values
     input_size: list[int]  # [C, H, W]
     mean: list[float]
     std: list[float]
@@ -31,13 +31,35 @@ class ModelCard:
     resize: str = "resize"
     options: dict | None = None  # architecture options given to create_model
     cnnkit_version: str = __version__
+    target_mean: list[float] | None = None  # regression: the model predicts (t − mean) / std
+    target_std: list[float] | None = None
+    bounded: bool = False  # regression to [0, 1]: a sigmoid output
+
+    @property
+    def problem(self) -> str:
+        from cnnkit.tasks import problem_name
+
+        return problem_name(self.task)
+
+    @property
+    def outputs(self) -> int:
+        """Units of the last layer: one sigmoid for binary, else one per class, label or target."""
+        return 1 if self.problem == "binary" else len(self.classes)
+
+    def make_task(self, model: nn.Module, loss: str | None = None, **options):
+        """The task of this card around `model`: its activation, loss and target scaling."""
+        from cnnkit.tasks import make_task
+
+        if self.problem == "regression":
+            options.update(mean=self.target_mean, std=self.target_std, bounded=self.bounded)
+        return make_task(self.problem, model, loss, **options)
 
     def transform(self):
         c, h, _ = self.input_size
         return build_transform(h, c, self.mean, self.std, whiten=self.whiten, resize=self.resize)
 
     def build_model(self) -> nn.Module:
-        return create_model(self.architecture, num_classes=len(self.classes), in_channels=self.input_size[0],
+        return create_model(self.architecture, num_classes=self.outputs, in_channels=self.input_size[0],
                             **(self.options or {}))
 
 

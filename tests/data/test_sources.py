@@ -177,9 +177,11 @@ def test_csv_with_spaces_and_a_byte_order_mark(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("file,class\nx.png,a\n", "missing column(s) path, label"),
-    ("path,kind\nx.png,a\n", "missing column(s) label"),
-    ("", "missing column(s) path, label"),
+    ("file,class\nx.png,a\n", "the header must be 'path,label'"),
+    ("path,kind\nx.png,a\n", "row 2, column 'kind': 'a' is not a finite number"),
+    ("path,size\nx.png,nan\n", "row 2, column 'size': 'nan' is not a finite number"),
+    ("path,size\nx.png,3\nx.png,3\n", "target 'size' has the same value on every image"),
+    ("", "the header must be 'path,label'"),
     ("path,label\n", "no rows under the header"),
     ("path,label\nnope.png,a\nx.png,b\n", "1 listed file(s) do not exist, e.g. 'nope.png'"),
     ("path,label\nx.png,a\nx.png,a\n", "only one class ('a')"),

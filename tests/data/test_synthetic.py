@@ -110,7 +110,7 @@ def testparse_key_values():
 
 @pytest.mark.parametrize("spec, message", [
     ("synthetic-shapes:sise=12", "unknown synthetic-shapes option 'sise'; did you mean 'size'"),
-    ("synthetic-shapes:colur=white", "did you mean 'colour'?"),
+    ("synthetic-shapes:colur=white", "did you mean 'colour'"),
     ("synthetic-shapes:n", "bad option 'n'; write key=value"),
     ("synthetic-shapes:n=2", "need n >= 3"),
     ("synthetic-shapes:size=4", "size >= 8"),

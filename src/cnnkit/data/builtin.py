@@ -12,7 +12,7 @@ import torch
 
 from cnnkit.config import parse_key_values
 from cnnkit.data.sources import ImageSource, drop_bad_images, from_arrays, from_csv, from_folder
-from cnnkit.data.synthetic import ShapesConfig, make_shapes
+from cnnkit.data.synthetic import SHAPES, ShapesConfig, make_multi_shapes, make_shapes
 from cnnkit.errors import CnnkitError, did_you_mean
 
 BUILTINS = ("digits", "mnist", "synthetic-shapes")
@@ -70,18 +70,33 @@ def mnist(root: str | Path) -> ImageSource:
 
 
 def synthetic_shapes(options: str = "") -> ImageSource:
-    """Seeded circles, squares and triangles; each item keeps its shape's box and mask in `extras`."""
+    """Seeded circles, squares and triangles; each item keeps its shapes' boxes (and masks) in `extras`.
+    target=class: one shape, its kind; count=K (target=labels): up to K shapes, the kinds present (multilabel);
+    target=geometry: one shape, its centre x, y and size in pixels (regression)."""
     fields = ShapesConfig.__dataclass_fields__
     opts = parse_key_values(options, example="synthetic-shapes:n=600,size=32")
     for key in opts:
         if key not in fields:
             raise CnnkitError(f"unknown synthetic-shapes option {key!r}{did_you_mean(key, fields)}")
     try:
-        images, labels, boxes, masks = make_shapes(ShapesConfig(**opts))
+        cfg = ShapesConfig(**opts)
+        if cfg.kind == "labels":  # several shapes: which kinds each image holds (multilabel)
+            images, present, boxes, kinds = make_multi_shapes(cfg)
+        else:
+            images, labels, boxes, masks = make_shapes(cfg)
     except (TypeError, ValueError) as err:
         raise CnnkitError(f"synthetic-shapes: {err}") from None
-    source = from_arrays(images, labels, ["circle", "square", "triangle"], name="synthetic-shapes")
-    source.extras = {"boxes": list(boxes), "masks": list(masks)}
+    if cfg.kind == "labels":
+        source = from_arrays(images, present, list(SHAPES), name="synthetic-shapes", problem="multilabel")
+        source.extras = {"boxes": boxes, "box_labels": kinds}
+    elif cfg.kind == "geometry":  # regression: the shape's centre and size in pixels, from its exact box
+        geometry = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2,
+                             boxes[:, 2] - boxes[:, 0]], axis=1)  # (N, 3): x, y, size
+        source = from_arrays(images, geometry, ["x", "y", "size"], name="synthetic-shapes", problem="regression")
+        source.extras = {"boxes": list(boxes), "masks": list(masks)}
+    else:
+        source = from_arrays(images, labels, list(SHAPES), name="synthetic-shapes")
+        source.extras = {"boxes": list(boxes), "masks": list(masks)}
     return source
 
 

@@ -16,7 +16,7 @@ from cnnkit.tasks.base import Batch
 
 
 class ImageDataset(Dataset):
-    """Item i of a split: (model input (C, S, S) float, class index).
+    """Item i of a split: (model input (C, S, S) float, class index or (K,) float targets).
 
     Files are decoded per item; in-memory images are fitted to size once (`pre`) and only augmented per item.
     """
@@ -25,7 +25,7 @@ class ImageDataset(Dataset):
                  resize: str = "resize"):
         self.source, self.indices, self.channels = source, np.asarray(indices), channels
         self.transform = transform
-        self.labels = torch.as_tensor(source.labels[self.indices])
+        self.labels = source.target_tensor(self.indices)  # (n,) class indices or (n, K) float targets
         self.pre: torch.Tensor | None = None
         if source.arrays is not None:
             self.pre = fitted_arrays(source, self.indices, channels, size, resize)  # (n, C, S, S) uint8
@@ -151,7 +151,7 @@ def make_loader(source: ImageSource, indices: np.ndarray, *, channels: int, size
         from torchvision.transforms import v2
 
         x = v2.Compose(to_model_input(mean, std, whiten))(fitted)  # (n, C, S, S) float, whole split at once
-        y = torch.as_tensor(source.labels[np.asarray(indices)])
+        y = source.target_tensor(indices)  # (n,) class indices or (n, K) float targets
         return TensorLoader(x, y, batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
     transform = build_transform(size, channels, mean, std, whiten=whiten, augment=augment, resize=resize)
     dataset = ImageDataset(source, indices, transform, channels, size, resize)

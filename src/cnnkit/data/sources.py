@@ -1,15 +1,15 @@
 """Labelled image sources for classification: a folder of class folders, a CSV, arrays, or a built-in name.
 
 Every source becomes an `ImageSource`: stable ids (written to split.json), integer labels, class names,
-and either file paths or an in-memory uint8 tensor. Detection and segmentation sources add `extras`
-(boxes, masks) beside the same ids.
+and either file paths or an in-memory uint8 tensor. Multilabel and regression sources add float `targets`
+(multi-hot rows, or values); detection and segmentation sources add `extras` (boxes, masks) beside the ids.
 """
 from __future__ import annotations
 
 import csv
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +34,25 @@ class ImageSource:
     arrays: torch.Tensor | None = None  # (N, C, H, W) uint8
     presplit: dict[str, np.ndarray] = field(default_factory=dict)  # given splits: name → indices
     extras: dict[str, list] = field(default_factory=dict)  # per-item boxes, masks, ...
+    # multilabel: (N, K) multi-hot over `classes`; regression: (N, D) values named by `classes`; else None
+    targets: np.ndarray | None = None
+    problem: str | None = None  # 'multilabel' or 'regression' when `targets` holds them; None: single label
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def target_tensor(self, indices: np.ndarray) -> torch.Tensor:
+        """What the loss compares with for `indices`: (n,) int64 labels, or (n, K) float32 targets."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if self.targets is not None:
+            return torch.as_tensor(self.targets[indices], dtype=torch.float32)
+        return torch.as_tensor(self.labels[indices])
+
+    def label_text(self, i: int) -> str:
+        """Item i's label as text for split hashes: the class index, or the targets joined by ';'."""
+        if self.targets is None:
+            return str(int(self.labels[i]))
+        return ";".join(f"{v:.7g}" for v in self.targets[i])
 
     def load(self, i: int, channels: int) -> torch.Tensor:
         """Item i as (channels, H, W) uint8."""
@@ -51,7 +67,9 @@ class ImageSource:
 
 
 def check_labels(source: ImageSource) -> None:
-    """At least two classes, each with at least one item."""
+    """At least two classes, each with at least one item; for targets, see `check_targets`."""
+    if source.targets is not None:
+        return check_targets(source)
     if len(source.classes) < 2:
         raise CnnkitError(
             f"{source.name}: only one class ({source.classes[0]!r}); a classifier needs at least two classes"
@@ -61,6 +79,25 @@ def check_labels(source: ImageSource) -> None:
     empty = [c for c, n in zip(source.classes, counts) if n == 0]
     if empty:
         raise CnnkitError(f"{source.name}: class {empty[0]!r} has no images; add images or remove the class")
+
+
+def check_targets(source: ImageSource) -> None:
+    """Multilabel: every label occurs at least once. Regression: finite values that are not all equal."""
+    t = source.targets
+    if t.ndim != 2 or len(t) != len(source.ids) or t.shape[1] != len(source.classes):
+        raise CnnkitError(f"{source.name}: targets of shape {t.shape} do not match {len(source.ids)} items "
+                          f"and {len(source.classes)} names")
+    if source.problem == "multilabel":
+        absent = [c for c, n in zip(source.classes, t.sum(0)) if n == 0]
+        if absent:
+            raise CnnkitError(f"{source.name}: label {absent[0]!r} is on no image; add images or remove the label")
+        return
+    if not np.isfinite(t).all():
+        raise CnnkitError(f"{source.name}: regression targets must be finite numbers (found nan or inf)")
+    constant = [c for c, col in zip(source.classes, t.T) if len(col) > 1 and np.ptp(col) == 0]
+    if constant:
+        raise CnnkitError(f"{source.name}: target {constant[0]!r} has the same value on every image; "
+                          "there is nothing to learn")
 
 
 def drop_bad_images(source: ImageSource, max_bad_fraction: float) -> ImageSource:
@@ -99,6 +136,8 @@ def subset(source: ImageSource, keep: np.ndarray) -> ImageSource:
         arrays=None if source.arrays is None else source.arrays[torch.as_tensor(keep)],
         presplit=presplit,
         extras={k: [v[i] for i in keep] for k, v in source.extras.items()},
+        targets=None if source.targets is None else source.targets[keep],
+        problem=source.problem,
     )
 
 
@@ -137,42 +176,110 @@ def from_folder(root: str | Path) -> ImageSource:
     return source
 
 
-def from_csv(csv_path: str | Path) -> ImageSource:
-    """A CSV with `path,label` columns; paths are relative to the CSV's folder."""
-    csv_path = Path(csv_path)
+def _read_csv(csv_path: Path) -> tuple[list[str], list[dict[str, str]]]:
     if not csv_path.is_file():
         raise CnnkitError(f"CSV file not found: {csv_path}")
     with csv_path.open(newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets often write a BOM
         reader = csv.DictReader(f)
         columns = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in ("path", "label") if c not in columns]
-        if missing:
-            raise CnnkitError(
-                f"{csv_path}: missing column(s) {', '.join(missing)}; the header must be 'path,label' (has: "
-                f"{','.join(columns) or 'nothing'})"
-            )
         rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    if "path" not in columns or len(columns) < 2:
+        raise CnnkitError(
+            f"{csv_path}: the header must be 'path,label' (classes; 'a;b' for several labels) or 'path,<target>,...' "
+            f"(numbers, for regression); it has: {','.join(columns) or 'nothing'}"
+        )
     if not rows:
         raise CnnkitError(f"{csv_path}: no rows under the header")
+    return columns, rows
+
+
+def _csv_number(csv_path: Path, row: int, column: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value):
+        raise CnnkitError(f"{csv_path}: row {row}, column {column!r}: {text!r} is not a finite number; "
+                          "regression columns hold numbers (a 'label' column makes the CSV a classification one)")
+    return value
+
+
+def from_csv(csv_path: str | Path) -> ImageSource:
+    """A CSV whose paths are relative to the CSV's folder, with one of three layouts:
+    `path,label` (one class per image), `path,label` with `a;b` cells (multilabel; an empty cell is no label),
+    or `path,<target1>,<target2>...` of numbers (regression, scalar or vector)."""
+    csv_path = Path(csv_path)
+    columns, rows = _read_csv(csv_path)
     paths = [csv_path.parent / r["path"] for r in rows]
     absent = [r["path"] for r, p in zip(rows, paths) if not p.is_file()]
     if absent:
         raise CnnkitError(
             f"{csv_path}: {len(absent)} listed file(s) do not exist, e.g. {absent[0]!r} (paths are relative to the CSV)"
         )
-    classes = sorted({r["label"] for r in rows})
-    index = {c: i for i, c in enumerate(classes)}
-    labels = np.asarray([index[r["label"]] for r in rows], dtype=np.int64)
-    source = ImageSource(csv_path.stem, [r["path"] for r in rows], labels, classes, paths)
+    ids, zeros = [r["path"] for r in rows], np.zeros(len(rows), dtype=np.int64)
+    if "label" not in columns:  # regression: every other column is a target
+        names = [c for c in columns if c != "path"]
+        values = [[_csv_number(csv_path, n + 2, c, r[c]) for c in names] for n, r in enumerate(rows)]
+        source = ImageSource(csv_path.stem, ids, zeros, names, paths, targets=np.asarray(values, np.float32),
+                             problem="regression")
+    elif any(";" in r["label"] for r in rows):  # multilabel
+        sets = [{t.strip() for t in r["label"].split(";") if t.strip()} for r in rows]
+        classes = sorted(set().union(*sets))
+        index = {c: i for i, c in enumerate(classes)}
+        hot = np.zeros((len(rows), len(classes)), dtype=np.float32)
+        for n, labels in enumerate(sets):
+            hot[n, [index[c] for c in labels]] = 1.0
+        source = ImageSource(csv_path.stem, ids, zeros, classes, paths, targets=hot, problem="multilabel")
+    else:
+        classes = sorted({r["label"] for r in rows})
+        index = {c: i for i, c in enumerate(classes)}
+        labels = np.asarray([index[r["label"]] for r in rows], dtype=np.int64)
+        source = ImageSource(csv_path.stem, ids, labels, classes, paths)
     check_labels(source)
     return source
 
 
+PROBLEMS = ("binary", "multiclass", "multilabel", "regression")
+
+
+def infer_problem(source: ImageSource) -> str:
+    """The notes' problem type of the data: its targets' kind, or binary for two classes, else multiclass."""
+    return source.problem or ("binary" if len(source.classes) == 2 else "multiclass")
+
+
+def as_problem(source: ImageSource, problem: str) -> ImageSource:
+    """The source with targets for `problem`: single labels become one-hot rows for multilabel, or numbers
+    (class names read as values) for regression; multilabel or regression data cannot become single-label."""
+    if problem not in PROBLEMS:
+        from cnnkit.errors import unknown_name
+
+        raise unknown_name("task", problem, PROBLEMS)
+    have = infer_problem(source)
+    if problem == have or (problem, have) == ("multiclass", "binary"):  # two classes may use a softmax too
+        return source
+    if source.problem is not None:
+        raise CnnkitError(f"{source.name} holds {source.problem} targets; train it with --task {source.problem} "
+                          f"(not {problem})")
+    if problem == "binary":
+        raise CnnkitError(f"--task binary needs exactly 2 classes, {source.name} has {len(source.classes)}; "
+                          "use --task multiclass")
+    if problem == "multilabel":
+        hot = np.eye(len(source.classes), dtype=np.float32)[source.labels]
+        return replace(source, targets=hot, problem="multilabel")
+    try:
+        values = np.asarray([float(c) for c in source.classes], dtype=np.float32)[source.labels]
+    except ValueError:
+        raise CnnkitError(f"--task regression needs numeric labels; {source.name} has classes such as "
+                          f"{source.classes[0]!r}. Write a CSV 'path,<target>' of numbers") from None
+    return replace(source, classes=["label"], targets=values[:, None], problem="regression")
+
+
 def from_arrays(
     images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, classes: list[str] | None = None,
-    name: str = "arrays", check: bool = True,
+    name: str = "arrays", check: bool = True, problem: str | None = None,
 ) -> ImageSource:
-    """In-memory images: (N, H, W), (N, C, H, W) or (N, H, W, C) uint8 or float in [0, 1]; integer labels."""
+    """In-memory images: (N, H, W), (N, C, H, W) or (N, H, W, C) uint8 or float in [0, 1]; integer labels,
+    or with `problem` 'multilabel' (N, K) 0/1 rows, or 'regression' (N,) or (N, D) values."""
     x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
     y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
     if x.ndim == 3:
@@ -183,8 +290,11 @@ def from_arrays(
         x = x.permute(0, 3, 1, 2)  # channels-last → channels-first
     if len(x) != len(y):
         raise CnnkitError(f"{len(x)} images but {len(y)} labels; give one label per image")
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
-        raise CnnkitError("labels must be a 1-D array of non-negative integer class indices")
+    if problem in ("multilabel", "regression"):
+        y = _array_targets(y, problem)
+    elif y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
+        raise CnnkitError("labels must be a 1-D array of non-negative integer class indices; for several labels "
+                          "per image or numbers, give problem='multilabel' or 'regression'")
     if x.numel() and x.is_floating_point() and (x.min() < 0 or x.max() > 1):
         raise CnnkitError(f"float images must be in [0, 1], got values in [{float(x.min()):g}, {float(x.max()):g}]; "
                           "divide by 255, or give uint8")
@@ -194,6 +304,15 @@ def from_arrays(
     if x.is_floating_point():
         x = (x * 255).round()
     x = x[:, :3].to(torch.uint8).contiguous()
+    if y.ndim == 2:  # multilabel or regression targets
+        names = list(classes) if classes else [str(i) for i in range(y.shape[1])]
+        if len(names) != y.shape[1]:
+            raise CnnkitError(f"targets have {y.shape[1]} columns but {len(names)} names were given")
+        source = ImageSource(name, [f"#{i}" for i in range(len(x))], np.zeros(len(y), dtype=np.int64), names,
+                             arrays=x, targets=y, problem=problem)
+        if check:
+            check_labels(source)
+        return source
     n_classes = int(y.max()) + 1 if len(y) else 0
     classes = classes or [str(i) for i in range(n_classes)]
     if len(classes) < n_classes:
@@ -202,3 +321,13 @@ def from_arrays(
     if check:  # training data needs two classes; data to evaluate or predict on need not
         check_labels(source)
     return source
+
+
+def _array_targets(y: np.ndarray, problem: str) -> np.ndarray:
+    """(N,) or (N, D) numbers as float32 (N, D); multilabel rows must be 0/1."""
+    if y.ndim not in (1, 2) or not np.issubdtype(y.dtype, np.number) and y.dtype != bool:
+        raise CnnkitError(f"{problem} targets must be a numeric (N, K) array, got {y.dtype} of shape {y.shape}")
+    y = y.astype(np.float32).reshape(len(y), -1)
+    if problem == "multilabel" and not np.isin(y, (0.0, 1.0)).all():
+        raise CnnkitError("multilabel targets must be 0/1 rows (N, K): 1 where the image has the label")
+    return y

@@ -51,8 +51,9 @@ def make_split(source: ImageSource, val: float = 0.15, test: float = 0.15, seed:
     return split
 
 
-def split_hash(ids: list[str], labels: list[int]) -> str:
-    """sha256 of the split's sorted 'id<TAB>label' lines: equal hashes mean the same images and labels."""
+def split_hash(ids: list[str], labels: list[int] | list[str]) -> str:
+    """sha256 of the split's sorted 'id<TAB>label' lines (label: class index, or targets as text, see
+    ImageSource.label_text): equal hashes mean the same images and labels."""
     lines = sorted(f"{i}\t{y}" for i, y in zip(ids, labels))
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
@@ -62,7 +63,7 @@ def split_record(source: ImageSource, split: dict[str, np.ndarray], seed: int, f
     record = {"source": source.name, "seed": seed, "fractions": fractions, "classes": source.classes, "splits": {}}
     for name, idx in split.items():
         ids = [source.ids[i] for i in idx]
-        labels = [int(source.labels[i]) for i in idx]
+        labels = [int(source.labels[i]) if source.targets is None else source.label_text(i) for i in idx]
         record["splits"][name] = {"count": len(ids), "sha256": split_hash(ids, labels), "ids": ids, "labels": labels}
     return record
 
@@ -84,6 +85,6 @@ def indices_from_record(source: ImageSource, record: dict, name: str) -> np.ndar
             "the data changed since training"
         )
     idx = np.asarray([where[i] for i in entry["ids"]], dtype=np.int64)
-    if split_hash(entry["ids"], [int(source.labels[i]) for i in idx]) != entry["sha256"]:
+    if split_hash(entry["ids"], [source.label_text(i) for i in idx]) != entry["sha256"]:
         raise CnnkitError(f"the {name} split's labels changed since training (hash mismatch)")
     return idx

@@ -134,14 +134,18 @@ class Trainer:
         return self._reduce() if self._logs else {}
 
     @torch.inference_mode()
-    def predict(self, loader: Iterable[Batch]) -> torch.Tensor:
-        """Concatenated task predictions (probabilities for classification) on the CPU."""
+    def predict(self, loader: Iterable[Batch], targets: bool = False):
+        """Concatenated task predictions on the CPU (probabilities for classification, values for regression);
+        with `targets`, the pair (predictions, the batches' targets concatenated)."""
         self.task.model.eval()
-        outs = []
+        outs, wanted = [], []
         for batch in loader:
             with self._autocast():
                 outs.append(self.task.predict_step(batch.images.to(self.device)).float().cpu())
-        return torch.cat(outs) if outs else torch.empty(0)
+            if targets:
+                wanted.append(batch.targets.cpu())
+        predictions = torch.cat(outs) if outs else torch.empty(0)
+        return (predictions, torch.cat(wanted) if wanted else torch.empty(0)) if targets else predictions
 
     # -- helpers ----------------------------------------------------------------------------------
     @property
