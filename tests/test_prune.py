@@ -181,6 +181,7 @@ def test_api_prune_zeroes_the_globally_smallest_weights_and_never_reads_test(run
     assert [Path(r["run"]).name for r in rows] == ["s50", "s90"]
     saved = json.loads((tmp_path / "pruned" / "prune.json").read_text())
     assert saved["rows"] == rows and saved["scope"] == "global"
+    assert set(saved["unpruned"]) == {"val_accuracy", "val_loss"}
 
 
 def test_api_prune_layer_scope_prunes_each_layer_by_the_fraction(run, tmp_path):

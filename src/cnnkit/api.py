@@ -427,7 +427,7 @@ def _check_sparsities(sparsities: list[float]) -> list[float]:
 
 
 def _finetune(model: torch.nn.Module, cfg: Config, card: ModelCard, source, split: dict, epochs: int,
-              folder: Path) -> float:
+              folder: Path) -> float | None:
     """Train the pruned `model` for `epochs` epochs as RUN's config says (the masks keep the zeros), logging to
     folder/history.csv; the last epoch's weights are kept (no selection on val). Returns the val accuracy before."""
     cfg = replace(cfg, train=replace(cfg.train, epochs=epochs, patience=None))
@@ -435,7 +435,7 @@ def _finetune(model: torch.nn.Module, cfg: Config, card: ModelCard, source, spli
     val_loader = _loader(source, split["val"], card, cfg, train=False)
     trainer = _build_trainer(cfg, card, source.labels[split["train"]], len(train_loader), folder, model=model)
     trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ModelCheckpoint)]
-    before = trainer.evaluate(val_loader)["accuracy"]
+    before = trainer.evaluate(val_loader).get("accuracy")
     trainer.fit(train_loader, val_loader)
     if trainer.interrupted:
         raise KeyboardInterrupt
@@ -456,13 +456,13 @@ def prune(run: str | Path, sparsities: list[float], scope: str = "global", finet
     if finetune_epochs < 0:
         raise CnnkitError(f"--finetune-epochs must be 0 or more, got {finetune_epochs}")
     run = Path(run)
-    load_model(run)  # a missing or broken run fails here, before the data is read
+    base = evaluate(run, "val")  # a missing run, one that is no classifier or an empty val split fails here
+    if "accuracy" not in base:
+        raise CnnkitError(f"prune reports val accuracy, which the {load_model(run)[1].task} run {run} has not")
     cfg = config_from_dict(yaml.safe_load(run_file(run, "config.yaml").read_text()))
     record = json.loads(run_file(run, "split.json").read_text())
     source = open_source(cfg.data.source, cfg.data.max_bad_fraction)
     split = {name: indices_from_record(source, record, name) for name in ("train", "val")}
-    if len(split["val"]) == 0:
-        raise CnnkitError(f"the val split of {run} is empty; pruning is measured on val (train with --val above 0)")
     out = Path(out) if out else run / "pruned"
     rows = []
     for amount in amounts:
@@ -479,6 +479,7 @@ def prune(run: str | Path, sparsities: list[float], scope: str = "global", finet
         rows.append({"sparsity_target": amount, "sparsity": sparsity(model)[0], "val_accuracy": val["accuracy"],
                      "val_loss": val["loss"], "val_accuracy_before_ft": val["accuracy"] if before is None else before,
                      "run": str(folder)})
-    report = {"run": str(run), "scope": scope, "finetune_epochs": finetune_epochs, "rows": rows}
+    report = {"run": str(run), "scope": scope, "finetune_epochs": finetune_epochs,
+              "unpruned": {"val_accuracy": base["accuracy"], "val_loss": base["loss"]}, "rows": rows}
     (out / "prune.json").write_text(json.dumps(report, indent=2) + "\n")
     return rows

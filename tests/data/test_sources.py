@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from cnnkit.data.builtin import MNIST_FILES, open_source
-from cnnkit.data.sources import from_arrays, from_csv, from_folder
+from cnnkit.data.sources import as_problem, from_arrays, from_csv, from_folder, infer_problem
 from cnnkit.errors import CnnkitError
 
 
@@ -192,6 +192,57 @@ def test_csv_errors(tmp_path, text, message):
     with pytest.raises(CnnkitError) as err:
         from_csv(tmp_path / "list.csv")
     assert message in str(err.value)
+
+
+def test_csv_multilabel_cells_split_on_semicolons(tmp_path):
+    rng = np.random.default_rng(8)
+    for name in "abcd":
+        write_image(tmp_path / f"{name}.png", random_image(rng, 8))
+    (tmp_path / "tags.csv").write_text("path,label\na.png,cat;dog\nb.png,dog\nc.png,\nd.png, bird ; cat\n")
+    src = from_csv(tmp_path / "tags.csv")
+    assert src.problem == "multilabel" and src.classes == ["bird", "cat", "dog"]
+    assert src.targets.tolist() == [[0, 1, 1], [0, 0, 1], [0, 0, 0], [1, 1, 0]]  # an empty cell: no label
+    assert src.target_tensor(np.array([3, 0])).tolist() == [[1, 1, 0], [0, 1, 1]]
+    assert infer_problem(src) == "multilabel"
+
+
+def test_csv_regression_scalar_and_vector_targets(tmp_path):
+    rng = np.random.default_rng(9)
+    for name in "abc":
+        write_image(tmp_path / f"{name}.png", random_image(rng, 8))
+    (tmp_path / "age.csv").write_text("path,age\na.png,31\nb.png,2.5\nc.png,-4e1\n")
+    src = from_csv(tmp_path / "age.csv")
+    assert (src.problem, src.classes, src.targets[:, 0].tolist()) == ("regression", ["age"], [31.0, 2.5, -40.0])
+    (tmp_path / "box.csv").write_text("path,x,y,size\na.png,1,2,3\nb.png,4,5,6\nc.png,7,8,10\n")
+    src = from_csv(tmp_path / "box.csv")
+    assert src.classes == ["x", "y", "size"] and src.targets.tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 10]]
+    assert src.label_text(2) == "7;8;10"
+
+
+def test_single_labels_become_the_targets_a_forced_problem_needs(tmp_path):
+    labels = np.array([0, 1, 2, 1])
+    src = from_arrays(np.zeros((4, 8, 8), np.uint8), labels, ["1.5", "3", "10"])
+    assert infer_problem(src) == "multiclass"
+    assert as_problem(src, "multilabel").targets.tolist() == np.eye(3)[labels].tolist()
+    assert as_problem(src, "regression").targets[:, 0].tolist() == [1.5, 3.0, 10.0, 3.0]  # numeric class names
+    two = from_arrays(np.zeros((4, 8, 8), np.uint8), np.array([0, 1, 0, 1]), ["no", "yes"])
+    assert infer_problem(two) == "binary" and as_problem(two, "multiclass") is two
+    with pytest.raises(CnnkitError, match="--task binary needs exactly 2 classes"):
+        as_problem(src, "binary")
+    with pytest.raises(CnnkitError, match="regression needs numeric labels"):
+        as_problem(two, "regression")
+    multi = from_arrays(np.zeros((2, 8, 8), np.uint8), np.array([[1, 0], [1, 1]]), ["a", "b"], problem="multilabel")
+    with pytest.raises(CnnkitError, match="holds multilabel targets; train it with --task multilabel"):
+        as_problem(multi, "multiclass")
+
+
+def test_array_targets_are_checked():
+    with pytest.raises(CnnkitError, match="multilabel targets must be 0/1 rows"):
+        from_arrays(np.zeros((2, 8, 8), np.uint8), np.array([[0.5, 1], [1, 0]]), problem="multilabel")
+    with pytest.raises(CnnkitError, match="label '1' is on no image"):
+        from_arrays(np.zeros((2, 8, 8), np.uint8), np.array([[1, 0], [1, 0]]), problem="multilabel")
+    with pytest.raises(CnnkitError, match="regression targets must be finite"):
+        from_arrays(np.zeros((2, 8, 8), np.uint8), np.array([1.0, np.inf]), problem="regression")
 
 
 def test_csv_not_found(tmp_path):

@@ -164,3 +164,20 @@ def test_record_round_trip_and_changed_data(tmp_path):
     kept = np.setdiff1d(np.arange(len(src)), [split["val"][1]])
     with pytest.raises(CnnkitError, match=r"val split lists 1 item\(s\) no longer in the data"):
         indices_from_record(subset(src, kept), loaded, "val")
+
+
+def test_the_hash_covers_regression_targets():
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (40, 8, 8), dtype=np.uint8)
+    values = rng.normal(size=(40, 2))
+    src = from_arrays(images, values, ["x", "y"], problem="regression")
+    split = make_split(src, 0.2, 0.2, seed=0)
+    record = split_record(src, split, 0, {"val": 0.2, "test": 0.2})
+    assert indices_from_record(src, record, "val").tolist() == split["val"].tolist()
+    i = int(split["val"][0])
+    t = src.targets[i]  # float32, as stored
+    assert record["splits"]["val"]["labels"][0] == f"{t[0]:.7g};{t[1]:.7g}"
+    changed = values.copy()
+    changed[i, 1] += 1.0  # one target of one val image
+    with pytest.raises(CnnkitError, match="labels changed"):
+        indices_from_record(from_arrays(images, changed, ["x", "y"], problem="regression"), record, "val")

@@ -108,7 +108,32 @@ def testparse_key_values():
     assert len(src) == 9 and src.arrays.shape == (9, 3, 12, 12)
 
 
+def test_several_shapes_per_image_give_multilabel_targets():
+    src = open_source("synthetic-shapes:n=60,size=48,count=3")
+    assert src.problem == "multilabel" and src.classes == list(SHAPES)
+    counts = [len(k) for k in src.extras["box_labels"]]
+    assert min(counts) >= 1 and max(counts) == 3
+    for present, kinds, boxes in zip(src.targets, src.extras["box_labels"], src.extras["boxes"]):
+        assert present.tolist() == [float(k in kinds) for k in range(3)]  # the kinds drawn, nothing else
+        assert boxes.shape == (len(kinds), 4)
+    again = open_source("synthetic-shapes:n=60,size=48,count=3")
+    assert np.array_equal(again.arrays.numpy(), src.arrays.numpy())  # seeded
+
+
+def test_geometry_targets_are_the_centre_and_size_of_the_box():
+    src = open_source("synthetic-shapes:n=12,target=geometry")
+    boxes = np.stack(src.extras["boxes"])
+    assert src.problem == "regression" and src.classes == ["x", "y", "size"]
+    np.testing.assert_allclose(src.targets[:, 0], (boxes[:, 0] + boxes[:, 2]) / 2)
+    np.testing.assert_allclose(src.targets[:, 1], (boxes[:, 1] + boxes[:, 3]) / 2)
+    np.testing.assert_allclose(src.targets[:, 2], boxes[:, 2] - boxes[:, 0])
+    masks = np.stack(src.extras["masks"])
+    assert (masks.any(1).sum(1) == src.targets[:, 2]).all()  # the size is the shape's width in pixels
+
+
 @pytest.mark.parametrize("spec, message", [
+    ("synthetic-shapes:count=2,target=class", "several shapes in an image: use target=labels"),
+    ("synthetic-shapes:target=boxes", "target is class|labels|geometry"),
     ("synthetic-shapes:sise=12", "unknown synthetic-shapes option 'sise'; did you mean 'size'"),
     ("synthetic-shapes:colur=white", "did you mean 'colour'"),
     ("synthetic-shapes:n", "bad option 'n'; write key=value"),
