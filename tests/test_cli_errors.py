@@ -102,7 +102,7 @@ def test_too_many_corrupt_images(capsys, tiny_folder, tmp_path):
 def test_csv_with_missing_columns(capsys, tmp_path):
     (tmp_path / "list.csv").write_text("filename,class\na.png,cat\n")
     code, _, err = run_cli(capsys, *train_args(tmp_path / "list.csv", tmp_path / "run"))
-    assert_one_line_error(code, err, "missing column(s) path, label", "has: filename,class")
+    assert_one_line_error(code, err, "the header must be 'path,label'", "it has: filename,class")
 
 
 def test_csv_listing_absent_files(capsys, tmp_path):
@@ -231,3 +231,18 @@ def test_process_exit_status_for_a_negative_batch_size(tmp_path):
     proc = run_process(*train_args("digits", tmp_path / "run", "--batch-size", "-3"))
     assert proc.returncode == 2
     assert_one_line_error(proc.returncode, proc.stderr, "--batch-size")
+
+
+def test_unknown_task_and_impossible_task(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--data", "digits", "--task", "multilable", "--epochs", "1",
+                           "--out", str(tmp_path / "run"))
+    assert_one_line_error(code, err, "unknown task 'multilable'", "did you mean 'multilabel'")
+    code, _, err = run_cli(capsys, "train", "--data", "digits", "--task", "binary", "--epochs", "1",
+                           "--out", str(tmp_path / "run"))
+    assert_one_line_error(code, err, "--task binary needs exactly 2 classes", "use --task multiclass")
+
+
+def test_a_loss_that_cannot_fit_the_task(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--data", "synthetic-shapes:n=30,count=2", "--loss", "cross_entropy",
+                           "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert_one_line_error(code, err, "takes one class index per image", "use binary_crossentropy")

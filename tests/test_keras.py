@@ -71,3 +71,41 @@ def test_errors_are_clear(data) -> None:
     model.compile()
     with pytest.raises(CnnkitError, match="labels"):
         model.fit(x[:10], y[:9])
+
+
+def test_regression_and_multilabel_tasks(data) -> None:
+    """Targets from the digits: regression on the mean ink (a linear function of the pixels), multilabel on
+    (digit is even, digit > 4); the metrics agree with the predictions through their formulas."""
+    x, y = data
+    ink = x.reshape(len(x), -1).mean(1, keepdims=True) / 255 * 100  # (N, 1), in [0, 100]
+    reg = cnnkit.Model("lenet5", "regression", num_classes=1, classes=["ink"])
+    reg.compile(lr=2e-3)
+    reg.fit(x[:1200], ink[:1200], epochs=4, batch_size=32, verbose=0)
+    assert reg.card.target_mean is not None and not reg.card.bounded  # standardised, in the targets' units
+    values = reg.predict(x[1200:])
+    m = reg.evaluate(x[1200:], ink[1200:])
+    r2 = 1 - ((values - ink[1200:]) ** 2).sum() / ((ink[1200:] - ink[1200:].mean()) ** 2).sum()
+    assert values.shape == (597, 1) and m["r2"] == pytest.approx(r2, abs=1e-5) and m["r2"] > 0.8
+
+    tags = np.stack([y % 2 == 0, y > 4], 1).astype(np.float32)  # (N, 2)
+    ml = cnnkit.Model("lenet5", "multilabel", classes=["even", "big"])
+    ml.compile(lr=2e-3)
+    ml.fit(x[:1200], tags[:1200], epochs=4, batch_size=32, verbose=0)
+    probs = ml.predict(x[1200:])
+    assert probs.shape == (597, 2) and ((probs >= 0) & (probs <= 1)).all()
+    m = ml.evaluate(x[1200:], tags[1200:])
+    assert m["hamming_accuracy"] == pytest.approx(((probs >= 0.5) == tags[1200:]).mean(), abs=1e-6)
+    assert m["map"] > 0.8
+
+
+def test_binary_task_has_one_sigmoid_output(data) -> None:
+    x, y = data
+    model = cnnkit.Model("lenet5", "binary", classes=["odd", "even"])
+    assert model.network(torch.zeros(2, 1, 32, 32)).shape == (2, 1)
+    model.compile(lr=2e-3)
+    model.fit(x[:600], (y[:600] % 2 == 0).astype(np.int64), epochs=2, verbose=0)
+    probs = model.predict(x[600:700])
+    assert probs.shape == (100, 2)
+    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-6)
+    with pytest.raises(CnnkitError, match="did you mean 'binary'"):
+        cnnkit.Model("lenet5", "binari")

@@ -4,6 +4,10 @@
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(x, y, epochs=20, batch_size=64, validation_split=0.15,
                         callbacks=[cnnkit.callbacks.EarlyStopping(patience=3)])
+
+The task picks the last layer's activation and the default loss (the notes' table): "multiclass" (y: class
+indices), "binary" (y: 0/1, one sigmoid output), "multilabel" (y: (N, K) 0/1 rows) or "regression"
+(y: (N,) or (N, D) numbers; `num_classes` is then D).
 """
 from __future__ import annotations
 
@@ -23,9 +27,12 @@ from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
 from cnnkit.registry import create_model, get_spec
 from cnnkit.runs import ModelCard, save_model
-from cnnkit.tasks.classification import ClassificationTask
+from cnnkit.metrics import task_metrics
+from cnnkit.tasks import problem_name
+from cnnkit.tasks.regression import STANDARDIZED_LOSSES
 
-SUPPORTED_METRICS = ("accuracy", "acc")
+SUPPORTED_METRICS = ("accuracy", "acc", "binary_accuracy", "top_5_accuracy", "f1_macro", "f1_micro", "map", "mae",
+                     "rmse", "r2")  # fit logs the per-batch one; evaluate reports all of the task's
 
 
 @dataclass
@@ -45,38 +52,44 @@ class History:
         return h
 
 
-def _as_source(x, y, classes: list[str] | None, check: bool = True) -> ImageSource:
+def _as_source(x, y, classes: list[str] | None, check: bool = True, problem: str = "multiclass") -> ImageSource:
     if isinstance(x, ImageSource):
         return x
     if y is None:
-        raise CnnkitError("give labels: fit(x, y) with x images and y integer class indices")
+        raise CnnkitError("give labels: fit(x, y) with x images and y integer class indices (or targets)")
+    if problem in ("multilabel", "regression"):
+        return from_arrays(x, y, classes, check=check, problem=problem)
     return from_arrays(x, y, classes, check=check)
 
 
 class Model:
     """An architecture from the registry plus everything `fit` learns about the data (the model card)."""
 
-    def __init__(self, architecture: str, task: str = "classify", *, num_classes: int = 10,
+    def __init__(self, architecture: str, task: str = "multiclass", *, num_classes: int = 10,
                  in_channels: int | None = None, image_size: int | None = None, classes: list[str] | None = None,
                  weights: str | Path | None = None, resize: str = "resize", **options):
-        if task != "classify":
-            raise CnnkitError(f"task {task!r} is not available yet; this version has 'classify'")
+        task = problem_name(task)
         spec = get_spec(architecture)
+        if task == "binary" and not classes:
+            num_classes = 2
         self.classes = list(classes) if classes else [str(i) for i in range(num_classes)]
         channels = in_channels or spec.input_size[0]
         size = image_size or spec.input_size[1]
         self.card = ModelCard(architecture, task, self.classes, [channels, size, size], [0.5] * channels,
                               [0.5] * channels, False, resize, dict(options))
-        self.network = create_model(architecture, num_classes=len(self.classes), in_channels=channels,
+        if task == "binary" and len(self.classes) != 2:
+            raise CnnkitError(f"a binary model has 2 classes, got {len(self.classes)}; use task='multiclass'")
+        self.network = create_model(architecture, num_classes=self.card.outputs, in_channels=channels,
                                     weights=weights, **options)
         self._compiled: dict | None = None
 
-    def compile(self, optimizer: str = "adam", loss: str = "sparse_categorical_crossentropy",
+    def compile(self, optimizer: str = "adam", loss: str | None = None,
                 metrics: Sequence[str] = ("accuracy",), *, lr: float | None = None, weight_decay: float | None = None,
                 schedule: str = "none", device: str = "auto", amp: bool = False) -> None:
         unknown = [m for m in metrics if m not in SUPPORTED_METRICS]
         if unknown:
-            raise CnnkitError(f"unknown metric {unknown[0]!r}; this version logs 'accuracy' (and the loss)")
+            raise CnnkitError(f"unknown metric {unknown[0]!r}; fit logs the task's per-batch metric and the loss, "
+                              "evaluate adds all the task's metrics")
         optimizers.get(optimizer, [torch.zeros(1, requires_grad=True)], lr=lr)  # fail now on a bad name
         self._compiled = dict(optimizer=optimizer, loss=loss, lr=lr, weight_decay=weight_decay, schedule=schedule,
                               device=device, amp=amp)
@@ -96,22 +109,32 @@ class Model:
             raise CnnkitError("call compile(optimizer=..., loss=...) before fit")
         if batch_size < 1 or epochs < 1 or not 0 <= validation_split < 1:
             raise CnnkitError("need epochs >= 1, batch_size >= 1 and 0 <= validation_split < 1")
-        source = _as_source(x, y, self.classes)
+        source = _as_source(x, y, self.classes, problem=self.card.problem)
         n_val = int(len(source) * validation_split)
         train_idx, val_idx = np.arange(len(source) - n_val), np.arange(len(source) - n_val, len(source))
         c, s, _ = self.card.input_size
         self.card.mean, self.card.std = train_stats(source, train_idx, c, s, self.card.resize, seed=seed)
+        if self.card.problem == "regression":
+            self._scale_targets(source.targets[train_idx])
         seed_everything(seed)
         trainer = self._trainer(epochs, batch_size, len(train_idx), class_weight, callbacks, verbose, seed)
         trainer.epoch = initial_epoch
         train_loader = self._loader(source, train_idx, batch_size, shuffle, augment, seed)
         val_loader = None
         if validation_data is not None:
-            vs = _as_source(*validation_data, self.classes, check=False) if isinstance(validation_data, tuple) else validation_data
+            vs = _as_source(*validation_data, self.classes, check=False, problem=self.card.problem) \
+                if isinstance(validation_data, tuple) else validation_data
             val_loader = self._loader(vs, np.arange(len(vs)), batch_size)
         elif n_val:
             val_loader = self._loader(source, val_idx, batch_size)
         return History.from_rows(trainer.fit(train_loader, val_loader))
+
+    def _scale_targets(self, t: np.ndarray) -> None:
+        """As `cnnkit train`: a sigmoid for targets in [0, 1], else the model learns standardised targets."""
+        self.card.bounded = bool(t.min() >= 0 and t.max() <= 1)
+        if not self.card.bounded and (self._compiled["loss"] or "mse") in STANDARDIZED_LOSSES:
+            std = t.std(0)
+            self.card.target_mean, self.card.target_std = t.mean(0).tolist(), np.where(std > 0, std, 1.0).tolist()
 
     def _trainer(self, epochs: int, batch_size: int, n_train: int, class_weight: dict | None,
                  callbacks: Sequence[Callback], verbose: int, seed: int) -> Trainer:
@@ -121,7 +144,7 @@ class Model:
             weight = torch.ones(len(self.classes))
             for k, w in class_weight.items():
                 weight[int(k)] = float(w)
-        task = ClassificationTask(self.network, cfg["loss"], class_weight=weight)
+        task = self.card.make_task(self.network, cfg["loss"], class_weight=weight)
         optimizer = optimizers.get(cfg["optimizer"], self.network.parameters(), lr=cfg["lr"],
                                    weight_decay=cfg["weight_decay"])
         steps = -(-n_train // batch_size)  # per epoch
@@ -132,18 +155,24 @@ class Model:
                        amp=cfg["amp"], seed=seed)
 
     def evaluate(self, x, y=None, batch_size: int = 256) -> dict[str, float]:
-        """{'loss': ..., 'accuracy': ...} on the given data (Keras' return_dict=True)."""
-        source = _as_source(x, y, self.classes, check=False)
-        loss = self._compiled["loss"] if self._compiled else "cross_entropy"
-        trainer = Trainer(ClassificationTask(self.network, loss), None, epochs=1,
+        """{'loss': ..., then the task's metrics} on the given data (Keras' return_dict=True): accuracy and F1
+        for classes, map for labels, mae/rmse/r2 for values (see cnnkit.metrics)."""
+        source = _as_source(x, y, self.classes, check=False, problem=self.card.problem)
+        loss = self._compiled["loss"] if self._compiled else None
+        trainer = Trainer(self.card.make_task(self.network, loss), None, epochs=1,
                           device=self._compiled["device"] if self._compiled else "auto")
-        return trainer.evaluate(self._loader(source, np.arange(len(source)), batch_size))
+        loader = self._loader(source, np.arange(len(source)), batch_size)
+        outputs, targets = trainer.predict(loader, targets=True)
+        if self.card.problem == "binary":
+            outputs = outputs[:, 1]
+        metrics = task_metrics(self.card.problem, outputs, targets, self.classes)
+        return {**trainer.evaluate(loader), **{k: v for k, v in metrics.items() if not isinstance(v, dict)}}
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
-        """Class probabilities, (N, num_classes)."""
+        """Class probabilities (N, K) (binary: (N, 2)), label probabilities (N, K), or values (N, D)."""
         source = x if isinstance(x, ImageSource) else from_arrays(x, np.zeros(len(x), dtype=np.int64), self.classes,
                                                                    check=False)
-        trainer = Trainer(ClassificationTask(self.network), None, epochs=1,
+        trainer = Trainer(self.card.make_task(self.network), None, epochs=1,
                           device=self._compiled["device"] if self._compiled else "auto")
         return trainer.predict(self._loader(source, np.arange(len(source)), batch_size)).numpy()
 

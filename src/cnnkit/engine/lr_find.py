@@ -180,7 +180,7 @@ def lr_find_for_config(cfg, steps: int = 100, out: str | Path | None = None, **o
     from cnnkit.data.split import make_split
 
     cfg.validate()
-    source = open_source(cfg.data.source, cfg.data.max_bad_fraction)
+    cfg.task, source = api._problem_source(cfg.task, open_source(cfg.data.source, cfg.data.max_bad_fraction))
     split = make_split(source, cfg.data.val, cfg.data.test, cfg.train.seed)
     card = api._card_for(cfg, source, split, cfg.train.seed)
     loader = api._loader(source, split["train"], card, cfg, train=True)
