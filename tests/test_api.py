@@ -145,3 +145,18 @@ def test_class_weight_balanced_follows_sklearn(tmp_path: Path) -> None:
     ours = _class_weight(cfg, labels, 3).numpy()
     theirs = compute_class_weight("balanced", classes=np.arange(3), y=labels)
     np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+
+
+def test_early_stopping_monitor_and_min_delta_from_the_cli(tmp_path: Path) -> None:
+    """min_delta 1.0 on val_accuracy can never be beaten after epoch 1: with patience 1 the run stops after
+    epoch 2 of 5; with min_delta 0 and patience 5 it runs all 5."""
+    from cnnkit.cli import main
+
+    def epochs_run(*flags: str) -> int:
+        out = tmp_path / "-".join(flags)
+        assert main(["-q", "train", "--data", "synthetic-shapes:n=60", "--epochs", "5", "--batch-size", "16",
+                     "--out", str(out), *flags]) == 0
+        return len(list(csv.DictReader((out / "history.csv").open())))
+
+    assert epochs_run("--patience", "1", "--monitor", "val_accuracy", "--min-delta", "1.0") == 2
+    assert epochs_run("--patience", "5", "--monitor", "val_accuracy") == 5

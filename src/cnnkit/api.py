@@ -160,7 +160,7 @@ def _build_trainer(cfg: Config, card: ModelCard, train_labels: np.ndarray, steps
     scheduler = schedules.get(t.schedule, optimizer, steps_per_epoch=steps, epochs=t.epochs,
                               interval="epoch" if per_epoch else "batch",
                               warmup=round(t.warmup_epochs * (1 if per_epoch else steps)), **t.schedule_options)
-    callbacks = [EarlyStopping("val_loss", t.patience)] if t.patience else []
+    callbacks = [EarlyStopping(t.monitor, t.patience, t.min_delta, restore_best=t.restore_best)] if t.patience else []
     callbacks += [ModelCheckpoint(run_dir / "checkpoints", monitor=task.monitor),
                   CSVLogger(run_dir / "history.csv"), ProgressBar()]
     return Trainer(task, optimizer, epochs=t.epochs, scheduler=scheduler, callbacks=callbacks, device=t.device,

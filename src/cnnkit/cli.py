@@ -73,7 +73,9 @@ def _train_parser(sub, verb: str = "train", text: str = "train a classifier; pri
     p.add_argument("--resize", choices=("resize", "pad", "crop"))
     p.add_argument("--val", type=float, help="validation fraction (default 0.15)")
     p.add_argument("--test", type=float, help="test fraction (default 0.15)")
-    p.add_argument("--patience", type=_positive_int, help="early stopping patience on val_loss")
+    p.add_argument("--patience", type=_positive_int, help="early stopping: epochs without improvement of --monitor")
+    p.add_argument("--monitor", help="what early stopping watches (default val_loss; val_accuracy, val_mae, ...)")
+    p.add_argument("--min-delta", type=float, help="early stopping: a smaller change is no improvement")
     p.add_argument("--l1", type=float, help="λ of an L1 penalty on the weights (data loss and penalty logged apart)")
     p.add_argument("--l2", type=float, help="λ of an L2 penalty on the weights (not decoupled weight decay)")
     p.add_argument("--dropout", type=_dropout_spec, metavar="RATE|GLOB=RATE,...",
@@ -172,8 +174,8 @@ def _train_overrides(a: argparse.Namespace) -> dict:
         "model": pick(name=a.model, options=_model_options(a.model_option), dropout=a.dropout,
                       batch_norm=a.batch_norm),
         "train": pick(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, schedule=a.schedule,
-                      loss=a.loss, patience=a.patience, device=a.device, amp=a.amp, seed=a.seed, l1=a.l1, l2=a.l2,
-                      mixup=a.mixup, cutmix=a.cutmix, adversarial=a.adversarial, adv_eps=a.adv_eps),
+                      loss=a.loss, patience=a.patience, monitor=a.monitor, min_delta=a.min_delta, device=a.device,
+                      amp=a.amp, seed=a.seed, l1=a.l1, l2=a.l2, mixup=a.mixup, cutmix=a.cutmix, adversarial=a.adversarial, adv_eps=a.adv_eps),
         **pick(out=a.out, task=a.task),
     }
 

@@ -56,7 +56,10 @@ class TrainConfig:
     adv_eps: float = 0.1  # the attack's L∞ budget in pixel units ([0, 1] images)
     adv_steps: int = 7  # PGD steps (step size 2.5·eps/steps, Madry et al. 2018)
     class_weight: str | None = None  # None or 'balanced'
-    patience: int | None = None  # early stopping on val_loss when set
+    patience: int | None = None  # early stopping when set: stop after `patience` epochs without improvement
+    monitor: str = "val_loss"  # what early stopping watches: val_loss, val_accuracy, val_mae, ...
+    min_delta: float = 0.0  # a smaller change is no improvement
+    restore_best: bool = True  # on stopping, go back to the best epoch's weights
     grad_clip: float | None = None
     amp: bool = False
     device: str = "auto"
