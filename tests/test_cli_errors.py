@@ -246,3 +246,19 @@ def test_a_loss_that_cannot_fit_the_task(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", "--data", "synthetic-shapes:n=30,count=2", "--loss", "cross_entropy",
                            "--epochs", "1", "--out", str(tmp_path / "run"))
     assert_one_line_error(code, err, "takes one class index per image", "use binary_crossentropy")
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "run folder not found"),
+    (["--data-curve", "0,50"], "data-curve percentages must be in (0, 100] (% of the training split), got 0"),
+    (["--data-curve", "10,150"], "data-curve percentages must be in (0, 100] (% of the training split), got 150"),
+    (["--data-curve", "ten,20"], "argument --data-curve: expected percentages such as 10,25,50,100"),
+    (["--data-curve", ","], "give at least one data-curve percentage"),
+    (["--data-curve", "50", "--epochs", "0"], "argument --epochs"),
+    (["--epochs", "3"], "--epochs sets the training of each --data-curve subset"),
+    (["--landscape", "--budget", "0"], "the time budget must be positive seconds"),
+    (["--landscape", "--budget", "soon"], "argument --budget: invalid float value"),
+])
+def test_diagnose_bad_input(capsys, tmp_path, args, message):
+    code, _, err = run_cli(capsys, "diagnose", str(tmp_path / "no-run"), *args)
+    assert_one_line_error(code, err, message)

@@ -19,7 +19,8 @@ from cnnkit.data.images import BadImage, is_image_file, read_image
 from cnnkit.data.loader import make_loader, train_stats
 from cnnkit.data.split import indices_from_record, make_split, split_record, write_split
 from cnnkit.data.transforms import make_augment
-from cnnkit.engine.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar, write_history
+from cnnkit.engine.callbacks import (CSVLogger, EarlyStopping, ModelCheckpoint, OverfittingAlarm, ProgressBar,
+                                     write_history)
 from cnnkit.engine.checkpoint import load_checkpoint
 from cnnkit.engine.distributed import DistInfo, barrier, broadcast_object, init_distributed
 from cnnkit import optimizers, schedules
@@ -33,6 +34,7 @@ from cnnkit.registry import create_model, get_spec
 from cnnkit.runs import ModelCard, load_model, new_run_dir, record_test_use, run_file, save_model
 from cnnkit.data.sources import ImageSource, as_problem, infer_problem
 from cnnkit.metrics import task_metrics
+from cnnkit.diagnose.verdict import Verdict, make_verdict, run_verdict, write_diagnosis
 from cnnkit.tasks import problem_name
 from cnnkit.tasks.regression import STANDARDIZED_LOSSES
 
@@ -45,6 +47,7 @@ class TrainResult:
     history: list[dict]
     val: dict  # metrics of the saved model on the val split
     interrupted: bool = False
+    verdict: Verdict | None = None  # bias/variance of the saved model (None without a val split or when interrupted)
 
 
 def _problem_source(task: str, source: ImageSource) -> tuple[str, ImageSource]:
@@ -161,8 +164,13 @@ def _build_trainer(cfg: Config, card: ModelCard, train_labels: np.ndarray, steps
                               interval="epoch" if per_epoch else "batch",
                               warmup=round(t.warmup_epochs * (1 if per_epoch else steps)), **t.schedule_options)
     callbacks = [EarlyStopping(t.monitor, t.patience, t.min_delta, restore_best=t.restore_best)] if t.patience else []
-    callbacks += [ModelCheckpoint(run_dir / "checkpoints", monitor=task.monitor),
+    callbacks += [OverfittingAlarm(cfg.diagnose.alarm_patience, cfg.diagnose.alarm_stop),  # before the checkpoint
+                  ModelCheckpoint(run_dir / "checkpoints", monitor=task.monitor),
                   CSVLogger(run_dir / "history.csv"), ProgressBar()]
+    if t.log:
+        from cnnkit.engine.loggers import make_loggers
+
+        callbacks += make_loggers(t.log, run_dir, {"model": cfg.model.name, "data": cfg.data.source})
     return Trainer(task, optimizer, epochs=t.epochs, scheduler=scheduler, callbacks=callbacks, device=t.device,
                    amp=t.amp, grad_clip=t.grad_clip, seed=t.seed)
 
@@ -214,14 +222,40 @@ def _fit(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, state
     if best.is_file() and not trainer.interrupted:  # model selection on val, never on test
         trainer.model.load_state_dict(load_checkpoint(best)["model"])
     val = _metrics(trainer, card, val_loader) if val_loader is not None and not trainer.interrupted else {}
+    verdict = _train_verdict(cfg, source, split, card, trainer, val) if val else None
     if trainer.dist.is_main:
         save_model(run_dir / "model.pt", trainer.model, card)
         write_history(run_dir / "history.csv", trainer.history)
+        alarm = next((c.as_dict() for c in trainer.callbacks if isinstance(c, OverfittingAlarm)), None)
+        write_diagnosis(run_dir, alarm=alarm, verdict=verdict.as_dict() if verdict else None)
         if trainer.history:
             from cnnkit.diagnose.curves import plot_learning_curves  # matplotlib only once there is a plot
 
             plot_learning_curves(trainer.history, run_dir / "plots" / "learning_curves.png")
-    return TrainResult(run_dir, trainer.history, val, trainer.interrupted)
+        if trainer.history and not trainer.interrupted:
+            _write_report(run_dir)
+    return TrainResult(run_dir, trainer.history, val, trainer.interrupted, verdict)
+
+
+def _write_report(run_dir: Path) -> None:
+    """RUN/report.html at the end of training; a failure to build it warns and keeps the run."""
+    try:
+        log.info("report: %s", report(run_dir))
+    except Exception as err:  # noqa: BLE001 (the run is saved; `cnnkit report RUN` can retry)
+        warnings.warn(f"report.html not written ({type(err).__name__}: {err}); retry with `cnnkit report "
+                      f"{run_dir}`", stacklevel=2)
+
+
+def _train_verdict(cfg: Config, source, split: dict, card: ModelCard, trainer: Trainer,
+                   val: dict) -> Verdict | None:
+    """The bias/variance verdict of the selected model: its training split measured again in eval mode,
+    without augmentation or dropout (not the epoch's running average), against `val`."""
+    train = _metrics(trainer, card, _loader(source, split["train"], card, cfg, train=False))
+    try:
+        return make_verdict(card.problem, train, val, cfg, trainer.history, val_count=len(split["val"]))
+    except CnnkitError as err:  # e.g. no positive label in the val split: no mAP; the model is still saved
+        warnings.warn(f"no verdict: {err}", stacklevel=2)
+        return None
 
 
 def _split_metrics(run: str | Path, split: str, batch_size: int = 256, attack: str | None = None,
@@ -259,13 +293,25 @@ def _metrics(trainer: Trainer, card: ModelCard, loader) -> dict:
     return {**metrics, **task_metrics(card.problem, outputs, targets, card.classes)}
 
 
-def evaluate(run: str | Path, split: str = "val", attack: str | None = None, eps: float = 0.1) -> dict:
+def evaluate(run: str | Path, split: str = "val", attack: str | None = None, eps: float = 0.1,
+             target_error: float | None = None, verdict: bool = True) -> dict:
     """The loss and the metrics of RUN's problem type on its train or val split (see `_metrics`); with
     `attack` ('fgsm' or 'pgd'), also the accuracy on adversarial images within `eps` (pixel units).
-    The test split has its own verb."""
+    With `verdict`, also "verdict": the bias/variance verdict (train against val, whichever split is asked;
+    see cnnkit.diagnose.verdict), bias measured above `target_error` when given. The test split has its own verb."""
     if split == "test":
         raise CnnkitError("the test split is locked: use `cnnkit test RUN` (it records each use)")
-    return _split_metrics(run, split, attack=attack, eps=eps)
+    metrics = _split_metrics(run, split, attack=attack, eps=eps)
+    if verdict:
+        other = "train" if split == "val" else "val"
+        try:
+            pair = {split: metrics, other: _split_metrics(run, other)}
+        except CnnkitError as err:  # e.g. a run trained without a val split
+            warnings.warn(f"no verdict: {err}", stacklevel=2)
+            return metrics
+        metrics["verdict"] = run_verdict(run, target_error, train_metrics=pair["train"],
+                                         val_metrics=pair["val"]).as_dict()
+    return metrics
 
 
 def test(run: str | Path) -> dict:
@@ -456,7 +502,7 @@ def prune(run: str | Path, sparsities: list[float], scope: str = "global", finet
     if finetune_epochs < 0:
         raise CnnkitError(f"--finetune-epochs must be 0 or more, got {finetune_epochs}")
     run = Path(run)
-    base = evaluate(run, "val")  # a missing run, one that is no classifier or an empty val split fails here
+    base = evaluate(run, "val", verdict=False)  # a missing run, a non-classifier or an empty val split fails here
     if "accuracy" not in base:
         raise CnnkitError(f"prune reports val accuracy, which the {load_model(run)[1].task} run {run} has not")
     cfg = config_from_dict(yaml.safe_load(run_file(run, "config.yaml").read_text()))
@@ -475,7 +521,7 @@ def prune(run: str | Path, sparsities: list[float], scope: str = "global", finet
         save_model(folder / "model.pt", model, card)
         write_split(folder / "split.json", record)
         save_config(replace(cfg, out=str(folder)), folder / "config.yaml")
-        val = evaluate(folder, "val")
+        val = evaluate(folder, "val", verdict=False)
         rows.append({"sparsity_target": amount, "sparsity": sparsity(model)[0], "val_accuracy": val["accuracy"],
                      "val_loss": val["loss"], "val_accuracy_before_ft": val["accuracy"] if before is None else before,
                      "run": str(folder)})
@@ -483,3 +529,52 @@ def prune(run: str | Path, sparsities: list[float], scope: str = "global", finet
               "unpruned": {"val_accuracy": base["accuracy"], "val_loss": base["loss"]}, "rows": rows}
     (out / "prune.json").write_text(json.dumps(report, indent=2) + "\n")
     return rows
+
+
+def report(run: str | Path) -> Path:
+    """Write RUN/report.html, one self-contained page (every picture inlined, no network), and return its
+    path; see cnnkit.diagnose.report."""
+    from cnnkit.diagnose.report import write_report
+
+    return write_report(run)
+
+
+def diagnose(run: str | Path, data_curve: list[float] | None = None, landscape: bool = False,
+             gradcam: bool = False, epochs: int | None = None, budget_s: float = 60.0) -> dict:
+    """Diagnostic plots of RUN, all under RUN/plots: always the learning curves (redrawn from history.csv, the
+    learning rate on a second axis); with `data_curve` (percentages), the learning curve by data size (see
+    cnnkit.diagnose.datacurve; `epochs` per subset, default RUN's); with `landscape`, Li et al.'s loss landscape
+    within `budget_s` seconds (cnnkit.diagnose.landscape); with `gradcam`, Grad-CAM heat maps. Returns
+    {"run", "plots": {name: path}, "best_epoch", "data_curve": {"rows", "reading"}, "landscape": {...}}."""
+    from cnnkit.diagnose.curves import best_epoch, plot_learning_curves, read_history
+    from cnnkit.diagnose.datacurve import check_percents
+
+    percents = check_percents(data_curve) if data_curve is not None else None
+    if epochs is not None and percents is None:
+        raise CnnkitError("--epochs sets the training of each --data-curve subset; give --data-curve too")
+    if not budget_s > 0:
+        raise CnnkitError(f"the time budget must be positive seconds, got {budget_s:g}")
+    run = Path(run)
+    run_file(run, "model.pt")  # a missing run fails here, before any work
+    result: dict = {"run": str(run), "plots": {}}
+    if (run / "history.csv").is_file() and (history := read_history(run / "history.csv")):
+        result["plots"]["learning_curves"] = str(plot_learning_curves(history, run / "plots" / "learning_curves.png"))
+        result["best_epoch"] = best_epoch(history)
+    if percents is not None:
+        from cnnkit.diagnose.datacurve import data_curve as measure_data_curve, read_data_curve
+
+        rows = measure_data_curve(run, percents, epochs=epochs)
+        result["data_curve"] = {"rows": rows, "reading": read_data_curve(rows)}
+        result["plots"]["data_curve"] = str(run / "plots" / "data_curve.png")
+    if landscape:
+        from cnnkit.diagnose.landscape import loss_landscape
+
+        result["landscape"] = loss_landscape(run, budget_s=budget_s)
+        result["plots"].update(result["landscape"]["plots"])
+    if gradcam:
+        try:
+            from cnnkit.diagnose.gradcam import plot_gradcam
+        except ImportError:
+            raise CnnkitError("Grad-CAM is not available in this cnnkit (cnnkit.diagnose.gradcam is missing)") from None
+        result["plots"]["gradcam"] = str(plot_gradcam(run, run / "plots" / "gradcam.png"))
+    return result

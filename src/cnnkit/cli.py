@@ -92,6 +92,12 @@ def _train_parser(sub, verb: str = "train", text: str = "train a classifier; pri
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run folder (default runs/<model>-<data>)")
     p.add_argument("--config", help="YAML file with data/model/train sections; flags override it")
+    p.add_argument("--alarm-stop", action="store_true", default=None,
+                   help="stop when the overfitting alarm fires (val loss rising while the train loss falls)")
+    p.add_argument("--target-error", type=float, metavar="ERROR",
+                   help="target or human-level error of the verdict (bias = train error − this)")
+    p.add_argument("--log", action="append", choices=("tensorboard", "mlflow"),
+                   help="also log to TensorBoard (RUN/tensorboard) or MLflow; repeatable")
     if verb == "lr-find":
         p.add_argument("--steps", type=_positive_int, default=100, help="batches of the range test")
         return
@@ -108,6 +114,25 @@ def _prune_parser(sub) -> None:
     p.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
                    help="epochs of training after pruning, with the run's config (pruned weights stay zero)")
     p.add_argument("--out", help="folder of the pruned models, one run folder s<percent> each (default RUN/pruned)")
+    p.add_argument("--json", action="store_true")
+
+
+def _percents(text: str) -> list[float]:
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected percentages such as 10,25,50,100, got {text!r}") from None
+
+
+def _diagnose_parser(sub) -> None:
+    p = sub.add_parser("diagnose", help="diagnostic plots of a run: learning curves, by data size, loss landscape")
+    p.add_argument("run")
+    p.add_argument("--data-curve", type=_percents, metavar="P1,P2,...",
+                   help="train on these percentages of the training split, e.g. 10,25,50,100: would more data help?")
+    p.add_argument("--landscape", action="store_true", help="Li et al.'s 1-D and 2-D loss landscape")
+    p.add_argument("--gradcam", action="store_true", help="Grad-CAM heat maps of val images")
+    p.add_argument("--epochs", type=_positive_int, help="epochs of each --data-curve subset (default: the run's)")
+    p.add_argument("--budget", type=float, default=60.0, metavar="SECONDS", help="time budget of --landscape")
     p.add_argument("--json", action="store_true")
 
 
@@ -136,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--split", default="val", choices=("val", "train"))
             p.add_argument("--attack", choices=("fgsm", "pgd"), help="also report robust_accuracy under this attack")
             p.add_argument("--eps", type=float, default=0.1, help="attack budget in pixel units")
+            p.add_argument("--target-error", type=float, metavar="ERROR",
+                           help="target or human-level error of the verdict (bias = train error − this)")
         p.add_argument("--json", action="store_true")
     p = sub.add_parser("predict", help="top-k classes, labels or values of images or folders of images")
     p.add_argument("run")
@@ -151,8 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, help="CPU threads for --bench (default: torch's)")
     _inspect_parser(sub)
     _prune_parser(sub)
+    _diagnose_parser(sub)
     p = sub.add_parser("demo", help="LeNet-5 on the embedded digits: train, test, plots")
     p.add_argument("--out")
+    p = sub.add_parser("report", help="write RUN/report.html, one self-contained page; prints its path last")
+    p.add_argument("run")
     p = sub.add_parser("augment-preview", help="a grid PNG of augmented training images")
     p.add_argument("data")
     p.add_argument("--augment", default="standard")
@@ -175,7 +205,9 @@ def _train_overrides(a: argparse.Namespace) -> dict:
                       batch_norm=a.batch_norm),
         "train": pick(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, schedule=a.schedule,
                       loss=a.loss, patience=a.patience, monitor=a.monitor, min_delta=a.min_delta, device=a.device,
-                      amp=a.amp, seed=a.seed, l1=a.l1, l2=a.l2, mixup=a.mixup, cutmix=a.cutmix, adversarial=a.adversarial, adv_eps=a.adv_eps),
+                      amp=a.amp, seed=a.seed, l1=a.l1, l2=a.l2, mixup=a.mixup, cutmix=a.cutmix, adversarial=a.adversarial, adv_eps=a.adv_eps,
+                      log=a.log),
+        "diagnose": pick(alarm_stop=a.alarm_stop, target_error=a.target_error),
         **pick(out=a.out, task=a.task),
     }
 
@@ -184,6 +216,10 @@ def _report_train(result: api.TrainResult) -> int:
     if result.val:
         shown = [k for k in ("accuracy", "f1_macro", "map", "mae", "rmse", "r2", "loss") if k in result.val]
         print("  ".join(f"val {k} {result.val[k]:.4f}" for k in shown))
+    if result.verdict is not None and not result.interrupted:
+        from cnnkit.diagnose.verdict import format_verdict
+
+        print(format_verdict(result.verdict.as_dict()))
     if result.interrupted:
         print(f"interrupted: state saved; continue with `cnnkit train --resume {result.run_dir}`", file=sys.stderr)
     print(result.run_dir)
@@ -274,6 +310,28 @@ def cmd_prune(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(a: argparse.Namespace) -> int:
+    """The plots' paths and numbers (or JSON), then the run folder as the last line."""
+    result = api.diagnose(a.run, data_curve=a.data_curve, landscape=a.landscape, gradcam=a.gradcam,
+                          epochs=a.epochs, budget_s=a.budget)
+    if a.json:
+        print(json.dumps(result))
+    else:
+        from cnnkit.diagnose.datacurve import format_data_curve
+        from cnnkit.diagnose.landscape import format_landscape
+
+        best = result.get("best_epoch")
+        for name, path in result["plots"].items():
+            print(f"{name.replace('_', ' ')}: {path}" + (f"  (best epoch {best}: lowest val loss)"
+                                                         if name == "learning_curves" and best else ""))
+        if "data_curve" in result:
+            print("\n" + format_data_curve(result["data_curve"]["rows"], result["data_curve"]["reading"]))
+        if "landscape" in result:
+            print("\n" + format_landscape(result["landscape"]))
+    print(result["run"])
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = api.train(api.demo_config(a.out))
@@ -293,7 +351,13 @@ def run(a: argparse.Namespace) -> int:
     if a.verb == "train":
         return cmd_train(a)
     if a.verb == "evaluate":
-        _print_metrics(api.evaluate(a.run, a.split, attack=a.attack, eps=a.eps), a.json)
+        metrics = api.evaluate(a.run, a.split, attack=a.attack, eps=a.eps, target_error=a.target_error)
+        verdict = metrics.pop("verdict", None) if not a.json else None
+        _print_metrics(metrics, a.json)
+        if verdict is not None:
+            from cnnkit.diagnose.verdict import format_verdict
+
+            print("\n" + format_verdict(verdict))
     elif a.verb == "test":
         _print_metrics(api.test(a.run), a.json)
     elif a.verb == "predict":
@@ -313,6 +377,10 @@ def run(a: argparse.Namespace) -> int:
         print(out)
     elif a.verb == "prune":
         return cmd_prune(a)
+    elif a.verb == "diagnose":
+        return cmd_diagnose(a)
+    elif a.verb == "report":
+        print(api.report(a.run))
     elif a.verb == "augment-preview":
         print(api.augment_preview(a.data, a.out, a.augment, n=a.n))
     return 0

@@ -64,6 +64,18 @@ class TrainConfig:
     amp: bool = False
     device: str = "auto"
     seed: int = 0
+    log: list = field(default_factory=list)  # extra loggers beside history.csv: tensorboard, mlflow
+
+
+@dataclass
+class DiagnoseConfig:
+    """The bias/variance verdict and the overfitting alarm (see docs/diagnosis.md)."""
+
+    target_error: float | None = None  # target or human-level error; bias = train error − this (default 0)
+    bias_threshold: float = 0.05  # train error above the target error that counts as high bias
+    variance_threshold: float = 0.02  # val − train error that counts as high variance (at least 2 SE of the val error)
+    alarm_patience: int = 3  # the alarm fires after this many epochs of rising val loss while the train loss falls
+    alarm_stop: bool = False  # and then stops training
 
 
 @dataclass
@@ -71,6 +83,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    diagnose: DiagnoseConfig = field(default_factory=DiagnoseConfig)
     task: str = "auto"  # binary | multiclass | multilabel | regression; auto: inferred from the data
     out: str | None = None  # run folder; default runs/<model>-<data>[-N]
 
@@ -96,6 +109,14 @@ class Config:
             from cnnkit.tasks import problem_name
 
             problem_name(self.task)  # fails on an unknown name, with a suggestion
+        d = self.diagnose
+        if d.alarm_patience < 1:
+            raise CnnkitError(f"diagnose.alarm_patience must be at least 1, got {d.alarm_patience}")
+        if min(d.bias_threshold, d.variance_threshold, 0.0 if d.target_error is None else d.target_error) < 0:
+            raise CnnkitError("diagnose.target_error, bias_threshold and variance_threshold must be 0 or more")
+        for name in self.train.log:
+            if name not in ("tensorboard", "mlflow"):
+                raise unknown_name("logger", name, ("tensorboard", "mlflow"))
 
 
 def _merge(obj, updates: dict, where: str) -> None:

@@ -1,38 +1,96 @@
-"""Learning curves: loss and the main metric per epoch, train against val, as PNG."""
+"""Learning curves: loss and the main metric per epoch, train against val, the best epoch marked and the
+learning rate on a second y-axis, as PNG; `read_history` reads a run's history.csv back."""
 from __future__ import annotations
 
+import csv
+import math
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 LOWER_IS_BETTER = ("loss", "mae")
+LOG_LR_DECADES = 1.0  # the lr axis is logarithmic when max/min spans more than this many decades
 
 
-def plot_learning_curves(history: list[dict], path: Path, metric: str | None = None) -> Path:
-    """Two panels (loss, metric), train vs val per epoch, the best val epoch marked. `metric` defaults to the
-    first per-batch metric logged: accuracy, binary_accuracy (multilabel) or mae (regression)."""
+def read_history(path: Path) -> list[dict]:
+    """history.csv → one dict per epoch: `epoch` an int, the other columns floats (None where empty)."""
+    with Path(path).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: int(float(v)) if k == "epoch" else (float(v) if v not in ("", None) else None)
+             for k, v in row.items()} for row in rows]
+
+
+def _finite(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+def best_epoch(history: list[dict]) -> int | None:
+    """The epoch (1-based, as logged) of the lowest val loss; None without a val loss."""
+    rows = [r for r in history if _finite(r.get("val_loss"))]
+    return min(rows, key=lambda r: r["val_loss"])["epoch"] if rows else None
+
+
+def _default_metric(history: list[dict]) -> str:
+    logged = {k.split("_", 1)[1] for row in history for k in row if k.startswith(("train_", "val_"))}
+    return next((m for m in ("accuracy", "binary_accuracy", "mae") if m in logged), "accuracy")
+
+
+def _lr_axis(ax, epochs: list[int], lrs: list[float | None]):  # noqa: ANN001, ANN202  (matplotlib Axes)
+    """A twin y-axis with the learning rate per epoch; log scale when it spans more than LOG_LR_DECADES."""
+    twin = ax.twinx()
+    twin.plot(epochs, lrs, "--", color="tab:purple", linewidth=1, alpha=0.7, label="lr")
+    known = [v for v in lrs if _finite(v) and v > 0]
+    if known and math.log10(max(known) / min(known)) > LOG_LR_DECADES:
+        twin.set_yscale("log")
+    twin.set_ylabel("learning rate", color="tab:purple")
+    twin.tick_params(axis="y", colors="tab:purple")
+    return twin
+
+
+def learning_curves_figure(history: list[dict], metric: str | None = None) -> Figure:
+    """Two panels (loss, metric): train vs val per epoch; the best epoch (lowest val loss) marked by a dotted
+    line in both and a star on the val curves; the learning rate on a twin y-axis of the loss panel (the
+    figure's third Axes, when the history logs `lr`). `metric` defaults to the first per-batch metric logged:
+    accuracy, binary_accuracy (multilabel) or mae (regression)."""
     epochs = [row["epoch"] for row in history]
-    if metric is None:
-        logged = {k.split("_", 1)[1] for row in history for k in row if k.startswith(("train_", "val_"))}
-        metric = next((m for m in ("accuracy", "binary_accuracy", "mae") if m in logged), "accuracy")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    metric = metric or _default_metric(history)
+    best = best_epoch(history)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for ax, key in zip(axes, ("loss", metric)):
         for split, style in (("train", "-o"), ("val", "-s")):
             values = [row.get(f"{split}_{key}") for row in history]
             if any(v is not None for v in values):
                 ax.plot(epochs, values, style, markersize=3, label=split)
-        val = [row.get(f"val_{key}") for row in history]
-        if all(v is not None for v in val) and val:
-            best = (min if key in LOWER_IS_BETTER else max)(range(len(val)), key=lambda i: val[i])
-            ax.axvline(epochs[best], color="grey", linestyle=":", label=f"best epoch {epochs[best]}")
+        if best is not None:
+            at = next(row for row in history if row["epoch"] == best)
+            ax.axvline(best, color="grey", linestyle=":", label=f"best epoch {best} (min val loss)")
+            if at.get(f"val_{key}") is not None:
+                ax.plot([best], [at[f"val_{key}"]], "*", color="tab:red", markersize=12, gid="best_epoch")
         ax.set(xlabel="epoch", ylabel=key, title=key)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend()
+    lrs = [row.get("lr") for row in history]
+    lr_axis = _lr_axis(axes[0], epochs, lrs) if any(_finite(v) for v in lrs) else None
+    for i, ax in enumerate(axes):
+        handles, labels = ax.get_legend_handles_labels()
+        if i == 0 and lr_axis is not None:  # one legend for both y-axes of the loss panel
+            more = lr_axis.get_legend_handles_labels()
+            handles, labels = handles + more[0], labels + more[1]
+        if handles:
+            ax.legend(handles, labels, fontsize=8)
+    return fig
+
+
+def plot_learning_curves(history: list[dict], path: Path, metric: str | None = None) -> Path:
+    """Save `learning_curves_figure(history, metric)` as a PNG at `path`."""
+    fig = learning_curves_figure(history, metric)
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -7,6 +7,7 @@ import logging
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,6 +84,58 @@ class EarlyStopping(Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+
+
+class OverfittingAlarm(Callback):
+    """Warn at the epoch where the val loss has risen for `patience` consecutive epochs while the training loss
+    kept falling (the notes' definition of overfitting), naming the best epoch (lowest val loss); with `stop`,
+    stop training there. `fired_epoch` and `best_epoch` record it. Runs on every rank so all ranks stop together."""
+
+    all_ranks = True
+
+    def __init__(self, patience: int = 3, stop: bool = False):
+        if patience < 1:
+            raise CnnkitError(f"alarm patience must be at least 1, got {patience}")
+        self.patience, self.stop = patience, stop
+        self.best, self.best_epoch, self.rises = math.inf, 0, 0
+        self.last: tuple[float, float] | None = None  # (val_loss, train_loss) of the previous epoch
+        self.fired_epoch: int | None = None
+        self.fired_best_epoch: int | None = None  # the best epoch as the warning named it
+
+    def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
+        val, train = logs.get("val_loss"), logs.get("train_loss")
+        if val is None or train is None:
+            return
+        if self.last is not None and val > self.last[0] and train < self.last[1]:
+            self.rises += 1
+        else:
+            self.rises = 0
+        self.last = (val, train)
+        if val < self.best:
+            self.best, self.best_epoch = val, logs["epoch"]
+        if self.rises >= self.patience and self.fired_epoch is None:
+            self.fired_epoch, self.fired_best_epoch = logs["epoch"], self.best_epoch
+            if trainer.dist.is_main:
+                warnings.warn(f"overfitting at epoch {self.fired_epoch}: the val loss has risen for {self.rises} "
+                              f"epochs while the training loss fell; the best epoch was {self.best_epoch} (val loss "
+                              f"{self.best:.4g})" + ("; stopping" if self.stop else "; --alarm-stop stops here"),
+                              stacklevel=2)
+            trainer.stop_training = trainer.stop_training or self.stop
+
+    def as_dict(self) -> dict:
+        """fired_epoch (None: never), best_epoch as the warning named it, and the best epoch of the whole run."""
+        return {"patience": self.patience, "stop": self.stop, "fired_epoch": self.fired_epoch,
+                "best_epoch": self.fired_best_epoch, "best_epoch_overall": self.best_epoch or None}
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "rises": self.rises,
+                "last": list(self.last) if self.last else None, "fired_epoch": self.fired_epoch,
+                "fired_best_epoch": self.fired_best_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch, self.rises = state["best"], state["best_epoch"], state["rises"]
+        self.last = tuple(state["last"]) if state["last"] else None
+        self.fired_epoch, self.fired_best_epoch = state["fired_epoch"], state.get("fired_best_epoch")
 
 
 class ModelCheckpoint(Callback):
