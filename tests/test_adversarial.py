@@ -186,3 +186,32 @@ def test_adversarial_loss():
     assert all(p.grad is not None for p in model.parameters())
     with pytest.raises(ValueError):
         AdversarialTraining(attack, alpha=1.5)
+
+
+def test_fgsm_in_normalised_units_is_fgsm_in_pixel_space():
+    # what `cnnkit evaluate --attack fgsm --eps 0.1` does: the model sees (p − mean)/std, ε = 0.1 is in pixel
+    # units through pixel_eps and the clamp is input_range; it must be FGSM on the pixels p ∈ [0, 1] themselves
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.5]
+    m = torch.tensor(mean, dtype=torch.float64).view(1, C, 1, 1)
+    s = torch.tensor(std, dtype=torch.float64).view(1, C, 1, 1)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(C, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(4 * (H - 2) * (W - 2), K)).double()
+
+    class OnPixels(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, p):
+            return self.net((p - m) / s)
+
+    g = torch.Generator().manual_seed(4)
+    pixels = torch.rand(32, C, H, W, generator=g, dtype=torch.float64)
+    pixels[:, :, 0, :2] = torch.tensor([0.0, 1.0], dtype=torch.float64)  # at the edges of the range
+    y = torch.randint(0, K, (32,), generator=g)
+    lo, hi = input_range(mean, std)
+    adv = fgsm(net, (pixels - m) / s, y, pixel_eps(0.1, std).double(), clamp=(lo.double(), hi.double()))
+    adv_pixels = fgsm(OnPixels(), pixels, y, 0.1, clamp=(0.0, 1.0))
+    torch.testing.assert_close(adv * s + m, adv_pixels)
+    assert ((adv_pixels - pixels).abs() <= 0.1 + 1e-12).all()
+    assert (adv_pixels - pixels).abs().max() > 0.1 - 1e-12  # and the budget is used

@@ -73,7 +73,7 @@ class DiagnoseConfig:
 
     target_error: float | None = None  # target or human-level error; bias = train error − this (default 0)
     bias_threshold: float = 0.05  # train error above the target error that counts as high bias
-    variance_threshold: float = 0.02  # val − train error that counts as high variance (at least 2 SE of the val error)
+    variance_threshold: float = 0.02  # val − train error that counts as high variance (at least 2 SE of val error)
     alarm_patience: int = 3  # the alarm fires after this many epochs of rising val loss while the train loss falls
     alarm_stop: bool = False  # and then stops training
 

@@ -1,6 +1,7 @@
 """The overfitting alarm on a synthetic history, its saved state, a real Trainer it stops, and the loggers."""
 from __future__ import annotations
 
+import sys
 import warnings
 from types import SimpleNamespace
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from cnnkit.cli import main
 from cnnkit.engine.callbacks import OverfittingAlarm
 from cnnkit.engine.loggers import TensorBoardLogger, make_loggers
 from cnnkit.engine.trainer import Trainer
@@ -34,9 +36,7 @@ VAL = [0.9, 0.7, 0.5, 0.55, 0.6, 0.65, 0.7]  # down for 3 epochs, then up
 
 def test_fires_at_the_third_rising_epoch_and_names_the_best() -> None:
     alarm = OverfittingAlarm(patience=3)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        _feed(alarm, TRAIN[:6], VAL[:6])
+    assert _feed(alarm, TRAIN[:6], VAL[:6]) == [6]
     assert alarm.fired_epoch == 6 and alarm.best_epoch == 3
     assert _feed(OverfittingAlarm(patience=3), TRAIN, VAL) == [6]  # once only
     alarm = OverfittingAlarm(patience=3)
@@ -94,9 +94,23 @@ def test_stop_true_stops_a_real_trainer_early() -> None:
 def test_unknown_logger_and_missing_package(tmp_path, monkeypatch) -> None:
     with pytest.raises(CnnkitError, match="unknown logger 'tensorbord'; did you mean 'tensorboard'"):
         make_loggers(["tensorbord"], tmp_path)
-    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if not installed: find_spec gives None
     with pytest.raises(CnnkitError, match="pip install mlflow"):
         make_loggers(["mlflow"], tmp_path)
+
+
+def test_cli_log_flag(tmp_path, monkeypatch, capsys) -> None:
+    """--log without the package: one line and no run folder; with TensorBoard installed, RUN/tensorboard/ events."""
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    argv = ["-q", "train", "--data", "synthetic-shapes:n=60", "--epochs", "1", "--log", "tensorboard"]
+    assert main([*argv, "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: the tensorboard logger needs the tensorboard package: pip install tensorboard\n"
+    assert not (tmp_path / "none").exists()
+    monkeypatch.delitem(sys.modules, "tensorboard")
+    pytest.importorskip("tensorboard")
+    assert main([*argv, "--out", str(tmp_path / "tb")]) == 0
+    assert list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_tensorboard_event_file_reads_back(tmp_path) -> None:
