@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -30,16 +29,7 @@ from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.prune import sparsity_table
 from cnnkit.runs import load_model, run_file
 from cnnkit.tasks.classification import ClassificationTask
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def mnist_dir() -> Path:
-    env = os.environ.get("CNNKIT_DATA")
-    if env:
-        p = Path(env)
-        return p / "mnist" if (p / "mnist").is_dir() else p
-    return ROOT.parent / "shared" / "data" / "mnist"
+from shared_data import ROOT, mnist_dir  # benchmarks/ is on sys.path when run as a script
 
 
 def main() -> int:

@@ -215,3 +215,14 @@ def test_fgsm_in_normalised_units_is_fgsm_in_pixel_space():
     torch.testing.assert_close(adv * s + m, adv_pixels)
     assert ((adv_pixels - pixels).abs() <= 0.1 + 1e-12).all()
     assert (adv_pixels - pixels).abs().max() > 0.1 - 1e-12  # and the budget is used
+
+
+def test_attacks_refuse_per_image_whitening():
+    from cnnkit.api import make_attack
+    from cnnkit.errors import CnnkitError
+    from cnnkit.runs import ModelCard
+
+    card = ModelCard("lenet5", "multiclass", ["a", "b"], [1, 32, 32], [0.5], [0.25], whiten=True)
+    with pytest.raises(CnnkitError, match="train without --whiten"):
+        make_attack("fgsm", 0.1, card)
+    assert make_attack("fgsm", 0.1, ModelCard("lenet5", "multiclass", ["a", "b"], [1, 32, 32], [0.5], [0.25]))

@@ -111,6 +111,9 @@ def make_attack(name: str | None, eps: float, card: ModelCard, steps: int = 7):
         return None
     if name not in ("fgsm", "pgd"):
         raise CnnkitError(f"unknown attack {name!r}{did_you_mean(name, ('fgsm', 'pgd'))}")
+    if card.whiten:  # each image has its own scale: a budget in pixel units has no single size in model inputs
+        raise CnnkitError("adversarial attacks need the dataset's mean/std normalisation; this run whitens each "
+                          "image (--whiten), so a pixel budget has no fixed size: train without --whiten")
     budget, clamp = pixel_eps(eps, card.std), input_range(card.mean, card.std)
     if name == "fgsm":
         return partial(fgsm, eps=budget, clamp=clamp)
