@@ -123,7 +123,8 @@ def _bias_remedies(cfg: Config, history: list[dict]) -> list[str]:
     if used:
         first.append(f"Regularise less: lower or drop {', '.join(used)}.")
     first.append(f"Use a bigger model than {m.name}: more filters or layers (see `cnnkit models`).")
-    first.append("Try a better architecture for the data, e.g. --model resnet20 (batch norm, residual blocks).")
+    better = next(n for n in ("resnet20", "resnet18", "resnet50") if n != m.name)  # a residual net, or a bigger one
+    first.append(f"Try a better architecture for the data, e.g. --model {better} (batch norm, residual blocks).")
     return first + later
 
 
