@@ -30,6 +30,7 @@ from cnnkit.errors import CnnkitError, did_you_mean
 from cnnkit.regularizers import Penalty, cutmix, mixup
 from cnnkit.models.tweaks import set_dropout
 from cnnkit.prune import SCOPES, make_permanent, prune_model, sparsity
+from cnnkit.pretrained import lookup as lookup_pretrained, pretrained_model
 from cnnkit.registry import create_model, get_spec
 from cnnkit.runs import ModelCard, load_model, new_run_dir, record_test_use, run_file, save_model
 from cnnkit.data.sources import ImageSource, as_problem, infer_problem
@@ -69,6 +70,12 @@ def _target_scaling(cfg: Config, source: ImageSource, train: np.ndarray) -> dict
 
 
 def _card_for(cfg: Config, source: ImageSource, split: dict, seed: int) -> ModelCard:
+    """The run's card. Pretrained weights (e.g. efficientnet_lite0.imagenet) keep their own normalisation,
+    input size and interpolation, which transfer needs; the card names their architecture, so the saved
+    model loads without the weight file."""
+    weights = lookup_pretrained(cfg.model.name)
+    if weights is not None:
+        return _pretrained_card(cfg, source, split, weights)
     spec = get_spec(cfg.model.name)
     channels = cfg.data.channels or spec.input_size[0]
     size = cfg.data.image_size or spec.input_size[1]
@@ -77,6 +84,19 @@ def _card_for(cfg: Config, source: ImageSource, split: dict, seed: int) -> Model
     scaling = _target_scaling(cfg, source, split["train"]) if cfg.task == "regression" else {}
     return ModelCard(cfg.model.name, cfg.task, list(source.classes), [channels, size, size], mean, std,
                      cfg.data.whiten, cfg.data.resize, {**cfg.model.options, **bn}, **scaling)
+
+
+def _pretrained_card(cfg: Config, source: ImageSource, split: dict, weights) -> ModelCard:
+    c, h, _ = weights.input_size
+    if cfg.data.channels not in (None, c):
+        raise CnnkitError(f"{cfg.model.name} takes {c}-channel images; drop --channels {cfg.data.channels}")
+    size = cfg.data.image_size or h
+    bn = {} if cfg.model.batch_norm == "on" else {"batch_norm_mode": cfg.model.batch_norm}
+    scaling = _target_scaling(cfg, source, split["train"]) if cfg.task == "regression" else {}
+    fields = weights.card_fields()
+    return ModelCard(weights.architecture, cfg.task, list(source.classes), [c, size, size], fields["mean"],
+                     fields["std"], cfg.data.whiten, cfg.data.resize, {**weights.options, **cfg.model.options, **bn},
+                     interpolation=weights.interpolation, **scaling)
 
 
 def _loader(source, indices, card: ModelCard, cfg: Config, *, train: bool, dist: DistInfo | None = None):
@@ -88,7 +108,7 @@ def _loader(source, indices, card: ModelCard, cfg: Config, *, train: bool, dist:
         std=card.std, whiten=card.whiten, augment=aug, batch_size=cfg.train.batch_size, shuffle=train,
         seed=cfg.train.seed, workers=cfg.data.workers, distributed=bool(dist and dist.enabled),
         rank=dist.rank if dist else 0, world_size=dist.world_size if dist else 1,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=torch.cuda.is_available(), interpolation=card.interpolation,
     )
 
 
@@ -152,6 +172,10 @@ def _build_trainer(cfg: Config, card: ModelCard, train_labels: np.ndarray, steps
     if model is None:
         model = create_model(cfg.model.name, num_classes=card.outputs, in_channels=card.input_size[0],
                              weights=cfg.model.weights, batch_norm_mode=cfg.model.batch_norm, **cfg.model.options)
+        plan = _transfer_plan(cfg, card, model)
+        model = plan.model if plan else model
+    else:
+        plan = None
     if cfg.model.dropout is not None:  # training only: the card need not carry it
         set_dropout(model, cfg.model.dropout)
     t = cfg.train
@@ -160,8 +184,8 @@ def _build_trainer(cfg: Config, card: ModelCard, train_labels: np.ndarray, steps
                           mix=_mixer(t.mixup, t.cutmix, len(card.classes)),
                           attack=make_attack(t.adversarial, t.adv_eps, card, t.adv_steps),
                           class_weight=_class_weight(cfg, train_labels, len(card.classes)))
-    optimizer = optimizers.get(t.optimizer, model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
-                               **t.optimizer_options)
+    optimizer = optimizers.get(t.optimizer, plan.param_groups if plan else model.parameters(), lr=t.lr,
+                               weight_decay=t.weight_decay, **t.optimizer_options)
     per_epoch = t.schedule == "reduce_on_plateau"  # it needs the val loss, known once per epoch
     scheduler = schedules.get(t.schedule, optimizer, steps_per_epoch=steps, epochs=t.epochs,
                               interval="epoch" if per_epoch else "batch",
@@ -169,13 +193,28 @@ def _build_trainer(cfg: Config, card: ModelCard, train_labels: np.ndarray, steps
     callbacks = [EarlyStopping(t.monitor, t.patience, t.min_delta, restore_best=t.restore_best)] if t.patience else []
     callbacks += [OverfittingAlarm(cfg.diagnose.alarm_patience, cfg.diagnose.alarm_stop),  # before the checkpoint
                   ModelCheckpoint(run_dir / "checkpoints", monitor=task.monitor),
-                  CSVLogger(run_dir / "history.csv"), ProgressBar()]
+                  CSVLogger(run_dir / "history.csv"), ProgressBar()] + (plan.callbacks if plan else [])
     if t.log:
         from cnnkit.engine.loggers import make_loggers
 
         callbacks += make_loggers(t.log, run_dir, {"model": cfg.model.name, "data": cfg.data.source})
     return Trainer(task, optimizer, epochs=t.epochs, scheduler=scheduler, callbacks=callbacks, device=t.device,
                    amp=t.amp, grad_clip=t.grad_clip, seed=t.seed)
+
+
+def _transfer_plan(cfg: Config, card: ModelCard, model: torch.nn.Module):
+    """The transfer strategy's plan for a new `model` (cnnkit.transfer), or None without a strategy.
+    A linear-probe run trained again (e.g. by `cnnkit diagnose --data-curve`) trains its last layer: head-only."""
+    from cnnkit.transfer import apply_strategy
+
+    t = cfg.train
+    if t.strategy is None:
+        return None
+    strategy = "head-only" if t.strategy == "linear-probe" else t.strategy
+    plan = apply_strategy(model, get_spec(cfg.model.name), strategy, k=t.keep_stages, lr=t.lr,
+                          unfreeze_every=t.unfreeze_every, input_size=tuple(card.input_size))
+    log.info("%s: %d trainable parameters, %d frozen tensors", strategy, plan.trainable, len(plan.frozen))
+    return plan
 
 
 def train(cfg: Config | None = None, *, resume: str | Path | None = None, **train_overrides) -> TrainResult:
@@ -207,6 +246,12 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, **trai
 
 def _fit(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, state: dict | None,
          record: dict) -> TrainResult:
+    if cfg.train.strategy == "auto":
+        cfg.train = replace(cfg.train, **_auto_strategy(cfg, source, split, card))  # the config records the choice
+    if cfg.train.strategy == "partial":  # the saved model is the truncated one: predict rebuilds it from the card
+        card = replace(card, transfer={"strategy": "partial", "keep_stages": cfg.train.keep_stages})
+    if cfg.train.strategy == "linear-probe":
+        return _fit_probe(cfg, source, split, card, run_dir, record)
     # under torchrun each rank reads its own shard of the training split
     train_loader = _loader(source, split["train"], card, cfg, train=True, dist=init_distributed())
     trainer = _build_trainer(cfg, card, source.labels[split["train"]], len(train_loader), run_dir)
@@ -238,6 +283,52 @@ def _fit(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, state
         if trainer.history and not trainer.interrupted:
             _write_report(run_dir)
     return TrainResult(run_dir, trainer.history, val, trainer.interrupted, verdict)
+
+
+def _probe_model(cfg: Config, card: ModelCard) -> torch.nn.Module:
+    seed_everything(cfg.train.seed)
+    return create_model(cfg.model.name, num_classes=card.outputs, in_channels=card.input_size[0],
+                         weights=cfg.model.weights, batch_norm_mode=cfg.model.batch_norm, **cfg.model.options)
+
+
+def _auto_strategy(cfg: Config, source, split: dict, card: ModelCard, subset: int = 300) -> dict:
+    """"auto": the strategy of the size × similarity quadrant (cnnkit.transfer.choose_strategy), similarity from
+    a quick cross-validated linear probe on at most `subset` training images; logs the reasoning."""
+    from cnnkit.transfer import choose_strategy, extract_features, stages
+
+    if card.problem not in ("binary", "multiclass"):
+        raise CnnkitError(f"--strategy auto estimates similarity with a classifier; a {card.problem} task needs "
+                          "a named strategy (fine-tune, feature-extractor, ...)")
+    model, spec = _probe_model(cfg, card), get_spec(cfg.model.name)
+    picked = np.random.default_rng(cfg.train.seed).permutation(split["train"])[:subset]
+    x, y = extract_features(model, spec, _loader(source, np.sort(picked), card, cfg, train=False))
+    choice, reasoning = choose_strategy(x, y, len(split["train"]), len(stages(model, spec)))
+    log.info("%s", reasoning)
+    return choice
+
+
+def _fit_probe(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, record: dict) -> TrainResult:
+    """linear-probe: pooled features once (eval mode, no augmentation), cached in RUN/features.npz; a
+    scikit-learn probe fitted on them and written into the model's last linear layer; an ordinary run folder."""
+    from cnnkit.transfer import extract_features, fit_linear_probe
+
+    if card.problem not in ("binary", "multiclass"):
+        raise CnnkitError(f"--strategy linear-probe fits a classifier; a {card.problem} task needs another strategy")
+    model, spec = _probe_model(cfg, card), get_spec(cfg.model.name)
+    x, y = extract_features(model, spec, _loader(source, split["train"], card, cfg, train=False))
+    val_loader = _loader(source, split["val"], card, cfg, train=False) if len(split["val"]) else None
+    vx, vy = extract_features(model, spec, val_loader) if val_loader is not None else (x[:0], y[:0])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_split(run_dir / "split.json", record)
+    save_config(cfg, run_dir / "config.yaml")
+    np.savez_compressed(run_dir / "features.npz", train_x=x, train_y=y, val_x=vx, val_y=vy)
+    probe = fit_linear_probe(model, spec, x, y, card.outputs, cfg.train.probe)
+    if len(vy):
+        log.info("linear-probe (%s): val accuracy %.4f (scikit-learn)", cfg.train.probe, probe.score(vx, vy))
+    trainer = Trainer(card.make_task(model, cfg.train.loss), None, epochs=1, device="cpu")
+    val = _metrics(trainer, card, val_loader) if val_loader is not None else {}
+    save_model(run_dir / "model.pt", model, card)
+    return TrainResult(run_dir, [], val)
 
 
 def _write_report(run_dir: Path) -> None:
@@ -362,8 +453,9 @@ def predict(run: str | Path, inputs: list[str | Path], top_k: int = 5, batch_siz
             threshold: float = 0.5) -> list[dict]:
     """Each image's prediction (see `_prediction`: top-k classes, labels above `threshold`, or values); needs
     only RUN/model.pt. Unreadable images are skipped with a warning; images are decoded one batch at a time,
-    so a large folder fits in memory."""
-    model, card = load_model(run)
+    so a large folder fits in memory. RUN may also name pretrained weights, e.g. efficientnet_lite0.imagenet:
+    their own classes (ImageNet's) and preprocessing, no run folder needed."""
+    model, card = load_model(run) if Path(run).exists() else pretrained_model(str(run))
     with warnings.catch_warnings():  # a mismatched loss was reported when the run trained
         warnings.simplefilter("ignore", UserWarning)
         task = card.make_task(model)

@@ -86,6 +86,12 @@ def _train_parser(sub, verb: str = "train", text: str = "train a classifier; pri
     p.add_argument("--cutmix", type=float, metavar="ALPHA", help="CutMix with Beta(α, α) box areas")
     p.add_argument("--adversarial", choices=("fgsm", "pgd"), help="adversarial training (½ clean + ½ attacked loss)")
     p.add_argument("--adv-eps", type=float, help="the attack's budget in pixel units (default 0.1)")
+    p.add_argument("--strategy", help="transfer learning: feature-extractor | head-only | fine-tune | partial | "
+                                      "linear-probe | auto (see docs/transfer.md)")
+    p.add_argument("--keep-stages", type=_positive_int, metavar="K", help="partial: keep the first K stages")
+    p.add_argument("--unfreeze-every", type=_positive_int, metavar="N",
+                   help="fine-tune: unfreeze one more stage every N epochs, from the head backwards")
+    p.add_argument("--probe", choices=("logistic", "svm"), help="linear-probe: logistic regression or linear SVM")
     p.add_argument("--workers", type=int)
     p.add_argument("--device", help="auto | cpu | cuda | cuda:1")
     p.add_argument("--amp", action="store_true", default=None, help="mixed precision")
@@ -165,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="target or human-level error of the verdict (bias = train error − this)")
         p.add_argument("--json", action="store_true")
     p = sub.add_parser("predict", help="top-k classes, labels or values of images or folders of images")
-    p.add_argument("run")
+    p.add_argument("run", metavar="RUN_OR_WEIGHTS",
+                   help="a run folder, or pretrained weights such as efficientnet_lite0.imagenet (ImageNet classes)")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--top-k", type=_positive_int, default=5)
     p.add_argument("--threshold", type=float, default=0.5, help="multilabel: a label is predicted at or above it")
@@ -206,7 +213,8 @@ def _train_overrides(a: argparse.Namespace) -> dict:
         "train": pick(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, schedule=a.schedule,
                       loss=a.loss, patience=a.patience, monitor=a.monitor, min_delta=a.min_delta, device=a.device,
                       amp=a.amp, seed=a.seed, l1=a.l1, l2=a.l2, mixup=a.mixup, cutmix=a.cutmix, adversarial=a.adversarial, adv_eps=a.adv_eps,
-                      log=a.log),
+                      log=a.log, strategy=a.strategy, keep_stages=a.keep_stages, unfreeze_every=a.unfreeze_every,
+                      probe=a.probe),
         "diagnose": pick(alarm_stop=a.alarm_stop, target_error=a.target_error),
         **pick(out=a.out, task=a.task),
     }

@@ -65,6 +65,11 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     log: list = field(default_factory=list)  # extra loggers beside history.csv: tensorboard, mlflow
+    strategy: str | None = None  # transfer (cnnkit.transfer): feature-extractor | head-only | fine-tune | partial |
+    #                              linear-probe | auto
+    keep_stages: int | None = None  # partial: how many stages to keep
+    unfreeze_every: int = 0  # fine-tune: unfreeze one more stage every N epochs, from the head back (0: off)
+    probe: str = "logistic"  # linear-probe: logistic | svm
 
 
 @dataclass
@@ -114,6 +119,19 @@ class Config:
             raise CnnkitError(f"diagnose.alarm_patience must be at least 1, got {d.alarm_patience}")
         if min(d.bias_threshold, d.variance_threshold, 0.0 if d.target_error is None else d.target_error) < 0:
             raise CnnkitError("diagnose.target_error, bias_threshold and variance_threshold must be 0 or more")
+        if t.strategy is not None:
+            from cnnkit.transfer import PROBES, STRATEGIES  # torch only when a strategy is asked for
+
+            if t.strategy not in STRATEGIES:
+                raise unknown_name("transfer strategy", t.strategy, STRATEGIES)
+            if t.probe not in PROBES:
+                raise unknown_name("probe", t.probe, PROBES)
+        if t.keep_stages is not None and (t.keep_stages < 1 or t.strategy != "partial"):
+            raise CnnkitError(f"--keep-stages goes with --strategy partial and must be at least 1, got "
+                              f"{t.keep_stages} with strategy {t.strategy}")
+        if t.unfreeze_every < 0 or t.unfreeze_every and t.strategy != "fine-tune":
+            raise CnnkitError(f"--unfreeze-every goes with --strategy fine-tune and must be 0 (off) or more, got "
+                              f"{t.unfreeze_every} with strategy {t.strategy}")
         for name in self.train.log:
             if name not in ("tensorboard", "mlflow"):
                 raise unknown_name("logger", name, ("tensorboard", "mlflow"))

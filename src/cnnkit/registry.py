@@ -1,6 +1,7 @@
 """The model registry: one factory for every architecture, weights loaded in one place.
 
-A name means the architecture only; weights are a file given to `create_model`.
+A name means the architecture only; weights are a file given to `create_model`, or a name of their own,
+'<architecture>.<tag>' such as 'efficientnet_lite0.imagenet' (cnnkit.pretrained).
 """
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError, unknown_name
@@ -63,6 +63,10 @@ def get_spec(name: str) -> ModelSpec:
     _ensure_zoo()
     if name in _REGISTRY:
         return _REGISTRY[name]
+    if "." in name:  # named weights, 'efficientnet_lite0.imagenet': the spec of their architecture
+        from cnnkit.pretrained import lookup
+
+        return get_spec(lookup(name).architecture)
     if "/" in name:
         from cnnkit.models.external import external_spec
 
@@ -92,11 +96,21 @@ def create_model(
     **kwargs,
 ) -> nn.Module:
     """Build `name`; load `weights` (a state-dict file) when given, dropping a head of another size; then
-    `batch_norm_mode` "off" or "frozen" changes its BN layers (cnnkit.models.tweaks.set_batch_norm)."""
+    `batch_norm_mode` "off" or "frozen" changes its BN layers (cnnkit.models.tweaks.set_batch_norm).
+    A name of pretrained weights, 'efficientnet_lite0.imagenet' (cnnkit.pretrained), builds their
+    architecture with those weights (a new head when `num_classes` differs)."""
     from cnnkit.models.tweaks import BATCH_NORM_MODES, set_batch_norm  # lazily: the zoo imports this module
+    from cnnkit.pretrained import load_pretrained, lookup
 
     if batch_norm_mode not in BATCH_NORM_MODES:
         raise unknown_name("batch-norm mode", batch_norm_mode, BATCH_NORM_MODES)
+    _ensure_zoo()
+    pretrained = None if name in _REGISTRY else lookup(name)
+    if pretrained is not None:
+        if weights is not None:
+            raise CnnkitError(f"{name!r} names its weights already; give the architecture "
+                              f"{pretrained.architecture!r} with a weight file, or the name alone")
+        name, kwargs = pretrained.architecture, {**pretrained.options, **kwargs}
     spec = get_spec(name)
     in_channels = spec.input_size[0] if in_channels is None else in_channels
     if num_classes < 1 or in_channels < 1:
@@ -107,22 +121,24 @@ def create_model(
         raise CnnkitError(f"bad option for model {name!r}: {err}") from None
     if weights is not None:
         load_weights(model, weights, head=spec.head)
+    elif pretrained is not None:
+        load_pretrained(model, pretrained, head=spec.head)
     set_batch_norm(model, batch_norm_mode)
     return model
 
 
 def load_weights(model: nn.Module, path: str | Path, *, head: str | tuple[str, ...] = "fc") -> None:
-    """Load a state dict strictly, except the head(s), skipped where their shape differs."""
+    """Load a state-dict file (.pt/.pth/.bin, or .safetensors) strictly, except the head(s), skipped where
+    their shape differs."""
+    from cnnkit.pretrained import read_state_dict
+
+    load_state(model, read_state_dict(path), head=head, source=Path(path))
+
+
+def load_state(model: nn.Module, state: dict, *, head: str | tuple[str, ...] = "fc", source: Path) -> None:
+    """Load `state` (read from `source`) strictly, except the head(s), skipped where their shape differs."""
     heads = (head,) if isinstance(head, str) else tuple(head)
-    path = Path(path)
-    if not path.is_file():
-        raise CnnkitError(f"weight file not found: {path}; pass the path of a .pt/.pth state dict")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001  (any unreadable file is the user's bad input)
-        raise CnnkitError(f"cannot read weight file {path}: {err}".splitlines()[0]) from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
+    path, state = source, dict(state)
     own = model.state_dict()
     dropped = [k for k in state if k.startswith(tuple(h + "." for h in heads)) and k in own
                and state[k].shape != own[k].shape]

@@ -34,6 +34,8 @@ class ModelCard:
     target_mean: list[float] | None = None  # regression: the model predicts (t − mean) / std
     target_std: list[float] | None = None
     bounded: bool = False  # regression to [0, 1]: a sigmoid output
+    interpolation: str = "bilinear"  # how images are resized: pretrained weights carry the one they learnt with
+    transfer: dict | None = None  # a transfer strategy's architecture change: {strategy: partial, keep_stages: 2}
 
     @property
     def problem(self) -> str:
@@ -56,11 +58,18 @@ class ModelCard:
 
     def transform(self):
         c, h, _ = self.input_size
-        return build_transform(h, c, self.mean, self.std, whiten=self.whiten, resize=self.resize)
+        return build_transform(h, c, self.mean, self.std, whiten=self.whiten, resize=self.resize,
+                               interpolation=self.interpolation)
 
     def build_model(self) -> nn.Module:
-        return create_model(self.architecture, num_classes=self.outputs, in_channels=self.input_size[0],
-                            **(self.options or {}))
+        model = create_model(self.architecture, num_classes=self.outputs, in_channels=self.input_size[0],
+                             **(self.options or {}))
+        if self.transfer and self.transfer.get("strategy") == "partial":
+            from cnnkit.registry import get_spec
+            from cnnkit.transfer import truncate
+
+            model = truncate(model, get_spec(self.architecture), self.transfer["keep_stages"], tuple(self.input_size))
+        return model
 
 
 def new_run_dir(name: str, root: Path = RUNS_ROOT) -> Path:

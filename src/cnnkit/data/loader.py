@@ -22,13 +22,13 @@ class ImageDataset(Dataset):
     """
 
     def __init__(self, source: ImageSource, indices: np.ndarray, transform, channels: int, size: int,
-                 resize: str = "resize"):
+                 resize: str = "resize", interpolation: str = "bilinear"):
         self.source, self.indices, self.channels = source, np.asarray(indices), channels
         self.transform = transform
         self.labels = source.target_tensor(self.indices)  # (n,) class indices or (n, K) float targets
         self.pre: torch.Tensor | None = None
         if source.arrays is not None:
-            self.pre = fitted_arrays(source, self.indices, channels, size, resize)  # (n, C, S, S) uint8
+            self.pre = fitted_arrays(source, self.indices, channels, size, resize, interpolation)  # (n, C, S, S)
             self.transform = _without_fit(transform)
 
     def __len__(self) -> int:
@@ -51,15 +51,20 @@ def _without_fit(transform):
     return v2.Compose([t for t in transform.transforms if not isinstance(t, FitSize)])
 
 
-def fitted_arrays(source: ImageSource, indices: np.ndarray, channels: int, size: int, resize: str) -> torch.Tensor:
-    """In-memory images of `indices` at the model's channels and size, uint8, in chunks to bound memory."""
-    fit = FitSize(size, resize)
+def fitted_arrays(source: ImageSource, indices: np.ndarray, channels: int, size: int, resize: str,
+                  interpolation: str = "bilinear") -> torch.Tensor:
+    """Images of `indices` at the model's channels and size, uint8, in chunks to bound memory. In-memory
+    arrays share one size and are fitted a chunk at a time; files (of any sizes) one at a time."""
+    fit = FitSize(size, resize, interpolation)
     out = []
     for start in range(0, len(indices), 4096):
         chunk = indices[start:start + 4096]
-        imgs = torch.stack([source.load(int(j), channels) for j in chunk]) if len(chunk) else \
-            torch.empty(0, channels, size, size, dtype=torch.uint8)
-        out.append(fit(imgs))
+        if not len(chunk):
+            continue
+        if source.arrays is not None:
+            out.append(fit(torch.stack([source.load(int(j), channels) for j in chunk])))
+        else:
+            out.append(torch.stack([fit(source.load(int(j), channels)) for j in chunk]))
     return torch.cat(out) if out else torch.empty(0, channels, size, size, dtype=torch.uint8)
 
 
@@ -142,19 +147,20 @@ class EpochSeededLoader:
 def make_loader(source: ImageSource, indices: np.ndarray, *, channels: int, size: int, resize: str,
                 mean: list[float], std: list[float], whiten: bool = False, augment=None, batch_size: int = 64,
                 shuffle: bool = False, seed: int = 0, workers: int = 0, distributed: bool = False,
-                rank: int = 0, world_size: int = 1, pin_memory: bool = False):
+                rank: int = 0, world_size: int = 1, pin_memory: bool = False, interpolation: str = "bilinear"):
     """The loader for one split. In-memory data without augmentation is preprocessed once into a tensor."""
     from cnnkit.data.transforms import build_transform, to_model_input
 
     if source.arrays is not None and augment is None:
-        fitted = fitted_arrays(source, np.asarray(indices), channels, size, resize)  # (n, C, S, S) uint8
+        fitted = fitted_arrays(source, np.asarray(indices), channels, size, resize, interpolation)  # (n, C, S, S)
         from torchvision.transforms import v2
 
         x = v2.Compose(to_model_input(mean, std, whiten))(fitted)  # (n, C, S, S) float, whole split at once
         y = source.target_tensor(indices)  # (n,) class indices or (n, K) float targets
         return TensorLoader(x, y, batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
-    transform = build_transform(size, channels, mean, std, whiten=whiten, augment=augment, resize=resize)
-    dataset = ImageDataset(source, indices, transform, channels, size, resize)
+    transform = build_transform(size, channels, mean, std, whiten=whiten, augment=augment, resize=resize,
+                                interpolation=interpolation)
+    dataset = ImageDataset(source, indices, transform, channels, size, resize, interpolation)
     return EpochSeededLoader(dataset, batch_size, shuffle, seed, workers, pin_memory=pin_memory,
                              distributed=distributed)
 

@@ -38,6 +38,7 @@ PRESETS = {
     "strong": Augment(crop="resize", crop_scale=0.35, hflip=0.5, jitter=0.4, rotation=15.0, scale=0.1, erasing=0.25),
 }
 RESIZE_MODES = ("resize", "pad", "crop")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
 def make_augment(preset: str = "none", **overrides) -> Augment:
@@ -55,23 +56,27 @@ class FitSize(v2.Transform):
     """Bring any image to (size, size): stretch ('resize'), centre-pad ('pad', the LeNet-5 way for MNIST)
     after shrinking what is too large, or resize the short side and centre-crop ('crop')."""
 
-    def __init__(self, size: int, mode: str = "resize"):
+    def __init__(self, size: int, mode: str = "resize", interpolation: str = "bilinear"):
         super().__init__()
         if mode not in RESIZE_MODES:
             raise unknown_name("resize mode", mode, RESIZE_MODES)
+        if interpolation not in INTERPOLATIONS:
+            raise unknown_name("interpolation", interpolation, INTERPOLATIONS)
         self.size, self.mode = size, mode
+        self.interpolation = v2.InterpolationMode(interpolation)
 
     def transform(self, inpt, params):  # noqa: ANN001  (v2's hook: image, boxes or mask)
         h, w = F.get_size(inpt)
         s = self.size
         if (h, w) == (s, s):
             return inpt
+        how = {"interpolation": self.interpolation, "antialias": True}
         if self.mode == "resize":
-            return F.resize(inpt, [s, s], antialias=True)
+            return F.resize(inpt, [s, s], **how)
         if self.mode == "crop":
-            return F.center_crop(F.resize(inpt, s, antialias=True), [s, s])
+            return F.center_crop(F.resize(inpt, s, **how), [s, s])
         if max(h, w) > s:  # pad: shrink to fit first, keeping the aspect ratio
-            inpt = F.resize(inpt, None, max_size=s, antialias=True)
+            inpt = F.resize(inpt, None, max_size=s, **how)
             h, w = F.get_size(inpt)
         top, left = (s - h) // 2, (s - w) // 2
         return F.pad(inpt, [left, top, s - w - left, s - h - top])
@@ -122,12 +127,12 @@ def to_model_input(mean: list[float], std: list[float], whiten: bool = False) ->
 
 def build_transform(
     size: int, channels: int, mean: list[float], std: list[float], *, whiten: bool = False,
-    augment: Augment | None = None, resize: str = "resize",
+    augment: Augment | None = None, resize: str = "resize", interpolation: str = "bilinear",
 ) -> v2.Compose:
     """The whole per-image pipeline, from a decoded uint8 image to the model's input. A random resized crop
     works on the image as decoded (it outputs size × size itself), so it is not fitted, and stretched, first."""
     crops_itself = augment is not None and augment.crop == "resize"
-    ops: list = [] if crops_itself else [FitSize(size, resize)]
+    ops: list = [] if crops_itself else [FitSize(size, resize, interpolation)]
     if augment is not None:
         ops += augment_ops(augment, size, channels)
     ops += to_model_input(mean, std, whiten)

@@ -2,6 +2,7 @@
 from cnnkit.models import lenet, resnet  # noqa: F401
 from cnnkit.models import alexnet, googlenet, vgg  # noqa: F401
 from cnnkit.models import densenet, external, resnet_cifar, xception  # noqa: F401
+from cnnkit.models import efficientnet  # noqa: F401
 
 __all__ = ["lenet", "resnet", "densenet", "external", "resnet_cifar", "xception"]
-__all__ += ["alexnet", "googlenet", "vgg"]
+__all__ += ["alexnet", "googlenet", "vgg", "efficientnet"]

