@@ -92,7 +92,9 @@ def test_fine_tune_param_groups_have_the_documented_lrs() -> None:
     optimizer = optimizers.get("adam", plan.param_groups)
     lrs = [g["lr"] for g in optimizer.param_groups]
     n = len(stages(model, get_spec("resnet18")))  # stem, layer1..layer4
-    assert n == 5 and lrs == pytest.approx([FINE_TUNE_LR * LAYER_DECAY ** (n - i) for i in range(n)] + [FINE_TUNE_LR])
+    decay = 0.01 ** (1 / n)  # LAYER_DECAY None: the first stage at lr/100, geometric up to the head
+    assert LAYER_DECAY is None and lrs[0] == pytest.approx(FINE_TUNE_LR / 100)
+    assert n == 5 and lrs == pytest.approx([FINE_TUNE_LR * decay ** (n - i) for i in range(n)] + [FINE_TUNE_LR])
     assert [g["name"] for g in optimizer.param_groups][-1] == "head"
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
     assert all(p.requires_grad for p in model.parameters())
@@ -103,7 +105,7 @@ def test_fine_tune_run_logs_the_first_groups_lr(tmp_path: Path) -> None:
     assert main(["-q", "train", "--data", DATA, "--model", "resnet20", "--epochs", "1", "--batch-size", "32",
                  "--schedule", "constant", "--lr", "1e-3", "--strategy", "fine-tune", "--out", str(out)]) == 0
     rows = list(csv.DictReader((out / "history.csv").open()))
-    assert float(rows[0]["lr"]) == pytest.approx(1e-3 * LAYER_DECAY ** 4)  # the stem of 4 stages + head
+    assert float(rows[0]["lr"]) == pytest.approx(1e-3 / 100)  # the stem, first of the stages: lr/100
 
 
 class _Moved(Callback):

@@ -27,8 +27,9 @@ __all__ = ["STRATEGIES", "FINE_TUNE_LR", "LAYER_DECAY", "SMALL_DATA", "SIMILAR",
 
 STRATEGIES = ("feature-extractor", "head-only", "fine-tune", "partial", "linear-probe", "auto")
 PROBES = ("logistic", "svm")
-FINE_TUNE_LR = 1e-4  # fine-tune's base lr (the head's) when --lr is not given: small, for Adam-like optimisers
-LAYER_DECAY = 0.3  # discriminative lrs: a stage d steps below the head trains at lr × 0.3^d
+FINE_TUNE_LR = 1e-3  # fine-tune's head lr when --lr is not given (Adam-like optimisers); the stages get less
+LAYER_DECAY = None  # a stage d steps below the head trains at lr × decay^d; None: the first stage gets lr/100
+LOWEST_FRACTION = 0.01  # fastai's slice(lr/100, lr): the first stage's share of the head's lr
 SMALL_DATA = 1000  # "auto": fewer training images than this is a small dataset
 SIMILAR = 0.8  # "auto": a probe accuracy this far from chance to perfect, (acc − chance)/(1 − chance), is similar
 
@@ -168,7 +169,7 @@ class GradualUnfreeze(Callback):
 
 
 def apply_strategy(model: nn.Module, spec: ModelSpec, strategy: str, *, k: int | None = None,
-                   lr: float | None = None, decay: float = LAYER_DECAY, unfreeze_every: int = 0,
+                   lr: float | None = None, decay: float | None = LAYER_DECAY, unfreeze_every: int = 0,
                    input_size: tuple[int, int, int] | None = None) -> TransferPlan:
     """Freeze, replace and group `model`'s parameters as `strategy` says (see STRATEGIES and docs/transfer.md).
     `k`: stages kept by "partial"; `lr`: the base lr (fine-tune: FINE_TUNE_LR when None; others: the
@@ -192,13 +193,17 @@ def apply_strategy(model: nn.Module, spec: ModelSpec, strategy: str, *, k: int |
     return _fine_tune(model, spec, FINE_TUNE_LR if lr is None else lr, decay, unfreeze_every)
 
 
-def _fine_tune(model: nn.Module, spec: ModelSpec, lr: float, decay: float, every: int) -> TransferPlan:
-    """Everything trainable; stage i of n at lr × decay^(n − i), the head (and anything else) at lr."""
-    if not 0 < decay <= 1:
-        raise CnnkitError(f"the layer-wise lr decay must be in (0, 1], got {decay}")
+def _fine_tune(model: nn.Module, spec: ModelSpec, lr: float, decay: float | None, every: int) -> TransferPlan:
+    """Everything trainable; stage i of n at lr × decay^(n − i), the head (and anything else) at lr. With
+    decay None, decay = LOWEST_FRACTION^(1/n): geometric from lr/100 at the first stage to lr at the head, so
+    a deep backbone (EfficientNet's 8 stages) still learns, as fastai's slice(lr/100, lr)."""
     named = dict(model.named_parameters())
     stage_params = [_parameter_names(model, s) for s in stages(model, spec)]
     stage_params = [names for names in stage_params if names]
+    if decay is None:
+        decay = LOWEST_FRACTION ** (1 / max(len(stage_params), 1))
+    if not 0 < decay <= 1:
+        raise CnnkitError(f"the layer-wise lr decay must be in (0, 1], got {decay}")
     in_stages = {n for names in stage_params for n in names}
     groups = [{"params": [named[n] for n in names], "lr": lr * decay ** (len(stage_params) - i), "name": f"stage{i}"}
               for i, names in enumerate(stage_params)]
