@@ -93,7 +93,7 @@ def resnet18_file(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
     return source, path
 
 
-def _same_outputs(ours: torch.nn.Module, theirs: torch.nn.Module) -> None:
+def assert_same_outputs(ours: torch.nn.Module, theirs: torch.nn.Module) -> None:
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(ours.eval()(x), theirs(x), rtol=0, atol=0)
@@ -101,7 +101,7 @@ def _same_outputs(ours: torch.nn.Module, theirs: torch.nn.Module) -> None:
 
 def test_torchvision_resnet18_file_by_path_gives_identical_outputs(resnet18_file) -> None:
     source, path = resnet18_file
-    _same_outputs(create_model("resnet18", weights=path), source)
+    assert_same_outputs(create_model("resnet18", weights=path), source)
 
 
 def test_torchvision_resnet18_file_by_name_from_the_torch_hub_cache(resnet18_file, tmp_path, monkeypatch) -> None:
@@ -114,8 +114,8 @@ def test_torchvision_resnet18_file_by_name_from_the_torch_hub_cache(resnet18_fil
     assert "\n" not in message and "resnet18-f37072fd.pth" in message and str(hub) in message
     hub.mkdir(parents=True)
     path.rename(hub / "resnet18-f37072fd.pth")
-    _same_outputs(create_model("resnet18.imagenet"), source)
-    _same_outputs(create_model("tv/resnet18.imagenet"), source)  # torchvision's own architecture, same file
+    assert_same_outputs(create_model("resnet18.imagenet"), source)
+    assert_same_outputs(create_model("tv/resnet18.imagenet"), source)  # torchvision's own architecture, same file
     assert lookup("resnet18.imagenet").card_fields()["classes"][0] == "tench"
 
 
@@ -130,7 +130,7 @@ def test_safetensors_files_load_or_say_how_to_read_them(resnet18_file, tmp_path)
             read_state_dict(path)
         return
     save_file(source.state_dict(), str(path))
-    _same_outputs(create_model("resnet18", weights=path), source)
+    assert_same_outputs(create_model("resnet18", weights=path), source)
 
 
 def test_rename_by_order_checks_every_shape() -> None:

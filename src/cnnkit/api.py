@@ -269,7 +269,7 @@ def _fit(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, state
     best = run_dir / "checkpoints" / "best.pt"
     if best.is_file() and not trainer.interrupted:  # model selection on val, never on test
         trainer.model.load_state_dict(load_checkpoint(best)["model"])
-    val = _metrics(trainer, card, val_loader) if val_loader is not None and not trainer.interrupted else {}
+    val = split_metrics(trainer, card, val_loader) if val_loader is not None and not trainer.interrupted else {}
     verdict = _train_verdict(cfg, source, split, card, trainer, val) if val else None
     if trainer.dist.is_main:
         save_model(run_dir / "model.pt", trainer.model, card)
@@ -326,7 +326,7 @@ def _fit_probe(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path,
     if len(vy):
         log.info("linear-probe (%s): val accuracy %.4f (scikit-learn)", cfg.train.probe, probe.score(vx, vy))
     trainer = Trainer(card.make_task(model, cfg.train.loss), None, epochs=1, device="cpu")
-    val = _metrics(trainer, card, val_loader) if val_loader is not None else {}
+    val = split_metrics(trainer, card, val_loader) if val_loader is not None else {}
     save_model(run_dir / "model.pt", model, card)
     return TrainResult(run_dir, [], val)
 
@@ -344,7 +344,7 @@ def _train_verdict(cfg: Config, source, split: dict, card: ModelCard, trainer: T
                    val: dict) -> Verdict | None:
     """The bias/variance verdict of the selected model: its training split measured again in eval mode,
     without augmentation or dropout (not the epoch's running average), against `val`."""
-    train = _metrics(trainer, card, _loader(source, split["train"], card, cfg, train=False))
+    train = split_metrics(trainer, card, _loader(source, split["train"], card, cfg, train=False))
     try:
         return make_verdict(card.problem, train, val, cfg, trainer.history, val_count=len(split["val"]))
     except CnnkitError as err:  # e.g. no positive label in the val split: no mAP; the model is still saved
@@ -370,14 +370,14 @@ def _split_metrics(run: str | Path, split: str, batch_size: int = 256, attack: s
         warnings.simplefilter("ignore", UserWarning)
         task = card.make_task(model, cfg.train.loss)
     trainer = Trainer(task, None, epochs=1, device=cfg.train.device)
-    metrics = _metrics(trainer, card, loader)
+    metrics = split_metrics(trainer, card, loader)
     if attack is not None:  # accuracy on adversarial versions of the split's images
         metrics["robust_accuracy"] = robust_accuracy(trainer.model, loader, make_attack(attack, eps, card))
         metrics.update(attack=attack, eps=eps)
     return {"split": split, "count": int(len(indices)), **metrics}
 
 
-def _metrics(trainer: Trainer, card: ModelCard, loader) -> dict:
+def split_metrics(trainer: Trainer, card: ModelCard, loader) -> dict:
     """The loss and per-batch means (`trainer.evaluate`), then the whole-split metrics of the problem type:
     accuracy, top-5, F1 (macro, micro) for classes; mAP and per-label F1 for labels; MAE, RMSE, R² for values."""
     metrics = trainer.evaluate(loader)
@@ -389,7 +389,7 @@ def _metrics(trainer: Trainer, card: ModelCard, loader) -> dict:
 
 def evaluate(run: str | Path, split: str = "val", attack: str | None = None, eps: float = 0.1,
              target_error: float | None = None, verdict: bool = True) -> dict:
-    """The loss and the metrics of RUN's problem type on its train or val split (see `_metrics`); with
+    """The loss and the metrics of RUN's problem type on its train or val split (see `split_metrics`); with
     `attack` ('fgsm' or 'pgd'), also the accuracy on adversarial images within `eps` (pixel units).
     With `verdict`, also "verdict": the bias/variance verdict (train against val, whichever split is asked;
     see cnnkit.diagnose.verdict), bias measured above `target_error` when given. The test split has its own verb."""

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnkit.api import split_metrics
 from cnnkit.data.loader import make_loader, train_stats
 from cnnkit.data.sources import ImageSource, from_arrays
 from cnnkit.data.transforms import Augment
@@ -27,7 +28,6 @@ from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
 from cnnkit.registry import create_model, get_spec
 from cnnkit.runs import ModelCard, save_model
-from cnnkit.metrics import task_metrics
 from cnnkit.tasks import problem_name
 from cnnkit.tasks.regression import STANDARDIZED_LOSSES
 
@@ -161,12 +161,8 @@ class Model:
         loss = self._compiled["loss"] if self._compiled else None
         trainer = Trainer(self.card.make_task(self.network, loss), None, epochs=1,
                           device=self._compiled["device"] if self._compiled else "auto")
-        loader = self._loader(source, np.arange(len(source)), batch_size)
-        outputs, targets = trainer.predict(loader, targets=True)
-        if self.card.problem == "binary":
-            outputs = outputs[:, 1]
-        metrics = task_metrics(self.card.problem, outputs, targets, self.classes)
-        return {**trainer.evaluate(loader), **{k: v for k, v in metrics.items() if not isinstance(v, dict)}}
+        metrics = split_metrics(trainer, self.card, self._loader(source, np.arange(len(source)), batch_size))
+        return {k: v for k, v in metrics.items() if not isinstance(v, dict)}  # scalars, as Keras returns
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """Class probabilities (N, K) (binary: (N, 2)), label probabilities (N, K), or values (N, D)."""

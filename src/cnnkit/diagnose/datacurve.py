@@ -88,7 +88,7 @@ def _train_subset(cfg, source, part: np.ndarray, val: np.ndarray, card, folder: 
     """Train `cfg` on the indices `part` into the run folder `folder` (split.json, config.yaml, checkpoints,
     model.pt of the best val epoch as `cnnkit train` selects it, history.csv; no report) and return the model's
     metrics on `part` (eval mode, no augmentation) and on `val`."""
-    from cnnkit.api import _build_trainer, _loader, _metrics
+    from cnnkit.api import _build_trainer, _loader, split_metrics
     from cnnkit.config import save_config
     from cnnkit.data.split import write_split
     from cnnkit.engine.callbacks import write_history
@@ -110,7 +110,8 @@ def _train_subset(cfg, source, part: np.ndarray, val: np.ndarray, card, folder: 
         trainer.model.load_state_dict(load_checkpoint(best)["model"])
     save_model(folder / "model.pt", trainer.model, card)
     write_history(folder / "history.csv", trainer.history)
-    return _metrics(trainer, card, _loader(source, part, card, cfg, train=False)), _metrics(trainer, card, val_loader)
+    train_loader = _loader(source, part, card, cfg, train=False)
+    return split_metrics(trainer, card, train_loader), split_metrics(trainer, card, val_loader)
 
 
 def data_curve(run: str | Path, percents=(10, 25, 50, 100), epochs: int | None = None,  # noqa: ANN001
