@@ -170,8 +170,7 @@ def _build_trainer(cfg: Config, card: ModelCard, train_labels: np.ndarray, steps
     seed_everything(cfg.train.seed)
     _check_regularizers(cfg)
     if model is None:
-        model = create_model(cfg.model.name, num_classes=card.outputs, in_channels=card.input_size[0],
-                             weights=cfg.model.weights, batch_norm_mode=cfg.model.batch_norm, **cfg.model.options)
+        model = _new_model(cfg, card)
         plan = _transfer_plan(cfg, card, model)
         model = plan.model if plan else model
     else:
@@ -285,8 +284,8 @@ def _fit(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, state
     return TrainResult(run_dir, trainer.history, val, trainer.interrupted, verdict)
 
 
-def _probe_model(cfg: Config, card: ModelCard) -> torch.nn.Module:
-    seed_everything(cfg.train.seed)
+def _new_model(cfg: Config, card: ModelCard) -> torch.nn.Module:
+    """The network `cfg` asks for, sized by the card (outputs, input channels), with its weights and BN mode."""
     return create_model(cfg.model.name, num_classes=card.outputs, in_channels=card.input_size[0],
                          weights=cfg.model.weights, batch_norm_mode=cfg.model.batch_norm, **cfg.model.options)
 
@@ -299,7 +298,8 @@ def _auto_strategy(cfg: Config, source, split: dict, card: ModelCard, subset: in
     if card.problem not in ("binary", "multiclass"):
         raise CnnkitError(f"--strategy auto estimates similarity with a classifier; a {card.problem} task needs "
                           "a named strategy (fine-tune, feature-extractor, ...)")
-    model, spec = _probe_model(cfg, card), get_spec(cfg.model.name)
+    seed_everything(cfg.train.seed)
+    model, spec = _new_model(cfg, card), get_spec(cfg.model.name)
     picked = np.random.default_rng(cfg.train.seed).permutation(split["train"])[:subset]
     x, y = extract_features(model, spec, _loader(source, np.sort(picked), card, cfg, train=False))
     choice, reasoning = choose_strategy(x, y, len(split["train"]), len(stages(model, spec)))
@@ -314,7 +314,8 @@ def _fit_probe(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path,
 
     if card.problem not in ("binary", "multiclass"):
         raise CnnkitError(f"--strategy linear-probe fits a classifier; a {card.problem} task needs another strategy")
-    model, spec = _probe_model(cfg, card), get_spec(cfg.model.name)
+    seed_everything(cfg.train.seed)
+    model, spec = _new_model(cfg, card), get_spec(cfg.model.name)
     x, y = extract_features(model, spec, _loader(source, split["train"], card, cfg, train=False))
     val_loader = _loader(source, split["val"], card, cfg, train=False) if len(split["val"]) else None
     vx, vy = extract_features(model, spec, val_loader) if val_loader is not None else (x[:0], y[:0])
