@@ -204,3 +204,32 @@ def test_auto_prints_its_reasoning_and_picks(tmp_path: Path, caplog) -> None:
     assert len(reasoning) == 1 and "small" in reasoning[0] and "similarity" in reasoning[0]
     chosen = (out / "config.yaml").read_text().split("strategy: ")[1].split()[0]
     assert chosen in STRATEGIES and chosen != "auto" and chosen in reasoning[0]
+
+
+def test_head_init_probe_starts_the_head_as_the_linear_probe(tmp_path: Path, capsys) -> None:
+    """LP-FT: with --head-init probe and a learning rate too small to move anything, the trained head is the
+    head a linear-probe run of the same seed writes (same backbone init → same features → same fit)."""
+    probe, lpft = tmp_path / "probe", tmp_path / "lpft"
+    base = ["-q", "train", "--data", DATA, "--model", "resnet20", "--seed", "3"]
+    assert main(base + ["--strategy", "linear-probe", "--out", str(probe)]) == 0
+    assert main(base + ["--strategy", "head-only", "--head-init", "probe", "--optimizer", "sgd", "--lr", "1e-9",
+                        "--epochs", "1", "--out", str(lpft)]) == 0
+    (a, _), (b, _) = load_model(probe), load_model(lpft)
+    assert torch.allclose(a.fc.weight, b.fc.weight, atol=1e-5) and torch.allclose(a.fc.bias, b.fc.bias, atol=1e-5)
+    random_init = create_model("resnet20", num_classes=a.fc.out_features).fc.weight
+    assert not torch.allclose(random_init, b.fc.weight, atol=1e-3)
+    capsys.readouterr()
+    accuracies = []
+    for run in (probe, lpft):
+        assert main(["evaluate", str(run), "--json"]) == 0
+        accuracies.append(json.loads(capsys.readouterr().out)["accuracy"])
+    assert accuracies[0] == accuracies[1]
+
+
+def test_head_init_probe_needs_a_trained_head_and_classes(capsys) -> None:
+    assert main(["-q", "train", "--data", DATA, "--strategy", "linear-probe", "--head-init", "probe"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "goes with --strategy fine-tune" in err
+    with pytest.raises(SystemExit) as exit_:
+        main(["-q", "train", "--data", DATA, "--head-init", "prob"])
+    assert exit_.value.code == 2 and "invalid choice: 'prob'" in capsys.readouterr().err

@@ -49,6 +49,7 @@ class TrainResult:
     val: dict  # metrics of the saved model on the val split
     interrupted: bool = False
     verdict: Verdict | None = None  # bias/variance of the saved model (None without a val split or when interrupted)
+    trainable: int | None = None  # parameters with requires_grad at the end of training (linear-probe: its layer's)
 
 
 def _problem_source(task: str, source: ImageSource) -> tuple[str, ImageSource]:
@@ -260,6 +261,8 @@ def _fit(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, state
         save_config(cfg, run_dir / "config.yaml")
     val_loader = _loader(source, split["val"], card, cfg, train=False) if len(split["val"]) else None
     trainer.meta = {"card": asdict(card)}
+    if state is None and cfg.train.head_init == "probe":
+        _probe_head(cfg, source, split, card, trainer.model)
     if state is not None:
         trainer.load_state_dict(state)
         log.info("resuming %s after epoch %d of %d", run_dir, trainer.epoch, trainer.epochs)
@@ -281,7 +284,8 @@ def _fit(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, state
             plot_learning_curves(trainer.history, run_dir / "plots" / "learning_curves.png")
         if trainer.history and not trainer.interrupted:
             _write_report(run_dir)
-    return TrainResult(run_dir, trainer.history, val, trainer.interrupted, verdict)
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)  # after any unfreezing
+    return TrainResult(run_dir, trainer.history, val, trainer.interrupted, verdict, trainable)
 
 
 def _new_model(cfg: Config, card: ModelCard) -> torch.nn.Module:
@@ -307,10 +311,27 @@ def _auto_strategy(cfg: Config, source, split: dict, card: ModelCard, subset: in
     return choice
 
 
+def _probe_head(cfg: Config, source, split: dict, card: ModelCard, model: torch.nn.Module) -> None:
+    """--head-init probe (LP-FT, Kumar et al. 2022): the new head starts as a linear probe fitted on the
+    network's features of the training split (eval mode, no augmentation), so training does not begin by
+    pushing the gradients of a random head through the pretrained features."""
+    from cnnkit.transfer import extract_features, fit_linear_probe
+
+    if card.problem not in ("binary", "multiclass"):
+        raise CnnkitError(f"--head-init probe fits a classifier; a {card.problem} task needs --head-init random")
+    spec = get_spec(cfg.model.name)
+    was_training = model.training
+    x, y = extract_features(model, spec, _loader(source, split["train"], card, cfg, train=False))
+    probe = fit_linear_probe(model, spec, x, y, card.outputs, cfg.train.probe)
+    model.train(was_training)
+    log.info("head-init probe: the head starts from a %s probe, train accuracy %.4f", cfg.train.probe,
+             probe.score(x, y))
+
+
 def _fit_probe(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, record: dict) -> TrainResult:
     """linear-probe: pooled features once (eval mode, no augmentation), cached in RUN/features.npz; a
     scikit-learn probe fitted on them and written into the model's last linear layer; an ordinary run folder."""
-    from cnnkit.transfer import extract_features, fit_linear_probe
+    from cnnkit.transfer import _last_linears, extract_features, fit_linear_probe
 
     if card.problem not in ("binary", "multiclass"):
         raise CnnkitError(f"--strategy linear-probe fits a classifier; a {card.problem} task needs another strategy")
@@ -329,7 +350,8 @@ def _fit_probe(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path,
     trainer = Trainer(card.make_task(model, cfg.train.loss), None, epochs=1, device="cpu")
     val = split_metrics(trainer, card, val_loader) if val_loader is not None else {}
     save_model(run_dir / "model.pt", model, card)
-    return TrainResult(run_dir, [], val)
+    layer = model.get_submodule(_last_linears(model, spec)[0])
+    return TrainResult(run_dir, [], val, trainable=sum(p.numel() for p in layer.parameters()))
 
 
 def _write_report(run_dir: Path) -> None:
@@ -483,6 +505,19 @@ def predict(run: str | Path, inputs: list[str | Path], top_k: int = 5, batch_siz
     return results
 
 
+def embed(run: str | Path, inputs: list[str | Path], out: str | Path, batch_size: int = 64,
+          layer: str | None = None) -> Path:
+    """Write each image's feature vector to `out` (.npy + .paths.txt, .npz or .parquet) and return its path:
+    the input of the last linear layer, or module `layer`'s pooled output (see cnnkit.embed). RUN is a run
+    folder or pretrained weights such as efficientnet_lite0.imagenet, as for `predict`."""
+    from cnnkit import embed as embedding
+
+    embedding.check_format(out)
+    paths = _expand_inputs(inputs)
+    model, card = load_model(run) if Path(run).exists() else pretrained_model(str(run))
+    return embedding.embed(model, card, paths, out, batch_size=batch_size, layer=layer)
+
+
 def demo_config(out: str | None = None) -> Config:
     """LeNet-5 on scikit-learn's digits (upsampled to 32×32), with a little rotation and shift."""
     return load_config(overrides={
@@ -548,6 +583,15 @@ def inspect_feature_maps(target: str | Path, image: str | Path, layer: str, out:
     from cnnkit.diagnose.pictures import save_feature_maps
 
     return save_feature_maps(target, image, layer, out)
+
+
+def transfer_compare(cfg: Config, strategies: list[str] | str | None = None, out: str | Path | None = None):
+    """Train `cfg` once per transfer strategy (default: cnnkit.compare.DEFAULT_STRATEGIES, with the "scratch"
+    baseline) on the same split and budget, into OUT/<strategy>; returns a cnnkit.compare.CompareResult whose
+    rows hold val accuracy, training time and trainable parameters, also written to OUT/compare.{json,csv,png}."""
+    from cnnkit.compare import compare_strategies
+
+    return compare_strategies(cfg, strategies, out)
 
 
 def lr_find(cfg: Config, steps: int = 100, out: str | Path | None = None, **options):

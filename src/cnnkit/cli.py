@@ -53,7 +53,8 @@ def _sparsities(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected fractions such as 0.5,0.8,0.9, got {text!r}") from None
 
 
-def _train_parser(sub, verb: str = "train", text: str = "train a classifier; prints the run folder last") -> None:
+def _train_parser(sub, verb: str = "train",
+                  text: str = "train a classifier; prints the run folder last") -> argparse.ArgumentParser:
     p = sub.add_parser(verb, help=text)
     p.add_argument("--data", help="folder of class folders, CSV of path,label, or digits | mnist:PATH | synthetic-shapes")
     p.add_argument("--model", help="registered architecture (see `cnnkit models`)")
@@ -92,6 +93,8 @@ def _train_parser(sub, verb: str = "train", text: str = "train a classifier; pri
     p.add_argument("--unfreeze-every", type=_positive_int, metavar="N",
                    help="fine-tune: unfreeze one more stage every N epochs, from the head backwards")
     p.add_argument("--probe", choices=("logistic", "svm"), help="linear-probe: logistic regression or linear SVM")
+    p.add_argument("--head-init", choices=("random", "probe"),
+                   help="the new head before training: random (default), or fitted as a linear probe (LP-FT)")
     p.add_argument("--workers", type=int)
     p.add_argument("--device", help="auto | cpu | cuda | cuda:1")
     p.add_argument("--amp", action="store_true", default=None, help="mixed precision")
@@ -106,8 +109,20 @@ def _train_parser(sub, verb: str = "train", text: str = "train a classifier; pri
                    help="also log to TensorBoard (RUN/tensorboard) or MLflow; repeatable")
     if verb == "lr-find":
         p.add_argument("--steps", type=_positive_int, default=100, help="batches of the range test")
-        return
-    p.add_argument("--resume", metavar="RUN", help="continue RUN from checkpoints/last.pt")
+    elif verb != "compare":  # `transfer compare` starts new runs only
+        p.add_argument("--resume", metavar="RUN", help="continue RUN from checkpoints/last.pt")
+    return p
+
+
+def _transfer_parser(sub) -> None:
+    t = sub.add_parser("transfer", help="transfer learning tools: compare strategies")
+    p = _train_parser(t.add_subparsers(dest="transfer_verb", required=True, metavar="compare"), "compare",
+                      "train several strategies on the same split and budget; a table of val accuracy, time and "
+                      "trainable parameters; prints the folder last")
+    p.add_argument("--strategies", metavar="S1,S2,...",
+                   help="default feature-extractor,head-only,fine-tune,partial,linear-probe,scratch "
+                        "(scratch: the same architecture from random weights; auto also allowed)")
+    p.add_argument("--json", action="store_true")
 
 
 def _prune_parser(sub) -> None:
@@ -177,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_positive_int, default=5)
     p.add_argument("--threshold", type=float, default=0.5, help="multilabel: a label is predicted at or above it")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("embed", help="feature vectors of images (.npy, .npz or .parquet); prints the file last")
+    p.add_argument("run", metavar="RUN_OR_WEIGHTS",
+                   help="a run folder, or pretrained weights such as efficientnet_lite0.imagenet")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--out", default="embeddings.npz", metavar="FILE",
+                   help="its extension picks the format: .npy (+ .paths.txt), .npz or .parquet")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--layer", metavar="NAME",
+                   help="this module's output (global-average-pooled) instead of the last linear layer's input")
     p = sub.add_parser("models", help="the registered architectures: parameters, depth, size, GFLOPs")
     p.add_argument("--task")
     p.add_argument("--json", action="store_true")
@@ -186,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     _inspect_parser(sub)
     _prune_parser(sub)
     _diagnose_parser(sub)
+    _transfer_parser(sub)
     p = sub.add_parser("demo", help="LeNet-5 on the embedded digits: train, test, plots")
     p.add_argument("--out")
     p = sub.add_parser("report", help="write RUN/report.html, one self-contained page; prints its path last")
@@ -214,7 +239,7 @@ def _train_overrides(a: argparse.Namespace) -> dict:
                       loss=a.loss, patience=a.patience, monitor=a.monitor, min_delta=a.min_delta, device=a.device,
                       amp=a.amp, seed=a.seed, l1=a.l1, l2=a.l2, mixup=a.mixup, cutmix=a.cutmix, adversarial=a.adversarial, adv_eps=a.adv_eps,
                       log=a.log, strategy=a.strategy, keep_stages=a.keep_stages, unfreeze_every=a.unfreeze_every,
-                      probe=a.probe),
+                      probe=a.probe, head_init=a.head_init),
         "diagnose": pick(alarm_stop=a.alarm_stop, target_error=a.target_error),
         **pick(out=a.out, task=a.task),
     }
@@ -340,6 +365,23 @@ def cmd_diagnose(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_transfer_compare(a: argparse.Namespace) -> int:
+    """The table (or JSON), the files written, then the comparison folder as the last line."""
+    from cnnkit.compare import format_table, load_compare_config, parse_strategies
+
+    strategies = parse_strategies(a.strategies)  # a bad name fails before any config or data is read
+    result = api.transfer_compare(load_compare_config(a.config, _train_overrides(a)), strategies, a.out)
+    if a.json:
+        print(json.dumps(result.rows))
+    else:
+        print(format_table(result.rows))
+        print(f"table: {result.files['json']}  {result.files['csv']}  plot: {result.files['png']}")
+    if result.interrupted:
+        print("interrupted: the table holds the finished strategies", file=sys.stderr)
+    print(result.out)
+    return 130 if result.interrupted else 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = api.train(api.demo_config(a.out))
@@ -370,6 +412,8 @@ def run(a: argparse.Namespace) -> int:
         _print_metrics(api.test(a.run), a.json)
     elif a.verb == "predict":
         return cmd_predict(a)
+    elif a.verb == "embed":
+        print(api.embed(a.run, a.inputs, a.out, batch_size=a.batch_size, layer=a.layer))
     elif a.verb == "models":
         return cmd_models(a)
     elif a.verb == "inspect":
@@ -387,6 +431,8 @@ def run(a: argparse.Namespace) -> int:
         return cmd_prune(a)
     elif a.verb == "diagnose":
         return cmd_diagnose(a)
+    elif a.verb == "transfer":
+        return cmd_transfer_compare(a)
     elif a.verb == "report":
         print(api.report(a.run))
     elif a.verb == "augment-preview":

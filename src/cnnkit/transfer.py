@@ -11,6 +11,8 @@ head (ModelSpec.head) left out. "linear-probe" fits scikit-learn on pooled featu
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +25,8 @@ from cnnkit.models.tweaks import batch_norm_layers, set_batch_norm
 from cnnkit.registry import ModelSpec
 
 __all__ = ["STRATEGIES", "FINE_TUNE_LR", "LAYER_DECAY", "SMALL_DATA", "SIMILAR", "TransferPlan", "GradualUnfreeze",
-           "apply_strategy", "stages", "truncate", "extract_features", "fit_linear_probe", "choose_strategy"]
+           "apply_strategy", "stages", "truncate", "capture_input", "extract_features", "fit_linear_probe",
+           "choose_strategy"]
 
 STRATEGIES = ("feature-extractor", "head-only", "fine-tune", "partial", "linear-probe", "auto")
 PROBES = ("logistic", "svm")
@@ -87,6 +90,8 @@ def _parameter_names(model: nn.Module, paths: list[str]) -> list[str]:
 
 def _last_linears(model: nn.Module, spec: ModelSpec) -> list[str]:
     """The last nn.Linear of each head path: the FC layer(s) "head-only" replaces and linear-probe writes."""
+    if isinstance(model, PartialNet):
+        return ["fc"]
     found = []
     for h in _heads(spec):
         linears = [f"{h}.{n}" if n else h for n, m in model.get_submodule(h).named_modules()
@@ -256,21 +261,28 @@ def truncate(model: nn.Module, spec: ModelSpec, k: int | None, input_size: tuple
 
 
 # -- linear probe -----------------------------------------------------------------------------------------
+@contextmanager
+def capture_input(layer: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Within the block, each forward of `layer` appends its input, as (N, F) float on the CPU, to the yielded
+    list: for a last linear layer, the pooled features (extract_features, cnnkit.embed)."""
+    seen: list[torch.Tensor] = []
+    hook = layer.register_forward_pre_hook(lambda m, args: seen.append(args[0].flatten(1).float().cpu()))
+    try:
+        yield seen
+    finally:
+        hook.remove()
+
+
 @torch.inference_mode()
 def extract_features(model: nn.Module, spec: ModelSpec, loader) -> tuple[np.ndarray, np.ndarray]:
     """(features, targets): the input of the model's last linear layer (pooled features), in eval mode."""
-    layer = model.get_submodule(_last_linears(model, spec)[0])
-    seen: list[torch.Tensor] = []
-    hook = layer.register_forward_pre_hook(lambda m, args: seen.append(args[0].flatten(1).float().cpu()))
     model.eval()
     targets = []
-    try:
+    with capture_input(model.get_submodule(_last_linears(model, spec)[0])) as seen:
         for batch in loader:
             model(batch.images)
             targets.append(batch.targets.cpu())
-    finally:
-        hook.remove()
-    return torch.cat(seen).numpy().astype(np.float64), torch.cat(targets).numpy()
+    return torch.cat(seen).numpy().astype(np.float64), torch.cat(targets).numpy()  # (n, F), (n,)
 
 
 def _make_probe(probe: str, seed: int = 0):
