@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from cnnkit import api, optimizers
+from cnnkit import api, optimizers, pipeline
 from cnnkit.config import config_from_dict, load_config
 from cnnkit.data.builtin import open_source
 from cnnkit.data.split import indices_from_record
@@ -59,8 +59,8 @@ def main() -> int:
     source = open_source(cfg.data.source, cfg.data.max_bad_fraction)
     train_idx = indices_from_record(source, record, "train")
     val_idx = indices_from_record(source, record, "val")
-    train_loader = api._loader(source, train_idx, card, cfg, train=True)
-    val_loader = api._loader(source, val_idx, card, cfg, train=False)
+    train_loader = pipeline.run_loader(source, train_idx, card, cfg, train=True)
+    val_loader = pipeline.run_loader(source, val_idx, card, cfg, train=False)
 
     def evaluate(m) -> float:
         trainer = Trainer(ClassificationTask(m, cfg.train.loss), None, epochs=1, device=cfg.train.device)

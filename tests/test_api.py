@@ -138,7 +138,7 @@ def test_demo_reaches_the_accuracy_target(tmp_path: Path) -> None:
 def test_class_weight_balanced_follows_sklearn(tmp_path: Path) -> None:
     from sklearn.utils.class_weight import compute_class_weight
 
-    from cnnkit.api import _class_weight
+    from cnnkit.pipeline import _class_weight
 
     labels = np.array([0, 0, 0, 1, 2, 2])
     cfg = _cfg(tmp_path, class_weight="balanced")

@@ -129,11 +129,11 @@ def test_model_options_reach_the_architecture_and_bad_ones_leave_no_run_folder(t
 
 
 def test_l1_l2_and_dropout_flags_reach_the_training(tmp_path: Path, monkeypatch) -> None:
-    import cnnkit.api
+    import cnnkit.pipeline
 
     applied = []
-    real_set_dropout = cnnkit.api.set_dropout
-    monkeypatch.setattr(cnnkit.api, "set_dropout", lambda m, spec: applied.append(real_set_dropout(m, spec)))
+    real_set_dropout = cnnkit.pipeline.set_dropout
+    monkeypatch.setattr(cnnkit.pipeline, "set_dropout", lambda m, spec: applied.append(real_set_dropout(m, spec)))
     out = tmp_path / "reg"
     assert main(["-q", "train", "--data", "synthetic-shapes:n=60", "--epochs", "1", "--l2", "1e-3", "--l1", "1e-4",
                  "--dropout", "0.3", "--out", str(out)]) == 0

@@ -108,6 +108,42 @@ def test_fine_tune_run_logs_the_first_groups_lr(tmp_path: Path) -> None:
     assert float(rows[0]["lr"]) == pytest.approx(1e-3 / 100)  # the stem, first of the stages: lr/100
 
 
+def test_fine_tune_keeps_bn_statistics_and_trains_gamma_beta(tmp_path: Path) -> None:
+    """fine-tune: after a real run from a weight file every BN running_mean/var/num_batches_tracked is the file's,
+    while every weight (convolutions, γ and β included) has moved; the head started from a probe (auto)."""
+    seed_everything(2)
+    start = create_model("resnet20", num_classes=3)
+    weights = tmp_path / "start.pt"
+    torch.save(start.state_dict(), weights)
+    out = tmp_path / "ft"
+    assert main(["-q", "train", "--data", DATA, "--model", "resnet20", "--epochs", "1", "--batch-size", "16",
+                 "--lr", "1e-2", "--strategy", "fine-tune", "--out", str(out),
+                 "--config", str(_config(tmp_path, weights))]) == 0
+    before, after = start.state_dict(), load_model(out)[0].state_dict()
+    statistics = [k for k in before if k.rsplit(".", 1)[1] in ("running_mean", "running_var", "num_batches_tracked")]
+    assert len(statistics) == 3 * 19  # resnet20: 19 BN layers
+    assert all(torch.equal(before[k], after[k]) for k in statistics)
+    gammas = [k for k in before if k.endswith(".weight") and k.replace(".weight", ".running_mean") in before]
+    assert gammas and all(not torch.equal(before[k], after[k]) for k in gammas)
+    assert all(not torch.equal(before[k], after[k]) for k in before if "conv" in k)
+
+
+def test_head_init_auto_probes_only_a_pretrained_fine_tune(tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="cnnkit")
+    weights = tmp_path / "w.pt"
+    torch.save(create_model("resnet20", num_classes=3).state_dict(), weights)
+    base = ["-q", "train", "--data", DATA, "--model", "resnet20", "--epochs", "1"]
+    runs = {"pretrained": ["--strategy", "fine-tune", "--config", str(_config(tmp_path, weights))],
+            "random weights": ["--strategy", "fine-tune"],
+            "feature-extractor": ["--strategy", "feature-extractor", "--config", str(_config(tmp_path, weights))]}
+    probed = {}
+    for name, extra in runs.items():
+        caplog.clear()
+        assert main(base + extra + ["--out", str(tmp_path / name)]) == 0
+        probed[name] = any(r.getMessage().startswith("head-init probe") for r in caplog.records)
+    assert probed == {"pretrained": True, "random weights": False, "feature-extractor": False}
+
+
 class _Moved(Callback):
     """Which parameters changed during each epoch."""
 
@@ -127,7 +163,7 @@ def test_gradual_unfreezing_unfreezes_one_stage_per_epoch() -> None:
     model = create_model("resnet20", num_classes=3)  # stages: stem (conv1, bn1), layer1, layer2, layer3; head fc
     plan = apply_strategy(model, get_spec("resnet20"), "fine-tune", lr=1e-2, unfreeze_every=1)
     moved = _Moved()
-    # the unfreezing callback goes first, as in api._build_trainer's list the recorder sees its choice
+    # the unfreezing callback goes first, as in pipeline.build_trainer's list the recorder sees its choice
     trainer = Trainer(make_task("multiclass", plan.model), optimizers.get("adam", plan.param_groups),
                       epochs=4, callbacks=[*plan.callbacks, moved], device="cpu")
     trainer.fit(_batches())

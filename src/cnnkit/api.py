@@ -1,12 +1,12 @@
-"""The verbs shared by the CLI and Python users: train, evaluate, test, predict, demo_config, augment_preview,
-models_table, inspect_model, inspect_kernels, inspect_feature_maps, lr_find, prune."""
+"""The verbs shared by the CLI and Python users: train, evaluate, test, predict, embed, demo_config,
+augment_preview, models_table, inspect_model, inspect_kernels, inspect_feature_maps, transfer_compare, lr_find,
+prune, report, diagnose. How a run is assembled (card, loaders, model, Trainer) lives in cnnkit.pipeline."""
 from __future__ import annotations
 
 import json
 import logging
 import warnings
 from dataclasses import asdict, dataclass, replace
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,28 +16,22 @@ import yaml
 from cnnkit.config import Config, config_from_dict, load_config, save_config  # noqa: F401 (load_config is API)
 from cnnkit.data.builtin import open_source
 from cnnkit.data.images import BadImage, is_image_file, read_image
-from cnnkit.data.loader import make_loader, train_stats
 from cnnkit.data.split import indices_from_record, make_split, split_record, write_split
 from cnnkit.data.transforms import make_augment
-from cnnkit.engine.callbacks import (CSVLogger, EarlyStopping, ModelCheckpoint, OverfittingAlarm, ProgressBar,
-                                     write_history)
+from cnnkit.engine.callbacks import ModelCheckpoint, OverfittingAlarm, write_history
 from cnnkit.engine.checkpoint import load_checkpoint
-from cnnkit.engine.distributed import DistInfo, barrier, broadcast_object, init_distributed
-from cnnkit import optimizers, schedules
+from cnnkit.engine.distributed import barrier, broadcast_object, init_distributed
 from cnnkit.engine.trainer import Trainer, seed_everything
-from cnnkit.adversarial import fgsm, input_range, pgd, pixel_eps, robust_accuracy
+from cnnkit.adversarial import robust_accuracy
 from cnnkit.errors import CnnkitError, did_you_mean
-from cnnkit.regularizers import Penalty, cutmix, mixup
-from cnnkit.models.tweaks import set_dropout
+from cnnkit.pipeline import (auto_strategy, build_trainer, card_for, make_attack, new_model,  # noqa: F401
+                             probe_head, problem_source, run_loader, wants_probe_head)  # make_attack: API
 from cnnkit.prune import SCOPES, make_permanent, prune_model, sparsity
-from cnnkit.pretrained import lookup as lookup_pretrained, pretrained_model
-from cnnkit.registry import create_model, get_spec
+from cnnkit.pretrained import pretrained_model
+from cnnkit.registry import get_spec
 from cnnkit.runs import ModelCard, load_model, new_run_dir, record_test_use, run_file, save_model
-from cnnkit.data.sources import ImageSource, as_problem, infer_problem
 from cnnkit.metrics import task_metrics
 from cnnkit.diagnose.verdict import Verdict, make_verdict, run_verdict, write_diagnosis
-from cnnkit.tasks import problem_name
-from cnnkit.tasks.regression import STANDARDIZED_LOSSES
 
 log = logging.getLogger("cnnkit")
 
@@ -50,171 +44,6 @@ class TrainResult:
     interrupted: bool = False
     verdict: Verdict | None = None  # bias/variance of the saved model (None without a val split or when interrupted)
     trainable: int | None = None  # parameters with requires_grad at the end of training (linear-probe: its layer's)
-
-
-def _problem_source(task: str, source: ImageSource) -> tuple[str, ImageSource]:
-    """The problem type (`task`, or inferred from the data when 'auto') and the source's targets for it."""
-    problem = infer_problem(source) if task == "auto" else problem_name(task)
-    return problem, as_problem(source, problem)
-
-
-def _target_scaling(cfg: Config, source: ImageSource, train: np.ndarray) -> dict:
-    """Regression: a sigmoid output when every training target lies in [0, 1]; otherwise the training
-    targets' mean and std, so the model learns standardised targets (for the shift-free losses)."""
-    t = source.targets[train]  # (n, D)
-    if t.min() >= 0 and t.max() <= 1:
-        return {"bounded": True}
-    if (cfg.train.loss or "mse") not in STANDARDIZED_LOSSES:
-        return {}
-    std = t.std(0)
-    return {"target_mean": t.mean(0).tolist(), "target_std": np.where(std > 0, std, 1.0).tolist()}
-
-
-def _card_for(cfg: Config, source: ImageSource, split: dict, seed: int) -> ModelCard:
-    """The run's card. Pretrained weights (e.g. efficientnet_lite0.imagenet) keep their own normalisation,
-    input size and interpolation, which transfer needs; the card names their architecture, so the saved
-    model loads without the weight file."""
-    weights = lookup_pretrained(cfg.model.name)
-    if weights is not None:
-        return _pretrained_card(cfg, source, split, weights)
-    spec = get_spec(cfg.model.name)
-    channels = cfg.data.channels or spec.input_size[0]
-    size = cfg.data.image_size or spec.input_size[1]
-    mean, std = train_stats(source, split["train"], channels, size, cfg.data.resize, seed=seed)
-    bn = {} if cfg.model.batch_norm == "on" else {"batch_norm_mode": cfg.model.batch_norm}  # "off" changes the keys
-    scaling = _target_scaling(cfg, source, split["train"]) if cfg.task == "regression" else {}
-    return ModelCard(cfg.model.name, cfg.task, list(source.classes), [channels, size, size], mean, std,
-                     cfg.data.whiten, cfg.data.resize, {**cfg.model.options, **bn}, **scaling)
-
-
-def _pretrained_card(cfg: Config, source: ImageSource, split: dict, weights) -> ModelCard:
-    c, h, _ = weights.input_size
-    if cfg.data.channels not in (None, c):
-        raise CnnkitError(f"{cfg.model.name} takes {c}-channel images; drop --channels {cfg.data.channels}")
-    size = cfg.data.image_size or h
-    bn = {} if cfg.model.batch_norm == "on" else {"batch_norm_mode": cfg.model.batch_norm}
-    scaling = _target_scaling(cfg, source, split["train"]) if cfg.task == "regression" else {}
-    fields = weights.card_fields()
-    return ModelCard(weights.architecture, cfg.task, list(source.classes), [c, size, size], fields["mean"],
-                     fields["std"], cfg.data.whiten, cfg.data.resize, {**weights.options, **cfg.model.options, **bn},
-                     interpolation=weights.interpolation, **scaling)
-
-
-def _loader(source, indices, card: ModelCard, cfg: Config, *, train: bool, dist: DistInfo | None = None):
-    aug = make_augment(cfg.data.augment, **cfg.data.augment_options) if train else None
-    if aug is not None and aug == make_augment("none"):
-        aug = None
-    return make_loader(
-        source, indices, channels=card.input_size[0], size=card.input_size[1], resize=card.resize, mean=card.mean,
-        std=card.std, whiten=card.whiten, augment=aug, batch_size=cfg.train.batch_size, shuffle=train,
-        seed=cfg.train.seed, workers=cfg.data.workers, distributed=bool(dist and dist.enabled),
-        rank=dist.rank if dist else 0, world_size=dist.world_size if dist else 1,
-        pin_memory=torch.cuda.is_available(), interpolation=card.interpolation,
-    )
-
-
-def _class_weight(cfg: Config, labels: np.ndarray, k: int) -> torch.Tensor | None:
-    if cfg.train.class_weight is None:
-        return None
-    if cfg.train.class_weight != "balanced":
-        raise CnnkitError(f"class_weight must be 'balanced' or empty, got {cfg.train.class_weight!r}")
-    if cfg.task in ("multilabel", "regression"):
-        raise CnnkitError(f"class_weight='balanced' weighs single-label classes; a {cfg.task} task has none "
-                          "(use sample weights)")
-    counts = np.bincount(labels, minlength=k).astype(np.float64)
-    return torch.tensor(len(labels) / (k * np.maximum(counts, 1)), dtype=torch.float32)  # n / (K n_c)
-
-
-def make_attack(name: str | None, eps: float, card: ModelCard, steps: int = 7):
-    """None, or (model, images, targets) → adversarial images within `eps` (pixel units) of the images, kept
-    inside the valid pixel range of the card's normalisation."""
-    if name is None:
-        return None
-    if name not in ("fgsm", "pgd"):
-        raise CnnkitError(f"unknown attack {name!r}{did_you_mean(name, ('fgsm', 'pgd'))}")
-    if card.whiten:  # each image has its own scale: a budget in pixel units has no single size in model inputs
-        raise CnnkitError("adversarial attacks need the dataset's mean/std normalisation; this run whitens each "
-                          "image (--whiten), so a pixel budget has no fixed size: train without --whiten")
-    budget, clamp = pixel_eps(eps, card.std), input_range(card.mean, card.std)
-    if name == "fgsm":
-        return partial(fgsm, eps=budget, clamp=clamp)
-    return partial(pgd, eps=budget, alpha=budget * 2.5 / steps, steps=steps, clamp=clamp)
-
-
-def _mixer(mixup_alpha: float, cutmix_alpha: float, k: int):
-    """None, or a function (images, targets) → (mixed images, soft targets) drawing mixup or CutMix per batch."""
-    if not mixup_alpha and not cutmix_alpha:
-        return None
-
-    def mix(images: torch.Tensor, targets: torch.Tensor):
-        use_cutmix = cutmix_alpha and (not mixup_alpha or torch.rand(()) < 0.5)
-        mixed = cutmix(images, targets, k, alpha=cutmix_alpha) if use_cutmix else \
-            mixup(images, targets, k, alpha=mixup_alpha)
-        return mixed.images, mixed.targets
-
-    return mix
-
-
-def _check_regularizers(cfg: Config) -> None:
-    """Refuse the training options that have no meaning for the problem type."""
-    t, problem = cfg.train, cfg.task
-    if problem == "regression" and (t.mixup or t.cutmix or t.label_smoothing):
-        raise CnnkitError("mixup, cutmix and label smoothing mix class labels; a regression task has none")
-    if t.adversarial and problem != "multiclass":
-        raise CnnkitError(f"adversarial training attacks the softmax cross-entropy of a multiclass task, not a "
-                          f"{problem} one; train with --task multiclass or without --adversarial")
-
-
-def _build_trainer(cfg: Config, card: ModelCard, train_labels: np.ndarray, steps: int, run_dir: Path,
-                   model: torch.nn.Module | None = None) -> Trainer:
-    """The Trainer of `cfg`, for a new model as `cfg` says, or for `model` (e.g. a pruned one) when given."""
-    seed_everything(cfg.train.seed)
-    _check_regularizers(cfg)
-    if model is None:
-        model = _new_model(cfg, card)
-        plan = _transfer_plan(cfg, card, model)
-        model = plan.model if plan else model
-    else:
-        plan = None
-    if cfg.model.dropout is not None:  # training only: the card need not carry it
-        set_dropout(model, cfg.model.dropout)
-    t = cfg.train
-    penalty = Penalty(t.l1, t.l2, layers=t.penalty_layers) if t.l1 or t.l2 else None
-    task = card.make_task(model, t.loss, label_smoothing=t.label_smoothing, penalty=penalty,
-                          mix=_mixer(t.mixup, t.cutmix, len(card.classes)),
-                          attack=make_attack(t.adversarial, t.adv_eps, card, t.adv_steps),
-                          class_weight=_class_weight(cfg, train_labels, len(card.classes)))
-    optimizer = optimizers.get(t.optimizer, plan.param_groups if plan else model.parameters(), lr=t.lr,
-                               weight_decay=t.weight_decay, **t.optimizer_options)
-    per_epoch = t.schedule == "reduce_on_plateau"  # it needs the val loss, known once per epoch
-    scheduler = schedules.get(t.schedule, optimizer, steps_per_epoch=steps, epochs=t.epochs,
-                              interval="epoch" if per_epoch else "batch",
-                              warmup=round(t.warmup_epochs * (1 if per_epoch else steps)), **t.schedule_options)
-    callbacks = [EarlyStopping(t.monitor, t.patience, t.min_delta, restore_best=t.restore_best)] if t.patience else []
-    callbacks += [OverfittingAlarm(cfg.diagnose.alarm_patience, cfg.diagnose.alarm_stop),  # before the checkpoint
-                  ModelCheckpoint(run_dir / "checkpoints", monitor=task.monitor),
-                  CSVLogger(run_dir / "history.csv"), ProgressBar()] + (plan.callbacks if plan else [])
-    if t.log:
-        from cnnkit.engine.loggers import make_loggers
-
-        callbacks += make_loggers(t.log, run_dir, {"model": cfg.model.name, "data": cfg.data.source})
-    return Trainer(task, optimizer, epochs=t.epochs, scheduler=scheduler, callbacks=callbacks, device=t.device,
-                   amp=t.amp, grad_clip=t.grad_clip, seed=t.seed)
-
-
-def _transfer_plan(cfg: Config, card: ModelCard, model: torch.nn.Module):
-    """The transfer strategy's plan for a new `model` (cnnkit.transfer), or None without a strategy.
-    A linear-probe run trained again (e.g. by `cnnkit diagnose --data-curve`) trains its last layer: head-only."""
-    from cnnkit.transfer import apply_strategy
-
-    t = cfg.train
-    if t.strategy is None:
-        return None
-    strategy = "head-only" if t.strategy == "linear-probe" else t.strategy
-    plan = apply_strategy(model, get_spec(cfg.model.name), strategy, k=t.keep_stages, lr=t.lr,
-                          unfreeze_every=t.unfreeze_every, input_size=tuple(card.input_size))
-    log.info("%s: %d trainable parameters, %d frozen tensors", strategy, plan.trainable, len(plan.frozen))
-    return plan
 
 
 def train(cfg: Config | None = None, *, resume: str | Path | None = None, **train_overrides) -> TrainResult:
@@ -232,11 +61,11 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, **trai
     cfg.train = replace(cfg.train, **train_overrides)
     cfg.validate()
     info = init_distributed()
-    cfg.task, source = _problem_source(cfg.task, open_source(cfg.data.source, cfg.data.max_bad_fraction))
+    cfg.task, source = problem_source(cfg.task, open_source(cfg.data.source, cfg.data.max_bad_fraction))
     if record is None:
         split = make_split(source, cfg.data.val, cfg.data.test, cfg.train.seed)  # seeded: equal on every rank
         run_dir = broadcast_object(Path(cfg.out) if cfg.out else new_run_dir(f"{cfg.model.name}-{source.name}"), info)
-        card = _card_for(cfg, source, split, cfg.train.seed)
+        card = card_for(cfg, source, split, cfg.train.seed)
         record = split_record(source, split, cfg.train.seed, {"val": cfg.data.val, "test": cfg.data.test})
     else:
         split = {name: indices_from_record(source, record, name) for name in ("train", "val")}
@@ -247,22 +76,22 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, **trai
 def _fit(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, state: dict | None,
          record: dict) -> TrainResult:
     if cfg.train.strategy == "auto":
-        cfg.train = replace(cfg.train, **_auto_strategy(cfg, source, split, card))  # the config records the choice
+        cfg.train = replace(cfg.train, **auto_strategy(cfg, source, split, card))  # the config records the choice
     if cfg.train.strategy == "partial":  # the saved model is the truncated one: predict rebuilds it from the card
         card = replace(card, transfer={"strategy": "partial", "keep_stages": cfg.train.keep_stages})
     if cfg.train.strategy == "linear-probe":
         return _fit_probe(cfg, source, split, card, run_dir, record)
     # under torchrun each rank reads its own shard of the training split
-    train_loader = _loader(source, split["train"], card, cfg, train=True, dist=init_distributed())
-    trainer = _build_trainer(cfg, card, source.labels[split["train"]], len(train_loader), run_dir)
+    train_loader = run_loader(source, split["train"], card, cfg, train=True, dist=init_distributed())
+    trainer = build_trainer(cfg, card, source.labels[split["train"]], len(train_loader), run_dir)
     if trainer.dist.is_main:  # only now: a bad model option has failed before the run folder exists
         run_dir.mkdir(parents=True, exist_ok=True)
         write_split(run_dir / "split.json", record)
         save_config(cfg, run_dir / "config.yaml")
-    val_loader = _loader(source, split["val"], card, cfg, train=False) if len(split["val"]) else None
+    val_loader = run_loader(source, split["val"], card, cfg, train=False) if len(split["val"]) else None
     trainer.meta = {"card": asdict(card)}
-    if state is None and cfg.train.head_init == "probe":
-        _probe_head(cfg, source, split, card, trainer.model)
+    if state is None and wants_probe_head(cfg, card):
+        probe_head(cfg, source, split, card, trainer.model)
     if state is not None:
         trainer.load_state_dict(state)
         log.info("resuming %s after epoch %d of %d", run_dir, trainer.epoch, trainer.epochs)
@@ -288,46 +117,6 @@ def _fit(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, state
     return TrainResult(run_dir, trainer.history, val, trainer.interrupted, verdict, trainable)
 
 
-def _new_model(cfg: Config, card: ModelCard) -> torch.nn.Module:
-    """The network `cfg` asks for, sized by the card (outputs, input channels), with its weights and BN mode."""
-    return create_model(cfg.model.name, num_classes=card.outputs, in_channels=card.input_size[0],
-                         weights=cfg.model.weights, batch_norm_mode=cfg.model.batch_norm, **cfg.model.options)
-
-
-def _auto_strategy(cfg: Config, source, split: dict, card: ModelCard, subset: int = 300) -> dict:
-    """"auto": the strategy of the size × similarity quadrant (cnnkit.transfer.choose_strategy), similarity from
-    a quick cross-validated linear probe on at most `subset` training images; logs the reasoning."""
-    from cnnkit.transfer import choose_strategy, extract_features, stages
-
-    if card.problem not in ("binary", "multiclass"):
-        raise CnnkitError(f"--strategy auto estimates similarity with a classifier; a {card.problem} task needs "
-                          "a named strategy (fine-tune, feature-extractor, ...)")
-    seed_everything(cfg.train.seed)
-    model, spec = _new_model(cfg, card), get_spec(cfg.model.name)
-    picked = np.random.default_rng(cfg.train.seed).permutation(split["train"])[:subset]
-    x, y = extract_features(model, spec, _loader(source, np.sort(picked), card, cfg, train=False))
-    choice, reasoning = choose_strategy(x, y, len(split["train"]), len(stages(model, spec)))
-    log.info("%s", reasoning)
-    return choice
-
-
-def _probe_head(cfg: Config, source, split: dict, card: ModelCard, model: torch.nn.Module) -> None:
-    """--head-init probe (LP-FT, Kumar et al. 2022): the new head starts as a linear probe fitted on the
-    network's features of the training split (eval mode, no augmentation), so training does not begin by
-    pushing the gradients of a random head through the pretrained features."""
-    from cnnkit.transfer import extract_features, fit_linear_probe
-
-    if card.problem not in ("binary", "multiclass"):
-        raise CnnkitError(f"--head-init probe fits a classifier; a {card.problem} task needs --head-init random")
-    spec = get_spec(cfg.model.name)
-    was_training = model.training
-    x, y = extract_features(model, spec, _loader(source, split["train"], card, cfg, train=False))
-    probe = fit_linear_probe(model, spec, x, y, card.outputs, cfg.train.probe)
-    model.train(was_training)
-    log.info("head-init probe: the head starts from a %s probe, train accuracy %.4f", cfg.train.probe,
-             probe.score(x, y))
-
-
 def _fit_probe(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, record: dict) -> TrainResult:
     """linear-probe: pooled features once (eval mode, no augmentation), cached in RUN/features.npz; a
     scikit-learn probe fitted on them and written into the model's last linear layer; an ordinary run folder."""
@@ -336,9 +125,9 @@ def _fit_probe(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path,
     if card.problem not in ("binary", "multiclass"):
         raise CnnkitError(f"--strategy linear-probe fits a classifier; a {card.problem} task needs another strategy")
     seed_everything(cfg.train.seed)
-    model, spec = _new_model(cfg, card), get_spec(cfg.model.name)
-    x, y = extract_features(model, spec, _loader(source, split["train"], card, cfg, train=False))
-    val_loader = _loader(source, split["val"], card, cfg, train=False) if len(split["val"]) else None
+    model, spec = new_model(cfg, card), get_spec(cfg.model.name)
+    x, y = extract_features(model, spec, run_loader(source, split["train"], card, cfg, train=False))
+    val_loader = run_loader(source, split["val"], card, cfg, train=False) if len(split["val"]) else None
     vx, vy = extract_features(model, spec, val_loader) if val_loader is not None else (x[:0], y[:0])
     run_dir.mkdir(parents=True, exist_ok=True)
     write_split(run_dir / "split.json", record)
@@ -367,7 +156,7 @@ def _train_verdict(cfg: Config, source, split: dict, card: ModelCard, trainer: T
                    val: dict) -> Verdict | None:
     """The bias/variance verdict of the selected model: its training split measured again in eval mode,
     without augmentation or dropout (not the epoch's running average), against `val`."""
-    train = split_metrics(trainer, card, _loader(source, split["train"], card, cfg, train=False))
+    train = split_metrics(trainer, card, run_loader(source, split["train"], card, cfg, train=False))
     try:
         return make_verdict(card.problem, train, val, cfg, trainer.history, val_count=len(split["val"]))
     except CnnkitError as err:  # e.g. no positive label in the val split: no mAP; the model is still saved
@@ -383,12 +172,12 @@ def _split_metrics(run: str | Path, split: str, batch_size: int = 256, attack: s
     record = json.loads(run_file(run, "split.json").read_text())
     if split not in record["splits"]:
         raise CnnkitError(f"unknown split {split!r}; choose train, val or test")
-    _, source = _problem_source(card.problem, open_source(cfg.data.source, cfg.data.max_bad_fraction))
+    _, source = problem_source(card.problem, open_source(cfg.data.source, cfg.data.max_bad_fraction))
     indices = indices_from_record(source, record, split)
     if len(indices) == 0:
         raise CnnkitError(f"the {split} split of {run} is empty")
     cfg.train.batch_size = batch_size
-    loader = _loader(source, indices, card, cfg, train=False)
+    loader = run_loader(source, indices, card, cfg, train=False)
     with warnings.catch_warnings():  # a mismatched loss was reported when the run trained
         warnings.simplefilter("ignore", UserWarning)
         task = card.make_task(model, cfg.train.loss)
@@ -617,9 +406,9 @@ def _finetune(model: torch.nn.Module, cfg: Config, card: ModelCard, source, spli
     """Train the pruned `model` for `epochs` epochs as RUN's config says (the masks keep the zeros), logging to
     folder/history.csv; the last epoch's weights are kept (no selection on val). Returns the val accuracy before."""
     cfg = replace(cfg, train=replace(cfg.train, epochs=epochs, patience=None))
-    train_loader = _loader(source, split["train"], card, cfg, train=True)
-    val_loader = _loader(source, split["val"], card, cfg, train=False)
-    trainer = _build_trainer(cfg, card, source.labels[split["train"]], len(train_loader), folder, model=model)
+    train_loader = run_loader(source, split["train"], card, cfg, train=True)
+    val_loader = run_loader(source, split["val"], card, cfg, train=False)
+    trainer = build_trainer(cfg, card, source.labels[split["train"]], len(train_loader), folder, model=model)
     trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ModelCheckpoint)]
     before = trainer.evaluate(val_loader).get("accuracy")
     trainer.fit(train_loader, val_loader)

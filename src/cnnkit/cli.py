@@ -93,8 +93,9 @@ def _train_parser(sub, verb: str = "train",
     p.add_argument("--unfreeze-every", type=_positive_int, metavar="N",
                    help="fine-tune: unfreeze one more stage every N epochs, from the head backwards")
     p.add_argument("--probe", choices=("logistic", "svm"), help="linear-probe: logistic regression or linear SVM")
-    p.add_argument("--head-init", choices=("random", "probe"),
-                   help="the new head before training: random (default), or fitted as a linear probe (LP-FT)")
+    p.add_argument("--head-init", choices=("auto", "random", "probe"),
+                   help="the new head before training: random, or fitted as a linear probe (LP-FT); auto (default): "
+                        "probe for fine-tune from pretrained weights on classes")
     p.add_argument("--workers", type=int)
     p.add_argument("--device", help="auto | cpu | cuda | cuda:1")
     p.add_argument("--amp", action="store_true", default=None, help="mixed precision")

@@ -70,7 +70,8 @@ class TrainConfig:
     keep_stages: int | None = None  # partial: how many stages to keep
     unfreeze_every: int = 0  # fine-tune: unfreeze one more stage every N epochs, from the head back (0: off)
     probe: str = "logistic"  # linear-probe: logistic | svm
-    head_init: str = "random"  # the new head before training: random, or probe (a linear probe's fit: LP-FT)
+    head_init: str = "auto"  # the new head before training: random, probe (a linear probe's fit: LP-FT), or
+    #                          auto: probe for fine-tune from pretrained weights on classes, random otherwise
 
 
 @dataclass
@@ -127,8 +128,8 @@ class Config:
                 raise unknown_name("transfer strategy", t.strategy, STRATEGIES)
             if t.probe not in PROBES:
                 raise unknown_name("probe", t.probe, PROBES)
-        if t.head_init not in ("random", "probe"):
-            raise unknown_name("--head-init", t.head_init, ("random", "probe"))
+        if t.head_init not in ("auto", "random", "probe"):
+            raise unknown_name("--head-init", t.head_init, ("auto", "random", "probe"))
         if t.head_init == "probe" and t.strategy not in ("fine-tune", "feature-extractor", "head-only", "partial", "auto"):
             raise CnnkitError(f"--head-init probe starts a trained head from a linear probe; it goes with --strategy "
                               f"fine-tune, feature-extractor, head-only or partial, not {t.strategy}")

@@ -30,7 +30,7 @@ __all__ = ["STRATEGIES", "FINE_TUNE_LR", "LAYER_DECAY", "SMALL_DATA", "SIMILAR",
 
 STRATEGIES = ("feature-extractor", "head-only", "fine-tune", "partial", "linear-probe", "auto")
 PROBES = ("logistic", "svm")
-FINE_TUNE_LR = 1e-3  # fine-tune's head lr when --lr is not given (Adam-like optimisers); the stages get less
+FINE_TUNE_LR = 1e-4  # fine-tune's head lr when --lr is not given (Adam-like optimisers); the stages get less
 LAYER_DECAY = None  # a stage d steps below the head trains at lr × decay^d; None: the first stage gets lr/100
 LOWEST_FRACTION = 0.01  # fastai's slice(lr/100, lr): the first stage's share of the head's lr
 SMALL_DATA = 1000  # "auto": fewer training images than this is a small dataset
@@ -151,8 +151,8 @@ class TransferPlan:
 
 class GradualUnfreeze(Callback):
     """Fine-tuning with gradual unfreezing (Howard & Ruder 2018): the first `every` epochs train the head only,
-    then each `every` epochs one more stage unfreezes, from the head backwards. Frozen stages' BN statistics
-    still update (as fastai's train_bn); their weights do not."""
+    then each `every` epochs one more stage unfreezes, from the head backwards. Every BN layer keeps its
+    running statistics throughout (see _fine_tune)."""
 
     all_ranks = True
 
@@ -201,7 +201,9 @@ def apply_strategy(model: nn.Module, spec: ModelSpec, strategy: str, *, k: int |
 def _fine_tune(model: nn.Module, spec: ModelSpec, lr: float, decay: float | None, every: int) -> TransferPlan:
     """Everything trainable; stage i of n at lr × decay^(n − i), the head (and anything else) at lr. With
     decay None, decay = LOWEST_FRACTION^(1/n): geometric from lr/100 at the first stage to lr at the head, so
-    a deep backbone (EfficientNet's 8 stages) still learns, as fastai's slice(lr/100, lr)."""
+    a deep backbone (EfficientNet's 8 stages) still learns, as fastai's slice(lr/100, lr). The BN layers
+    normalise with their running statistics and keep them (γ and β train): the batch statistics of a small
+    dataset's batches are not the ones the pretrained features were learnt with."""
     named = dict(model.named_parameters())
     stage_params = [_parameter_names(model, s) for s in stages(model, spec)]
     stage_params = [names for names in stage_params if names]
@@ -213,7 +215,9 @@ def _fine_tune(model: nn.Module, spec: ModelSpec, lr: float, decay: float | None
     groups = [{"params": [named[n] for n in names], "lr": lr * decay ** (len(stage_params) - i), "name": f"stage{i}"}
               for i, names in enumerate(stage_params)]
     groups.append({"params": [p for n, p in named.items() if n not in in_stages], "lr": lr, "name": "head"})
-    for p in model.parameters():
+    for bn in batch_norm_layers(model).values():  # Keras' advice: BN in inference mode while fine-tuning
+        set_batch_norm(bn, "frozen")
+    for p in model.parameters():  # γ and β of the BN layers too: only their running statistics stay
         p.requires_grad_(True)
     callbacks = [GradualUnfreeze(model, stage_params, every)] if every else []
     return TransferPlan("fine-tune", model, groups, [], callbacks)

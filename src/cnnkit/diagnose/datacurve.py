@@ -88,16 +88,17 @@ def _train_subset(cfg, source, part: np.ndarray, val: np.ndarray, card, folder: 
     """Train `cfg` on the indices `part` into the run folder `folder` (split.json, config.yaml, checkpoints,
     model.pt of the best val epoch as `cnnkit train` selects it, history.csv; no report) and return the model's
     metrics on `part` (eval mode, no augmentation) and on `val`."""
-    from cnnkit.api import _build_trainer, _loader, split_metrics
+    from cnnkit.api import split_metrics
+    from cnnkit.pipeline import build_trainer, run_loader
     from cnnkit.config import save_config
     from cnnkit.data.split import write_split
     from cnnkit.engine.callbacks import write_history
     from cnnkit.engine.checkpoint import load_checkpoint
     from cnnkit.runs import save_model
 
-    train_loader = _loader(source, part, card, cfg, train=True)
-    val_loader = _loader(source, val, card, cfg, train=False)
-    trainer = _build_trainer(cfg, card, source.labels[part], len(train_loader), folder)
+    train_loader = run_loader(source, part, card, cfg, train=True)
+    val_loader = run_loader(source, val, card, cfg, train=False)
+    trainer = build_trainer(cfg, card, source.labels[part], len(train_loader), folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_split(folder / "split.json", record)
     save_config(cfg, folder / "config.yaml")
@@ -110,7 +111,7 @@ def _train_subset(cfg, source, part: np.ndarray, val: np.ndarray, card, folder: 
         trainer.model.load_state_dict(load_checkpoint(best)["model"])
     save_model(folder / "model.pt", trainer.model, card)
     write_history(folder / "history.csv", trainer.history)
-    train_loader = _loader(source, part, card, cfg, train=False)
+    train_loader = run_loader(source, part, card, cfg, train=False)
     return split_metrics(trainer, card, train_loader), split_metrics(trainer, card, val_loader)
 
 
@@ -121,7 +122,7 @@ def data_curve(run: str | Path, percents=(10, 25, 50, 100), epochs: int | None =
     (OUT defaults to RUN/data_curve; RUN's own files are not touched), and evaluate it on RUN's val split.
     Rows {percent, n_train, train_error, val_error, val_metric, metric, run}, ascending; the plot goes to
     RUN/plots/data_curve.png and rows plus reading to OUT/data_curve.json."""
-    from cnnkit.api import _problem_source
+    from cnnkit.pipeline import problem_source
     from cnnkit.config import config_from_dict
     from cnnkit.data.builtin import open_source
     from cnnkit.data.split import indices_from_record, split_record
@@ -134,7 +135,7 @@ def data_curve(run: str | Path, percents=(10, 25, 50, 100), epochs: int | None =
     _, card = load_model(run)
     cfg = config_from_dict(yaml.safe_load(run_file(run, "config.yaml").read_text()))
     record = json.loads(run_file(run, "split.json").read_text())
-    _, source = _problem_source(card.problem, open_source(cfg.data.source, cfg.data.max_bad_fraction))
+    _, source = problem_source(card.problem, open_source(cfg.data.source, cfg.data.max_bad_fraction))
     train, val = (indices_from_record(source, record, name) for name in ("train", "val"))
     if len(val) == 0:
         raise CnnkitError(f"the data curve is measured on the val split, and {run}'s is empty")

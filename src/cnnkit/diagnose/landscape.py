@@ -197,7 +197,7 @@ def plot_landscape(result: dict, out_dir: Path) -> dict[str, Path]:
 def fixed_batches(run: Path, batches: int, seed: int, device: torch.device | None = None):  # noqa: ANN201
     """(task, list of Batches): RUN's model in its task, and `batches` batches of RUN's training split drawn once
     (seeded), preprocessed without augmentation and kept in memory so every point sees the same images."""
-    from cnnkit.api import _loader, _problem_source
+    from cnnkit.pipeline import problem_source, run_loader
     from cnnkit.config import config_from_dict
     from cnnkit.data.builtin import open_source
     from cnnkit.data.split import indices_from_record
@@ -209,7 +209,7 @@ def fixed_batches(run: Path, batches: int, seed: int, device: torch.device | Non
     model, card = load_model(run)
     cfg = config_from_dict(yaml.safe_load(run_file(run, "config.yaml").read_text()))
     record = json.loads(run_file(run, "split.json").read_text())
-    _, source = _problem_source(card.problem, open_source(cfg.data.source, cfg.data.max_bad_fraction))
+    _, source = problem_source(card.problem, open_source(cfg.data.source, cfg.data.max_bad_fraction))
     train = indices_from_record(source, record, "train")
     size = min(len(train), batches * cfg.train.batch_size)
     pick = np.sort(np.random.default_rng(seed).choice(train, size=size, replace=False))
@@ -217,7 +217,7 @@ def fixed_batches(run: Path, batches: int, seed: int, device: torch.device | Non
     with warnings.catch_warnings():  # a mismatched loss was reported when the run trained
         warnings.simplefilter("ignore", UserWarning)
         task = card.make_task(model.to(device), cfg.train.loss)
-    loaded = [b.to(device) for b in _loader(source, pick, card, cfg, train=False)]
+    loaded = [b.to(device) for b in run_loader(source, pick, card, cfg, train=False)]
     return task, loaded
 
 
