@@ -239,12 +239,15 @@ def plot_table(rows: list[dict], path: Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(12, 0.5 * len(rows) + 1.5), sharey=True)
     for ax, (key, title) in zip(axes, panels):
         values = [0 if r["error"] or r[key] is None else r[key] for r in rows]
-        ax.barh(range(len(rows)), values, color="tab:blue")
+        bars = ax.barh(range(len(rows)), values, color="tab:blue")
+        shown = {"val_accuracy": "{:.3f}", "train_seconds": "{:.0f} s", "trainable_params": "{:,.0f}"}[key]
+        ax.bar_label(bars, [shown.format(v) if v else "" for v in values], padding=2, fontsize=8)
+        ax.margins(x=0.25)  # room for the labels
         ax.set_title(title, fontsize=10)
         if key == "trainable_params" and any(v > 0 for v in values):
             ax.set_xscale("log")
         if key == "val_accuracy":
-            ax.set_xlim(0, 1)
+            ax.set_xlim(0, 1.12)  # 1 and the labels
     axes[0].set_yticks(range(len(rows)), labels)
     axes[0].invert_yaxis()
     fig.tight_layout()
