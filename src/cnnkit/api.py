@@ -60,6 +60,10 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, **trai
         cfg, state, record = cfg or Config(), None, None
     cfg.train = replace(cfg.train, **train_overrides)
     cfg.validate()
+    if cfg.task == "detect":
+        from cnnkit.detection_runs import train_detector
+
+        return train_detector(cfg, Path(resume) if resume is not None else None, state)
     info = init_distributed()
     cfg.task, source = problem_source(cfg.task, open_source(cfg.data.source, cfg.data.max_bad_fraction))
     if record is None:
@@ -207,6 +211,10 @@ def evaluate(run: str | Path, split: str = "val", attack: str | None = None, eps
     see cnnkit.diagnose.verdict), bias measured above `target_error` when given. The test split has its own verb."""
     if split == "test":
         raise CnnkitError("the test split is locked: use `cnnkit test RUN` (it records each use)")
+    if _task_of(run) == "detect":
+        from cnnkit.detection_runs import evaluate_detector
+
+        return evaluate_detector(run, split)
     metrics = _split_metrics(run, split, attack=attack, eps=eps)
     if verdict:
         other = "train" if split == "val" else "val"
@@ -220,9 +228,20 @@ def evaluate(run: str | Path, split: str = "val", attack: str | None = None, eps
     return metrics
 
 
+def _task_of(run: str | Path) -> str:
+    """The task a run folder was trained for, from its config.yaml."""
+    cfg = yaml.safe_load(run_file(run, "config.yaml").read_text()) or {}
+    return cfg.get("task", "auto")
+
+
 def test(run: str | Path) -> dict:
     """Evaluate the locked test split once development is over; every use is recorded in test_log.jsonl."""
-    metrics = _split_metrics(run, "test")
+    if _task_of(run) == "detect":
+        from cnnkit.detection_runs import evaluate_detector
+
+        metrics = evaluate_detector(run, "test")
+    else:
+        metrics = _split_metrics(run, "test")
     uses = record_test_use(Path(run), metrics)
     if uses:
         warnings.warn(
@@ -262,12 +281,20 @@ def _prediction(card: ModelCard, path: Path, output: torch.Tensor, k: int, thres
 
 @torch.inference_mode()
 def predict(run: str | Path, inputs: list[str | Path], top_k: int = 5, batch_size: int = 64,
-            threshold: float = 0.5) -> list[dict]:
+            threshold: float = 0.5, score_threshold: float | None = None, nms_iou: float | None = None,
+            out: str | Path | None = None) -> list[dict]:
     """Each image's prediction (see `_prediction`: top-k classes, labels above `threshold`, or values); needs
     only RUN/model.pt. Unreadable images are skipped with a warning; images are decoded one batch at a time,
     so a large folder fits in memory. RUN may also name pretrained weights, e.g. efficientnet_lite0.imagenet:
-    their own classes (ImageNet's) and preprocessing, no run folder needed."""
+    their own classes (ImageNet's) and preprocessing, no run folder needed.
+    A detector's run gives COCO-style results instead, one dict per box (cnnkit.detection_runs.predict_detector):
+    `score_threshold` and `nms_iou` change its post-processing, and `out` gets the images with boxes drawn."""
     model, card = load_model(run) if Path(run).exists() else pretrained_model(str(run))
+    if card.problem == "detect":
+        from cnnkit.detection_runs import predict_detector
+
+        return predict_detector(model, card, _expand_inputs(inputs), score_thresh=score_threshold,
+                                nms_thresh=nms_iou, out=out)
     with warnings.catch_warnings():  # a mismatched loss was reported when the run trained
         warnings.simplefilter("ignore", UserWarning)
         task = card.make_task(model)
@@ -458,6 +485,23 @@ def prune(run: str | Path, sparsities: list[float], scope: str = "global", finet
               "unpruned": {"val_accuracy": base["accuracy"], "val_loss": base["loss"]}, "rows": rows}
     (out / "prune.json").write_text(json.dumps(report, indent=2) + "\n")
     return rows
+
+
+def convert(src: str | Path, to: str, out: str | Path, images: str | Path | None = None,
+            policy: dict | str | None = None) -> Path:
+    """Detection annotations SRC (COCO .json, VOC / YOLO / Penn-Fudan folder, synthetic-shapes) → format `to`
+    (coco | voc | yolo) at OUT, images included, after the checks of cnnkit.data.annotations.validate
+    (`policy`: 'outside=drop,...'). Returns the written .json file (COCO) or folder."""
+    from cnnkit.data.detection import convert as convert_annotations
+
+    return convert_annotations(src, to, out, images=images, policy=policy)
+
+
+def check_annotations(src: str | Path, images: str | Path | None = None, policy: dict | str | None = None):
+    """Read and check detection annotations SRC, writing nothing; returns the ValidationReport."""
+    from cnnkit.data.detection import check_annotations as check
+
+    return check(src, images=images, policy=policy)
 
 
 def report(run: str | Path) -> Path:

@@ -66,12 +66,13 @@ def _train_parser(sub, verb: str = "train",
     p.add_argument("--optimizer", help="sgd | adagrad | adadelta | rmsprop | adam | adamw | adamax | nadam | ftrl")
     p.add_argument("--schedule", help="constant | cosine | cosine_restarts | step_decay | linear_decay | exponential | "
                                       "one_cycle | reduce_on_plateau")
-    p.add_argument("--task", help="binary | multiclass | multilabel | regression (default: inferred from the data)")
+    p.add_argument("--task", help="binary | multiclass | multilabel | regression | detect (default: inferred from the data)")
     p.add_argument("--loss", help="a loss of cnnkit.losses, e.g. focal, multiclass_svm, huber (default: the task's)")
     p.add_argument("--augment", help="none | light | standard | strong")
     p.add_argument("--image-size", type=_positive_int)
     p.add_argument("--channels", type=int, choices=(1, 3))
     p.add_argument("--resize", choices=("resize", "pad", "crop"))
+    p.add_argument("--images", metavar="DIR", help="detection: the images of a COCO JSON file, when not beside it")
     p.add_argument("--val", type=float, help="validation fraction (default 0.15)")
     p.add_argument("--test", type=float, help="test fraction (default 0.15)")
     p.add_argument("--patience", type=_positive_int, help="early stopping: epochs without improvement of --monitor")
@@ -192,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--top-k", type=_positive_int, default=5)
     p.add_argument("--threshold", type=float, default=0.5, help="multilabel: a label is predicted at or above it")
+    p.add_argument("--score-threshold", type=float, help="detection: keep boxes scoring at least this")
+    p.add_argument("--nms-iou", type=float, help="detection: non-maximum suppression's IoU threshold")
+    p.add_argument("--out", metavar="DIR", help="detection: write each image with its boxes drawn here")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("embed", help="feature vectors of images (.npy, .npz or .parquet); prints the file last")
     p.add_argument("run", metavar="RUN_OR_WEIGHTS",
@@ -216,6 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out")
     p = sub.add_parser("report", help="write RUN/report.html, one self-contained page; prints its path last")
     p.add_argument("run")
+    p = sub.add_parser("convert", help="detection annotations COCO | VOC | YOLO (| Penn-Fudan) → COCO | VOC | YOLO, "
+                                       "checked; prints the output path last")
+    p.add_argument("src", metavar="SRC", help="COCO .json file, VOC / YOLO / Penn-Fudan folder, or synthetic-shapes")
+    p.add_argument("--to", choices=("coco", "voc", "yolo"), help="the output format")
+    p.add_argument("--out", metavar="PATH", help="the output .json file (COCO) or folder")
+    p.add_argument("--images", metavar="DIR", help="the images of a COCO file, when not beside it")
+    p.add_argument("--policy", metavar="KIND=ACTION,...",
+                   help="bad annotations: unknown_class|outside|zero_area|duplicate|empty_image = fix|drop|fatal "
+                        "(default unknown_class=fatal,outside=fix,zero_area=drop,duplicate=drop,empty_image=keep)")
+    p.add_argument("--check-only", action="store_true", help="check and report only; write nothing")
     p = sub.add_parser("augment-preview", help="a grid PNG of augmented training images")
     p.add_argument("data")
     p.add_argument("--augment", default="standard")
@@ -233,7 +247,7 @@ def _train_overrides(a: argparse.Namespace) -> dict:
     pick = lambda **kv: {k: v for k, v in kv.items() if v is not None}  # noqa: E731
     return {
         "data": pick(source=a.data, augment=a.augment, image_size=a.image_size, channels=a.channels, resize=a.resize,
-                     val=a.val, test=a.test, workers=a.workers),
+                     val=a.val, test=a.test, workers=a.workers, images=a.images),
         "model": pick(name=a.model, options=_model_options(a.model_option), dropout=a.dropout,
                       batch_norm=a.batch_norm),
         "train": pick(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, schedule=a.schedule,
@@ -287,12 +301,15 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
-    results = api.predict(a.run, a.inputs, top_k=a.top_k, threshold=a.threshold)
+    results = api.predict(a.run, a.inputs, top_k=a.top_k, threshold=a.threshold, score_threshold=a.score_threshold,
+                          nms_iou=a.nms_iou, out=a.out)
     if a.json:
         print(json.dumps(results))
         return 0
     for r in results:
-        if "values" in r:  # regression
+        if "bbox" in r:  # detection: one line per box
+            print(f"{r['path']}  {r['label']} {r['score']:.3f}  x,y,w,h " + ",".join(f"{v:.1f}" for v in r["bbox"]))
+        elif "values" in r:  # regression
             print(r["path"] + "  " + "  ".join(f"{k} {v:.4g}" for k, v in r["values"].items()))
         elif "labels" in r:  # multilabel: the labels at or above the threshold, then every probability
             print(r["path"] + "  [" + ", ".join(r["labels"]) + "]  "
@@ -398,6 +415,16 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(a: argparse.Namespace) -> int:
+    if a.check_only:
+        print("\n".join(api.check_annotations(a.src, images=a.images, policy=a.policy).summary()))
+        return 0
+    if not a.to or not a.out:
+        raise CnnkitError("convert needs --to coco|voc|yolo and --out PATH (or --check-only)")
+    print(api.convert(a.src, a.to, a.out, images=a.images, policy=a.policy))
+    return 0
+
+
 def run(a: argparse.Namespace) -> int:
     if a.verb == "train":
         return cmd_train(a)
@@ -438,6 +465,8 @@ def run(a: argparse.Namespace) -> int:
         print(api.report(a.run))
     elif a.verb == "augment-preview":
         print(api.augment_preview(a.data, a.out, a.augment, n=a.n))
+    elif a.verb == "convert":
+        return cmd_convert(a)
     return 0
 
 

@@ -23,6 +23,7 @@ class DataConfig:
     whiten: bool = False  # per-image standardisation instead of the dataset mean/std
     max_bad_fraction: float = 0.1  # above this share of unreadable images, fail instead of skipping
     workers: int = 0
+    images: str | None = None  # detection: the images of a COCO JSON file, when not beside it
 
 
 @dataclass

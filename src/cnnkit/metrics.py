@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cnnkit.detection_metrics import detection_map, evaluate_detections  # noqa: F401
 from cnnkit.errors import CnnkitError
 
 TASKS = ("binary", "multiclass", "multilabel", "regression")

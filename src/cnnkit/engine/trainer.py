@@ -125,13 +125,15 @@ class Trainer:
         was_training = self.task.model.training
         self.task.model.eval()
         self._logs, self._sizes = [], []
+        self.task.reset_metrics()
         for batch in loader:
             batch = batch.to(self.device, non_blocking=True)
             with self._autocast():
                 out = self.task.validation_step(batch)
             self._accumulate(out.logs, len(batch))
         self.task.model.train(was_training)
-        return self._reduce() if self._logs else {}
+        logs = self._reduce() if self._logs and self._logs[0] else {}
+        return {**logs, **self.task.epoch_metrics()}
 
     @torch.inference_mode()
     def predict(self, loader: Iterable[Batch], targets: bool = False):

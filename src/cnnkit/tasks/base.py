@@ -109,6 +109,13 @@ class Task:
     def predict_step(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def reset_metrics(self) -> None:
+        """Forget what validation_step kept for epoch_metrics (tasks whose metrics need the whole split)."""
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Whole-split metrics of the validation steps since reset_metrics (e.g. detection's mAP); none here."""
+        return {}
+
     # -- shared -------------------------------------------------------------------------------------------
     def _reduce(self, outputs: torch.Tensor, batch: Batch, loss: nn.Module | None = None) -> torch.Tensor:
         """The batch's loss: the mean of per-sample losses, weighted by the batch's sample weights if any."""
