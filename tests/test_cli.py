@@ -97,7 +97,7 @@ def test_stopped_run_resumes(tmp_path: Path, sig: signal.Signals) -> None:
     proc = _cli("train", "--data", "digits", "--epochs", "500", "--out", str(out))
     _wait_for_epochs(out, 1, proc)
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=300)  # generous: a loaded machine is slow to save and exit
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "--resume" in err
         assert (out / "model.pt").is_file()
@@ -106,7 +106,7 @@ def test_stopped_run_resumes(tmp_path: Path, sig: signal.Signals) -> None:
     done = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"]
     assert done >= 1
     resumed = _cli("train", "--resume", str(out), "--epochs", str(done + 1))
-    stdout, err = resumed.communicate(timeout=120)
+    stdout, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert stdout.strip().splitlines()[-1] == str(out)
     assert _epochs_done(out) == done + 1
