@@ -10,6 +10,7 @@ by image, seeded, recorded in split.json (the test share locked, as for classifi
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from dataclasses import asdict
@@ -68,8 +69,22 @@ def _card(cfg: Config, source) -> ModelCard:
         raise CnnkitError(f"{cfg.model.name} is a {spec.task} model; --task detect needs a detector "
                           "(see `cnnkit models --task detect`)")
     size = cfg.data.image_size or spec.input_size[1]
-    return ModelCard(cfg.model.name, "detect", list(source.classes), [3, size, size], [0.0] * 3, [1.0] * 3,
+    card = ModelCard(cfg.model.name, "detect", list(source.classes), [3, size, size], [0.0] * 3, [1.0] * 3,
                      resize="letterbox", options=dict(cfg.model.options))
+    card.options = _sized_options(card)  # so predict rebuilds the detector as it trained
+    return card
+
+
+def _sized_options(card: ModelCard) -> dict:
+    """The card's model options, and the input size for the detectors' own resizing (min_size/max_size of the
+    R-CNN line and SSD, image_size of YOLO) unless given: the loader already letterboxed to that size."""
+    options = dict(card.options or {})
+    accepted = inspect.signature(get_spec(card.architecture).fn).parameters
+    size = card.input_size[1]
+    for key in ("min_size", "max_size", "image_size"):
+        if key in accepted:
+            options.setdefault(key, size)
+    return options
 
 
 def _model(card: ModelCard, cfg: Config | None = None) -> torch.nn.Module:

@@ -15,7 +15,7 @@ def _cases() -> list:
     """Every model with 3 and with 1 input channels; the 1-channel runs of the ten VGG variants beyond
     vgg11/vgg16 (about 5 s each: 130M+ parameters) are marked slow."""
     cases = []
-    for name in list_models():
+    for name in list_models(task="classify"):  # the detectors have their own tests
         cases.append(pytest.param(name, 3, id=f"{name}-3ch"))
         heavy = name.startswith("vgg") and name not in ("vgg11", "vgg16")
         cases.append(pytest.param(name, 1, id=f"{name}-1ch", marks=[pytest.mark.slow] if heavy else []))
