@@ -1,0 +1,91 @@
+"""`--task detect` end to end through the CLI: train, evaluate (COCO keys), predict (COCO results, drawn
+images), resume, and the one-line errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnkit.cli import main
+from cnnkit.data.detection import open_detection_source
+from cnnkit.detection_metrics import evaluate_detections
+from cnnkit.runs import load_model
+
+DATA = "synthetic-shapes:count=2,n=40,size=64"
+TRAIN = ["-q", "train", "--task", "detect", "--data", DATA, "--model", "yolo", "--image-size", "64",
+         "--batch-size", "8", "--model-option", "grid=4"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("detect") / "run"
+    assert main(TRAIN + ["--epochs", "2", "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_a_run_whose_evaluation_is_cocos(run: Path, capsys) -> None:
+    history = (run / "history.csv").read_text().splitlines()
+    assert len(history) == 3 and "val_map50" in history[0] and "train_loss_noobj" in history[0]
+    split = json.loads((run / "split.json").read_text())["splits"]
+    assert set(split) == {"train", "val", "test"} and not set(split["val"]) & set(split["test"])
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert {"map", "map50", "map75", "per_class", "errors"} <= set(metrics) and metrics["count"] == len(split["val"])
+    # the same numbers from the saved model's detections on the val images, computed here
+    model, card = load_model(run)
+    assert card.task == "detect" and card.options["image_size"] == 64
+    source = open_detection_source(DATA)
+    from cnnkit.data.detection_loader import make_detection_loader
+
+    loader = make_detection_loader(source, split["val"], size=64, batch_size=8, train=False)
+    model.eval()
+    targets, predictions = [], []
+    with torch.no_grad():
+        for batch in loader:
+            predictions += model(batch.images)
+            targets += batch.targets
+    expected = evaluate_detections(targets, predictions, card.classes)
+    assert metrics["map50"] == pytest.approx(expected["map50"]) and metrics["map"] == pytest.approx(expected["map"])
+
+
+def test_predict_prints_coco_results_in_image_pixels_and_draws(run: Path, tmp_path: Path, capsys) -> None:
+    image = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 96, 3), dtype=np.uint8)).save(image)
+    capsys.readouterr()
+    assert main(["predict", str(run), str(image), "--json", "--score-threshold", "0.0", "--nms-iou", "0.3",
+                 "--out", str(tmp_path / "drawn")]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results and {"path", "label", "category_id", "bbox", "score"} <= set(results[0])
+    for r in results:
+        x, y, w, h = r["bbox"]
+        assert 0 <= x and 0 <= y and x + w <= 96 + 1e-3 and y + h <= 48 + 1e-3 and w >= 0 and h >= 0
+    drawn = Image.open(tmp_path / "drawn" / "wide_boxes.png")
+    assert drawn.size == (96, 48)
+    assert main(["predict", str(run), str(image), "--json", "--score-threshold", "1.5"]) == 2
+    assert "must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_a_killed_detection_run_resumes(run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    assert main(["-q", "train", "--resume", str(copy), "--epochs", "3"]) == 0
+    assert len((copy / "history.csv").read_text().splitlines()) == 4  # header + 3 epochs
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--model", "lenet5"], "needs a detector"),
+    (["--loss", "focal"], "its own losses"),
+    (["--mixup", "0.2"], "do not apply to detection"),
+    (["--model", "yolo", "--model-option", "head=v2"], "did you mean"),
+])
+def test_bad_detection_runs_fail_in_one_line(tmp_path: Path, capsys, extra: list[str], message: str) -> None:
+    assert main(TRAIN + ["--epochs", "1", "--out", str(tmp_path / "bad")] + extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
