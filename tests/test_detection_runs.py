@@ -36,6 +36,7 @@ def test_train_writes_a_run_whose_evaluation_is_cocos(run: Path, capsys) -> None
     assert main(["evaluate", str(run), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert {"map", "map50", "map75", "per_class", "errors"} <= set(metrics) and metrics["count"] == len(split["val"])
+    assert Image.open(run / "plots" / "pr_curves_val.png").size[0] > 0
     # the same numbers from the saved model's detections on the val images, computed here
     model, card = load_model(run)
     assert card.task == "detect" and card.options["image_size"] == 64

@@ -172,11 +172,14 @@ def _detections(model: torch.nn.Module, loader, device: str = "auto") -> tuple[l
     return targets, predictions
 
 
-def _metrics(model: torch.nn.Module, card: ModelCard, loader, device: str = "auto") -> dict:
-    from cnnkit.detection_metrics import error_breakdown, evaluate_detections, to_coco
+def _metrics(model: torch.nn.Module, card: ModelCard, loader, device: str = "auto", plot: Path | None = None) -> dict:
+    """COCO metrics and the error breakdown's totals; with `plot`, the precision/recall curves there (PNG)."""
+    from cnnkit.detection_metrics import error_breakdown, evaluate_detections, plot_pr_curves, to_coco
 
     targets, predictions = _detections(model, loader, device)
     result = evaluate_detections(targets, predictions, card.classes)
+    if plot is not None:
+        plot_pr_curves(result, plot)
     shown = {k: v for k, v in result.items() if k != "pr_curves"}
     errors = error_breakdown(*to_coco(targets, predictions, card.classes))
     shown["errors"] = {k: v for k, v in errors.items() if not isinstance(v, dict)}  # the totals
@@ -200,7 +203,9 @@ def evaluate_detector(run: str | Path, split: str = "val") -> dict:
                           "the data changed since training")
     loader = make_detection_loader(source, indices, size=card.input_size[1], batch_size=cfg.train.batch_size,
                                    train=False, seed=cfg.train.seed)
-    return {"split": split, "count": int(len(indices)), **_metrics(model, card, loader, cfg.train.device)}
+    plot = run / "plots" / f"pr_curves_{split}.png"
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    return {"split": split, "count": int(len(indices)), **_metrics(model, card, loader, cfg.train.device, plot)}
 
 
 def set_postprocess(model: torch.nn.Module, score_thresh: float | None, nms_thresh: float | None) -> None:
