@@ -39,9 +39,12 @@ def classification_backbone(backbone: str, weights: str | Path | None = None) ->
     from cnnkit.pretrained import lookup
     from cnnkit.registry import create_model, get_spec, list_models
 
-    if "." in backbone and not Path(backbone).exists():  # named weights given as the backbone
-        weights, backbone = backbone, lookup(backbone).architecture
     classifiers = list_models(task="classify")
+    if "." in backbone and not Path(backbone).exists():  # named weights given as the backbone
+        named = lookup(backbone)
+        if named is None:
+            raise unknown_name("backbone weights", backbone, [f"{c}.imagenet" for c in classifiers])
+        weights, backbone = backbone, named.architecture
     if backbone not in classifiers and "/" not in backbone:
         raise unknown_name("backbone", backbone, classifiers)
     spec = get_spec(backbone)
