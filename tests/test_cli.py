@@ -18,10 +18,16 @@ from cnnkit.cli import main
 from cnnkit.data.builtin import digits
 
 
+def _sigint_default() -> None:
+    """In the child: Ctrl-C as at a terminal. A test run started in the background (`make test &`) inherits
+    SIGINT ignored, and then Python never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "cnnkit", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                            text=True, env=env, preexec_fn=_sigint_default)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +103,7 @@ def test_stopped_run_resumes(tmp_path: Path, sig: signal.Signals) -> None:
     proc = _cli("train", "--data", "digits", "--epochs", "500", "--out", str(out))
     _wait_for_epochs(out, 1, proc)
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=300)  # generous: a loaded machine is slow to save and exit
+    _, err = proc.communicate(timeout=120)
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "--resume" in err
         assert (out / "model.pt").is_file()
@@ -106,7 +112,7 @@ def test_stopped_run_resumes(tmp_path: Path, sig: signal.Signals) -> None:
     done = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"]
     assert done >= 1
     resumed = _cli("train", "--resume", str(out), "--epochs", str(done + 1))
-    stdout, err = resumed.communicate(timeout=300)
+    stdout, err = resumed.communicate(timeout=180)
     assert resumed.returncode == 0, err
     assert stdout.strip().splitlines()[-1] == str(out)
     assert _epochs_done(out) == done + 1
