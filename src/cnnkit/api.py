@@ -15,7 +15,7 @@ import yaml
 
 from cnnkit.config import Config, config_from_dict, load_config, save_config  # noqa: F401 (load_config is API)
 from cnnkit.data.builtin import open_source
-from cnnkit.data.images import BadImage, is_image_file, read_image
+from cnnkit.data.images import is_image_file
 from cnnkit.data.split import indices_from_record, make_split, split_record, write_split
 from cnnkit.data.transforms import make_augment
 from cnnkit.engine.callbacks import ModelCheckpoint, OverfittingAlarm, write_history
@@ -29,7 +29,7 @@ from cnnkit.pipeline import (auto_strategy, build_trainer, card_for, make_attack
 from cnnkit.prune import SCOPES, make_permanent, prune_model, sparsity
 from cnnkit.pretrained import pretrained_model
 from cnnkit.registry import get_spec
-from cnnkit.runs import ModelCard, load_model, new_run_dir, record_test_use, run_file, save_model
+from cnnkit.runs import ModelCard, image_batches, load_model, open_run, new_run_dir, record_test_use, run_file, save_model
 from cnnkit.metrics import task_metrics
 from cnnkit.diagnose.verdict import Verdict, make_verdict, run_verdict, write_diagnosis
 
@@ -171,9 +171,8 @@ def _train_verdict(cfg: Config, source, split: dict, card: ModelCard, trainer: T
 def _split_metrics(run: str | Path, split: str, batch_size: int = 256, attack: str | None = None,
                    eps: float = 0.1) -> dict:
     run = Path(run)
-    model, card = load_model(run)
-    cfg = config_from_dict(yaml.safe_load(run_file(run, "config.yaml").read_text()))
-    record = json.loads(run_file(run, "split.json").read_text())
+    model, card, cfg, record = open_run(run)
+    cfg = config_from_dict(cfg)
     if split not in record["splits"]:
         raise CnnkitError(f"unknown split {split!r}; choose train, val or test")
     _, source = problem_source(card.problem, open_source(cfg.data.source, cfg.data.max_bad_fraction))
@@ -298,21 +297,10 @@ def predict(run: str | Path, inputs: list[str | Path], top_k: int = 5, batch_siz
     with warnings.catch_warnings():  # a mismatched loss was reported when the run trained
         warnings.simplefilter("ignore", UserWarning)
         task = card.make_task(model)
-    transform, channels = card.transform(), card.input_size[0]
     k = max(1, min(top_k, len(card.classes)))
-    paths = _expand_inputs(inputs)
     results, skipped = [], []
-    for start in range(0, len(paths), batch_size):
-        batch_paths, images = [], []
-        for p in paths[start:start + batch_size]:
-            try:
-                images.append(transform(read_image(p, channels)))
-                batch_paths.append(p)
-            except BadImage as err:
-                skipped.append(f"{p} ({err})")
-        if not images:
-            continue
-        outputs = task.predict_step(torch.stack(images))  # (n, K) probabilities, or (n, D) values
+    for batch_paths, images in image_batches(_expand_inputs(inputs), card, batch_size, skipped):
+        outputs = task.predict_step(images)  # (n, K) probabilities, or (n, D) values
         results += [_prediction(card, p, out, k, threshold) for p, out in zip(batch_paths, outputs)]
     if skipped:
         warnings.warn(f"skipped {len(skipped)} unreadable image(s): {'; '.join(skipped[:5])}", stacklevel=2)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from cnnkit import optimizers, schedules
 from cnnkit.config import Config, config_from_dict, save_config
@@ -29,7 +28,7 @@ from cnnkit.engine.checkpoint import load_checkpoint
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
 from cnnkit.registry import create_model, get_spec
-from cnnkit.runs import ModelCard, load_model, new_run_dir, run_file, save_model
+from cnnkit.runs import ModelCard, new_run_dir, open_run, run_file, save_model
 from cnnkit.tasks.detection import DetectionTask
 
 log = logging.getLogger("cnnkit")
@@ -189,9 +188,8 @@ def _metrics(model: torch.nn.Module, card: ModelCard, loader, device: str = "aut
 def evaluate_detector(run: str | Path, split: str = "val") -> dict:
     """COCO metrics of RUN's detector on its train or val split (the test split through `cnnkit test`)."""
     run = Path(run)
-    model, card = load_model(run)
-    cfg = config_from_dict(yaml.safe_load(run_file(run, "config.yaml").read_text()))
-    record = json.loads(run_file(run, "split.json").read_text())
+    model, card, cfg, record = open_run(run)
+    cfg = config_from_dict(cfg)
     if split not in record["splits"]:
         raise CnnkitError(f"unknown split {split!r}; choose train, val or test")
     indices = np.asarray(record["splits"][split], dtype=np.int64)

@@ -23,10 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnkit.data.images import BadImage, read_image
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.registry import get_spec
-from cnnkit.runs import ModelCard
+from cnnkit.runs import ModelCard, image_batches
 from cnnkit.transfer import _last_linears, capture_input
 
 __all__ = ["FORMATS", "PARQUET_HINT", "check_format", "embedding_layer", "embed_images", "write_embeddings",
@@ -84,22 +83,6 @@ def _capture_output(layer: nn.Module, name: str) -> Iterator[list[torch.Tensor]]
         hook.remove()
 
 
-def _batches(paths: list[Path], card: ModelCard, batch_size: int,
-             skipped: list[str]) -> Iterator[tuple[list[Path], torch.Tensor]]:
-    """(readable paths, preprocessed images (n, C, H, W)) per batch; unreadable files go to `skipped`."""
-    transform, channels = card.transform(), card.input_size[0]
-    for start in range(0, len(paths), batch_size):
-        kept, images = [], []
-        for p in paths[start:start + batch_size]:
-            try:
-                images.append(transform(read_image(p, channels)))
-                kept.append(p)
-            except BadImage as err:
-                skipped.append(f"{p} ({err})")
-        if images:
-            yield kept, torch.stack(images)  # (n, C, H, W)
-
-
 @torch.inference_mode()
 def embed_images(model: nn.Module, card: ModelCard, paths: list[Path], batch_size: int = 64,
                  layer: str | None = None) -> tuple[np.ndarray, list[Path]]:
@@ -111,7 +94,7 @@ def embed_images(model: nn.Module, card: ModelCard, paths: list[Path], batch_siz
     model.eval()
     kept, skipped = [], []
     with capture as seen:
-        for batch_paths, images in _batches(paths, card, batch_size, skipped):
+        for batch_paths, images in image_batches(paths, card, batch_size, skipped):
             model(images)
             kept += batch_paths
     if skipped:

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from cnnkit import __version__
@@ -115,3 +117,31 @@ def record_test_use(run: Path, metrics: dict) -> int:
     with log.open("a") as f:
         f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **metrics}) + "\n")
     return before
+
+
+def image_batches(paths: list[Path], card: ModelCard, batch_size: int,
+                  skipped: list[str]) -> Iterator[tuple[list[Path], torch.Tensor]]:
+    """(readable paths, images preprocessed as the card says (n, C, H, W)) per batch of `paths`, decoded one
+    batch at a time; each unreadable file goes to `skipped` as 'PATH (reason)'. predict and embed read so."""
+    from cnnkit.data.images import BadImage, read_image
+
+    transform, channels = card.transform(), card.input_size[0]
+    for start in range(0, len(paths), batch_size):
+        kept, images = [], []
+        for p in paths[start:start + batch_size]:
+            try:
+                images.append(transform(read_image(p, channels)))
+                kept.append(p)
+            except BadImage as err:
+                skipped.append(f"{p} ({err})")
+        if images:
+            yield kept, torch.stack(images)  # (n, C, H, W)
+
+
+def open_run(run: str | Path) -> tuple[nn.Module, ModelCard, dict, dict]:
+    """(model, card, config.yaml as a dict, split.json) of a run folder; a missing file is a one-line error."""
+    import yaml
+
+    model, card = load_model(run)
+    cfg = yaml.safe_load(run_file(run, "config.yaml").read_text()) or {}
+    return model, card, cfg, json.loads(run_file(run, "split.json").read_text())
