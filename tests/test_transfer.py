@@ -35,14 +35,10 @@ def _batches(n: int = 4, size: int = 32, classes: int = 3, seed: int = 0) -> lis
 def test_frozen_means_frozen_after_a_real_run(tmp_path: Path) -> None:
     """feature-extractor on resnet18 from a weight file: after training, every backbone parameter and every BN
     running_mean / running_var / num_batches_tracked of the saved model equals the file's, bit for bit."""
-    seed_everything(1)
-    start = create_model("resnet18", num_classes=3)
-    weights = tmp_path / "start.pt"
-    torch.save(start.state_dict(), weights)
+    start, config = _weight_file(tmp_path, "resnet18", seed=1)
     out = tmp_path / "fe"
     assert main(["-q", "train", "--data", DATA, "--model", "resnet18", "--image-size", "32", "--epochs", "2",
-                 "--batch-size", "16", "--strategy", "feature-extractor", "--out", str(out)]
-                + ["--config", str(_config(tmp_path, weights))]) == 0
+                 "--batch-size", "16", "--strategy", "feature-extractor", "--out", str(out), "--config", config]) == 0
     trained, _ = load_model(out)
     before, after = start.state_dict(), trained.state_dict()
     backbone = [k for k in before if not k.startswith("fc.")]
@@ -51,6 +47,15 @@ def test_frozen_means_frozen_after_a_real_run(tmp_path: Path) -> None:
     for k in backbone:
         assert torch.equal(before[k], after[k]), k
     assert not torch.equal(before["fc.weight"], after["fc.weight"])
+
+
+def _weight_file(tmp_path: Path, name: str, seed: int) -> tuple[torch.nn.Module, str]:
+    """A freshly seeded `name` (3 classes), its state dict saved as a file, and a --config naming that file."""
+    seed_everything(seed)
+    start = create_model(name, num_classes=3)
+    weights = tmp_path / "start.pt"
+    torch.save(start.state_dict(), weights)
+    return start, str(_config(tmp_path, weights))
 
 
 def _config(tmp_path: Path, weights: Path) -> Path:
@@ -111,14 +116,10 @@ def test_fine_tune_run_logs_the_first_groups_lr(tmp_path: Path) -> None:
 def test_fine_tune_keeps_bn_statistics_and_trains_gamma_beta(tmp_path: Path) -> None:
     """fine-tune: after a real run from a weight file every BN running_mean/var/num_batches_tracked is the file's,
     while every weight (convolutions, γ and β included) has moved; the head started from a probe (auto)."""
-    seed_everything(2)
-    start = create_model("resnet20", num_classes=3)
-    weights = tmp_path / "start.pt"
-    torch.save(start.state_dict(), weights)
+    start, config = _weight_file(tmp_path, "resnet20", seed=2)
     out = tmp_path / "ft"
     assert main(["-q", "train", "--data", DATA, "--model", "resnet20", "--epochs", "1", "--batch-size", "16",
-                 "--lr", "1e-2", "--strategy", "fine-tune", "--out", str(out),
-                 "--config", str(_config(tmp_path, weights))]) == 0
+                 "--lr", "1e-2", "--strategy", "fine-tune", "--out", str(out), "--config", config]) == 0
     before, after = start.state_dict(), load_model(out)[0].state_dict()
     statistics = [k for k in before if k.rsplit(".", 1)[1] in ("running_mean", "running_var", "num_batches_tracked")]
     assert len(statistics) == 3 * 19  # resnet20: 19 BN layers

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnkit.errors import CnnkitError
 from cnnkit.tasks.base import Batch, StepOutput, Task
 
 
@@ -30,8 +31,6 @@ class DetectionTask(Task):
 
     def __init__(self, model: nn.Module, loss: str | nn.Module | None = None, *, classes: list[str] | None = None,
                  **options: Any):
-        from cnnkit.errors import CnnkitError
-
         if loss not in (None, "detection"):
             raise CnnkitError(f"a detector trains with its own losses; drop --loss {loss}")
         unsupported = [k for k, v in options.items() if v not in (None, 0, 0.0)]
