@@ -1,0 +1,307 @@
+"""`--task segment`: train, evaluate and predict with a semantic segmentation model, in the same run folder as
+every other task.
+
+    cnnkit train --task segment --data synthetic-plants --model unet --out runs/plants
+    cnnkit evaluate runs/plants --json        # miou, pixel_accuracy, per_class_iou, fw_iou, dice, ...
+    cnnkit predict runs/plants photo.jpg --out masks/    # masks/photo_mask.png, masks/photo_overlay.png
+
+The data is a cnnkit.data.segmentation.SegmentationSource (a folder of images/ + masks/, COCO, Penn-Fudan or
+built-in); the split is by image, seeded, recorded in split.json (given train/val/test folders are kept). Images
+are resized so their longer side is the card's input size; metrics are computed at that resolution, on every
+pixel of the split (one confusion matrix), ignore_index pixels left out. Predictions go back to each image's
+own size (bilinear logits, then arg-max).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnkit import optimizers, schedules
+from cnnkit.config import Config, config_from_dict, save_config
+from cnnkit.data.split import write_split
+from cnnkit.engine.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar, write_history
+from cnnkit.engine.checkpoint import load_checkpoint
+from cnnkit.engine.trainer import Trainer, seed_everything
+from cnnkit.errors import CnnkitError
+from cnnkit.registry import create_model, get_spec
+from cnnkit.runs import ModelCard, new_run_dir, open_run, run_file, save_model
+from cnnkit.tasks.segmentation import SegmentationTask
+
+log = logging.getLogger("cnnkit")
+CLASS_WEIGHT_SAMPLE = 64  # training masks counted for class_weight=balanced
+
+
+def _open(cfg: Config):
+    from cnnkit.data.segmentation import open_segmentation_source
+
+    return open_segmentation_source(cfg.data.source)
+
+
+def _split(cfg: Config, source) -> dict[str, np.ndarray]:
+    """The given train/val/test folders, or a seeded split by image (the test share locked, as everywhere)."""
+    from cnnkit.data.split import make_split
+    from cnnkit.detection_runs import _SplitView
+
+    if source.presplit:
+        empty = np.zeros(0, dtype=np.int64)
+        return {k: np.asarray(source.presplit.get(k, empty), dtype=np.int64) for k in ("train", "val", "test")}
+    return make_split(_SplitView(len(source)), cfg.data.val, cfg.data.test, cfg.train.seed)
+
+
+def _record(source, split: dict, cfg: Config) -> dict:
+    return {"task": "segment", "seed": cfg.train.seed, "fractions": {"val": cfg.data.val, "test": cfg.data.test},
+            "count": len(source), "splits": {k: [int(i) for i in v] for k, v in split.items()}}
+
+
+def _encoder_weights(cfg: Config) -> str | None:
+    """Named pretrained weights of the encoder (`--model-option backbone=efficientnet_lite0.imagenet`)."""
+    from cnnkit.pretrained import lookup
+
+    for key in ("backbone", "encoder", "backbone_weights"):
+        value = cfg.model.options.get(key)
+        if isinstance(value, str) and lookup(value) is not None:
+            return value
+    return None
+
+
+def _card(cfg: Config, source, split: dict) -> ModelCard:
+    from cnnkit.data.segmentation_loader import source_mean_std
+    from cnnkit.pretrained import lookup
+
+    spec = get_spec(cfg.model.name)
+    if spec.task != "segment":
+        raise CnnkitError(f"{cfg.model.name} is a {spec.task} model; --task segment needs a segmentation model "
+                          "(see `cnnkit models --task segment`)")
+    size = cfg.data.image_size or spec.input_size[1]
+    encoder = _encoder_weights(cfg)
+    if encoder is not None:  # a pretrained encoder keeps the normalisation it learnt with
+        fields = lookup(encoder).card_fields()
+        mean, std = list(fields["mean"]), list(fields["std"])
+    else:
+        mean, std = source_mean_std(source, split["train"])
+    return ModelCard(cfg.model.name, "segment", list(source.classes), [3, size, size], list(mean), list(std),
+                     resize="long_side", options=dict(cfg.model.options),
+                     palette=[list(c) for c in source.palette], ignore_index=int(source.ignore_index))
+
+
+def _model(card: ModelCard, weights: str | None = None) -> torch.nn.Module:
+    return create_model(card.architecture, num_classes=len(card.classes), weights=weights, **(card.options or {}))
+
+
+def _loader(cfg: Config, source, indices: np.ndarray, card: ModelCard, train: bool):
+    from cnnkit.data.segmentation_loader import make_segmentation_loader
+
+    return make_segmentation_loader(source, indices, size=card.input_size[1], batch_size=cfg.train.batch_size,
+                                    train=train, augment=cfg.data.augment if train else "none", mean=card.mean,
+                                    std=card.std, workers=cfg.data.workers, seed=cfg.train.seed)
+
+
+def _class_weight(cfg: Config, source, indices: np.ndarray, card: ModelCard) -> torch.Tensor | None:
+    """class_weight=balanced: n / (K · n_c) over the pixels of (up to 64 of) the training masks."""
+    if cfg.train.class_weight is None:
+        return None
+    if cfg.train.class_weight != "balanced":
+        raise CnnkitError(f"class_weight must be 'balanced' or empty, got {cfg.train.class_weight!r}")
+    k = len(card.classes)
+    counts = np.zeros(k, dtype=np.float64)
+    for i in indices[:CLASS_WEIGHT_SAMPLE]:
+        mask = source.read(int(i))[1].numpy().ravel()
+        counts += np.bincount(mask[mask < k], minlength=k)[:k]
+    return torch.tensor(counts.sum() / (k * np.maximum(counts, 1)), dtype=torch.float32)
+
+
+def _trainer(cfg: Config, card: ModelCard, model: torch.nn.Module, steps: int, run_dir: Path,
+             class_weight: torch.Tensor | None) -> Trainer:
+    seed_everything(cfg.train.seed)
+    t = cfg.train
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = optimizers.get(t.optimizer, params, lr=t.lr, weight_decay=t.weight_decay, **t.optimizer_options)
+    scheduler = schedules.get(t.schedule, optimizer, steps_per_epoch=steps, epochs=t.epochs, interval="batch",
+                              warmup=round(t.warmup_epochs * steps), **t.schedule_options)
+    callbacks = [EarlyStopping(t.monitor, t.patience, t.min_delta, restore_best=t.restore_best)] if t.patience else []
+    callbacks += [ModelCheckpoint(run_dir / "checkpoints", monitor="val_miou"), CSVLogger(run_dir / "history.csv"),
+                  ProgressBar()]
+    task = SegmentationTask(model, t.loss, num_classes=len(card.classes), class_weight=class_weight,
+                            ignore_index=card.ignore_index, label_smoothing=t.label_smoothing, mixup=t.mixup,
+                            cutmix=t.cutmix, adversarial=t.adversarial, l1=t.l1, l2=t.l2)
+    return Trainer(task, optimizer, epochs=t.epochs, scheduler=scheduler, callbacks=callbacks, device=t.device,
+                   amp=t.amp, grad_clip=t.grad_clip, seed=t.seed)
+
+
+def train_segmenter(cfg: Config, run_dir: Path | None = None, state: dict | None = None):
+    """Train a segmentation model as `cfg` says (cfg.task == "segment"); with `state`, resume RUN from last.pt."""
+    from cnnkit.api import TrainResult
+
+    source = _open(cfg)
+    if state is None:
+        split = _split(cfg, source)
+        if len(split["train"]) == 0:
+            raise CnnkitError(f"{cfg.data.source} gives no training images")
+        card = _card(cfg, source, split)
+        run_dir = Path(cfg.out) if cfg.out else new_run_dir(f"{cfg.model.name}-{source.name}")
+    else:
+        record = json.loads(run_file(run_dir, "split.json").read_text())
+        split = {k: np.asarray(v, dtype=np.int64) for k, v in record["splits"].items()}
+        card = ModelCard(**state["meta"]["card"])
+    seed_everything(cfg.train.seed)
+    model = _model(card, cfg.model.weights if state is None else None)
+    train_loader = _loader(cfg, source, split["train"], card, train=True)
+    val_loader = _loader(cfg, source, split["val"], card, train=False) if len(split["val"]) else None
+    weight = _class_weight(cfg, source, split["train"], card)
+    trainer = _trainer(cfg, card, model, len(train_loader), run_dir, weight)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if state is None:
+        write_split(run_dir / "split.json", _record(source, split, cfg))
+        save_config(cfg, run_dir / "config.yaml")
+    trainer.meta = {"card": asdict(card)}
+    if state is not None:
+        trainer.load_state_dict(state)
+        log.info("resuming %s after epoch %d of %d", run_dir, trainer.epoch, trainer.epochs)
+    trainer.fit(train_loader, val_loader)
+    best = run_dir / "checkpoints" / "best.pt"
+    if best.is_file() and not trainer.interrupted:
+        trainer.model.load_state_dict(load_checkpoint(best)["model"])
+    save_model(run_dir / "model.pt", trainer.model, card)
+    write_history(run_dir / "history.csv", trainer.history)
+    val, verdict = {}, None
+    if val_loader is not None and not trainer.interrupted:
+        val = split_scores(trainer.model, card, val_loader, cfg.train.device)
+        verdict = _verdict(cfg, card, trainer, source, split, val, run_dir)
+    if trainer.history:
+        from cnnkit.diagnose.curves import plot_learning_curves
+
+        plot_learning_curves(trainer.history, run_dir / "plots" / "learning_curves.png")
+    return TrainResult(run_dir, trainer.history, val, trainer.interrupted, verdict)
+
+
+def _verdict(cfg: Config, card: ModelCard, trainer: Trainer, source, split: dict, val: dict, run_dir: Path):
+    """The bias/variance verdict on 1 − mIoU: the training split in eval mode, without augmentation, against
+    val; written to RUN/diagnosis.json."""
+    from cnnkit.diagnose.verdict import make_verdict, write_diagnosis
+
+    train = split_scores(trainer.model, card, _loader(cfg, source, split["train"], card, train=False),
+                         cfg.train.device)
+    verdict = make_verdict("segment", train, val, cfg, trainer.history, val_count=len(split["val"]))
+    write_diagnosis(run_dir, verdict=verdict.as_dict())
+    return verdict
+
+
+@torch.inference_mode()
+def split_scores(model: torch.nn.Module, card: ModelCard, loader, device: str = "auto",
+                 boundary: bool = False) -> dict:
+    """Loss, pixel accuracy, mean accuracy, mIoU, per-class IoU and Dice ({class: value}, None for a class in
+    neither the masks nor the predictions), frequency-weighted IoU; with `boundary`, the mean boundary F1."""
+    from cnnkit.segmentation_metrics import ConfusionMatrix, boundary_f1
+
+    task = SegmentationTask(model, num_classes=len(card.classes), ignore_index=card.ignore_index)
+    trainer = Trainer(task, None, epochs=1, device=device)
+    trainer.model.eval()
+    confusion, losses, pixels, bf = ConfusionMatrix(len(card.classes), card.ignore_index), 0.0, 0, []
+    for batch in loader:
+        batch = batch.to(trainer.device)
+        logits = trainer.model(batch.images)  # (N, C, H, W)
+        losses += float(task.loss(logits, batch.targets).sum())
+        pixels += len(batch)
+        predicted = logits.argmax(1).cpu()  # (N, H, W)
+        confusion.update(predicted, batch.targets.cpu())
+        if boundary:
+            bf += [boundary_f1(p, t, num_classes=len(card.classes)) for p, t in zip(predicted, batch.targets.cpu())]
+    scores = confusion.scores()
+    tables = ("per_class_iou", "per_class_dice", "per_class_accuracy")
+    named = {k: dict(zip(card.classes, scores[k])) for k in tables}
+    result = {"loss": losses / max(pixels, 1), **{k: v for k, v in scores.items() if k not in named}, **named}
+    if boundary:
+        finite = [v for v in bf if np.isfinite(v)]  # an image of ignored pixels only has no boundary score
+        result["boundary_f1"] = float(np.mean(finite)) if finite else None
+    return result
+
+
+def evaluate_segmenter(run: str | Path, split: str = "val", boundary: bool = False) -> dict:
+    """Segmentation metrics of RUN's model on its train or val split (the test split through `cnnkit test`)."""
+    run = Path(run)
+    model, card, cfg, record = open_run(run)
+    cfg = config_from_dict(cfg)
+    if split not in record["splits"]:
+        raise CnnkitError(f"unknown split {split!r}; choose train, val or test")
+    indices = np.asarray(record["splits"][split], dtype=np.int64)
+    if len(indices) == 0:
+        raise CnnkitError(f"the {split} split of {run} is empty")
+    source = _open(cfg)
+    if len(source) != record["count"]:
+        raise CnnkitError(f"{cfg.data.source} holds {len(source)} images, but {run} was split on {record['count']}; "
+                          "the data changed since training")
+    loader = _loader(cfg, source, indices, card, train=False)
+    return {"split": split, "count": int(len(indices)),
+            **split_scores(model, card, loader, cfg.train.device, boundary=boundary)}
+
+
+@torch.inference_mode()
+def predict_segmenter(model: torch.nn.Module, card: ModelCard, paths: list[Path], *,
+                      out: str | Path | None = None) -> list[dict]:
+    """One dict per image: path, size [H, W], the share of pixels of each class; with `out`, NAME_mask.png
+    (class indices, palette PNG) and NAME_overlay.png (the image with the classes' colours blended) there."""
+    from cnnkit.data.images import BadImage, read_image
+    from cnnkit.data.segmentation_loader import fit_image
+
+    model.eval()
+    mean = torch.tensor(card.mean).view(3, 1, 1)
+    std = torch.tensor(card.std).view(3, 1, 1)
+    results, skipped = [], []
+    for path in paths:
+        try:
+            image = read_image(path, 3)  # uint8 (3, H, W)
+        except BadImage as err:
+            skipped.append(f"{path} ({err})")
+            continue
+        h, w = image.shape[-2:]
+        x = (fit_image(image, card.input_size[1]).float().div(255) - mean) / std  # (3, h', w')
+        logits = model(x.unsqueeze(0))  # (1, C, h', w')
+        logits = torch.nn.functional.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+        mask = logits[0].argmax(0).to(torch.uint8)  # (H, W)
+        counts = torch.bincount(mask.flatten().long(), minlength=len(card.classes)).tolist()
+        row = {"path": str(path), "size": [h, w],
+               "fractions": {c: round(n / (h * w), 6) for c, n in zip(card.classes, counts)}}
+        if out is not None:
+            row.update(write_prediction(image, mask, card, Path(out), Path(path).stem))
+        results.append(row)
+    if skipped:
+        import warnings
+
+        warnings.warn(f"skipped {len(skipped)} unreadable image(s): {'; '.join(skipped[:5])}", stacklevel=2)
+    if not results:
+        raise CnnkitError("no readable images to predict")
+    return results
+
+
+def _palette(card: ModelCard) -> np.ndarray:
+    """(C, 3) uint8 colours of the card's classes (a fixed default for runs whose source had none)."""
+    if card.palette and len(card.palette) >= len(card.classes):
+        return np.asarray(card.palette[: len(card.classes)], dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (len(card.classes), 3), dtype=np.uint8)
+
+
+def write_prediction(image: torch.Tensor, mask: torch.Tensor, card: ModelCard, out: Path, stem: str,
+                     alpha: float = 0.5) -> dict:
+    """NAME_mask.png (P mode: pixel values are class indices, shown in the palette's colours) and
+    NAME_overlay.png (the image blended with the colours, `alpha` of colour), written atomically."""
+    from PIL import Image
+
+    out.mkdir(parents=True, exist_ok=True)
+    palette = _palette(card)
+    index = mask.numpy().astype(np.uint8)  # (H, W)
+    indexed = Image.fromarray(index, mode="P")
+    indexed.putpalette(palette.flatten().tolist() + [0] * (768 - palette.size))
+    coloured = palette[index].astype(np.float32)  # (H, W, 3)
+    blended = (1 - alpha) * image.permute(1, 2, 0).numpy().astype(np.float32) + alpha * coloured
+    paths = {"mask": out / f"{stem}_mask.png", "overlay": out / f"{stem}_overlay.png"}
+    for key, picture in (("mask", indexed), ("overlay", Image.fromarray(blended.round().astype(np.uint8)))):
+        tmp = paths[key].with_name(f".{paths[key].name}.tmp")
+        picture.save(tmp, format="PNG")
+        tmp.replace(paths[key])
+    return {k: str(v) for k, v in paths.items()}

@@ -1,0 +1,138 @@
+"""`--task segment` end to end: train, evaluate (checked against torchmetrics on the same predictions), the
+locked test split, predict's mask and overlay files, resume, and one-line errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnkit import api
+from cnnkit.config import load_config
+from cnnkit.errors import CnnkitError
+from cnnkit.runs import load_model
+
+PLANTS = "synthetic-plants:size=48,count=24,seed=3"
+TINY_UNET = {"base": 8, "depth": 2}
+
+
+def _cfg(tmp_path, **model):
+    return load_config(overrides={
+        "task": "segment", "out": str(tmp_path / "run"),
+        "data": {"source": PLANTS, "image_size": 48, "val": 0.25, "test": 0.25},
+        "model": {"name": model.get("name", "unet"), "options": model.get("options", TINY_UNET)},
+        "train": {"epochs": 2, "batch_size": 4, "lr": 3e-3, "device": "cpu"}})
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("seg")
+    result = api.train(_cfg(tmp))
+    return result
+
+
+def test_train_writes_a_run_with_miou(run):
+    assert (run.run_dir / "model.pt").is_file() and (run.run_dir / "split.json").is_file()
+    assert {"val_miou", "val_loss", "train_pixel_accuracy"} <= set(run.history[-1])
+    assert 0.0 <= run.val["miou"] <= 1.0
+    record = json.loads((run.run_dir / "split.json").read_text())
+    assert record["task"] == "segment" and sum(len(v) for v in record["splits"].values()) == 24
+
+
+def test_evaluate_equals_torchmetrics_on_the_same_predictions(run):
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+    from cnnkit.data.segmentation import open_segmentation_source
+    from cnnkit.data.segmentation_loader import make_segmentation_loader
+
+    metrics = api.evaluate(run.run_dir)
+    model, card = load_model(run.run_dir)
+    source = open_segmentation_source(PLANTS)
+    record = json.loads((run.run_dir / "split.json").read_text())
+    loader = make_segmentation_loader(source, np.asarray(record["splits"]["val"]), size=48, batch_size=4,
+                                      train=False, mean=card.mean, std=card.std)
+    k = len(card.classes)
+    iou = MulticlassJaccardIndex(k, average=None, ignore_index=255)
+    acc = MulticlassAccuracy(k, average="micro", ignore_index=255)
+    with torch.inference_mode():
+        for batch in loader:
+            predicted = model(batch.images).argmax(1)
+            iou.update(predicted, batch.targets)
+            acc.update(predicted, batch.targets)
+    per_class = iou.compute()
+    present = [i for i, name in enumerate(card.classes) if metrics["per_class_iou"][name] is not None]
+    for i in present:
+        assert metrics["per_class_iou"][card.classes[i]] == pytest.approx(float(per_class[i]), abs=1e-6)
+    assert metrics["miou"] == pytest.approx(float(per_class[present].mean()), abs=1e-6)
+    assert metrics["pixel_accuracy"] == pytest.approx(float(acc.compute()), abs=1e-6)
+
+
+def test_test_split_is_recorded(run):
+    first = api.test(run.run_dir)
+    assert "miou" in first and first["previous_uses"] == 0
+    with pytest.warns(UserWarning, match="used 1 time"):
+        assert api.test(run.run_dir)["previous_uses"] == 1
+
+
+def test_predict_writes_index_mask_and_overlay(run, tmp_path):
+    picture = tmp_path / "field.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 61, 3), dtype=np.uint8)).save(picture)
+    rows = api.predict(run.run_dir, [picture], out=tmp_path / "out")
+    _, card = load_model(run.run_dir)
+    mask = Image.open(tmp_path / "out" / "field_mask.png")
+    overlay = Image.open(tmp_path / "out" / "field_overlay.png")
+    assert mask.mode == "P" and mask.size == (61, 37) and overlay.size == (61, 37)
+    values = np.asarray(mask)
+    assert values.max() < len(card.classes)
+    shares = {c: float((values == i).mean()) for i, c in enumerate(card.classes)}
+    assert rows[0]["fractions"] == pytest.approx(shares, abs=1e-5)
+
+
+def test_resume_continues_to_the_asked_epochs(tmp_path):
+    cfg = _cfg(tmp_path)
+    cfg.train.epochs = 1
+    api.train(cfg)
+    result = api.train(resume=tmp_path / "run", epochs=2)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+
+
+def test_a_classifier_is_refused_for_segment(tmp_path):
+    with pytest.raises(CnnkitError, match="segmentation model"):
+        api.train(_cfg(tmp_path, name="resnet18", options={}))
+
+
+CLI_TRAIN = ["-q", "train", "--task", "segment", "--data", PLANTS, "--model", "unet", "--image-size", "48",
+             "--batch-size", "4", "--model-option", "base=8", "--model-option", "depth=2"]
+
+
+def test_cli_train_evaluate_predict(tmp_path, capsys):
+    from cnnkit.cli import main
+
+    out = tmp_path / "cli"
+    assert main(CLI_TRAIN + ["--epochs", "1", "--loss", "ce+dice", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert {"miou", "pixel_accuracy", "per_class_iou", "fw_iou"} <= set(metrics)
+    assert main(["evaluate", str(out)]) == 0
+    assert "per_class_iou" in capsys.readouterr().out
+    picture = tmp_path / "a.png"
+    Image.fromarray(np.full((20, 30, 3), 90, dtype=np.uint8)).save(picture)
+    assert main(["predict", str(out), str(picture), "--out", str(tmp_path / "masks")]) == 0
+    assert (tmp_path / "masks" / "a_mask.png").is_file() and (tmp_path / "masks" / "a_overlay.png").is_file()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--loss", "dise"], "did you mean"),
+    (["--model", "resnet18"], "segmentation model"),
+    (["--mixup", "0.2"], "do not apply to segmentation"),
+    (["--data", "/nonexistent/folder"], "nonexistent"),
+])
+def test_bad_segmentation_runs_fail_in_one_line(tmp_path, capsys, extra, message):
+    from cnnkit.cli import main
+
+    assert main(CLI_TRAIN + ["--epochs", "1", "--out", str(tmp_path / "bad")] + extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
