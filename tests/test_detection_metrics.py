@@ -336,8 +336,10 @@ def test_bad_files(tmp_path):
     (tmp_path / "broken.json").write_text('{"images": [')
     with pytest.raises(CnnkitError, match="is not valid JSON"):
         detection_map(gt, tmp_path / "broken.json")
-    with pytest.raises(CnnkitError, match="only 'bbox'"):
-        detection_map(gt, preds, iou_type="segm")
+    with pytest.raises(CnnkitError, match="only 'bbox' and 'segm'"):
+        detection_map(gt, preds, iou_type="keypoints")
+    with pytest.raises(CnnkitError, match="has no 'segmentation'"):
+        detection_map(gt, preds, iou_type="segm")  # box-only ground truth
     with pytest.raises(CnnkitError, match="2 targets but 1 predictions"):
         to_coco([{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0)}] * 2,
                 [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0), "scores": torch.zeros(0)}], [])

@@ -7,6 +7,7 @@ import json
 import logging
 import warnings
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -60,10 +61,14 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, **trai
         cfg, state, record = cfg or Config(), None, None
     cfg.train = replace(cfg.train, **train_overrides)
     cfg.validate()
-    if cfg.task == "detect":
+    if cfg.task in ("detect", "instance"):  # instance: Mask R-CNN through the detection runs
         from cnnkit.detection_runs import train_detector
 
         return train_detector(cfg, Path(resume) if resume is not None else None, state)
+    if cfg.task == "segment":
+        from cnnkit.segmentation_runs import train_segmenter
+
+        return train_segmenter(cfg, Path(resume) if resume is not None else None, state)
     info = init_distributed()
     cfg.task, source = problem_source(cfg.task, open_source(cfg.data.source, cfg.data.max_bad_fraction))
     if record is None:
@@ -203,22 +208,33 @@ def split_metrics(trainer: Trainer, card: ModelCard, loader) -> dict:
 
 
 def evaluate(run: str | Path, split: str = "val", attack: str | None = None, eps: float = 0.1,
-             target_error: float | None = None, verdict: bool = True) -> dict:
+             target_error: float | None = None, verdict: bool = True, boundary_f1: bool = False) -> dict:
     """The loss and the metrics of RUN's problem type on its train or val split (see `split_metrics`); with
     `attack` ('fgsm' or 'pgd'), also the accuracy on adversarial images within `eps` (pixel units).
     With `verdict`, also "verdict": the bias/variance verdict (train against val, whichever split is asked;
-    see cnnkit.diagnose.verdict), bias measured above `target_error` when given. The test split has its own verb."""
+    see cnnkit.diagnose.verdict), bias measured above `target_error` when given. The test split has its own verb.
+    A segmentation run gives mIoU, per-class IoU, pixel accuracy, ... (cnnkit.segmentation_runs.split_scores),
+    with `boundary_f1` also the boundary F1 score."""
     if split == "test":
         raise CnnkitError("the test split is locked: use `cnnkit test RUN` (it records each use)")
-    if _task_of(run) == "detect":
+    if _task_of(run) in ("detect", "instance"):
         from cnnkit.detection_runs import evaluate_detector
 
         return evaluate_detector(run, split)
-    metrics = _split_metrics(run, split, attack=attack, eps=eps)
+    if _task_of(run) == "segment":
+        from cnnkit.segmentation_runs import evaluate_segmenter
+
+        if attack is not None:
+            raise CnnkitError("--attack measures a classifier's robust accuracy; drop it for a segmentation run")
+        measure = partial(evaluate_segmenter, run)
+        metrics = measure(split, boundary=boundary_f1)
+    else:
+        measure = partial(_split_metrics, run)
+        metrics = measure(split, attack=attack, eps=eps)
     if verdict:
         other = "train" if split == "val" else "val"
         try:
-            pair = {split: metrics, other: _split_metrics(run, other)}
+            pair = {split: metrics, other: measure(other)}
         except CnnkitError as err:  # e.g. a run trained without a val split
             warnings.warn(f"no verdict: {err}", stacklevel=2)
             return metrics
@@ -235,10 +251,14 @@ def _task_of(run: str | Path) -> str:
 
 def test(run: str | Path) -> dict:
     """Evaluate the locked test split once development is over; every use is recorded in test_log.jsonl."""
-    if _task_of(run) == "detect":
+    if _task_of(run) in ("detect", "instance"):
         from cnnkit.detection_runs import evaluate_detector
 
         metrics = evaluate_detector(run, "test")
+    elif _task_of(run) == "segment":
+        from cnnkit.segmentation_runs import evaluate_segmenter
+
+        metrics = evaluate_segmenter(run, "test")
     else:
         metrics = _split_metrics(run, "test")
     uses = record_test_use(Path(run), metrics)
@@ -289,11 +309,15 @@ def predict(run: str | Path, inputs: list[str | Path], top_k: int = 5, batch_siz
     A detector's run gives COCO-style results instead, one dict per box (cnnkit.detection_runs.predict_detector):
     `score_threshold` and `nms_iou` change its post-processing, and `out` gets the images with boxes drawn."""
     model, card = load_model(run) if Path(run).exists() else pretrained_model(str(run))
-    if card.problem == "detect":
+    if card.problem in ("detect", "instance"):
         from cnnkit.detection_runs import predict_detector
 
         return predict_detector(model, card, _expand_inputs(inputs), score_thresh=score_threshold,
                                 nms_thresh=nms_iou, out=out)
+    if card.problem == "segment":
+        from cnnkit.segmentation_runs import predict_segmenter
+
+        return predict_segmenter(model, card, _expand_inputs(inputs), out=out)
     with warnings.catch_warnings():  # a mismatched loss was reported when the run trained
         warnings.simplefilter("ignore", UserWarning)
         task = card.make_task(model)

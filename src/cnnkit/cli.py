@@ -66,7 +66,8 @@ def _train_parser(sub, verb: str = "train",
     p.add_argument("--optimizer", help="sgd | adagrad | adadelta | rmsprop | adam | adamw | adamax | nadam | ftrl")
     p.add_argument("--schedule", help="constant | cosine | cosine_restarts | step_decay | linear_decay | exponential | "
                                       "one_cycle | reduce_on_plateau")
-    p.add_argument("--task", help="binary | multiclass | multilabel | regression | detect (default: inferred from the data)")
+    p.add_argument("--task", help="binary | multiclass | multilabel | regression | detect | segment | instance "
+                   "(default: inferred from the data)")
     p.add_argument("--loss", help="a loss of cnnkit.losses, e.g. focal, multiclass_svm, huber (default: the task's)")
     p.add_argument("--augment", help="none | light | standard | strong")
     p.add_argument("--image-size", type=_positive_int)
@@ -186,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--eps", type=float, default=0.1, help="attack budget in pixel units")
             p.add_argument("--target-error", type=float, metavar="ERROR",
                            help="target or human-level error of the verdict (bias = train error − this)")
+            p.add_argument("--boundary-f1", action="store_true",
+                           help="segmentation: also the boundary F1 score (Csurka et al. 2013)")
         p.add_argument("--json", action="store_true")
     p = sub.add_parser("predict", help="top-k classes, labels or values of images or folders of images")
     p.add_argument("run", metavar="RUN_OR_WEIGHTS",
@@ -195,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5, help="multilabel: a label is predicted at or above it")
     p.add_argument("--score-threshold", type=float, help="detection: keep boxes scoring at least this")
     p.add_argument("--nms-iou", type=float, help="detection: non-maximum suppression's IoU threshold")
-    p.add_argument("--out", metavar="DIR", help="detection: write each image with its boxes drawn here")
+    p.add_argument("--out", metavar="DIR", help="detection: each image with its boxes drawn; segmentation: "
+                   "NAME_mask.png (class indices) and NAME_overlay.png")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("embed", help="feature vectors of images (.npy, .npz or .parquet); prints the file last")
     p.add_argument("run", metavar="RUN_OR_WEIGHTS",
@@ -262,7 +266,9 @@ def _train_overrides(a: argparse.Namespace) -> dict:
 
 def _report_train(result: api.TrainResult) -> int:
     if result.val:
-        shown = [k for k in ("accuracy", "f1_macro", "map", "mae", "rmse", "r2", "loss") if k in result.val]
+        shown = [k for k in ("accuracy", "f1_macro", "map", "mask_map", "miou", "pixel_accuracy", "mae", "rmse", "r2",
+                             "loss")
+                 if k in result.val]
         print("  ".join(f"val {k} {result.val[k]:.4f}" for k in shown))
     if result.verdict is not None and not result.interrupted:
         from cnnkit.diagnose.verdict import format_verdict
@@ -290,7 +296,10 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
     print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
                     if not isinstance(v, dict)))
     for key, table in metrics.items():
-        if isinstance(table, dict) and table:
+        if isinstance(table, dict) and table and not all(isinstance(v, dict) for v in table.values()):
+            print(f"{key}  " + "  ".join(f"{n} n/a" if v is None else f"{n} {v:.4f}" if isinstance(v, float)
+                                         else f"{n} {v}" for n, v in table.items()))
+        elif isinstance(table, dict) and table:
             columns = list(next(iter(table.values())))
             width = max(len(str(name)) for name in table)
             print(f"\n{key.removeprefix('per_'):<{width}}  " + "  ".join(f"{c:>8}" for c in columns))
@@ -307,7 +316,10 @@ def cmd_predict(a: argparse.Namespace) -> int:
         print(json.dumps(results))
         return 0
     for r in results:
-        if "bbox" in r:  # detection: one line per box
+        if "fractions" in r:  # segmentation: each class's share of the pixels, and the files written
+            shares = "  ".join(f"{c} {f:.3f}" for c, f in r["fractions"].items())
+            print(f"{r['path']}  {shares}" + (f"  → {r['mask']}" if "mask" in r else ""))
+        elif "bbox" in r:  # detection: one line per box
             print(f"{r['path']}  {r['label']} {r['score']:.3f}  x,y,w,h " + ",".join(f"{v:.1f}" for v in r["bbox"]))
         elif "values" in r:  # regression
             print(r["path"] + "  " + "  ".join(f"{k} {v:.4g}" for k, v in r["values"].items()))
@@ -429,7 +441,8 @@ def run(a: argparse.Namespace) -> int:
     if a.verb == "train":
         return cmd_train(a)
     if a.verb == "evaluate":
-        metrics = api.evaluate(a.run, a.split, attack=a.attack, eps=a.eps, target_error=a.target_error)
+        metrics = api.evaluate(a.run, a.split, attack=a.attack, eps=a.eps, target_error=a.target_error,
+                               boundary_f1=a.boundary_f1)
         verdict = metrics.pop("verdict", None) if not a.json else None
         _print_metrics(metrics, a.json)
         if verdict is not None:

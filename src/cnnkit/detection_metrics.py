@@ -1,8 +1,10 @@
 """COCO-style object-detection metrics: mAP, per-class AP, precision/recall curves, an error breakdown.
 
-``detection_map`` is our own vectorised NumPy version of pycocotools' ``COCOeval`` for boxes and returns the
-same 12 summary numbers (tested against pycocotools on real and synthetic predictions; pycocotools is a test
-dependency only). The semantics it follows, all as ``COCOeval`` does them:
+``detection_map`` is our own vectorised NumPy version of pycocotools' ``COCOeval`` for boxes (iou_type="bbox")
+and instance masks (iou_type="segm": the IoU of two masks, from pycocotools.mask.iou on their RLEs) and returns the
+same 12 summary numbers (tested against pycocotools on real and synthetic predictions). The semantics it follows,
+all as ``COCOeval`` does them (for masks, "area" is the mask's pixel count and crowd IoU intersection / detection
+mask area):
 
 * IoU thresholds .50:.05:.95, 101 recall points (0, .01, ..., 1), maxDets 1 / 10 / 100, area ranges
   all / small (< 32²) / medium (32²..96²) / large (> 96²) by the ground truth's ``area`` field (bounds inclusive)
@@ -81,6 +83,13 @@ class _GroundTruth:
         self.crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
         self.image = np.array([self.image_index[a["image_id"]] for a in anns], dtype=np.int64)
         self.category = np.array([self.category_index[a["category_id"]] for a in anns], dtype=np.int64)
+        self.sizes = {img["id"]: (img.get("height"), img.get("width")) for img in data["images"]}
+        self._anns, self.rles = anns, None
+
+    def load_masks(self) -> None:
+        """Every annotation's segmentation as an RLE (mask IoU); polygons need the image's height and width."""
+        self.rles = [_rle(a.get("segmentation"), self.sizes[a["image_id"]], f"ground-truth annotation {a.get('id')!r}")
+                     for a in self._anns]
 
 
 class _Detections:
@@ -102,6 +111,48 @@ class _Detections:
             raise
         self.boxes, self.image, self.category, self.score = boxes, image, category, score
         self.area = self.boxes[:, 2] * self.boxes[:, 3]
+        self._data, self.rles = data, None
+
+    def load_masks(self, gt: _GroundTruth) -> None:
+        """Every detection's segmentation as an RLE; areas become mask areas (as COCO's loadRes does)."""
+        self.rles = [_rle(d.get("segmentation"), gt.sizes[d["image_id"]], f"prediction {n}")
+                     for n, d in enumerate(self._data)]
+        self.area = mask_areas(self.rles)
+
+
+def _rle(segmentation: Any, size: tuple, where: str) -> dict:
+    """A COCO segmentation (polygons, uncompressed or compressed RLE) → compressed RLE, as COCO.annToRLE."""
+    from pycocotools import mask as mask_utils
+
+    if not segmentation:
+        raise CnnkitError(f"{where} has no 'segmentation'; mask AP needs polygons or RLE on every annotation")
+    if isinstance(segmentation, dict) and not isinstance(segmentation.get("counts"), list):
+        return segmentation  # compressed RLE (counts str or bytes)
+    h, w = size
+    if h is None or w is None:
+        raise CnnkitError(f"{where}: its image lacks 'height'/'width', which polygons and plain RLE need")
+    if isinstance(segmentation, dict):
+        return mask_utils.frPyObjects(segmentation, h, w)
+    return mask_utils.merge(mask_utils.frPyObjects(segmentation, h, w))
+
+
+def mask_areas(rles: list[dict]) -> np.ndarray:
+    """Pixel counts (n,) float64 of RLEs; in chunks of 255, as pycocotools' area() fails on more at once under
+    NumPy 2 (it sizes a uint8 array by the count)."""
+    from pycocotools import mask as mask_utils
+
+    chunks = [np.asarray(mask_utils.area(rles[i:i + 255]), dtype=np.float64).reshape(-1)
+              for i in range(0, len(rles), 255)]
+    return np.concatenate(chunks) if chunks else np.zeros(0)
+
+
+def mask_iou(dt_rles: list, gt_rles: list, crowd: np.ndarray) -> np.ndarray:
+    """IoU (D, G) of detection masks against ground-truth masks (RLEs); crowd: intersection / detection area."""
+    from pycocotools import mask as mask_utils
+
+    if not dt_rles or not gt_rles:
+        return np.zeros((len(dt_rles), len(gt_rles)))
+    return np.asarray(mask_utils.iou(dt_rles, gt_rles, [int(c) for c in crowd]), dtype=np.float64)
 
 
 def _check_prediction(n: int, d: Any, gt: _GroundTruth) -> None:
@@ -177,6 +228,18 @@ def _pad_index(start: np.ndarray, count: np.ndarray, width: int) -> tuple[np.nda
     return np.where(valid, start[:, None] + offsets, 0), valid
 
 
+def _group_ious(gt: _GroundTruth, dt: _Detections, det: np.ndarray, gts: np.ndarray, crowd: np.ndarray,
+                dvalid: np.ndarray, gvalid: np.ndarray) -> np.ndarray:
+    """IoUs (N, D, G) of padded groups: boxes at once, masks group by group (pycocotools.mask.iou)."""
+    if dt.rles is None:
+        return box_iou_xywh(dt.boxes[det], gt.boxes[gts], crowd)
+    out = np.zeros(det.shape + (gts.shape[1],))
+    for n in range(len(det)):
+        d, g = det[n][dvalid[n]], gts[n][gvalid[n]]
+        out[n, :len(d), :len(g)] = mask_iou([dt.rles[j] for j in d], [gt.rles[j] for j in g], crowd[n][gvalid[n]])
+    return out
+
+
 def _match_all(gt: _GroundTruth, dt: _Detections, det_keep: np.ndarray, det_rank: np.ndarray):
     """Match every kept detection; returns matched, ignored (n_kept, A, T) and gt_ignore (n_gt, A)."""
     n_img = len(gt.image_ids)
@@ -218,7 +281,7 @@ def _match_all(gt: _GroundTruth, dt: _Detections, det_keep: np.ndarray, det_rank
             gi, gvalid = _pad_index(g_start[m], g_count[m], gp)
             det, gts = d_order[di], g_order[gi]
             crowd = gt.crowd[gts] & gvalid
-            ious = box_iou_xywh(dt.boxes[det], gt.boxes[gts], crowd)
+            ious = _group_ious(gt, dt, det, gts, crowd, dvalid, gvalid)
             ious = np.where(gvalid[:, None, :], ious, -1.0)
             gi_ignore = np.where(gvalid[:, :, None], gt_ignore[gts], True).transpose(0, 2, 1)
             mt, ig = _match_bucket(ious, crowd, gi_ignore, det_out[det].transpose(0, 2, 1), d_count[m])
@@ -294,7 +357,9 @@ def _summary(precision: np.ndarray, recall: np.ndarray) -> dict[str, float]:
 
 
 def detection_map(ground_truth: Any, predictions: Any, *, iou_type: str = "bbox") -> dict:
-    """COCO box mAP as pycocotools' COCOeval computes it (see the module docstring for the exact rules).
+    """COCO box (iou_type "bbox") or mask ("segm") mAP as pycocotools' COCOeval computes it (see the module
+    docstring for the exact rules). For "segm" every annotation and prediction needs a "segmentation" (polygons
+    or RLE; predictions' bbox may then be any 4 numbers).
 
     ground_truth: a COCO instances JSON path or dict; predictions: a COCO results JSON path or a list of
     {"image_id", "category_id", "bbox": [x, y, w, h], "score"}. Returns the 12 stats of COCOeval.summarize
@@ -303,10 +368,13 @@ def detection_map(ground_truth: Any, predictions: Any, *, iou_type: str = "bbox"
     (-1 for a class without ground truth) and "pr_curves": {name: {"recall": [101 points], "precision": [...]}}
     at IoU .5, all detections up to 100 per image (precision -1 throughout for a class without ground truth).
     """
-    if iou_type != "bbox":
-        raise CnnkitError(f"iou_type {iou_type!r} is not supported; only 'bbox' is")
+    if iou_type not in ("bbox", "segm"):
+        raise CnnkitError(f"iou_type {iou_type!r} is not supported; only 'bbox' and 'segm' are")
     gt = _GroundTruth(ground_truth)
     dt = _Detections(predictions, gt)
+    if iou_type == "segm":
+        gt.load_masks()
+        dt.load_masks(gt)
     precision, recall = _accumulate(gt, dt)
     result: dict[str, Any] = _summary(precision, recall)
     t50, t75 = 0, int(np.where(IOU_THRESHOLDS == 0.75)[0][0])
@@ -328,10 +396,37 @@ def _array(value: Any, shape_tail: tuple[int, ...] = ()) -> np.ndarray:
     return out.reshape((-1,) + shape_tail)
 
 
+def encode_masks(masks: Any, threshold: float = 0.5) -> list[dict]:
+    """Instance masks (K, H, W) or (K, 1, H, W) — 0/1 targets or Mask R-CNN's probabilities — binarised
+    (> threshold) → K COCO RLEs {"size": [H, W], "counts": bytes} (pycocotools.mask.encode)."""
+    from pycocotools import mask as mask_utils
+
+    if hasattr(masks, "detach"):
+        masks = masks.detach().cpu()
+        masks = (masks.float() > threshold).numpy() if masks.is_floating_point() else (masks > 0).numpy()
+    else:
+        masks = np.asarray(masks)
+        masks = masks > threshold if masks.dtype.kind == "f" else masks > 0
+    if masks.ndim == 4:
+        masks = masks[:, 0]
+    if len(masks) == 0:
+        return []
+    return list(mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8))))
+
+
+def _rles_of(d: dict) -> list[dict] | None:
+    """An image's masks as RLEs: "rles" when already encoded, else "masks" encoded; None without either."""
+    if "rles" in d:
+        return list(d["rles"])
+    return encode_masks(d["masks"]) if "masks" in d else None
+
+
 def to_coco(targets: list[dict], predictions: list[dict], classes: list[str]) -> tuple[dict, list[dict]]:
     """Per-image targets [{"boxes": (K, 4) xyxy, "labels": (K,) in 0..C-1, optional "iscrowd"}] and predictions
     [{"boxes", "scores", "labels"}] (what a detection model returns in eval mode) → (COCO ground-truth dict,
-    COCO results list). Image ids are 1.. in list order, category ids are label + 1, areas are w * h."""
+    COCO results list). Image ids are 1.. in list order, category ids are label + 1, areas are w * h.
+    Instance masks, when every target and prediction has "masks" ((K, [1,] H, W), probabilities binarised at
+    0.5) or "rles" (encode_masks' output), become "segmentation" RLEs, and areas their pixel counts, as COCO's."""
     if len(targets) != len(predictions):
         raise CnnkitError(f"there are {len(targets)} targets but {len(predictions)} predictions; "
                           "pass one prediction dict per image")
@@ -339,27 +434,59 @@ def to_coco(targets: list[dict], predictions: list[dict], classes: list[str]) ->
     labels_seen += [int(v) for p in predictions for v in _array(p["labels"])]
     n_classes = max(len(classes), max(labels_seen, default=-1) + 1)
     names = [classes[c] if c < len(classes) else str(c) for c in range(n_classes)]
+    with_masks = all(("masks" in d or "rles" in d) for d in [*targets, *predictions]) and bool(targets)
     images, annotations, results = [], [], []
     for i, (target, pred) in enumerate(zip(targets, predictions), start=1):
-        images.append({"id": i})
         boxes, labels = _array(target["boxes"], (4,)), _array(target["labels"])
         crowd = _array(target["iscrowd"]) if "iscrowd" in target else np.zeros(len(labels))
-        for box, label, c in zip(boxes.tolist(), labels.tolist(), crowd.tolist()):
+        gt_rles, dt_rles = (_rles_of(target), _rles_of(pred)) if with_masks else ([None] * len(labels), None)
+        images.append({"id": i})
+        for box, label, c, rle in zip(boxes.tolist(), labels.tolist(), crowd.tolist(), gt_rles):
             w, h = box[2] - box[0], box[3] - box[1]
             annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(label) + 1,
                                 "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": int(c)})
+            if rle is not None:
+                annotations[-1].update(segmentation=rle, area=float(_mask_area(rle)))
         boxes, labels, scores = _array(pred["boxes"], (4,)), _array(pred["labels"]), _array(pred["scores"])
-        for box, label, score in zip(boxes.tolist(), labels.tolist(), scores.tolist()):
+        for n, (box, label, score) in enumerate(zip(boxes.tolist(), labels.tolist(), scores.tolist())):
             results.append({"image_id": i, "category_id": int(label) + 1,
                             "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]], "score": score})
+            if dt_rles is not None:
+                results[-1]["segmentation"] = dt_rles[n]
+        if with_masks:
+            rles = (gt_rles or []) + (dt_rles or [])
+            if rles:
+                images[-1].update(height=int(rles[0]["size"][0]), width=int(rles[0]["size"][1]))
     categories = [{"id": c + 1, "name": name} for c, name in enumerate(names)]
     return {"images": images, "annotations": annotations, "categories": categories}, results
 
 
-def evaluate_detections(targets: list[dict], predictions: list[dict], classes: list[str]) -> dict:
-    """``detection_map`` on in-memory per-image tensors or arrays (see ``to_coco`` for the layout)."""
+def _mask_area(rle: dict) -> int:
+    from pycocotools import mask as mask_utils
+
+    return int(mask_utils.area(rle))
+
+
+def evaluate_detections(targets: list[dict], predictions: list[dict], classes: list[str],
+                        iou_type: str = "bbox") -> dict:
+    """``detection_map`` on in-memory per-image tensors or arrays (see ``to_coco`` for the layout); iou_type
+    "segm" scores the masks (every target and prediction then needs "masks" or "rles")."""
     ground_truth, results = to_coco(targets, predictions, classes)
-    return detection_map(ground_truth, results)
+    if iou_type == "segm" and not all("segmentation" in a for a in ground_truth["annotations"] + results):
+        raise CnnkitError("mask AP needs instance masks on every target and prediction ('masks' or 'rles')")
+    return detection_map(ground_truth, results, iou_type=iou_type)
+
+
+def evaluate_instances(targets: list[dict], predictions: list[dict], classes: list[str]) -> dict:
+    """Box and mask COCO metrics of instance predictions: ``evaluate_detections``' box result, plus "mask_map",
+    "mask_map50", "mask_map75" (and every other mask stat with a "mask_" prefix; "mask_per_class",
+    "mask_pr_curves") from the masks."""
+    ground_truth, results = to_coco(targets, predictions, classes)
+    boxes = detection_map(ground_truth, results)
+    if not all("segmentation" in a for a in ground_truth["annotations"] + results):
+        raise CnnkitError("mask AP needs instance masks on every target and prediction ('masks' or 'rles')")
+    masks = detection_map(ground_truth, results, iou_type="segm")
+    return {**boxes, **{f"mask_{k}": v for k, v in masks.items()}}
 
 
 # ---------------------------------------------------------------- error breakdown and plots

@@ -4,6 +4,13 @@
     cnnkit evaluate runs/boxes --json        # map, map50, map75, per_class, errors
     cnnkit predict runs/boxes photo.jpg --json --out drawn/   # COCO results; images with the boxes drawn
 
+`--task instance` (instance segmentation, Mask R-CNN) runs the same way on data with instance masks (COCO
+segmentation, Penn-Fudan, synthetic-shapes): the targets carry masks, evaluate adds mask_map, mask_map50 and
+mask_map75, the checkpoints select on val_mask_map, and predict adds each object's "segmentation" (COCO RLE)
+and draws NAME_instances.png:
+
+    cnnkit train --task instance --data ../shared/data/pennfudan --model mask_rcnn --out runs/people
+
 The data is a cnnkit.data.detection.DetectionSource (COCO, VOC, YOLO, Penn-Fudan or built-in); the split is
 by image, seeded, recorded in split.json (the test share locked, as for classification). The model card says
 `task: detect` and how images were fitted (letterbox to input_size); the detectors normalise inside.
@@ -29,10 +36,11 @@ from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
 from cnnkit.registry import create_model, get_spec
 from cnnkit.runs import ModelCard, new_run_dir, open_run, run_file, save_model
-from cnnkit.tasks.detection import DetectionTask
+from cnnkit.tasks.detection import DetectionTask, InstanceTask
 
 log = logging.getLogger("cnnkit")
 POSTPROCESS = ("score_thresh", "nms_thresh")
+TASK_CLASSES = {"detect": DetectionTask, "instance": InstanceTask}
 
 
 class _SplitView:
@@ -48,7 +56,10 @@ class _SplitView:
 def _open(cfg: Config):
     from cnnkit.data.detection import open_detection_source
 
-    return open_detection_source(cfg.data.source, images=cfg.data.images)
+    source = open_detection_source(cfg.data.source, images=cfg.data.images)
+    if cfg.task == "instance":
+        source.require_masks()
+    return source
 
 
 def _split(cfg: Config, source) -> dict[str, np.ndarray]:
@@ -58,17 +69,21 @@ def _split(cfg: Config, source) -> dict[str, np.ndarray]:
 
 
 def _record(source, split: dict, cfg: Config) -> dict:
-    return {"task": "detect", "seed": cfg.train.seed, "fractions": {"val": cfg.data.val, "test": cfg.data.test},
+    return {"task": cfg.task, "seed": cfg.train.seed, "fractions": {"val": cfg.data.val, "test": cfg.data.test},
             "count": len(source), "splits": {k: [int(i) for i in v] for k, v in split.items()}}
 
 
 def _card(cfg: Config, source) -> ModelCard:
     spec = get_spec(cfg.model.name)
-    if spec.task != "detect":
-        raise CnnkitError(f"{cfg.model.name} is a {spec.task} model; --task detect needs a detector "
-                          "(see `cnnkit models --task detect`)")
+    if spec.task != cfg.task:
+        if cfg.task == "detect" and spec.task == "instance":
+            raise CnnkitError(f"{cfg.model.name} is an instance-segmentation model; train it with --task instance, "
+                              "or pick a detector for --task detect (see `cnnkit models --task detect`)")
+        wanted = "a detector" if cfg.task == "detect" else "an instance-segmentation model (mask_rcnn)"
+        raise CnnkitError(f"{cfg.model.name} is a {spec.task} model; --task {cfg.task} needs {wanted} "
+                          f"(see `cnnkit models --task {cfg.task}`)")
     size = cfg.data.image_size or spec.input_size[1]
-    card = ModelCard(cfg.model.name, "detect", list(source.classes), [3, size, size], [0.0] * 3, [1.0] * 3,
+    card = ModelCard(cfg.model.name, cfg.task, list(source.classes), [3, size, size], [0.0] * 3, [1.0] * 3,
                      resize="letterbox", options=dict(cfg.model.options))
     card.options = _sized_options(card)  # so predict rebuilds the detector as it trained
     return card
@@ -95,7 +110,8 @@ def _model(card: ModelCard, cfg: Config | None = None) -> torch.nn.Module:
 
 def _loaders(cfg: Config, source, split: dict, card: ModelCard):
     size = card.input_size[1]
-    common = {"size": size, "batch_size": cfg.train.batch_size, "workers": cfg.data.workers, "seed": cfg.train.seed}
+    common = {"size": size, "batch_size": cfg.train.batch_size, "workers": cfg.data.workers, "seed": cfg.train.seed,
+              "masks": card.problem == "instance"}
     train = make_detection_loader(source, split["train"], train=True, augment=cfg.data.augment, **common)
     val = make_detection_loader(source, split["val"], train=False, **common) if len(split["val"]) else None
     return train, val
@@ -108,18 +124,21 @@ def _trainer(cfg: Config, card: ModelCard, model: torch.nn.Module, steps: int, r
     optimizer = optimizers.get(t.optimizer, params, lr=t.lr, weight_decay=t.weight_decay, **t.optimizer_options)
     scheduler = schedules.get(t.schedule, optimizer, steps_per_epoch=steps, epochs=t.epochs, interval="batch",
                               warmup=round(t.warmup_epochs * steps), **t.schedule_options)
-    monitor = "val_map" if t.monitor == "val_loss" else t.monitor  # detectors have no val loss in eval mode
+    task_class = TASK_CLASSES[card.problem]
+    # detectors have no val loss in eval mode: val_map (boxes), or val_mask_map for instance segmentation
+    monitor = task_class.monitor if t.monitor == "val_loss" else t.monitor
     callbacks = [EarlyStopping(monitor, t.patience, t.min_delta, restore_best=t.restore_best)] if t.patience else []
-    callbacks += [ModelCheckpoint(run_dir / "checkpoints", monitor="val_map"), CSVLogger(run_dir / "history.csv"),
-                  ProgressBar()]
-    task = DetectionTask(model, t.loss, classes=card.classes, label_smoothing=t.label_smoothing, mixup=t.mixup,
+    callbacks += [ModelCheckpoint(run_dir / "checkpoints", monitor=task_class.monitor),
+                  CSVLogger(run_dir / "history.csv"), ProgressBar()]
+    task = task_class(model, t.loss, classes=card.classes, label_smoothing=t.label_smoothing, mixup=t.mixup,
                          cutmix=t.cutmix, adversarial=t.adversarial, l1=t.l1, l2=t.l2)
     return Trainer(task, optimizer, epochs=t.epochs, scheduler=scheduler, callbacks=callbacks, device=t.device,
                    amp=t.amp, grad_clip=t.grad_clip, seed=t.seed)
 
 
 def train_detector(cfg: Config, run_dir: Path | None = None, state: dict | None = None):
-    """Train a detector as `cfg` says (cfg.task == "detect"); with `state`, resume RUN from its last.pt."""
+    """Train a detector as `cfg` says (cfg.task "detect", or "instance" for Mask R-CNN); with `state`, resume RUN
+    from its last.pt."""
     from cnnkit.api import TrainResult
 
     source = _open(cfg)
@@ -160,26 +179,41 @@ def train_detector(cfg: Config, run_dir: Path | None = None, state: dict | None 
 
 
 @torch.inference_mode()
-def _detections(model: torch.nn.Module, loader, device: str = "auto") -> tuple[list[dict], list[dict]]:
-    """(targets, predictions) per image of `loader`, in network pixels, on the CPU."""
-    trainer = Trainer(DetectionTask(model), None, epochs=1, device=device)
+def _detections(model: torch.nn.Module, loader, device: str = "auto", problem: str = "detect"
+                ) -> tuple[list[dict], list[dict]]:
+    """(targets, predictions) per image of `loader`, in network pixels, on the CPU; for "instance" with the
+    masks as COCO RLEs ("rles")."""
+    from cnnkit.tasks.detection import with_rles
+
+    trainer = Trainer(TASK_CLASSES[problem](model), None, epochs=1, device=device)
     trainer.model.eval()
     targets, predictions = [], []
     for batch in loader:
         predictions += trainer.task.predict_step(batch.images.to(trainer.device))
-        targets += [{"boxes": t["boxes"], "labels": t["labels"]} for t in batch.targets]
+        if problem == "instance":
+            targets += [{k: v for k, v in with_rles(t).items() if k in ("boxes", "labels", "rles")}
+                        for t in batch.targets]
+        else:
+            targets += [{"boxes": t["boxes"], "labels": t["labels"]} for t in batch.targets]
     return targets, predictions
 
 
 def _metrics(model: torch.nn.Module, card: ModelCard, loader, device: str = "auto", plot: Path | None = None) -> dict:
-    """COCO metrics and the error breakdown's totals; with `plot`, the precision/recall curves there (PNG)."""
-    from cnnkit.detection_metrics import error_breakdown, evaluate_detections, plot_pr_curves, to_coco
+    """COCO metrics and the error breakdown's totals; with `plot`, the precision/recall curves there (PNG).
+    Instance runs: the box metrics and the same with mask IoU, prefixed mask_ (mask_map, mask_map50, ...)."""
+    from cnnkit.detection_metrics import (error_breakdown, evaluate_detections, evaluate_instances, plot_pr_curves,
+                                          to_coco)
 
-    targets, predictions = _detections(model, loader, device)
-    result = evaluate_detections(targets, predictions, card.classes)
+    targets, predictions = _detections(model, loader, device, card.problem)
+    if card.problem == "instance":
+        result = evaluate_instances(targets, predictions, card.classes)
+        boxes_only = [{k: v for k, v in d.items() if k != "rles"} for d in targets + predictions]
+        targets, predictions = boxes_only[:len(targets)], boxes_only[len(targets):]
+    else:
+        result = evaluate_detections(targets, predictions, card.classes)
     if plot is not None:
         plot_pr_curves(result, plot)
-    shown = {k: v for k, v in result.items() if k != "pr_curves"}
+    shown = {k: v for k, v in result.items() if k not in ("pr_curves", "mask_pr_curves")}
     errors = error_breakdown(*to_coco(targets, predictions, card.classes))
     shown["errors"] = {k: v for k, v in errors.items() if not isinstance(v, dict)}  # the totals
     return shown
@@ -200,7 +234,7 @@ def evaluate_detector(run: str | Path, split: str = "val") -> dict:
         raise CnnkitError(f"{cfg.data.source} holds {len(source)} images, but {run} was split on {record['count']}; "
                           "the data changed since training")
     loader = make_detection_loader(source, indices, size=card.input_size[1], batch_size=cfg.train.batch_size,
-                                   train=False, seed=cfg.train.seed)
+                                   train=False, seed=cfg.train.seed, masks=card.problem == "instance")
     plot = run / "plots" / f"pr_curves_{split}.png"
     plot.parent.mkdir(parents=True, exist_ok=True)
     return {"split": split, "count": int(len(indices)), **_metrics(model, card, loader, cfg.train.device, plot)}
@@ -219,7 +253,9 @@ def set_postprocess(model: torch.nn.Module, score_thresh: float | None, nms_thre
 def predict_detector(model: torch.nn.Module, card: ModelCard, paths: list[Path], *, score_thresh: float | None = None,
                      nms_thresh: float | None = None, out: str | Path | None = None) -> list[dict]:
     """COCO-style results, one dict per detection: path, label, category_id (1-based, as COCO), bbox [x, y, w, h]
-    in the image's pixels, score. With `out`, each image is saved there with its boxes drawn (NAME_boxes.png)."""
+    in the image's pixels, score. With `out`, each image is saved there with its boxes drawn (NAME_boxes.png).
+    An instance model's rows also hold "segmentation": the object's mask in the image's pixels as COCO RLE
+    {"size": [H, W], "counts": str}, and `out` gets NAME_instances.png (masks blended, boxes drawn)."""
     from cnnkit.data.images import BadImage, read_image
 
     set_postprocess(model, score_thresh, nms_thresh)
@@ -234,7 +270,7 @@ def predict_detector(model: torch.nn.Module, card: ModelCard, paths: list[Path],
             continue
         h, w = image.shape[-2:]
         x = fit(image).float().div(255).unsqueeze(0)  # (1, 3, S, S)
-        (_, _), scale, pad = fit_geometry(h, w, size, "letterbox")
+        shape, scale, pad = fit_geometry(h, w, size, "letterbox")  # (nh, nw), (sx, sy), (left, top)
         found = model(x)[0]
         boxes = to_image_coordinates(found["boxes"].float(), torch.tensor(scale), torch.tensor(pad), h, w)
         rows = [{"path": str(path), "label": card.classes[int(c)], "category_id": int(c) + 1,
@@ -242,7 +278,13 @@ def predict_detector(model: torch.nn.Module, card: ModelCard, paths: list[Path],
                           round(float(b[3] - b[1]), 2)], "score": round(float(s), 5)}
                 for b, s, c in zip(boxes, found["scores"], found["labels"])]
         results += rows
-        if out is not None:
+        if "masks" in found:
+            masks = to_image_masks(found["masks"], shape, pad, h, w)  # (D, H, W) bool
+            for row, rle in zip(rows, _rles(masks)):
+                row["segmentation"] = rle
+            if out is not None:
+                _draw(image, boxes, rows, Path(out) / f"{Path(path).stem}_instances.png", masks)
+        elif out is not None:
             _draw(image, boxes, rows, Path(out) / f"{Path(path).stem}_boxes.png")
     if skipped:
         import warnings
@@ -253,12 +295,37 @@ def predict_detector(model: torch.nn.Module, card: ModelCard, paths: list[Path],
     return results
 
 
-def _draw(image: torch.Tensor, boxes: torch.Tensor, rows: list[dict], path: Path) -> None:
+def to_image_masks(masks: torch.Tensor, shape: tuple[int, int], pad: tuple[int, int], h: int, w: int,
+                   threshold: float = 0.5) -> torch.Tensor:
+    """Mask R-CNN's masks (D, 1, S, S) probabilities in network pixels, the image letterboxed to `shape`
+    (nh, nw) at `pad` (left, top) → bool (D, H, W) in the image's pixels: the padding cut off, the rest resized
+    (bilinear) to H × W, then thresholded."""
+    (nh, nw), (left, top) = shape, pad
+    inside = masks[:, :, top:top + nh, left:left + nw].float()  # (D, 1, nh, nw)
+    if len(inside) == 0:
+        return torch.zeros(0, h, w, dtype=torch.bool)
+    return torch.nn.functional.interpolate(inside, size=(h, w), mode="bilinear", align_corners=False)[:, 0] > threshold
+
+
+def _rles(masks: torch.Tensor) -> list[dict]:
+    """bool (D, H, W) → COCO RLEs with str counts (JSON-ready)."""
+    from cnnkit.detection_metrics import encode_masks
+
+    return [{"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("ascii")} for r in encode_masks(masks)]
+
+
+def _draw(image: torch.Tensor, boxes: torch.Tensor, rows: list[dict], path: Path,
+          masks: torch.Tensor | None = None) -> None:
     from torchvision.io import write_png
-    from torchvision.utils import draw_bounding_boxes
+    from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
     path.parent.mkdir(parents=True, exist_ok=True)
     labels = [f"{r['label']} {r['score']:.2f}" for r in rows]
+    if masks is not None and len(masks):
+        palette = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+                   (70, 240, 240), (240, 50, 230)]  # one colour per object, cycling
+        image = draw_segmentation_masks(image, masks, alpha=0.5, colors=[palette[i % len(palette)]
+                                                                          for i in range(len(masks))])
     drawn = draw_bounding_boxes(image, boxes, labels=labels, colors="red", width=2) if rows else image
     tmp = path.with_name(f".{path.name}.tmp")
     write_png(drawn, str(tmp))

@@ -38,6 +38,8 @@ class ModelCard:
     bounded: bool = False  # regression to [0, 1]: a sigmoid output
     interpolation: str = "bilinear"  # how images are resized: pretrained weights carry the one they learnt with
     transfer: dict | None = None  # a transfer strategy's architecture change: {strategy: partial, keep_stages: 2}
+    palette: list[list[int]] | None = None  # segmentation: one RGB colour per class, for masks and overlays
+    ignore_index: int | None = None  # segmentation: the mask value that counts nowhere (255)
 
     @property
     def problem(self) -> str:
@@ -56,6 +58,9 @@ class ModelCard:
 
         if self.problem == "regression":
             options.update(mean=self.target_mean, std=self.target_std, bounded=self.bounded)
+        if self.problem == "segment":
+            options.update(num_classes=len(self.classes),
+                           ignore_index=255 if self.ignore_index is None else self.ignore_index)
         return make_task(self.problem, model, loss, **options)
 
     def transform(self):

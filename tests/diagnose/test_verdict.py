@@ -43,8 +43,8 @@ def test_error_from_metrics_per_problem() -> None:
     assert error_from_metrics("multiclass", {"accuracy": 0.9}) == (pytest.approx(0.1), "1 - accuracy")
     assert error_from_metrics("binary", {"accuracy": 0.75})[0] == pytest.approx(0.25)
     assert error_from_metrics("multilabel", {"map": 0.8, "subset_accuracy": 0.1}) == (pytest.approx(0.2), "1 - mAP")
-    assert error_from_metrics("detection", {"map": 0.4})[0] == pytest.approx(0.6)
-    assert error_from_metrics("segmentation", {"miou": 0.7}) == (pytest.approx(0.3), "1 - mIoU")
+    assert error_from_metrics("detect", {"map": 0.4})[0] == pytest.approx(0.6)
+    assert error_from_metrics("segment", {"miou": 0.7}) == (pytest.approx(0.3), "1 - mIoU")
     # regression: 1 − R² = MSE / Var(y), clipped at 0 only below
     y = np.array([0.0, 1.0, 2.0, 3.0])
     pred = y + np.array([0.5, -0.5, 0.5, -0.5])

@@ -36,9 +36,9 @@ SYNTHETIC_DEFAULTS = {"n": 300, "size": 128, "count": 3, "min_scale": 0.15, "max
 
 def synthetic_detection(options: str = "") -> DetectionSource:
     """`synthetic-shapes` for detection: seeded images with 1..count circles, squares and triangles that do not
-    overlap, each with its exact box (the extent of its pixels). Options as for classification
-    (n, size, count, min_scale, max_scale, colour, background, noise, seed); defaults n=300, size=128, count=3,
-    min_scale=0.15, max_scale=0.4."""
+    overlap, each with its exact box (the extent of its pixels) and its exact instance mask. Options as for
+    classification (n, size, count, min_scale, max_scale, colour, background, noise, seed); defaults n=300,
+    size=128, count=3, min_scale=0.15, max_scale=0.4."""
     fields = [f for f in ShapesConfig.__dataclass_fields__ if f != "target"]
     opts = parse_key_values(options, example="synthetic-shapes:count=3,n=300,size=128")
     for key in opts:
@@ -46,11 +46,20 @@ def synthetic_detection(options: str = "") -> DetectionSource:
             raise CnnkitError(f"unknown synthetic-shapes option {key!r}{did_you_mean(key, fields)}")
     try:
         cfg = ShapesConfig(**{**SYNTHETIC_DEFAULTS, **opts, "target": "labels"})
-        images, _, boxes, kinds = make_multi_shapes(cfg)
+        images, _, boxes, kinds, id_maps = make_multi_shapes(cfg, masks=True)
     except (TypeError, ValueError) as err:
         raise CnnkitError(f"synthetic-shapes: {err}") from None
-    items = [make_item(i + 1, None, cfg.size, cfg.size, b, k) for i, (b, k) in enumerate(zip(boxes, kinds))]
+    items = [make_item(i + 1, None, cfg.size, cfg.size, b, k, segments=_rles(ids, len(k)))
+             for i, (b, k, ids) in enumerate(zip(boxes, kinds, id_maps))]
     return DetectionSource("synthetic-shapes", list(SHAPES), items, images=list(images.transpose(0, 2, 3, 1)))
+
+
+def _rles(ids: np.ndarray, n: int) -> list[dict]:
+    """Shapes 1..n of an instance-id map (S, S) → their masks as COCO RLEs (compact; decoded when read)."""
+    from pycocotools import mask as mask_utils
+
+    binary = np.asfortranarray((ids[None] == np.arange(1, n + 1)[:, None, None]).transpose(1, 2, 0).astype(np.uint8))
+    return list(mask_utils.encode(binary)) if n else []
 
 
 def read_detection(spec: str | Path, images: str | Path | None = None) -> DetectionSource:

@@ -5,6 +5,8 @@ One image's pipeline: decode (uint8, RGB) → augment (train only: flip, IoU cro
 or stretch) → drop boxes smaller than a pixel → float in [0, 1]. The detectors normalise inside.
 A Batch holds the (N, 3, S, S) images and a list of targets {"boxes" (K, 4) xyxy in network pixels,
 "labels" (K,), "image_id", "scale" (sx, sy), "pad" (left, top)}; scale and pad map boxes back to the image.
+With masks=True (instance segmentation) the targets also hold "masks": uint8 (K, S, S), tv_tensors.Mask through
+the same transforms, so every flip, crop, zoom-out and letterbox moves them with their boxes.
 """
 from __future__ import annotations
 
@@ -81,6 +83,8 @@ class MinVisibility(torch.nn.Module):
         area = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
         keep = area >= self.fraction * target["area0"]
         target = {**target, "boxes": tv_tensors.wrap(boxes[keep], like=boxes), "labels": target["labels"][keep]}
+        if "masks" in target:
+            target["masks"] = tv_tensors.wrap(target["masks"][keep], like=target["masks"])
         target.pop("area0")
         return image, target
 
@@ -111,8 +115,9 @@ def detection_transform(size: int, augment: DetectionAugment | None, mode: str =
 class DetectionDataset(Dataset):
     """Items `indices` of a DetectionSource (cnnkit.data.detection), through detection_transform."""
 
-    def __init__(self, source, indices, size: int, augment: DetectionAugment | None = None, mode: str = "letterbox"):
-        self.source, self.indices, self.size, self.mode = source, np.asarray(indices), size, mode
+    def __init__(self, source, indices, size: int, augment: DetectionAugment | None = None, mode: str = "letterbox",
+                 masks: bool = False):
+        self.source, self.indices, self.size, self.mode, self.masks = source, np.asarray(indices), size, mode, masks
         self.transform = detection_transform(size, augment, mode)
 
     def __len__(self) -> int:
@@ -120,14 +125,21 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
         index = int(self.indices[i])
-        image, target = self.source.read(index)  # uint8 (3, H, W); boxes (K, 4) xyxy, labels (K,)
+        # uint8 (3, H, W); boxes (K, 4) xyxy, labels (K,), with masks also masks (K, H, W) uint8
+        image, target = self.source.read(index, masks=True) if self.masks else self.source.read(index)
         h, w = image.shape[-2:]
         boxes = tv_tensors.BoundingBoxes(target["boxes"].reshape(-1, 4), format="XYXY", canvas_size=(h, w))
-        image, out = self.transform(tv_tensors.Image(image), {"boxes": boxes, "labels": target["labels"]})
+        inputs = {"boxes": boxes, "labels": target["labels"]}
+        if self.masks:
+            inputs["masks"] = tv_tensors.Mask(target["masks"])
+        image, out = self.transform(tv_tensors.Image(image), inputs)
         _, scale, pad = fit_geometry(h, w, self.size, self.mode)  # exact for val; train images move more
-        return image.as_subclass(torch.Tensor), {
-            "boxes": out["boxes"].as_subclass(torch.Tensor).float(), "labels": out["labels"].long(),
-            "image_id": torch.tensor(index), "scale": torch.tensor(scale), "pad": torch.tensor(pad, dtype=torch.float32)}
+        result = {"boxes": out["boxes"].as_subclass(torch.Tensor).float(), "labels": out["labels"].long(),
+                  "image_id": torch.tensor(index), "scale": torch.tensor(scale),
+                  "pad": torch.tensor(pad, dtype=torch.float32)}
+        if self.masks:
+            result["masks"] = out["masks"].as_subclass(torch.Tensor).to(torch.uint8)  # (K, S, S)
+        return image.as_subclass(torch.Tensor), result
 
 
 def collate_detection(items: list[tuple[torch.Tensor, dict]]) -> Batch:
@@ -135,13 +147,17 @@ def collate_detection(items: list[tuple[torch.Tensor, dict]]) -> Batch:
 
 
 def make_detection_loader(source, indices, *, size: int, batch_size: int, train: bool, augment: str = "none",
-                          mode: str = "letterbox", workers: int = 0, seed: int = 0) -> DataLoader:
+                          mode: str = "letterbox", workers: int = 0, seed: int = 0, masks: bool = False) -> DataLoader:
+    """Batches of `indices` of `source` (see the module docstring); `masks`: targets carry instance masks too
+    (the source must have them: COCO segmentation, Penn-Fudan, synthetic-shapes)."""
     if augment not in DETECTION_PRESETS:
         raise unknown_name("detection augmentation preset", augment, DETECTION_PRESETS)
     if len(indices) == 0:
         raise CnnkitError("a detection split is empty; lower --val/--test or add images")
     aug = DETECTION_PRESETS[augment] if train and augment != "none" else None
-    dataset = DetectionDataset(source, indices, size, aug, mode)
+    if masks:
+        source.require_masks()
+    dataset = DetectionDataset(source, indices, size, aug, mode, masks)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=workers,
                       collate_fn=collate_detection, generator=generator, persistent_workers=workers > 0,

@@ -67,18 +67,21 @@ def _colour(cfg: ShapesConfig, rng: np.random.Generator, label: int) -> np.ndarr
             "class": lambda: CLASS_COLOURS[label]}[cfg.colour]()
 
 
-def make_multi_shapes(cfg: ShapesConfig) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray]]:
+def make_multi_shapes(cfg: ShapesConfig, masks: bool = False) -> tuple:
     """Images with 1..count shapes each, placed without overlap where 50 tries allow: images (N, 3, S, S) uint8,
-    multi-hot kinds present (N, 3) float32, and per image its boxes (m, 4) x1, y1, x2, y2 and kinds (m,)."""
+    multi-hot kinds present (N, 3) float32, and per image its boxes (m, 4) x1, y1, x2, y2 and kinds (m,).
+    With `masks`, a fifth element: per image its instance-id map (S, S) uint8 (shape k of the image is id k + 1,
+    0 the background); the images are the same either way."""
     cfg.validate()
     rng = np.random.default_rng(cfg.seed)
     s = cfg.size
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) + 0.5
     images = np.empty((cfg.n, 3, s, s), dtype=np.uint8)
     present = np.zeros((cfg.n, len(SHAPES)), dtype=np.float32)
-    boxes, kinds = [], []
+    boxes, kinds, id_maps = [], [], []
     for i in range(cfg.n):
         canvas, taken = _canvas(cfg, rng), np.zeros((s, s), dtype=bool)
+        ids = np.zeros((s, s), dtype=np.uint8)
         image_boxes, image_kinds = [], []
         for _ in range(int(rng.integers(1, cfg.count + 1))):
             label = int(rng.integers(len(SHAPES)))
@@ -91,6 +94,7 @@ def make_multi_shapes(cfg: ShapesConfig) -> tuple[np.ndarray, np.ndarray, list[n
             else:
                 continue  # no free room for this shape
             taken |= mask
+            ids[mask] = len(image_boxes) + 1
             canvas[:, mask] = _colour(cfg, rng, label)[:, None]
             ys, xs = np.nonzero(mask)
             image_boxes.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
@@ -100,7 +104,8 @@ def make_multi_shapes(cfg: ShapesConfig) -> tuple[np.ndarray, np.ndarray, list[n
         images[i] = np.clip(canvas * 255 + 0.5, 0, 255).astype(np.uint8)
         boxes.append(np.asarray(image_boxes, dtype=np.float32).reshape(-1, 4))
         kinds.append(np.asarray(image_kinds, dtype=np.int64))
-    return images, present, boxes, kinds
+        id_maps.append(ids)
+    return (images, present, boxes, kinds, id_maps) if masks else (images, present, boxes, kinds)
 
 
 def make_shapes(cfg: ShapesConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

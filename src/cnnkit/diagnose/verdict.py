@@ -27,10 +27,10 @@ VARIANCE_THRESHOLD = 0.02  # val − train error that counts as overfitting (bef
 Z = 2.0  # the gap must also exceed Z standard errors of the val error: a small val set proves less
 NOTE = ("training error measured on the training split in eval mode, without augmentation or dropout; "
         "not the running average of the epoch")
-# problem → (metrics key, name of the error); detection and segmentation: for the tasks still to come
+# problem → (metrics key, name of the error)
 _MAIN_METRIC = {"binary": ("accuracy", "1 - accuracy"), "multiclass": ("accuracy", "1 - accuracy"),
-                "multilabel": ("map", "1 - mAP"), "detection": ("map", "1 - mAP"),
-                "segmentation": ("miou", "1 - mIoU"), "regression": ("r2", "1 - R2 (MSE / Var(y))")}
+                "multilabel": ("map", "1 - mAP"), "detect": ("map", "1 - mAP"),
+                "segment": ("miou", "1 - mIoU"), "regression": ("r2", "1 - R2 (MSE / Var(y))")}
 
 
 @dataclass

@@ -4,12 +4,14 @@ from torch import nn
 from cnnkit.errors import unknown_name
 from cnnkit.tasks.base import Batch, StepOutput, Task
 from cnnkit.tasks.classification import ClassificationTask
-from cnnkit.tasks.detection import DetectionTask
+from cnnkit.tasks.detection import DetectionTask, InstanceTask
 from cnnkit.tasks.multilabel import BinaryTask, MultilabelTask
 from cnnkit.tasks.regression import RegressionTask
+from cnnkit.tasks.segmentation import SegmentationTask
 
 TASKS: dict[str, type[Task]] = {"binary": BinaryTask, "multiclass": ClassificationTask,
-                                "multilabel": MultilabelTask, "regression": RegressionTask, "detect": DetectionTask}
+                                "multilabel": MultilabelTask, "regression": RegressionTask, "detect": DetectionTask,
+                                "segment": SegmentationTask, "instance": InstanceTask}
 ALIASES = {"classify": "multiclass"}  # runs written before the problem types had names
 
 
@@ -26,5 +28,5 @@ def make_task(problem: str, model: nn.Module, loss: str | nn.Module | None = Non
     return TASKS[problem_name(problem)](model, loss, **options)
 
 
-__all__ = ["Batch", "StepOutput", "Task", "ClassificationTask", "DetectionTask", "BinaryTask", "MultilabelTask", "RegressionTask",
-           "TASKS", "make_task", "problem_name"]
+__all__ = ["Batch", "StepOutput", "Task", "ClassificationTask", "DetectionTask", "InstanceTask", "BinaryTask",
+           "MultilabelTask", "RegressionTask", "SegmentationTask", "TASKS", "make_task", "problem_name"]

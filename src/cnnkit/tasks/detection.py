@@ -5,6 +5,11 @@ A detection model (cnnkit.models.detection) takes images and, in training, the t
 and in eval mode returns [{"boxes": (D, 4), "scores": (D,), "labels": (D,)}, ...]. The Trainer logs each loss
 term; validation keeps every image's detections and its ground truth and ends the epoch with COCO's mAP
 (cnnkit.detection_metrics.evaluate_detections), which the checkpoints select on (val_map).
+
+Instance segmentation (InstanceTask, task "instance": Mask R-CNN) adds "masks" to both: targets (K, H, W) uint8,
+detections (D, 1, H, W) probabilities. Validation keeps each image's masks as COCO RLEs (binarised at 0.5, so
+an epoch's masks stay small) and reports the box metrics and mask_map, mask_map50, mask_map75 (the same COCO
+AP with mask IoU); the checkpoints select on val_mask_map (mask mAP@[.5:.95], COCO's primary number).
 """
 from __future__ import annotations
 
@@ -73,6 +78,46 @@ class DetectionTask(Task):
         return [_cpu(d) for d in self.model(images)]
 
 
+class InstanceTask(DetectionTask):
+    """Instance segmentation: a detector that also returns masks (mask_rcnn); metrics for boxes and masks."""
+
+    name = "instance"
+    main_metric = "mask_map"
+    monitor = "val_mask_map"
+
+    def validation_step(self, batch: Batch) -> StepOutput:
+        detections = self.model(batch.images)  # eval mode: one dict per image, with "masks" (D, 1, H, W)
+        self._predictions += [with_rles(d) for d in detections]
+        self._targets += [with_rles(t) for t in batch.targets]
+        return StepOutput(torch.zeros(()), {})
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Box and mask COCO mAP@[.5:.95], @.5, @.75 since reset_metrics (nothing when none)."""
+        if not self._targets:
+            return {}
+        from cnnkit.detection_metrics import evaluate_instances
+
+        result = evaluate_instances(self._targets, self._predictions, self.classes)
+        self.reset_metrics()
+        keys = ("map", "map50", "map75", "mask_map", "mask_map50", "mask_map75")
+        return {k: max(float(result[k]), 0.0) for k in keys}
+
+    @torch.inference_mode()
+    def predict_step(self, images: torch.Tensor) -> list[dict]:
+        return [with_rles(d) for d in self.model(images)]
+
+
+def with_rles(d: dict) -> dict:
+    """Boxes, scores, labels on the CPU, and the masks as COCO RLEs ("rles", binarised at 0.5)."""
+    from cnnkit.detection_metrics import encode_masks
+
+    if "masks" not in d:
+        raise CnnkitError("instance segmentation needs masks in every target and detection; train a mask model "
+                          "(mask_rcnn) on data with instance masks")
+    return {**_cpu(d), "rles": encode_masks(d["masks"])}
+
+
 def _plain(targets: list[dict]) -> list[dict]:
-    """Only what the detectors read (boxes, labels): bookkeeping keys (image_id, scale, pad) stay out."""
-    return [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+    """Only what the detectors read (boxes, labels, masks): bookkeeping keys (image_id, scale, pad) stay out."""
+    return [{"boxes": t["boxes"], "labels": t["labels"], **({"masks": t["masks"]} if "masks" in t else {})}
+            for t in targets]

@@ -38,7 +38,8 @@ def _records(data: dict, key: str, path: Path, required: tuple[str, ...]) -> lis
 
 def read_coco(path: str | Path, images: str | Path | None = None) -> DetectionSource:
     """A COCO ground-truth file → DetectionSource. Images are found at IMAGES/file_name, where IMAGES is
-    `images` or the JSON file's folder. Categories keep their order by id and become classes 0..C-1."""
+    `images` or the JSON file's folder. Categories keep their order by id and become classes 0..C-1.
+    When every annotation has a "segmentation" (polygons or RLE), the items keep them: `source.masks(i)`."""
     path = Path(path)
     data = _load_json(path)
     root = Path(images) if images is not None else path.parent
@@ -61,6 +62,7 @@ def read_coco(path: str | Path, images: str | Path | None = None) -> DetectionSo
     if orphans:
         raise CnnkitError(f"{path}: {len(orphans)} annotation(s) name image_id {orphans[0]!r}, which is not in "
                           "'images'; add the image or remove its annotations")
+    has_masks = bool(annotations) and all(a.get("segmentation") for a in annotations)
     items = []
     for r in image_records:
         file = root / r["file_name"]
@@ -75,8 +77,10 @@ def read_coco(path: str | Path, images: str | Path | None = None) -> DetectionSo
         boxes = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]
         labels = [index.get(a["category_id"], -1) for a in anns]
         unknown = {k: str(a["category_id"]) for k, a in enumerate(anns) if a["category_id"] not in index}
+        segments = [a.get("segmentation") for a in anns]  # polygons or RLE; None when any object lacks one
         items.append(make_item(int(r["id"]), file, width, height, boxes, labels,
-                               iscrowd=[int(a.get("iscrowd", 0)) for a in anns], unknown=unknown))
+                               iscrowd=[int(a.get("iscrowd", 0)) for a in anns], unknown=unknown,
+                               segments=segments if all(segments) and (anns or has_masks) else None))
     return DetectionSource(path.stem, [str(c["name"]) for c in categories], items)
 
 

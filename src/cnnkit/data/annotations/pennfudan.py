@@ -3,6 +3,7 @@
 The text's corners are 1-based and inclusive ("Top left pixel co-ordinates : (1, 1)"), so (Xmin, Ymin) -
 (Xmax, Ymax) becomes (Xmin - 1, Ymin - 1, Xmax, Ymax). Every object is one class, "person". With
 boxes="masks" the boxes come from the instance masks instead (object k ↔ the k-th id of its mask).
+Each object's instance mask is its id in PedMasks (object k ↔ id k, as the files number them): `source.masks(i)`.
 """
 from __future__ import annotations
 
@@ -54,9 +55,12 @@ def read_pennfudan(folder: str | Path, boxes: str = "text") -> DetectionSource:
     items = []
     for n, file in enumerate(files):
         image, width, height, text_boxes, mask_path = _parse(file, folder)
+        segments = list(range(1, len(text_boxes) + 1)) if mask_path is not None else None  # object k ↔ id k + 1
         if boxes == "masks":
             if mask_path is None:
                 raise CnnkitError(f"{file}: no instance mask on disk, so no boxes from masks")
-            text_boxes, _ = masks_to_boxes(read_mask(mask_path))
-        items.append(make_item(n + 1, image, width, height, text_boxes, [0] * len(text_boxes), mask_path=mask_path))
+            text_boxes, ids = masks_to_boxes(read_mask(mask_path))
+            segments = [int(i) for i in ids]
+        items.append(make_item(n + 1, image, width, height, text_boxes, [0] * len(text_boxes), mask_path=mask_path,
+                               segments=segments))
     return DetectionSource("pennfudan", ["person"], items)

@@ -31,6 +31,9 @@ class DetectionItem:
     mask_path: Path | None = None  # instance mask PNG (0 = background, 1..n = instance id)
     iscrowd: np.ndarray | None = None  # (K,) int64: COCO iscrowd, VOC difficult; such boxes are ignored in scoring
     unknown: dict[int, str] = field(default_factory=dict)  # box index → class name as written, for labels == -1
+    # instance masks, one per box (None: the source has none): an int, the object's id in `mask_path`'s PNG;
+    # or a COCO segmentation (a list of polygons, or an RLE dict with list or string counts)
+    segments: list | None = None
 
     def where(self) -> str:
         """The file that describes this item, for messages."""
@@ -60,12 +63,46 @@ class DetectionSource:
         except BadImage as err:
             raise CnnkitError(f"{self.items[i].path}: cannot read the image ({err})") from None
 
-    def read(self, i: int) -> tuple[torch.Tensor, dict]:
-        """Item i as (uint8 (3, H, W) image, {"boxes": float32 (K, 4), "labels": int64 (K,)})."""
+    def read(self, i: int, masks: bool = False) -> tuple[torch.Tensor, dict]:
+        """Item i as (uint8 (3, H, W) image, {"boxes": float32 (K, 4), "labels": int64 (K,)}); with `masks`,
+        also "masks": uint8 (K, H, W), 1 inside object k (see `masks`)."""
         item = self.items[i]
         target = {"boxes": torch.as_tensor(item.boxes, dtype=torch.float32).reshape(-1, 4),
                   "labels": torch.as_tensor(item.labels, dtype=torch.int64).reshape(-1)}
-        return self.image(i), target
+        image = self.image(i)
+        if masks:
+            target["masks"] = self.masks(i, tuple(image.shape[-2:]))
+        return image, target
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether every item carries instance masks (COCO segmentation, Penn-Fudan PedMasks, synthetic-shapes)."""
+        return bool(self.items) and all(item.segments is not None for item in self.items)
+
+    def require_masks(self) -> None:
+        """A one-line error unless every item has instance masks."""
+        if not self.has_masks:
+            missing = next(item for item in self.items if item.segments is None) if self.items else None
+            where = f" ({missing.where()} has none)" if missing is not None else ""
+            raise CnnkitError(f"{self.name} has no instance masks; use COCO segmentation (polygons or RLE), Penn-Fudan "
+                              f"or synthetic-shapes for --task instance{where}")
+
+    def masks(self, i: int, shape: tuple[int, int] | None = None) -> torch.Tensor:
+        """Item i's instance masks, uint8 (K, H, W), one per box in box order (H, W: `shape`, else the item's)."""
+        item = self.items[i]
+        if item.segments is None:
+            self.require_masks()
+        h, w = shape if shape is not None else (item.height, item.width)
+        out = np.zeros((len(item.segments), h, w), dtype=np.uint8)
+        ids = None
+        for k, segment in enumerate(item.segments):
+            if isinstance(segment, (int, np.integer)):
+                if ids is None:
+                    ids = _id_map(item, h, w)
+                out[k] = ids == segment
+            else:
+                out[k] = decode_segment(segment, h, w, item.where())
+        return torch.from_numpy(out)
 
     @property
     def num_boxes(self) -> int:
@@ -97,6 +134,44 @@ def masks_to_boxes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     boxes = tv_masks_to_boxes(binary).double().numpy()  # x2, y2: the last pixel (inclusive)
     boxes[:, 2:] += 1.0
     return boxes, ids
+
+
+def _id_map(item: DetectionItem, h: int, w: int) -> np.ndarray:
+    """The (H, W) instance ids of item's mask PNG (an RGB(A) PNG of ids: its first channel)."""
+    if item.mask_path is None:
+        raise CnnkitError(f"{item.where()}: its objects name instance ids but it has no mask file")
+    ids = read_mask(item.mask_path)
+    ids = ids[..., 0] if ids.ndim == 3 else ids
+    if ids.shape != (h, w):
+        raise CnnkitError(f"{item.mask_path}: the mask is {ids.shape[1]}×{ids.shape[0]} but its image is {w}×{h}")
+    return ids
+
+
+def decode_segment(segment, h: int, w: int, where: str = "an annotation") -> np.ndarray:  # noqa: ANN001
+    """A COCO segmentation (polygons [[x, y, ...], ...], or an RLE dict with list or string counts) →
+    uint8 (H, W) binary mask, through pycocotools.mask."""
+    from pycocotools import mask as mask_utils
+
+    try:
+        if isinstance(segment, dict):
+            rle = dict(segment)
+            if isinstance(rle.get("counts"), list):  # uncompressed RLE
+                rle = mask_utils.frPyObjects(rle, *rle["size"])
+            elif isinstance(rle.get("counts"), str):
+                rle["counts"] = rle["counts"].encode("ascii")
+        elif isinstance(segment, list) and segment:
+            polygons = [p for p in segment if len(p) >= 6]  # a polygon needs three points
+            if not polygons:
+                return np.zeros((h, w), dtype=np.uint8)
+            rle = mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
+        else:
+            raise TypeError(f"not polygons or RLE: {str(segment)[:40]}")
+        mask = mask_utils.decode(rle)
+    except (TypeError, ValueError, KeyError) as err:
+        raise CnnkitError(f"{where}: cannot decode a segmentation ({err}); give polygons or RLE") from None
+    if mask.shape != (h, w):
+        raise CnnkitError(f"{where}: a segmentation is {mask.shape[1]}×{mask.shape[0]} but the image is {w}×{h}")
+    return mask.astype(np.uint8)
 
 
 def read_mask(path: Path) -> np.ndarray:

@@ -147,8 +147,9 @@ def _check_item(item: DetectionItem, classes: list[str], p: ValidationPolicy,
             keep[kept[copy]] = False
     if not keep.any():
         report.add("empty_image", item.where())
+    segments = [item.segments[k] for k in np.flatnonzero(keep)] if item.segments is not None else None
     return replace(item, boxes=boxes[keep], labels=labels[keep], iscrowd=crowd[keep] if crowd is not None else None,
-                   unknown={})
+                   unknown={}, segments=segments)
 
 
 def validate(source: DetectionSource, policy: ValidationPolicy | dict | str | None = None

@@ -26,7 +26,7 @@ from cnnkit.models.detection.backbones import build_backbone
 from cnnkit.pretrained import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.registry import register_model
 
-__all__ = ["TorchvisionDetector", "check_inputs", "check_options", "faster_rcnn"]
+__all__ = ["TorchvisionDetector", "check_inputs", "check_options", "faster_rcnn", "rcnn_backbone"]
 
 
 def check_options(options: dict, detector: type, own: tuple[str, ...]) -> None:
@@ -67,11 +67,13 @@ class TorchvisionDetector(nn.Module):
         check_inputs(images, targets, self.training)
         images = list(images)
         if self.training:
-            shifted = [{"boxes": t["boxes"].float(), "labels": t["labels"].long() + 1} for t in targets]
+            shifted = [{"boxes": t["boxes"].float(), "labels": t["labels"].long() + 1,
+                        **({"masks": t["masks"]} if "masks" in t else {})} for t in targets]
             losses = self.detector(images, shifted)
             return {self.loss_names.get(k, k): v for k, v in losses.items()}
-        out = self.detector(images)
-        return [{"boxes": o["boxes"], "scores": o["scores"], "labels": o["labels"] - 1} for o in out]
+        out = self.detector(images)  # Mask R-CNN adds "masks": (D, 1, H, W) probabilities
+        return [{"boxes": o["boxes"], "scores": o["scores"], "labels": o["labels"] - 1,
+                 **({"masks": o["masks"]} if "masks" in o else {})} for o in out]
 
     def _postprocess_owner(self) -> tuple[nn.Module, dict[str, str]]:
         """(module, {our option: its attribute}) holding the thresholds."""
@@ -91,6 +93,24 @@ class FasterRCNN(TorchvisionDetector):
     def _postprocess_owner(self):
         return self.detector.roi_heads, {"score_thresh": "score_thresh", "nms_thresh": "nms_thresh",
                                          "detections_per_img": "detections_per_img"}
+
+
+def rcnn_backbone(backbone: str, weights: str | Path | None, *, fpn: bool, levels: int,
+                  trainable_layers: int | None, out_channels: int, anchor_sizes: tuple | None,
+                  aspect_ratios: tuple[float, ...]) -> tuple[nn.Module, AnchorGenerator, list[str]]:
+    """What Faster and Mask R-CNN share: (backbone with or without FPN, the RPN's anchors, the maps RoIAlign
+    pools from). Anchors: one size per FPN level (4 × its stride), or 32-512 on the single map."""
+    body = build_backbone(backbone, weights=weights, fpn=fpn, levels=levels,
+                          trainable_layers=trainable_layers, out_channels=out_channels)
+    n_maps = len(body.strides)
+    if anchor_sizes is None:
+        anchor_sizes = tuple((4 * s,) for s in body.strides) if fpn else ((32, 64, 128, 256, 512),)
+    anchor_sizes = tuple(tuple(a) if isinstance(a, (tuple, list)) else (a,) for a in anchor_sizes)
+    if len(anchor_sizes) != n_maps:
+        raise CnnkitError(f"anchor_sizes needs one tuple per feature map ({n_maps}), got {len(anchor_sizes)}")
+    anchors = AnchorGenerator(anchor_sizes, (tuple(aspect_ratios),) * n_maps)
+    roi_maps = [str(i) for i in range(len(body.body.strides))] if fpn else ["0"]
+    return body, anchors, roi_maps
 
 
 _OWN_OPTIONS = ("backbone", "num_classes", "min_size", "max_size", "image_mean", "image_std",  # set by cnnkit
@@ -121,16 +141,9 @@ def faster_rcnn(*, num_classes: int = 91, in_channels: int = 3, backbone: str = 
     if in_channels != 3:
         raise CnnkitError(f"faster_rcnn takes RGB images (in_channels=3), got in_channels={in_channels}")
     check_options(detector_options, _TorchvisionFasterRCNN, _OWN_OPTIONS)
-    body = build_backbone(backbone, weights=backbone_weights, fpn=fpn, levels=levels,
-                          trainable_layers=trainable_layers, out_channels=out_channels)
-    n_maps = len(body.strides)
-    if anchor_sizes is None:
-        anchor_sizes = tuple((4 * s,) for s in body.strides) if fpn else ((32, 64, 128, 256, 512),)
-    anchor_sizes = tuple(tuple(a) if isinstance(a, (tuple, list)) else (a,) for a in anchor_sizes)
-    if len(anchor_sizes) != n_maps:
-        raise CnnkitError(f"anchor_sizes needs one tuple per feature map ({n_maps}), got {len(anchor_sizes)}")
-    anchors = AnchorGenerator(anchor_sizes, (tuple(aspect_ratios),) * n_maps)
-    roi_maps = [str(i) for i in range(len(body.body.strides))] if fpn else ["0"]
+    body, anchors, roi_maps = rcnn_backbone(backbone, backbone_weights, fpn=fpn, levels=levels,
+                                            trainable_layers=trainable_layers, out_channels=out_channels,
+                                            anchor_sizes=anchor_sizes, aspect_ratios=aspect_ratios)
     detector = _TorchvisionFasterRCNN(
         body, num_classes=None, min_size=min_size, max_size=max_size,
         image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD), rpn_anchor_generator=anchors,
