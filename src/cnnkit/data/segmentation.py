@@ -43,33 +43,17 @@ import torch
 from PIL import Image
 
 from cnnkit.data.images import BadImage, is_image_file, read_image
+from cnnkit.data.masks import (COLOUR_MODES, COLOUR_TOLERANCE, IGNORE_INDEX, ColourMap, MaskDecoder, open_mask,
+                               pack_rgb, read_palette, unpack_rgb, voc_colormap)
 from cnnkit.errors import CnnkitError
 
 log = logging.getLogger("cnnkit")
 
-IGNORE_INDEX = 255
-COLOUR_TOLERANCE = 30  # max |channel difference| for a colour-mask pixel to snap to the nearest palette colour
 DEFAULT_PALETTE = {"soil": (0, 0, 0), "crop": (0, 255, 0), "weed": (255, 0, 0)}  # Peanut's black/green/red
 MASK_FOLDERS = ("masks", "labels")
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 INDEX_MODES = ("P", "L", "I", "I;16", "I;16B", "I;16L", "1")
-COLOUR_MODES = ("RGB", "RGBA")
 ImageMask = tuple["np.ndarray | torch.Tensor", np.ndarray]  # uint8 (H, W, 3) array or (3, H, W) tensor; int64 (H, W)
-
-
-def voc_colormap(n: int) -> list[tuple[int, int, int]]:
-    """PASCAL VOC's colour map (bits of the class index spread over R, G, B): distinct overlay colours."""
-    out = []
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        out.append((r, g, b))
-    return out
 
 
 @dataclass
@@ -101,171 +85,6 @@ class SegmentationSource:
 
     def path(self, i: int) -> Path | None:
         return self.paths[i] if self.paths is not None else None
-
-
-# -- palette.yaml --------------------------------------------------------------------------------------------
-@dataclass
-class Palette:
-    classes: list[str]
-    colours: list[tuple[int, int, int]] | None  # None: index masks only
-    ignore_index: int = IGNORE_INDEX
-    ignore_colour: tuple[int, int, int] | None = None
-
-
-def _colour(value, file: Path, what: str) -> tuple[int, int, int]:
-    if not (isinstance(value, (list, tuple)) and len(value) == 3
-            and all(isinstance(v, int) and 0 <= v <= 255 for v in value)):
-        raise CnnkitError(f"{file}: {what} is {value!r}; write a colour as [r, g, b] with integers 0..255")
-    return tuple(int(v) for v in value)
-
-
-def read_palette(file: Path) -> Palette:
-    """palette.yaml → Palette; any mistake is a one-line CnnkitError naming the file."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise CnnkitError(f"{file}: cannot read ({err})") from None
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise CnnkitError(f"{file}: not valid YAML{at}; expected 'classes: [{{name: ..., color: [r, g, b]}}]'") \
-            from None
-    classes = data.get("classes") if isinstance(data, dict) else None
-    if not isinstance(classes, list) or not classes:
-        raise CnnkitError(f"{file}: needs a non-empty 'classes' list of {{name: ..., color: [r, g, b]}}")
-    names, colours = [], []
-    for n, c in enumerate(classes):
-        if isinstance(c, str):
-            c = {"name": c}
-        if not isinstance(c, dict) or not isinstance(c.get("name"), (str, int)):
-            raise CnnkitError(f"{file}: classes[{n}] is {c!r}; write {{name: ..., color: [r, g, b]}}")
-        names.append(str(c["name"]))
-        colour = c.get("color", c.get("colour"))
-        colours.append(None if colour is None else _colour(colour, file, f"the colour of class {c['name']!r}"))
-    if len(set(names)) != len(names):
-        raise CnnkitError(f"{file}: class names repeat ({names}); give each class one entry")
-    if any(c is None for c in colours) and any(c is not None for c in colours):
-        raise CnnkitError(f"{file}: give every class a color, or none (index masks)")
-    given = [c for c in colours if c is not None]
-    if len(set(given)) != len(given):
-        raise CnnkitError(f"{file}: two classes share a colour; give each class its own colour")
-    ignore = data.get("ignore_index", IGNORE_INDEX)
-    if not isinstance(ignore, int) or ignore < len(names):
-        raise CnnkitError(f"{file}: ignore_index {ignore!r} must be an integer >= the number of classes "
-                          f"({len(names)}), e.g. 255")
-    raw_ignore = data.get("ignore_color", data.get("ignore_colour"))
-    ignore_colour = None if raw_ignore is None else _colour(raw_ignore, file, "ignore_color")
-    unknown = set(data) - {"classes", "ignore_index", "ignore_color", "ignore_colour"}
-    if unknown:
-        raise CnnkitError(f"{file}: unknown key(s) {sorted(unknown)}; palette.yaml holds classes, ignore_index, "
-                          "ignore_color")
-    return Palette(names, colours if given else None, ignore, ignore_colour)
-
-
-# -- decoding masks ------------------------------------------------------------------------------------------
-def _open_mask(path: Path) -> Image.Image:
-    try:
-        im = Image.open(path)
-        im.load()
-        return im
-    except Exception as err:  # noqa: BLE001  (PIL raises many types for broken files)
-        raise CnnkitError(f"{path}: cannot read the mask ({str(err).splitlines()[0] or type(err).__name__})") \
-            from None
-
-
-def _pack(rgb: np.ndarray) -> np.ndarray:
-    """uint8 (..., 3) → int32 (...) keys r << 16 | g << 8 | b."""
-    rgb = rgb.astype(np.int32)
-    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-
-
-def _unpack(key: int) -> tuple[int, int, int]:
-    return (key >> 16) & 255, (key >> 8) & 255, key & 255
-
-
-class ColourMap:
-    """Colour → class index, vectorised: pack RGB into one int32 key, look it up in a 2**24-entry table (sorted
-    keys + searchsorted beyond 254 colours), and snap the few non-exact colours to the nearest palette colour
-    within COLOUR_TOLERANCE (largest channel difference); farther ones are an error naming colour and file."""
-
-    def __init__(self, colours: list[tuple[int, int, int]], classes: list[str], ignore_index: int,
-                 ignore_colour: tuple[int, int, int] | None = None, tolerance: int = COLOUR_TOLERANCE):
-        entries = list(zip(colours, range(len(colours))))
-        if ignore_colour is not None:
-            entries.append((ignore_colour, ignore_index))
-        self.names = list(classes) + (["ignore_color"] if ignore_colour is not None else [])
-        keys = np.array([_pack(np.array(c, dtype=np.uint8)) for c, _ in entries], dtype=np.int32)
-        order = np.argsort(keys)
-        self.keys, self.values = keys[order], np.array([v for _, v in entries], dtype=np.int64)[order]
-        self.rgb = np.array([c for c, _ in entries], dtype=np.int32)[order]  # (K, 3)
-        self.names = [self.names[j] for j in order]
-        self.tolerance = tolerance
-        self.lut = None
-        if len(self.keys) < 255:
-            self.lut = np.full(1 << 24, 255, dtype=np.uint8)
-            self.lut[self.keys] = np.arange(len(self.keys), dtype=np.uint8)
-
-    def __call__(self, rgb: np.ndarray, path: Path) -> np.ndarray:
-        key = _pack(rgb[..., :3]).ravel()  # (H*W,) int32
-        if self.lut is not None:  # 2**24-entry table: colour → entry (255 = none), ~5 ms for 960×720
-            entry = np.take(self.lut, key)
-            inexact = entry == 255
-            out = np.take(self.values, np.minimum(entry, len(self.values) - 1))
-        else:
-            pos = np.searchsorted(self.keys, key).clip(0, len(self.keys) - 1)
-            out = self.values[pos]
-            inexact = self.keys[pos] != key
-        if inexact.any():
-            odd, inverse = np.unique(key[inexact], return_inverse=True)
-            odd_rgb = np.stack([(odd >> 16) & 255, (odd >> 8) & 255, odd & 255], axis=1)  # (U, 3)
-            dist = np.abs(odd_rgb[:, None, :] - self.rgb[None, :, :]).max(axis=2)  # (U, K)
-            nearest, best = dist.argmin(axis=1), dist.min(axis=1)
-            if (best > self.tolerance).any():
-                j = int(np.argmax(best))
-                count = int(((inverse == j)).sum())
-                near = int(nearest[j])
-                raise CnnkitError(
-                    f"{path}: colour {_unpack(int(odd[j]))} ({count} pixels) is not in the palette (nearest: "
-                    f"{self.names[near]} {tuple(self.rgb[near].tolist())}, off by {int(best[j])} > "
-                    f"{self.tolerance}); add it to palette.yaml's classes or set ignore_color")
-            out[inexact] = self.values[nearest][inverse]
-        return out.reshape(rgb.shape[:2])
-
-
-class MaskDecoder:
-    """Reads one mask file as int64 (H, W) class indices, for index or colour masks."""
-
-    def __init__(self, classes: list[str], ignore_index: int, colour_map: ColourMap | None = None,
-                 binary255: bool = False, instances: bool = False):
-        self.num_classes, self.ignore_index = len(classes), ignore_index
-        self.colour_map, self.binary255, self.instances = colour_map, binary255, instances
-
-    def __call__(self, path: Path) -> np.ndarray:
-        with _open_mask(path) as im:
-            mode = im.mode
-            if self.colour_map is not None:
-                if mode not in COLOUR_MODES:
-                    im = im.convert("RGB")
-                return self.colour_map(np.asarray(im), path)
-            a = np.asarray(im)
-        if a.ndim == 3:  # an RGB file in a folder of index masks: fine when grey (R = G = B)
-            if not ((a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all()):
-                raise CnnkitError(f"{path}: a colour mask ({mode}) among index masks; save it as an index PNG "
-                                  "(mode L or P) or give every class a color in palette.yaml")
-            a = a[..., 0]
-        a = a.astype(np.int64)
-        if self.instances:
-            return (a > 0).astype(np.int64)
-        if self.binary255:
-            return np.where(a == 255, 1, a)
-        bad = (a >= self.num_classes) & (a != self.ignore_index)
-        if bad.any():
-            value = int(a[bad].max())
-            raise CnnkitError(f"{path}: mask value {value} is not a class (0..{self.num_classes - 1}) nor "
-                              f"ignore_index {self.ignore_index}; list the classes in palette.yaml")
-        return a
 
 
 # -- folders -------------------------------------------------------------------------------------------------
@@ -328,12 +147,12 @@ def _sample(paths: list[Path], n: int = 256) -> list[Path]:
 
 
 def _colours_in(path: Path) -> np.ndarray:
-    with _open_mask(path) as im:
-        return np.unique(_pack(np.asarray(im.convert("RGB"))))
+    with open_mask(path) as im:
+        return np.unique(pack_rgb(np.asarray(im.convert("RGB"))))
 
 
 def _values_in(path: Path) -> np.ndarray:
-    with _open_mask(path) as im:
+    with open_mask(path) as im:
         a = np.asarray(im)
     return np.unique(a[..., 0] if a.ndim == 3 else a)
 
@@ -343,7 +162,7 @@ def _decoder_for(folder: Path, masks: list[Path]) -> tuple[list[str], list[tuple
     palette_file = next((f for f in (folder / "palette.yaml", folder / "train" / "palette.yaml") if f.is_file()),
                         None)
     palette = read_palette(palette_file) if palette_file else None
-    with _open_mask(masks[0]) as im:
+    with open_mask(masks[0]) as im:
         colour = im.mode in COLOUR_MODES
     if colour and palette is not None and palette.colours is None:
         raise CnnkitError(f"{palette_file}: the masks are colour images ({masks[0].name}); give every class a "
@@ -363,7 +182,7 @@ def _decoder_for(folder: Path, masks: list[Path]) -> tuple[list[str], list[tuple
         if (rgb[:, 0] == rgb[:, 1]).all() and (rgb[:, 1] == rgb[:, 2]).all():
             colour = False  # grey RGB files: index masks saved as RGB
         else:
-            shown = ", ".join(str(_unpack(int(k))) for k in found[:6]) + (" ..." if len(found) > 6 else "")
+            shown = ", ".join(str(unpack_rgb(int(k))) for k in found[:6]) + (" ..." if len(found) > 6 else "")
             raise CnnkitError(f"{folder}: colour masks with colours {shown} but no palette.yaml; add palette.yaml "
                               "with classes: [{name: ..., color: [r, g, b]}]")
     values = np.unique(np.concatenate([_values_in(p) for p in _sample(masks)]))
