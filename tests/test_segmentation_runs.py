@@ -136,3 +136,11 @@ def test_bad_segmentation_runs_fail_in_one_line(tmp_path, capsys, extra, message
     assert main(CLI_TRAIN + ["--epochs", "1", "--out", str(tmp_path / "bad")] + extra) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+def test_report_and_verdict_of_a_segmentation_run(run, recwarn):
+    path = api.report(run.run_dir)
+    assert path.is_file() and not [w for w in recwarn if "section failed" in str(w.message)]
+    verdict = json.loads((run.run_dir / "diagnosis.json").read_text())["verdict"]
+    assert verdict["metric"] == "1 - mIoU"
+    assert verdict["val_error"] == pytest.approx(1 - run.val["miou"], abs=1e-9)

@@ -286,6 +286,16 @@ def _palette(card: ModelCard) -> np.ndarray:
     return rng.integers(0, 256, (len(card.classes), 3), dtype=np.uint8)
 
 
+def overlay(image: torch.Tensor, mask: torch.Tensor, card: ModelCard, alpha: float = 0.5) -> torch.Tensor:
+    """uint8 (3, H, W): the image blended with its classes' colours, `alpha` of colour; ignored pixels unchanged."""
+    palette = torch.from_numpy(_palette(card)).float()  # (C, 3)
+    index = mask.long()
+    valid = index < len(palette)  # (H, W): ignore_index keeps the image
+    colours = palette[index.clamp(max=len(palette) - 1)].permute(2, 0, 1)  # (3, H, W)
+    blended = torch.where(valid, (1 - alpha) * image.float() + alpha * colours, image.float())
+    return blended.round().to(torch.uint8)
+
+
 def write_prediction(image: torch.Tensor, mask: torch.Tensor, card: ModelCard, out: Path, stem: str,
                      alpha: float = 0.5) -> dict:
     """NAME_mask.png (P mode: pixel values are class indices, shown in the palette's colours) and
@@ -294,13 +304,11 @@ def write_prediction(image: torch.Tensor, mask: torch.Tensor, card: ModelCard, o
 
     out.mkdir(parents=True, exist_ok=True)
     palette = _palette(card)
-    index = mask.numpy().astype(np.uint8)  # (H, W)
-    indexed = Image.fromarray(index, mode="P")
+    indexed = Image.fromarray(mask.numpy().astype(np.uint8), mode="P")  # (H, W) class indices
     indexed.putpalette(palette.flatten().tolist() + [0] * (768 - palette.size))
-    coloured = palette[index].astype(np.float32)  # (H, W, 3)
-    blended = (1 - alpha) * image.permute(1, 2, 0).numpy().astype(np.float32) + alpha * coloured
+    blended = Image.fromarray(overlay(image, mask, card, alpha).permute(1, 2, 0).numpy())
     paths = {"mask": out / f"{stem}_mask.png", "overlay": out / f"{stem}_overlay.png"}
-    for key, picture in (("mask", indexed), ("overlay", Image.fromarray(blended.round().astype(np.uint8)))):
+    for key, picture in (("mask", indexed), ("overlay", blended)):
         tmp = paths[key].with_name(f".{paths[key].name}.tmp")
         picture.save(tmp, format="PNG")
         tmp.replace(paths[key])

@@ -58,10 +58,13 @@ def fit_shape(h: int, w: int, size: int) -> tuple[int, int]:
     return max(1, round(h * s)), max(1, round(w * s))
 
 
-def fit_image(image: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (3, H, W) → uint8 (3, h, w) with its longer side `size` (bilinear, antialiased): what the network
-    sees at prediction time, the same resize as make_segmentation_loader's."""
-    return F.resize(image, list(fit_shape(*image.shape[-2:], size)), antialias=True)
+def fit_image(image: torch.Tensor, size: int, nearest: bool = False) -> torch.Tensor:
+    """uint8 (C, H, W) → uint8 (C, h, w) with its longer side `size` (bilinear, antialiased): what the network
+    sees at prediction time, the same resize as make_segmentation_loader's. `nearest` for label masks."""
+    shape = list(fit_shape(*image.shape[-2:], size))
+    if nearest:
+        return F.resize(image, shape, interpolation=v2.InterpolationMode.NEAREST)
+    return F.resize(image, shape, antialias=True)
 
 
 class FitLonger(v2.Transform):

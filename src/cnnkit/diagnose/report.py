@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 
 from cnnkit import __version__
@@ -168,6 +169,12 @@ def _augment(run: RunInfo):
     return None if aug == make_augment("none") else aug
 
 
+def _split_size(split: dict | list) -> int:
+    """Images in one split of split.json: classification records {"count", "ids", ...}; detection and
+    segmentation records the list of image indices."""
+    return len(split) if isinstance(split, list) else int(split["count"])
+
+
 def _split_counts(run: RunInfo) -> str:
     splits = run.record["splits"]
     names = list(splits)
@@ -180,7 +187,7 @@ def _split_counts(run: RunInfo) -> str:
         return table(["class"] + names, rows, html_id="class-counts")
     kind = "labels" if run.problem == "multilabel" else "targets"
     text = note(f"{run.problem} run: {len(run.card.classes)} {kind}: {', '.join(run.card.classes)}")
-    rows = [["images"] + [splits[s]["count"] for s in names]]
+    rows = [["images"] + [_split_size(splits[s]) for s in names]]
     if run.problem == "multilabel":  # labels are the 0/1 targets joined by ';'
         positives = {s: np.array([[float(v) for v in t.split(";")] for t in splits[s]["labels"]]).reshape(
             -1, len(run.card.classes)).sum(0) for s in names}
@@ -201,6 +208,9 @@ def data_section(run: RunInfo) -> str:
     out = note(f"source {data.get('source')}; split seed {run.record.get('seed')}; fractions {fractions}; counts "
                "from split.json") + _split_counts(run)
     size = max(run.card.input_size[1], 64)
+    if run.problem == "segment":
+        return out + figure(_label_overlays(run, size), "the first training images with their label masks "
+                                                         "blended in the classes' colours", pixels=True)
     if _augment(run) is not None:
         path = augment_preview(data["source"], run.plots / "augment_preview.png", data.get("augment", "none"), n=4,
                                size=size, **(data.get("augment_options") or {}))
@@ -212,6 +222,31 @@ def data_section(run: RunInfo) -> str:
     path = run.plots / "train_images.png"
     save_image(images.float() / 255.0, path, nrow=8, padding=2)
     return out + figure(path, "the first training images, as the model sees them (no augmentation)", pixels=True)
+
+
+def _label_overlays(run: RunInfo, size: int, n: int = 8) -> Path:
+    """plots/train_labels.png: up to `n` training images of a segmentation run, each beside its label overlay."""
+    from torchvision.utils import save_image
+
+    from cnnkit.data.segmentation import open_segmentation_source
+    from cnnkit.data.segmentation_loader import fit_image
+    from cnnkit.segmentation_runs import overlay
+
+    source = open_segmentation_source(run.config.get("data", {}).get("source", ""))
+    pictures = []
+    for i in run.record["splits"]["train"][:n]:
+        image, mask = source.read(int(i))  # uint8 (3, H, W), int64 (H, W)
+        image = fit_image(image, size)
+        mask = fit_image(mask[None].to(torch.uint8), size, nearest=True)[0]
+        pictures += [image, overlay(image, mask, run.card)]
+    path = run.plots / "train_labels.png"
+    width = max(p.shape[-1] for p in pictures)
+    height = max(p.shape[-2] for p in pictures)
+    padded = torch.zeros(len(pictures), 3, height, width, dtype=torch.uint8)
+    for k, p in enumerate(pictures):
+        padded[k, :, :p.shape[-2], :p.shape[-1]] = p
+    save_image(padded.float() / 255.0, path, nrow=4, padding=2)
+    return path
 
 
 def curves_section(run: RunInfo) -> str:
@@ -297,7 +332,7 @@ def timing_section(run: RunInfo) -> str:
     from cnnkit.diagnose.curves import read_history
 
     history = read_history(run_file(run.path, "history.csv"))
-    n = run.record["splits"]["train"]["count"]
+    n = _split_size(run.record["splits"]["train"])
     rows = [[r["epoch"], r.get("time"), n / r["time"] if r.get("time") else None] for r in history]
     total = sum(r.get("time") or 0.0 for r in history)
     return (note(f"{len(history)} epoch(s) in {total:.1f} s; {n} training images; images/s = training images / "
