@@ -18,7 +18,8 @@ from torchvision.ops import masks_to_boxes
 from cnnkit.cli import main
 from cnnkit.data.detection import open_detection_source, write_coco
 from cnnkit.data.detection_loader import DetectionAugment, DetectionDataset, make_detection_loader
-from cnnkit.detection_metrics import STAT_NAMES, detection_map, encode_masks, evaluate_instances, to_coco
+from cnnkit.detection_metrics import STAT_NAMES, detection_map, evaluate_instances, to_coco
+from cnnkit.mask_rle import encode_masks
 from cnnkit.errors import CnnkitError
 
 torch.set_num_threads(2)

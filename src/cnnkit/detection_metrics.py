@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import CnnkitError
+from cnnkit.mask_rle import mask_area, mask_areas, mask_iou, rles_of, to_rle
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 RECALL_POINTS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
@@ -88,7 +89,7 @@ class _GroundTruth:
 
     def load_masks(self) -> None:
         """Every annotation's segmentation as an RLE (mask IoU); polygons need the image's height and width."""
-        self.rles = [_rle(a.get("segmentation"), self.sizes[a["image_id"]], f"ground-truth annotation {a.get('id')!r}")
+        self.rles = [to_rle(a.get("segmentation"), self.sizes[a["image_id"]], f"ground-truth annotation {a.get('id')!r}")
                      for a in self._anns]
 
 
@@ -115,44 +116,9 @@ class _Detections:
 
     def load_masks(self, gt: _GroundTruth) -> None:
         """Every detection's segmentation as an RLE; areas become mask areas (as COCO's loadRes does)."""
-        self.rles = [_rle(d.get("segmentation"), gt.sizes[d["image_id"]], f"prediction {n}")
+        self.rles = [to_rle(d.get("segmentation"), gt.sizes[d["image_id"]], f"prediction {n}")
                      for n, d in enumerate(self._data)]
         self.area = mask_areas(self.rles)
-
-
-def _rle(segmentation: Any, size: tuple, where: str) -> dict:
-    """A COCO segmentation (polygons, uncompressed or compressed RLE) → compressed RLE, as COCO.annToRLE."""
-    from pycocotools import mask as mask_utils
-
-    if not segmentation:
-        raise CnnkitError(f"{where} has no 'segmentation'; mask AP needs polygons or RLE on every annotation")
-    if isinstance(segmentation, dict) and not isinstance(segmentation.get("counts"), list):
-        return segmentation  # compressed RLE (counts str or bytes)
-    h, w = size
-    if h is None or w is None:
-        raise CnnkitError(f"{where}: its image lacks 'height'/'width', which polygons and plain RLE need")
-    if isinstance(segmentation, dict):
-        return mask_utils.frPyObjects(segmentation, h, w)
-    return mask_utils.merge(mask_utils.frPyObjects(segmentation, h, w))
-
-
-def mask_areas(rles: list[dict]) -> np.ndarray:
-    """Pixel counts (n,) float64 of RLEs; in chunks of 255, as pycocotools' area() fails on more at once under
-    NumPy 2 (it sizes a uint8 array by the count)."""
-    from pycocotools import mask as mask_utils
-
-    chunks = [np.asarray(mask_utils.area(rles[i:i + 255]), dtype=np.float64).reshape(-1)
-              for i in range(0, len(rles), 255)]
-    return np.concatenate(chunks) if chunks else np.zeros(0)
-
-
-def mask_iou(dt_rles: list, gt_rles: list, crowd: np.ndarray) -> np.ndarray:
-    """IoU (D, G) of detection masks against ground-truth masks (RLEs); crowd: intersection / detection area."""
-    from pycocotools import mask as mask_utils
-
-    if not dt_rles or not gt_rles:
-        return np.zeros((len(dt_rles), len(gt_rles)))
-    return np.asarray(mask_utils.iou(dt_rles, gt_rles, [int(c) for c in crowd]), dtype=np.float64)
 
 
 def _check_prediction(n: int, d: Any, gt: _GroundTruth) -> None:
@@ -396,31 +362,6 @@ def _array(value: Any, shape_tail: tuple[int, ...] = ()) -> np.ndarray:
     return out.reshape((-1,) + shape_tail)
 
 
-def encode_masks(masks: Any, threshold: float = 0.5) -> list[dict]:
-    """Instance masks (K, H, W) or (K, 1, H, W) — 0/1 targets or Mask R-CNN's probabilities — binarised
-    (> threshold) → K COCO RLEs {"size": [H, W], "counts": bytes} (pycocotools.mask.encode)."""
-    from pycocotools import mask as mask_utils
-
-    if hasattr(masks, "detach"):
-        masks = masks.detach().cpu()
-        masks = (masks.float() > threshold).numpy() if masks.is_floating_point() else (masks > 0).numpy()
-    else:
-        masks = np.asarray(masks)
-        masks = masks > threshold if masks.dtype.kind == "f" else masks > 0
-    if masks.ndim == 4:
-        masks = masks[:, 0]
-    if len(masks) == 0:
-        return []
-    return list(mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8))))
-
-
-def _rles_of(d: dict) -> list[dict] | None:
-    """An image's masks as RLEs: "rles" when already encoded, else "masks" encoded; None without either."""
-    if "rles" in d:
-        return list(d["rles"])
-    return encode_masks(d["masks"]) if "masks" in d else None
-
-
 def to_coco(targets: list[dict], predictions: list[dict], classes: list[str]) -> tuple[dict, list[dict]]:
     """Per-image targets [{"boxes": (K, 4) xyxy, "labels": (K,) in 0..C-1, optional "iscrowd"}] and predictions
     [{"boxes", "scores", "labels"}] (what a detection model returns in eval mode) → (COCO ground-truth dict,
@@ -439,14 +380,14 @@ def to_coco(targets: list[dict], predictions: list[dict], classes: list[str]) ->
     for i, (target, pred) in enumerate(zip(targets, predictions), start=1):
         boxes, labels = _array(target["boxes"], (4,)), _array(target["labels"])
         crowd = _array(target["iscrowd"]) if "iscrowd" in target else np.zeros(len(labels))
-        gt_rles, dt_rles = (_rles_of(target), _rles_of(pred)) if with_masks else ([None] * len(labels), None)
+        gt_rles, dt_rles = (rles_of(target), rles_of(pred)) if with_masks else ([None] * len(labels), None)
         images.append({"id": i})
         for box, label, c, rle in zip(boxes.tolist(), labels.tolist(), crowd.tolist(), gt_rles):
             w, h = box[2] - box[0], box[3] - box[1]
             annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(label) + 1,
                                 "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": int(c)})
             if rle is not None:
-                annotations[-1].update(segmentation=rle, area=float(_mask_area(rle)))
+                annotations[-1].update(segmentation=rle, area=float(mask_area(rle)))
         boxes, labels, scores = _array(pred["boxes"], (4,)), _array(pred["labels"]), _array(pred["scores"])
         for n, (box, label, score) in enumerate(zip(boxes.tolist(), labels.tolist(), scores.tolist())):
             results.append({"image_id": i, "category_id": int(label) + 1,
@@ -459,12 +400,6 @@ def to_coco(targets: list[dict], predictions: list[dict], classes: list[str]) ->
                 images[-1].update(height=int(rles[0]["size"][0]), width=int(rles[0]["size"][1]))
     categories = [{"id": c + 1, "name": name} for c, name in enumerate(names)]
     return {"images": images, "annotations": annotations, "categories": categories}, results
-
-
-def _mask_area(rle: dict) -> int:
-    from pycocotools import mask as mask_utils
-
-    return int(mask_utils.area(rle))
 
 
 def evaluate_detections(targets: list[dict], predictions: list[dict], classes: list[str],

@@ -309,7 +309,7 @@ def to_image_masks(masks: torch.Tensor, shape: tuple[int, int], pad: tuple[int, 
 
 def _rles(masks: torch.Tensor) -> list[dict]:
     """bool (D, H, W) → COCO RLEs with str counts (JSON-ready)."""
-    from cnnkit.detection_metrics import encode_masks
+    from cnnkit.mask_rle import encode_masks
 
     return [{"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("ascii")} for r in encode_masks(masks)]
 

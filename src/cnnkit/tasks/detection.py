@@ -109,7 +109,7 @@ class InstanceTask(DetectionTask):
 
 def with_rles(d: dict) -> dict:
     """Boxes, scores, labels on the CPU, and the masks as COCO RLEs ("rles", binarised at 0.5)."""
-    from cnnkit.detection_metrics import encode_masks
+    from cnnkit.mask_rle import encode_masks
 
     if "masks" not in d:
         raise CnnkitError("instance segmentation needs masks in every target and detection; train a mask model "
