@@ -205,3 +205,14 @@ def test_a_regularised_model_on_the_full_data_fits_well(tmp_path: Path, capsys) 
         wrong = (model.eval()(x).argmax(1) != torch.as_tensor(source.labels[ids])).float().mean().item()
     assert verdict["train_error"] == pytest.approx(wrong, abs=1e-9)
     print(f"\ngood fit: {verdict}")
+
+
+def test_segmentation_remedies_suggest_segmentation_models() -> None:
+    from cnnkit.config import Config
+    from cnnkit.diagnose.verdict import remedies
+
+    cfg = Config()
+    cfg.task, cfg.model.name, cfg.data.augment = "segment", "unet", "light"
+    advice = " ".join(remedies("high bias and high variance", cfg, []))
+    assert "--model unet --model-option backbone=efficientnet_lite0.imagenet" in advice
+    assert "resnet" not in advice and "--augment standard" in advice

@@ -95,7 +95,7 @@ def _variance_remedies(cfg: Config, history: list[dict]) -> list[str]:
     if d.augment == "none" and not d.augment_options:
         first.append("Augment the training images: --augment standard (--augment light for small images).")
     else:
-        later.append("Augment more strongly: --augment strong.")
+        later.append("Augment more strongly: --augment " + ("standard." if cfg.task == "segment" else "strong."))
     if t.patience is None:  # first when the history shows the val loss bottomed out well before the end
         if best is not None and best < epochs - 2:
             first.insert(0, f"Stop early: the val loss was lowest at epoch {best} of {epochs}; --patience 5.")
@@ -123,9 +123,21 @@ def _bias_remedies(cfg: Config, history: list[dict]) -> list[str]:
     if used:
         first.append(f"Regularise less: lower or drop {', '.join(used)}.")
     first.append(f"Use a bigger model than {m.name}: more filters or layers (see `cnnkit models`).")
-    better = next(n for n in ("resnet20", "resnet18", "resnet50") if n != m.name)  # a residual net, or a bigger one
-    first.append(f"Try a better architecture for the data, e.g. --model {better} (batch norm, residual blocks).")
+    first.append(_better_architecture(cfg))
     return first + later
+
+
+def _better_architecture(cfg: Config) -> str:
+    """A stronger architecture of the run's own kind: a residual classifier, or a pretrained encoder."""
+    name = cfg.model.name
+    if cfg.task == "segment":
+        pretrained = "--model-option backbone=efficientnet_lite0.imagenet"
+        if name == "unet" and "backbone" not in cfg.model.options:
+            return f"Try a pretrained encoder: --model unet {pretrained}."
+        return f"Try another architecture, e.g. --model {'fcn8s' if name == 'unet' else 'unet'} {pretrained}."
+    better = next(n for n in ("resnet20", "resnet18", "resnet50") if n != name)  # a residual net, or a bigger one
+    return f"Try a better architecture for the data, e.g. --model {better} (batch norm, residual blocks)."
+
 
 
 def remedies(label: str, cfg: Config | None = None, history: list[dict] | None = None) -> list[str]:
