@@ -144,3 +144,17 @@ def test_report_and_verdict_of_a_segmentation_run(run, recwarn):
     verdict = json.loads((run.run_dir / "diagnosis.json").read_text())["verdict"]
     assert verdict["metric"] == "1 - mIoU"
     assert verdict["val_error"] == pytest.approx(1 - run.val["miou"], abs=1e-9)
+
+
+def test_cli_weights_start_from_another_run(run, tmp_path):
+    """--weights RUN/model.pt: the new run starts from those weights (a tiny lr keeps them visibly the same)."""
+    from cnnkit.cli import main
+
+    out = tmp_path / "from"
+    assert main(CLI_TRAIN + ["--epochs", "1", "--lr", "1e-12", "--weights", str(run.run_dir / "model.pt"),
+                             "--out", str(out)]) == 0
+    before, after = load_model(run.run_dir)[0].state_dict(), load_model(out)[0].state_dict()
+    conv = next(k for k in before if k.endswith("weight") and before[k].dim() == 4)
+    assert torch.allclose(before[conv], after[conv], atol=1e-6)
+    fresh = load_model(out)[1].build_model().state_dict()[conv]
+    assert not torch.allclose(fresh, after[conv], atol=1e-3)

@@ -60,6 +60,8 @@ def _train_parser(sub, verb: str = "train",
     p.add_argument("--model", help="registered architecture (see `cnnkit models`)")
     p.add_argument("--model-option", action="append", metavar="KEY=VALUE",
                    help="architecture option, repeatable: --model-option activation=gelu --model-option dropout=0.3")
+    p.add_argument("--weights", metavar="FILE", help="start from a state-dict file, e.g. another run's model.pt "
+                   "(a head of another size starts afresh)")
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--lr", type=float)
@@ -253,7 +255,7 @@ def _train_overrides(a: argparse.Namespace) -> dict:
         "data": pick(source=a.data, augment=a.augment, image_size=a.image_size, channels=a.channels, resize=a.resize,
                      val=a.val, test=a.test, workers=a.workers, images=a.images),
         "model": pick(name=a.model, options=_model_options(a.model_option), dropout=a.dropout,
-                      batch_norm=a.batch_norm),
+                      batch_norm=a.batch_norm, weights=a.weights),
         "train": pick(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, schedule=a.schedule,
                       loss=a.loss, patience=a.patience, monitor=a.monitor, min_delta=a.min_delta, device=a.device,
                       amp=a.amp, seed=a.seed, l1=a.l1, l2=a.l2, mixup=a.mixup, cutmix=a.cutmix, adversarial=a.adversarial, adv_eps=a.adv_eps,
