@@ -158,3 +158,20 @@ def test_cli_weights_start_from_another_run(run, tmp_path):
     assert torch.allclose(before[conv], after[conv], atol=1e-6)
     fresh = load_model(out)[1].build_model().state_dict()[conv]
     assert not torch.allclose(fresh, after[conv], atol=1e-3)
+
+
+def test_augment_preview_moves_each_mask_with_its_image(tmp_path):
+    """Preset light is a horizontal flip: every augmented (image, overlay) pair is the original pair, or both
+    flipped together."""
+    path = api.augment_preview(PLANTS, tmp_path / "p.png", "light", n=2, size=32, task="segment")
+    grid = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)  # (3, H, W)
+    cell = lambda r, c: grid[:, 2 + r * 34: 2 + r * 34 + 32, 2 + c * 34: 2 + c * 34 + 32]  # noqa: E731
+    flipped = 0
+    for r in range(2):
+        image, labels = cell(r, 0), cell(r, 1)
+        for c in (2, 4, 6):
+            same = torch.equal(cell(r, c), image) and torch.equal(cell(r, c + 1), labels)
+            both = torch.equal(cell(r, c), image.flip(-1)) and torch.equal(cell(r, c + 1), labels.flip(-1))
+            assert same or both
+            flipped += both and not same
+    assert flipped > 0

@@ -357,8 +357,13 @@ def demo_config(out: str | None = None) -> Config:
 
 
 def augment_preview(source: str, out: str | Path, preset: str = "standard", n: int = 16, size: int | None = None,
-                    seed: int = 0, **options) -> Path:
-    """A grid PNG: each row one training image, then augmented copies of it."""
+                    seed: int = 0, task: str = "classify", **options) -> Path:
+    """A grid PNG: each row one training image, then augmented copies of it; with task "segment", each picture
+    beside its mask (cnnkit.segmentation_runs.augment_preview)."""
+    if task == "segment":
+        from cnnkit.segmentation_runs import augment_preview as segmentation_preview
+
+        return segmentation_preview(source, out, preset, n=n, size=size or 128, seed=seed)
     from cnnkit.data.transforms import FitSize, augment_ops
     from torchvision.utils import save_image
 

@@ -241,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", default="standard")
     p.add_argument("--out", default="augment_preview.png")
     p.add_argument("-n", type=_positive_int, default=8, help="how many source images (rows)")
+    p.add_argument("--task", choices=("classify", "segment"), default="classify",
+                   help="segment: segmentation data, each picture beside its mask")
     return parser
 
 
@@ -479,7 +481,7 @@ def run(a: argparse.Namespace) -> int:
     elif a.verb == "report":
         print(api.report(a.run))
     elif a.verb == "augment-preview":
-        print(api.augment_preview(a.data, a.out, a.augment, n=a.n))
+        print(api.augment_preview(a.data, a.out, a.augment, n=a.n, task=a.task))
     elif a.verb == "convert":
         return cmd_convert(a)
     return 0

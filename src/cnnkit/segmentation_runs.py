@@ -278,7 +278,7 @@ def predict_segmenter(model: torch.nn.Module, card: ModelCard, paths: list[Path]
     return results
 
 
-def _palette(card: ModelCard) -> np.ndarray:
+def palette_of(card: ModelCard) -> np.ndarray:
     """(C, 3) uint8 colours of the card's classes (a fixed default for runs whose source had none)."""
     if card.palette and len(card.palette) >= len(card.classes):
         return np.asarray(card.palette[: len(card.classes)], dtype=np.uint8)
@@ -286,9 +286,10 @@ def _palette(card: ModelCard) -> np.ndarray:
     return rng.integers(0, 256, (len(card.classes), 3), dtype=np.uint8)
 
 
-def overlay(image: torch.Tensor, mask: torch.Tensor, card: ModelCard, alpha: float = 0.5) -> torch.Tensor:
-    """uint8 (3, H, W): the image blended with its classes' colours, `alpha` of colour; ignored pixels unchanged."""
-    palette = torch.from_numpy(_palette(card)).float()  # (C, 3)
+def overlay(image: torch.Tensor, mask: torch.Tensor, palette: np.ndarray, alpha: float = 0.5) -> torch.Tensor:
+    """uint8 (3, H, W): the image blended with the classes' colours (`palette` (C, 3)), `alpha` of colour;
+    ignored pixels (mask ≥ C) unchanged."""
+    palette = torch.as_tensor(np.asarray(palette)).float()  # (C, 3)
     index = mask.long()
     valid = index < len(palette)  # (H, W): ignore_index keeps the image
     colours = palette[index.clamp(max=len(palette) - 1)].permute(2, 0, 1)  # (3, H, W)
@@ -303,13 +304,50 @@ def write_prediction(image: torch.Tensor, mask: torch.Tensor, card: ModelCard, o
     from PIL import Image
 
     out.mkdir(parents=True, exist_ok=True)
-    palette = _palette(card)
+    palette = palette_of(card)
     indexed = Image.fromarray(mask.numpy().astype(np.uint8), mode="P")  # (H, W) class indices
     indexed.putpalette(palette.flatten().tolist() + [0] * (768 - palette.size))
-    blended = Image.fromarray(overlay(image, mask, card, alpha).permute(1, 2, 0).numpy())
+    blended = Image.fromarray(overlay(image, mask, palette, alpha).permute(1, 2, 0).numpy())
     paths = {"mask": out / f"{stem}_mask.png", "overlay": out / f"{stem}_overlay.png"}
     for key, picture in (("mask", indexed), ("overlay", blended)):
         tmp = paths[key].with_name(f".{paths[key].name}.tmp")
         picture.save(tmp, format="PNG")
         tmp.replace(paths[key])
     return {k: str(v) for k, v in paths.items()}
+
+
+def augment_preview(spec: str, out: str | Path, preset: str = "standard", n: int = 8, size: int = 128,
+                    seed: int = 0) -> Path:
+    """A grid PNG: each row one image of segmentation data `spec` and three augmented copies, each picture
+    followed by its mask blended in the classes' colours, so one sees the mask move with the image."""
+    from torchvision.utils import save_image
+
+    from cnnkit.data.segmentation import open_segmentation_source
+    from cnnkit.data.segmentation_loader import SEGMENTATION_PRESETS, fit_image, segmentation_transform
+    from cnnkit.errors import unknown_name
+    from torchvision import tv_tensors
+
+    if preset not in SEGMENTATION_PRESETS:
+        raise unknown_name("segmentation augmentation preset", preset, SEGMENTATION_PRESETS)
+    source = open_segmentation_source(spec)
+    palette = np.asarray(source.palette, dtype=np.uint8)
+    augment = segmentation_transform(size, SEGMENTATION_PRESETS[preset], [0.0] * 3, [1.0] * 3)  # floats in [0, 1]
+    torch.manual_seed(seed)
+    pictures = []
+    for i in np.random.default_rng(seed).choice(len(source), size=min(n, len(source)), replace=False):
+        image, mask = source.read(int(i))  # uint8 (3, H, W), int64 (H, W)
+        image, mask = fit_image(image, size), fit_image(mask[None].to(torch.uint8), size, nearest=True)[0]
+        pictures += [image, overlay(image, mask, palette)]
+        for _ in range(3):
+            moved, moved_mask = augment(tv_tensors.Image(image), tv_tensors.Mask(mask))
+            moved = moved.mul(255).round().clamp(0, 255).to(torch.uint8).as_subclass(torch.Tensor)
+            pictures += [moved, overlay(moved, moved_mask.as_subclass(torch.Tensor), palette)]
+    h, w = max(p.shape[-2] for p in pictures), max(p.shape[-1] for p in pictures)
+    grid = torch.zeros(len(pictures), 3, h, w)
+    for k, p in enumerate(pictures):
+        grid[k, :, :p.shape[-2], :p.shape[-1]] = p.float() / 255.0
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(grid, out, nrow=8, padding=2)
+    return out
+

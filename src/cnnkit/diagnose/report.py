@@ -230,7 +230,7 @@ def _label_overlays(run: RunInfo, size: int, n: int = 8) -> Path:
 
     from cnnkit.data.segmentation import open_segmentation_source
     from cnnkit.data.segmentation_loader import fit_image
-    from cnnkit.segmentation_runs import overlay
+    from cnnkit.segmentation_runs import overlay, palette_of
 
     source = open_segmentation_source(run.config.get("data", {}).get("source", ""))
     pictures = []
@@ -238,7 +238,7 @@ def _label_overlays(run: RunInfo, size: int, n: int = 8) -> Path:
         image, mask = source.read(int(i))  # uint8 (3, H, W), int64 (H, W)
         image = fit_image(image, size)
         mask = fit_image(mask[None].to(torch.uint8), size, nearest=True)[0]
-        pictures += [image, overlay(image, mask, run.card)]
+        pictures += [image, overlay(image, mask, palette_of(run.card))]
     path = run.plots / "train_labels.png"
     width = max(p.shape[-1] for p in pictures)
     height = max(p.shape[-2] for p in pictures)
