@@ -175,3 +175,9 @@ def test_augment_preview_moves_each_mask_with_its_image(tmp_path):
             assert same or both
             flipped += both and not same
     assert flipped > 0
+
+
+def test_embed_refuses_a_segmentation_run(run, tmp_path):
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(CnnkitError, match="segment run"):
+        api.embed(run.run_dir, [tmp_path / "a.png"], tmp_path / "e.npy")

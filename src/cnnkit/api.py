@@ -343,6 +343,9 @@ def embed(run: str | Path, inputs: list[str | Path], out: str | Path, batch_size
     embedding.check_format(out)
     paths = _expand_inputs(inputs)
     model, card = load_model(run) if Path(run).exists() else pretrained_model(str(run))
+    if card.problem in ("detect", "instance", "segment"):
+        raise CnnkitError(f"embed takes a classifier's run or weights; {run} is a {card.problem} run (embed its "
+                          "backbone's weights, e.g. efficientnet_lite0.imagenet, instead)")
     return embedding.embed(model, card, paths, out, batch_size=batch_size, layer=layer)
 
 
