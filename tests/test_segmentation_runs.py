@@ -181,3 +181,23 @@ def test_embed_refuses_a_segmentation_run(run, tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     with pytest.raises(CnnkitError, match="segment run"):
         api.embed(run.run_dir, [tmp_path / "a.png"], tmp_path / "e.npy")
+
+
+def test_given_train_val_test_folders_are_the_split(tmp_path):
+    from cnnkit.data.segmentation import open_segmentation_source
+
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 4), ("val", 2), ("test", 2)):
+        for i in range(n):
+            (tmp_path / "d" / part / "images").mkdir(parents=True, exist_ok=True)
+            (tmp_path / "d" / part / "masks").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
+                tmp_path / "d" / part / "images" / f"{part}{i}.png")
+            Image.fromarray(rng.integers(0, 2, (16, 16), dtype=np.uint8), mode="L").save(
+                tmp_path / "d" / part / "masks" / f"{part}{i}.png")
+    cfg = _cfg(tmp_path)
+    cfg.data.source, cfg.data.image_size, cfg.train.epochs = str(tmp_path / "d"), 16, 1
+    result = api.train(cfg)
+    given = open_segmentation_source(str(tmp_path / "d")).presplit
+    record = json.loads((result.run_dir / "split.json").read_text())
+    assert {k: sorted(v) for k, v in record["splits"].items()} == {k: sorted(int(i) for i in v) for k, v in given.items()}

@@ -18,39 +18,23 @@ by image, seeded, recorded in split.json (the test share locked, as for classifi
 from __future__ import annotations
 
 import inspect
-import json
-import logging
-from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from cnnkit import optimizers, schedules
-from cnnkit.config import Config, config_from_dict, save_config
-from cnnkit.data.split import write_split
+from cnnkit.config import Config
 from cnnkit.data.detection_loader import FitDetection, fit_geometry, make_detection_loader, to_image_coordinates
-from cnnkit.engine.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar, write_history
-from cnnkit.engine.checkpoint import load_checkpoint
+from cnnkit.engine.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
+from cnnkit.image_runs import fit_and_save, index_record, index_split, open_split, start
 from cnnkit.registry import create_model, get_spec
-from cnnkit.runs import ModelCard, new_run_dir, open_run, run_file, save_model
+from cnnkit.runs import ModelCard
 from cnnkit.tasks.detection import DetectionTask, InstanceTask
 
-log = logging.getLogger("cnnkit")
 POSTPROCESS = ("score_thresh", "nms_thresh")
 TASK_CLASSES = {"detect": DetectionTask, "instance": InstanceTask}
-
-
-class _SplitView:
-    """What make_split reads of a source: its length, labels to stratify on (none here), given splits."""
-
-    def __init__(self, n: int):
-        self.labels, self.presplit = np.zeros(n, dtype=np.int64), {}
-
-    def __len__(self) -> int:
-        return len(self.labels)
 
 
 def _open(cfg: Config):
@@ -60,17 +44,6 @@ def _open(cfg: Config):
     if cfg.task == "instance":
         source.require_masks()
     return source
-
-
-def _split(cfg: Config, source) -> dict[str, np.ndarray]:
-    from cnnkit.data.split import make_split
-
-    return make_split(_SplitView(len(source)), cfg.data.val, cfg.data.test, cfg.train.seed)
-
-
-def _record(source, split: dict, cfg: Config) -> dict:
-    return {"task": cfg.task, "seed": cfg.train.seed, "fractions": {"val": cfg.data.val, "test": cfg.data.test},
-            "count": len(source), "splits": {k: [int(i) for i in v] for k, v in split.items()}}
 
 
 def _card(cfg: Config, source) -> ModelCard:
@@ -142,39 +115,16 @@ def train_detector(cfg: Config, run_dir: Path | None = None, state: dict | None 
     from cnnkit.api import TrainResult
 
     source = _open(cfg)
-    if state is None:
-        split = _split(cfg, source)
-        card = _card(cfg, source)
-        run_dir = Path(cfg.out) if cfg.out else new_run_dir(f"{cfg.model.name}-{source.name}")
-    else:
-        record = json.loads(run_file(run_dir, "split.json").read_text())
-        split = {k: np.asarray(v, dtype=np.int64) for k, v in record["splits"].items()}
-        card = ModelCard(**state["meta"]["card"])
+    split, card, run_dir = start(cfg, source, lambda: index_split(cfg, source), lambda _: _card(cfg, source),
+                                 run_dir, state)
     seed_everything(cfg.train.seed)
     model = _model(card, cfg if state is None else None)
     train_loader, val_loader = _loaders(cfg, source, split, card)
     trainer = _trainer(cfg, card, model, len(train_loader), run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if state is None:
-        write_split(run_dir / "split.json", _record(source, split, cfg))
-        save_config(cfg, run_dir / "config.yaml")
-    trainer.meta = {"card": asdict(card)}
-    if state is not None:
-        trainer.load_state_dict(state)
-        log.info("resuming %s after epoch %d of %d", run_dir, trainer.epoch, trainer.epochs)
-    trainer.fit(train_loader, val_loader)
-    best = run_dir / "checkpoints" / "best.pt"
-    if best.is_file() and not trainer.interrupted:
-        trainer.model.load_state_dict(load_checkpoint(best)["model"])
-    save_model(run_dir / "model.pt", trainer.model, card)
-    write_history(run_dir / "history.csv", trainer.history)
+    fit_and_save(trainer, cfg, card, run_dir, state, index_record(cfg, source, split), train_loader, val_loader)
     val = {}
     if val_loader is not None and not trainer.interrupted:
         val = _metrics(trainer.model, card, val_loader, cfg.train.device)
-    if trainer.history:
-        from cnnkit.diagnose.curves import plot_learning_curves
-
-        plot_learning_curves(trainer.history, run_dir / "plots" / "learning_curves.png")
     return TrainResult(run_dir, trainer.history, val, trainer.interrupted)
 
 
@@ -222,17 +172,7 @@ def _metrics(model: torch.nn.Module, card: ModelCard, loader, device: str = "aut
 def evaluate_detector(run: str | Path, split: str = "val") -> dict:
     """COCO metrics of RUN's detector on its train or val split (the test split through `cnnkit test`)."""
     run = Path(run)
-    model, card, cfg, record = open_run(run)
-    cfg = config_from_dict(cfg)
-    if split not in record["splits"]:
-        raise CnnkitError(f"unknown split {split!r}; choose train, val or test")
-    indices = np.asarray(record["splits"][split], dtype=np.int64)
-    if len(indices) == 0:
-        raise CnnkitError(f"the {split} split of {run} is empty")
-    source = _open(cfg)
-    if len(source) != record["count"]:
-        raise CnnkitError(f"{cfg.data.source} holds {len(source)} images, but {run} was split on {record['count']}; "
-                          "the data changed since training")
+    model, card, cfg, source, indices = open_split(run, split, _open)
     loader = make_detection_loader(source, indices, size=card.input_size[1], batch_size=cfg.train.batch_size,
                                    train=False, seed=cfg.train.seed, masks=card.problem == "instance")
     plot = run / "plots" / f"pr_curves_{split}.png"

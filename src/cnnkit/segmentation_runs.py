@@ -13,26 +13,21 @@ own size (bilinear logits, then arg-max).
 """
 from __future__ import annotations
 
-import json
-import logging
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from cnnkit import optimizers, schedules
-from cnnkit.config import Config, config_from_dict, save_config
-from cnnkit.data.split import write_split
-from cnnkit.engine.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar, write_history
-from cnnkit.engine.checkpoint import load_checkpoint
+from cnnkit.config import Config
+from cnnkit.engine.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
+from cnnkit.image_runs import fit_and_save, index_record, index_split, open_split, start
 from cnnkit.registry import create_model, get_spec
-from cnnkit.runs import ModelCard, new_run_dir, open_run, run_file, save_model
+from cnnkit.runs import ModelCard
 from cnnkit.tasks.segmentation import SegmentationTask
 
-log = logging.getLogger("cnnkit")
 CLASS_WEIGHT_SAMPLE = 64  # training masks counted for class_weight=balanced
 
 
@@ -43,19 +38,11 @@ def _open(cfg: Config):
 
 
 def _split(cfg: Config, source) -> dict[str, np.ndarray]:
-    """The given train/val/test folders, or a seeded split by image (the test share locked, as everywhere)."""
-    from cnnkit.data.split import make_split
-    from cnnkit.detection_runs import _SplitView
-
-    if source.presplit:
-        empty = np.zeros(0, dtype=np.int64)
-        return {k: np.asarray(source.presplit.get(k, empty), dtype=np.int64) for k in ("train", "val", "test")}
-    return make_split(_SplitView(len(source)), cfg.data.val, cfg.data.test, cfg.train.seed)
-
-
-def _record(source, split: dict, cfg: Config) -> dict:
-    return {"task": "segment", "seed": cfg.train.seed, "fractions": {"val": cfg.data.val, "test": cfg.data.test},
-            "count": len(source), "splits": {k: [int(i) for i in v] for k, v in split.items()}}
+    """Given train/val/test folders kept (a missing val or test carved from train), else a seeded split."""
+    split = index_split(cfg, source, source.presplit)
+    if len(split["train"]) == 0:
+        raise CnnkitError(f"{cfg.data.source} gives no training images")
+    return split
 
 
 def _encoder_weights(cfg: Config) -> str | None:
@@ -138,44 +125,19 @@ def train_segmenter(cfg: Config, run_dir: Path | None = None, state: dict | None
     from cnnkit.api import TrainResult
 
     source = _open(cfg)
-    if state is None:
-        split = _split(cfg, source)
-        if len(split["train"]) == 0:
-            raise CnnkitError(f"{cfg.data.source} gives no training images")
-        card = _card(cfg, source, split)
-        run_dir = Path(cfg.out) if cfg.out else new_run_dir(f"{cfg.model.name}-{source.name}")
-    else:
-        record = json.loads(run_file(run_dir, "split.json").read_text())
-        split = {k: np.asarray(v, dtype=np.int64) for k, v in record["splits"].items()}
-        card = ModelCard(**state["meta"]["card"])
+    split, card, run_dir = start(cfg, source, lambda: _split(cfg, source), lambda split: _card(cfg, source, split),
+                                 run_dir, state)
     seed_everything(cfg.train.seed)
     model = _model(card, cfg.model.weights if state is None else None)
     train_loader = _loader(cfg, source, split["train"], card, train=True)
     val_loader = _loader(cfg, source, split["val"], card, train=False) if len(split["val"]) else None
     weight = _class_weight(cfg, source, split["train"], card)
     trainer = _trainer(cfg, card, model, len(train_loader), run_dir, weight)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if state is None:
-        write_split(run_dir / "split.json", _record(source, split, cfg))
-        save_config(cfg, run_dir / "config.yaml")
-    trainer.meta = {"card": asdict(card)}
-    if state is not None:
-        trainer.load_state_dict(state)
-        log.info("resuming %s after epoch %d of %d", run_dir, trainer.epoch, trainer.epochs)
-    trainer.fit(train_loader, val_loader)
-    best = run_dir / "checkpoints" / "best.pt"
-    if best.is_file() and not trainer.interrupted:
-        trainer.model.load_state_dict(load_checkpoint(best)["model"])
-    save_model(run_dir / "model.pt", trainer.model, card)
-    write_history(run_dir / "history.csv", trainer.history)
+    fit_and_save(trainer, cfg, card, run_dir, state, index_record(cfg, source, split), train_loader, val_loader)
     val, verdict = {}, None
     if val_loader is not None and not trainer.interrupted:
         val = split_scores(trainer.model, card, val_loader, cfg.train.device)
         verdict = _verdict(cfg, card, trainer, source, split, val, run_dir)
-    if trainer.history:
-        from cnnkit.diagnose.curves import plot_learning_curves
-
-        plot_learning_curves(trainer.history, run_dir / "plots" / "learning_curves.png")
     return TrainResult(run_dir, trainer.history, val, trainer.interrupted, verdict)
 
 
@@ -223,18 +185,7 @@ def split_scores(model: torch.nn.Module, card: ModelCard, loader, device: str = 
 
 def evaluate_segmenter(run: str | Path, split: str = "val", boundary: bool = False) -> dict:
     """Segmentation metrics of RUN's model on its train or val split (the test split through `cnnkit test`)."""
-    run = Path(run)
-    model, card, cfg, record = open_run(run)
-    cfg = config_from_dict(cfg)
-    if split not in record["splits"]:
-        raise CnnkitError(f"unknown split {split!r}; choose train, val or test")
-    indices = np.asarray(record["splits"][split], dtype=np.int64)
-    if len(indices) == 0:
-        raise CnnkitError(f"the {split} split of {run} is empty")
-    source = _open(cfg)
-    if len(source) != record["count"]:
-        raise CnnkitError(f"{cfg.data.source} holds {len(source)} images, but {run} was split on {record['count']}; "
-                          "the data changed since training")
+    model, card, cfg, source, indices = open_split(run, split, _open)
     loader = _loader(cfg, source, indices, card, train=False)
     return {"split": split, "count": int(len(indices)),
             **split_scores(model, card, loader, cfg.train.device, boundary=boundary)}
