@@ -141,6 +141,8 @@ def test_bad_segmentation_runs_fail_in_one_line(tmp_path, capsys, extra, message
 def test_report_and_verdict_of_a_segmentation_run(run, recwarn):
     path = api.report(run.run_dir)
     assert path.is_file() and not [w for w in recwarn if "section failed" in str(w.message)]
+    html = path.read_text()
+    assert 'id="per-class-iou"' in html and "left out for this segment run" in html  # Grad-CAM left out
     verdict = json.loads((run.run_dir / "diagnosis.json").read_text())["verdict"]
     assert verdict["metric"] == "1 - mIoU"
     assert verdict["val_error"] == pytest.approx(1 - run.val["miou"], abs=1e-9)
@@ -213,3 +215,14 @@ def test_a_pretrained_encoder_brings_its_normalisation(tmp_path):
     card = load_model(result.run_dir)[1]
     fields = lookup("efficientnet_lite0.imagenet").card_fields()
     assert card.mean == pytest.approx(list(fields["mean"])) and card.std == pytest.approx(list(fields["std"]))
+
+
+def test_segmentation_analysis_matches_evaluate_and_ranks_the_worst_images(run, tmp_path):
+    from cnnkit.diagnose.segmentation import segmentation_analysis
+
+    a = segmentation_analysis(run.run_dir, tmp_path, n=3)
+    assert a["scores"]["miou"] == pytest.approx(api.evaluate(run.run_dir, verdict=False)["miou"], abs=1e-9)
+    scores = [w["miou"] for w in a["worst"]]
+    assert len(scores) == 3 and scores == sorted(scores)
+    grid = Image.open(a["paths"]["worst"])
+    assert grid.size == (2 + 3 * 50, 2 + 3 * 50)  # 3 rows × (image, labels, prediction) of 48 px, padding 2

@@ -31,7 +31,7 @@ from cnnkit.tasks.segmentation import SegmentationTask
 CLASS_WEIGHT_SAMPLE = 64  # training masks counted for class_weight=balanced
 
 
-def _open(cfg: Config):
+def source_of(cfg: Config):
     from cnnkit.data.segmentation import open_segmentation_source
 
     return open_segmentation_source(cfg.data.source)
@@ -77,7 +77,7 @@ def _model(card: ModelCard, weights: str | None = None) -> torch.nn.Module:
     return create_model(card.architecture, num_classes=len(card.classes), weights=weights, **(card.options or {}))
 
 
-def _loader(cfg: Config, source, indices: np.ndarray, card: ModelCard, train: bool):
+def loader_of(cfg: Config, source, indices: np.ndarray, card: ModelCard, train: bool):
     from cnnkit.data.segmentation_loader import make_segmentation_loader
 
     return make_segmentation_loader(source, indices, size=card.input_size[1], batch_size=cfg.train.batch_size,
@@ -121,13 +121,13 @@ def train_segmenter(cfg: Config, run_dir: Path | None = None, state: dict | None
     """Train a segmentation model as `cfg` says (cfg.task == "segment"); with `state`, resume RUN from last.pt."""
     from cnnkit.api import TrainResult
 
-    source = _open(cfg)
+    source = source_of(cfg)
     split, card, run_dir = start(cfg, source, lambda: _split(cfg, source), lambda split: _card(cfg, source, split),
                                  run_dir, state)
     seed_everything(cfg.train.seed)
     model = _model(card, cfg.model.weights if state is None else None)
-    train_loader = _loader(cfg, source, split["train"], card, train=True)
-    val_loader = _loader(cfg, source, split["val"], card, train=False) if len(split["val"]) else None
+    train_loader = loader_of(cfg, source, split["train"], card, train=True)
+    val_loader = loader_of(cfg, source, split["val"], card, train=False) if len(split["val"]) else None
     weight = _class_weight(cfg, source, split["train"], card)
     trainer = _trainer(cfg, card, model, len(train_loader), run_dir, weight)
     fit_and_save(trainer, cfg, card, run_dir, state, index_record(cfg, source, split), train_loader, val_loader)
@@ -143,7 +143,7 @@ def _verdict(cfg: Config, card: ModelCard, trainer: Trainer, source, split: dict
     val; written to RUN/diagnosis.json."""
     from cnnkit.diagnose.verdict import make_verdict, write_diagnosis
 
-    train = split_scores(trainer.model, card, _loader(cfg, source, split["train"], card, train=False),
+    train = split_scores(trainer.model, card, loader_of(cfg, source, split["train"], card, train=False),
                          cfg.train.device)
     verdict = make_verdict("segment", train, val, cfg, trainer.history, val_count=len(split["val"]))
     write_diagnosis(run_dir, verdict=verdict.as_dict())
@@ -182,8 +182,8 @@ def split_scores(model: torch.nn.Module, card: ModelCard, loader, device: str = 
 
 def evaluate_segmenter(run: str | Path, split: str = "val", boundary: bool = False) -> dict:
     """Segmentation metrics of RUN's model on its train or val split (the test split through `cnnkit test`)."""
-    model, card, cfg, source, indices = open_split(run, split, _open)
-    loader = _loader(cfg, source, indices, card, train=False)
+    model, card, cfg, source, indices = open_split(run, split, source_of)
+    loader = loader_of(cfg, source, indices, card, train=False)
     return {"split": split, "count": int(len(indices)),
             **split_scores(model, card, loader, cfg.train.device, boundary=boundary)}
 

@@ -313,6 +313,25 @@ def classification_section(run: RunInfo) -> str:
             + "<h3>Top losses</h3>" + figure(paths["top_losses"], "the most confidently wrong val images"))
 
 
+def segmentation_section(run: RunInfo) -> str:
+    from cnnkit.diagnose.segmentation import segmentation_analysis
+
+    a = segmentation_analysis(run.path, run.plots, split="val")
+    s = a["scores"]
+    rows = [[c, iou, dice, acc] for c, iou, dice, acc in
+            zip(run.card.classes, s["per_class_iou"], s["per_class_dice"], s["per_class_accuracy"])]
+    worst = "; ".join(f"{Path(w['path']).name} {w['miou']:.3f}" if w["miou"] is not None else Path(w["path"]).name
+                      for w in a["worst"])
+    return (note(f"on the val split ({a['count']} images, every non-ignored pixel): mIoU {s['miou']:.4f}, pixel "
+                 f"accuracy {s['pixel_accuracy']:.4f}, frequency-weighted IoU {s['fw_iou']:.4f}")
+            + '<div class="row">'
+            + figure(a["paths"]["confusion_normalized"], "pixel confusion matrix, each row normalised to 1")
+            + table(["class", "IoU", "Dice", "accuracy"], rows, html_id="per-class-iou") + "</div>"
+            + "<h3>Worst images</h3>"
+            + figure(a["paths"]["worst"], f"the val images of lowest mIoU ({worst}): the image, its labels, the "
+                                          "prediction", pixels=True))
+
+
 def gradcam_section(run: RunInfo) -> str:
     from cnnkit.diagnose.gradcam import plot_gradcam
 
@@ -355,17 +374,18 @@ def model_section(run: RunInfo) -> str:
                                              layers, html_id="layers", numeric_from=2) + "</div>")
 
 
-def _only_for(problems: tuple[str, ...], what: str):
-    """A section that applies only to `problems`: elsewhere it is one line saying why it is left out."""
+def _only_for(problems: tuple[str, ...], why: str):
+    """A section that applies only to `problems`: elsewhere it is one line saying `why` it is left out."""
     def decorate(fn):
         def section(run: RunInfo) -> str:
             if run.problem not in problems:
-                return note(f"left out for this {run.problem} run: {what} applies to classes, one label per image")
+                return note(f"left out for this {run.problem} run: {why}")
             return fn(run)
         return section
     return decorate
 
 
+ONE_LABEL = "applies to classes, one label per image"
 SECTIONS = (
     ("config", "Configuration", config_section),
     ("data", "Data and split", data_section),
@@ -373,8 +393,10 @@ SECTIONS = (
     ("verdict", "Verdict: bias and variance", verdict_section),
     ("alarm", "Overfitting alarm", alarm_section),
     ("classification", "Confusion matrix and top losses",
-     _only_for(CLASS_PROBLEMS, "a confusion matrix and top losses")(classification_section)),
-    ("gradcam", "Grad-CAM", _only_for(CLASS_PROBLEMS, "Grad-CAM of the predicted class")(gradcam_section)),
+     _only_for(CLASS_PROBLEMS, f"a confusion matrix of images {ONE_LABEL}")(classification_section)),
+    ("segmentation", "Per-class IoU and worst images",
+     _only_for(("segment",), "IoU per class is for segmentation, one class per pixel")(segmentation_section)),
+    ("gradcam", "Grad-CAM", _only_for(CLASS_PROBLEMS, f"Grad-CAM of the predicted class {ONE_LABEL}")(gradcam_section)),
     ("kernels", "Layer-1 kernels", kernels_section),
     ("timing", "Timing", timing_section),
     ("model", "Model summary", model_section),
