@@ -30,7 +30,7 @@ STRATEGIES = (*DEFAULT_STRATEGIES, "auto")
 def _no_reports():
     """report.html (matplotlib figures) takes most of a tiny run's time and is not what is tested here."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(api, "_write_report", lambda run_dir: None)
+        mp.setattr(api, "write_report_quietly", lambda run_dir: None)
         yield
 
 

@@ -121,7 +121,7 @@ def _fit(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, state
 
             plot_learning_curves(trainer.history, run_dir / "plots" / "learning_curves.png")
         if trainer.history and not trainer.interrupted:
-            _write_report(run_dir)
+            write_report_quietly(run_dir)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)  # after any unfreezing
     return TrainResult(run_dir, trainer.history, val, trainer.interrupted, verdict, trainable)
 
@@ -152,7 +152,7 @@ def _fit_probe(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path,
     return TrainResult(run_dir, [], val, trainable=sum(p.numel() for p in layer.parameters()))
 
 
-def _write_report(run_dir: Path) -> None:
+def write_report_quietly(run_dir: Path) -> None:
     """RUN/report.html at the end of training; a failure to build it warns and keeps the run."""
     try:
         log.info("report: %s", report(run_dir))

@@ -135,6 +135,10 @@ def train_segmenter(cfg: Config, run_dir: Path | None = None, state: dict | None
     if val_loader is not None and not trainer.interrupted:
         val = split_scores(trainer.model, card, val_loader, cfg.train.device)
         verdict = _verdict(cfg, card, trainer, source, split, val, run_dir)
+    if trainer.history and not trainer.interrupted:
+        from cnnkit.api import write_report_quietly
+
+        write_report_quietly(run_dir)
     return TrainResult(run_dir, trainer.history, val, trainer.interrupted, verdict)
 
 
