@@ -226,3 +226,13 @@ def test_segmentation_analysis_matches_evaluate_and_ranks_the_worst_images(run, 
     assert len(scores) == 3 and scores == sorted(scores)
     grid = Image.open(a["paths"]["worst"])
     assert grid.size == (2 + 3 * 50, 2 + 3 * 50)  # 3 rows × (image, labels, prediction) of 48 px, padding 2
+
+
+def test_predict_skips_unreadable_images_and_fails_on_none(run, tmp_path):
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    Image.fromarray(np.zeros((20, 20, 3), dtype=np.uint8)).save(good)
+    bad.write_bytes(b"not an image")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        assert [r["path"] for r in api.predict(run.run_dir, [good, bad])] == [str(good)]
+    with pytest.raises(CnnkitError, match="no readable images"), pytest.warns(UserWarning):
+        api.predict(run.run_dir, [bad])

@@ -30,7 +30,7 @@ from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
 from cnnkit.image_runs import fit_and_save, index_record, index_split, open_split, start
 from cnnkit.registry import create_model, get_spec
-from cnnkit.runs import ModelCard
+from cnnkit.runs import ModelCard, readable_images
 from cnnkit.tasks.detection import DetectionTask, InstanceTask
 
 POSTPROCESS = ("score_thresh", "nms_thresh")
@@ -196,18 +196,11 @@ def predict_detector(model: torch.nn.Module, card: ModelCard, paths: list[Path],
     in the image's pixels, score. With `out`, each image is saved there with its boxes drawn (NAME_boxes.png).
     An instance model's rows also hold "segmentation": the object's mask in the image's pixels as COCO RLE
     {"size": [H, W], "counts": str}, and `out` gets NAME_instances.png (masks blended, boxes drawn)."""
-    from cnnkit.data.images import BadImage, read_image
-
     set_postprocess(model, score_thresh, nms_thresh)
     model.eval()
     size, fit = card.input_size[1], FitDetection(card.input_size[1], "letterbox")
-    results, skipped = [], []
-    for path in paths:
-        try:
-            image = read_image(path, 3)  # uint8 (3, H, W)
-        except BadImage as err:
-            skipped.append(f"{path} ({err})")
-            continue
+    results = []
+    for path, image in readable_images(paths):  # uint8 (3, H, W)
         h, w = image.shape[-2:]
         x = fit(image).float().div(255).unsqueeze(0)  # (1, 3, S, S)
         shape, scale, pad = fit_geometry(h, w, size, "letterbox")  # (nh, nw), (sx, sy), (left, top)
@@ -226,12 +219,6 @@ def predict_detector(model: torch.nn.Module, card: ModelCard, paths: list[Path],
                 _draw(image, boxes, rows, Path(out) / f"{Path(path).stem}_instances.png", masks)
         elif out is not None:
             _draw(image, boxes, rows, Path(out) / f"{Path(path).stem}_boxes.png")
-    if skipped:
-        import warnings
-
-        warnings.warn(f"skipped {len(skipped)} unreadable image(s): {'; '.join(skipped[:5])}", stacklevel=2)
-    if len(skipped) == len(paths):
-        raise CnnkitError("no readable images to predict")
     return results
 
 

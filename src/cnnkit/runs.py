@@ -143,6 +143,28 @@ def image_batches(paths: list[Path], card: ModelCard, batch_size: int,
             yield kept, torch.stack(images)  # (n, C, H, W)
 
 
+def readable_images(paths: list[Path]) -> Iterator[tuple[Path, torch.Tensor]]:
+    """(path, uint8 (3, H, W) image) for each readable file of `paths`, one at a time. Unreadable files are
+    skipped, with one warning at the end; none readable at all is a one-line error."""
+    import warnings
+
+    from cnnkit.data.images import BadImage, read_image
+
+    skipped, read = [], 0
+    for path in paths:
+        try:
+            image = read_image(path, 3)
+        except BadImage as err:
+            skipped.append(f"{path} ({err})")
+            continue
+        read += 1
+        yield path, image
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable image(s): {'; '.join(skipped[:5])}", stacklevel=2)
+    if not read:
+        raise CnnkitError("no readable images to predict")
+
+
 def open_run(run: str | Path) -> tuple[nn.Module, ModelCard, dict, dict]:
     """(model, card, config.yaml as a dict, split.json) of a run folder; a missing file is a one-line error."""
     import yaml

@@ -25,7 +25,7 @@ from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
 from cnnkit.image_runs import fit_and_save, index_record, index_split, open_split, start
 from cnnkit.registry import create_model, get_spec
-from cnnkit.runs import ModelCard
+from cnnkit.runs import ModelCard, readable_images
 from cnnkit.tasks.segmentation import SegmentationTask
 
 CLASS_WEIGHT_SAMPLE = 64  # training masks counted for class_weight=balanced
@@ -197,19 +197,13 @@ def predict_segmenter(model: torch.nn.Module, card: ModelCard, paths: list[Path]
                       out: str | Path | None = None) -> list[dict]:
     """One dict per image: path, size [H, W], the share of pixels of each class; with `out`, NAME_mask.png
     (class indices, palette PNG) and NAME_overlay.png (the image with the classes' colours blended) there."""
-    from cnnkit.data.images import BadImage, read_image
     from cnnkit.data.segmentation_loader import fit_image
 
     model.eval()
     mean = torch.tensor(card.mean).view(3, 1, 1)
     std = torch.tensor(card.std).view(3, 1, 1)
-    results, skipped = [], []
-    for path in paths:
-        try:
-            image = read_image(path, 3)  # uint8 (3, H, W)
-        except BadImage as err:
-            skipped.append(f"{path} ({err})")
-            continue
+    results = []
+    for path, image in readable_images(paths):  # uint8 (3, H, W)
         h, w = image.shape[-2:]
         x = (fit_image(image, card.input_size[1]).float().div(255) - mean) / std  # (3, h', w')
         logits = model(x.unsqueeze(0))  # (1, C, h', w')
@@ -221,12 +215,6 @@ def predict_segmenter(model: torch.nn.Module, card: ModelCard, paths: list[Path]
         if out is not None:
             row.update(write_prediction(image, mask, card, Path(out), Path(path).stem))
         results.append(row)
-    if skipped:
-        import warnings
-
-        warnings.warn(f"skipped {len(skipped)} unreadable image(s): {'; '.join(skipped[:5])}", stacklevel=2)
-    if not results:
-        raise CnnkitError("no readable images to predict")
     return results
 
 
