@@ -22,13 +22,11 @@ from pathlib import Path
 
 import torch
 
-from cnnkit import optimizers, schedules
 from cnnkit.config import Config
 from cnnkit.data.detection_loader import FitDetection, fit_geometry, make_detection_loader, to_image_coordinates
-from cnnkit.engine.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
-from cnnkit.image_runs import fit_and_save, index_record, index_split, open_split, start
+from cnnkit.image_runs import fit_and_save, index_record, index_split, make_trainer, open_split, start
 from cnnkit.registry import create_model, get_spec
 from cnnkit.runs import ModelCard, readable_images
 from cnnkit.tasks.detection import DetectionTask, InstanceTask
@@ -91,22 +89,13 @@ def _loaders(cfg: Config, source, split: dict, card: ModelCard):
 
 
 def _trainer(cfg: Config, card: ModelCard, model: torch.nn.Module, steps: int, run_dir: Path) -> Trainer:
-    seed_everything(cfg.train.seed)
     t = cfg.train
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = optimizers.get(t.optimizer, params, lr=t.lr, weight_decay=t.weight_decay, **t.optimizer_options)
-    scheduler = schedules.get(t.schedule, optimizer, steps_per_epoch=steps, epochs=t.epochs, interval="batch",
-                              warmup=round(t.warmup_epochs * steps), **t.schedule_options)
     task_class = TASK_CLASSES[card.problem]
+    task = task_class(model, t.loss, classes=card.classes, label_smoothing=t.label_smoothing, mixup=t.mixup,
+                      cutmix=t.cutmix, adversarial=t.adversarial, l1=t.l1, l2=t.l2)
     # detectors have no val loss in eval mode: val_map (boxes), or val_mask_map for instance segmentation
     monitor = task_class.monitor if t.monitor == "val_loss" else t.monitor
-    callbacks = [EarlyStopping(monitor, t.patience, t.min_delta, restore_best=t.restore_best)] if t.patience else []
-    callbacks += [ModelCheckpoint(run_dir / "checkpoints", monitor=task_class.monitor),
-                  CSVLogger(run_dir / "history.csv"), ProgressBar()]
-    task = task_class(model, t.loss, classes=card.classes, label_smoothing=t.label_smoothing, mixup=t.mixup,
-                         cutmix=t.cutmix, adversarial=t.adversarial, l1=t.l1, l2=t.l2)
-    return Trainer(task, optimizer, epochs=t.epochs, scheduler=scheduler, callbacks=callbacks, device=t.device,
-                   amp=t.amp, grad_clip=t.grad_clip, seed=t.seed)
+    return make_trainer(cfg, task, steps, run_dir, monitor)
 
 
 def train_detector(cfg: Config, run_dir: Path | None = None, state: dict | None = None):

@@ -1,10 +1,11 @@
 """What the detection, instance and segmentation runs share: a split by image index, starting or resuming a
-run, fitting and saving it, and reading one of its splits back.
+run, its Trainer, fitting and saving it, and reading one of its splits back.
 
 Their split.json is {"task", "seed", "fractions", "count", "splits": {name: [image indices]}}: the sources
 (COCO, VOC, YOLO, Penn-Fudan, mask folders, built-ins) have no class label per image to stratify on.
 
     split, card, run_dir = start(cfg, source, lambda: index_split(cfg, source), make_card, run_dir, state)
+    trainer = make_trainer(cfg, task, len(train_loader), run_dir, monitor)
     fit_and_save(trainer, cfg, card, run_dir, state, index_record(cfg, source, split), train_loader, val_loader)
     model, card, cfg, source, indices = open_split(run, "val", open_source)
 """
@@ -18,13 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnkit import optimizers, schedules
 from cnnkit.config import Config, config_from_dict, save_config
 from cnnkit.data.split import write_split
-from cnnkit.engine.callbacks import write_history
+from cnnkit.engine.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint, ProgressBar, write_history
 from cnnkit.engine.checkpoint import load_checkpoint
-from cnnkit.engine.trainer import Trainer
+from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
 from cnnkit.runs import ModelCard, new_run_dir, open_run, run_file, save_model
+from cnnkit.tasks.base import Task
 
 log = logging.getLogger("cnnkit")
 
@@ -61,6 +64,23 @@ def start(cfg: Config, source, make_split: Callable[[], dict], make_card: Callab
     record = json.loads(run_file(run_dir, "split.json").read_text())
     split = {k: np.asarray(v, dtype=np.int64) for k, v in record["splits"].items()}
     return split, ModelCard(**state["meta"]["card"]), run_dir
+
+
+def make_trainer(cfg: Config, task: Task, steps: int, run_dir: Path, monitor: str) -> Trainer:
+    """The Trainer of `task`: the configured optimiser over its trainable parameters, the schedule stepped per
+    batch (`steps` per epoch), early stopping on `monitor` when --patience is set, checkpoints selected on the
+    task's own metric (task.monitor), history.csv, a progress bar."""
+    seed_everything(cfg.train.seed)
+    t = cfg.train
+    params = [p for p in task.model.parameters() if p.requires_grad]
+    optimizer = optimizers.get(t.optimizer, params, lr=t.lr, weight_decay=t.weight_decay, **t.optimizer_options)
+    scheduler = schedules.get(t.schedule, optimizer, steps_per_epoch=steps, epochs=t.epochs, interval="batch",
+                              warmup=round(t.warmup_epochs * steps), **t.schedule_options)
+    callbacks = [EarlyStopping(monitor, t.patience, t.min_delta, restore_best=t.restore_best)] if t.patience else []
+    callbacks += [ModelCheckpoint(run_dir / "checkpoints", monitor=task.monitor), CSVLogger(run_dir / "history.csv"),
+                  ProgressBar()]
+    return Trainer(task, optimizer, epochs=t.epochs, scheduler=scheduler, callbacks=callbacks, device=t.device,
+                   amp=t.amp, grad_clip=t.grad_clip, seed=t.seed)
 
 
 def fit_and_save(trainer: Trainer, cfg: Config, card: ModelCard, run_dir: Path, state: dict | None, record: dict,
