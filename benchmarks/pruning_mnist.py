@@ -21,13 +21,17 @@ from pathlib import Path
 
 import yaml
 
-from cnnkit import api, optimizers, pipeline
+from cnnkit import api
+
+from cnnkit.engine import optimizers
+
+from cnnkit.recipes import classification as pipeline
 from cnnkit.config import config_from_dict, load_config
 from cnnkit.data.builtin import open_source
 from cnnkit.data.split import indices_from_record
 from cnnkit.engine.trainer import Trainer, seed_everything
-from cnnkit.prune import sparsity_table
-from cnnkit.runs import load_model, run_file
+from cnnkit.models.prune import sparsity_table
+from cnnkit.runs.folder import load_model, run_file
 from cnnkit.tasks.classification import ClassificationTask
 from shared_data import ROOT, mnist_dir  # benchmarks/ is on sys.path when run as a script
 

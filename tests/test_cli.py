@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnkit.cli import main
+from cnnkit.cli.main import main
 from cnnkit.data.builtin import digits
 
 
@@ -122,7 +122,7 @@ def test_model_options_reach_the_architecture_and_bad_ones_leave_no_run_folder(t
     out = tmp_path / "gelu"
     assert main(["-q", "train", "--data", "synthetic-shapes:n=60", "--epochs", "1", "--model-option", "activation=gelu",
                  "--model-option", "dropout=0.25", "--out", str(out)]) == 0
-    from cnnkit.runs import load_model
+    from cnnkit.runs.folder import load_model
 
     model, card = load_model(out)
     assert card.options == {"activation": "gelu", "dropout": 0.25}
@@ -135,18 +135,18 @@ def test_model_options_reach_the_architecture_and_bad_ones_leave_no_run_folder(t
 
 
 def test_l1_l2_and_dropout_flags_reach_the_training(tmp_path: Path, monkeypatch) -> None:
-    import cnnkit.pipeline
+    import cnnkit.recipes.classification
 
     applied = []
-    real_set_dropout = cnnkit.pipeline.set_dropout
-    monkeypatch.setattr(cnnkit.pipeline, "set_dropout", lambda m, spec: applied.append(real_set_dropout(m, spec)))
+    real_set_dropout = cnnkit.recipes.classification.set_dropout
+    monkeypatch.setattr(cnnkit.recipes.classification, "set_dropout", lambda m, spec: applied.append(real_set_dropout(m, spec)))
     out = tmp_path / "reg"
     assert main(["-q", "train", "--data", "synthetic-shapes:n=60", "--epochs", "1", "--l2", "1e-3", "--l1", "1e-4",
                  "--dropout", "0.3", "--out", str(out)]) == 0
     rows = list(csv.DictReader((out / "history.csv").open()))
     assert float(rows[0]["train_penalty"]) > 0  # logged apart from the data loss
-    from cnnkit.regularizers import Penalty
-    from cnnkit.runs import load_model
+    from cnnkit.engine.regularizers import Penalty
+    from cnnkit.runs.folder import load_model
 
     model, card = load_model(out)
     assert applied == [{"dropout": 0.3}]  # set on the training model; inference needs no rate, so no card entry

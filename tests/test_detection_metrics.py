@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit.detection_metrics import (STAT_NAMES, detection_map, error_breakdown, evaluate_detections,
+from cnnkit.metrics.detection import (STAT_NAMES, detection_map, error_breakdown, evaluate_detections,
                                       plot_pr_curves, to_coco)
 from cnnkit.errors import CnnkitError
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnkit.cli import main
-from cnnkit.data.detection import open_detection_source
-from cnnkit.detection_metrics import evaluate_detections
-from cnnkit.runs import load_model
+from cnnkit.cli.main import main
+from cnnkit.data.detection.source import open_detection_source
+from cnnkit.metrics.detection import evaluate_detections
+from cnnkit.runs.folder import load_model
 
 DATA = "synthetic-shapes:count=2,n=40,size=64"
 TRAIN = ["-q", "train", "--task", "detect", "--data", DATA, "--model", "yolo", "--image-size", "64",
@@ -41,7 +41,7 @@ def test_train_writes_a_run_whose_evaluation_is_cocos(run: Path, capsys) -> None
     model, card = load_model(run)
     assert card.task == "detect" and card.options["image_size"] == 64
     source = open_detection_source(DATA)
-    from cnnkit.data.detection_loader import make_detection_loader
+    from cnnkit.data.detection.loader import make_detection_loader
 
     loader = make_detection_loader(source, split["val"], size=64, batch_size=8, train=False)
     model.eval()

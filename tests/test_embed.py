@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 
 from cnnkit import api
-from cnnkit.cli import main
+from cnnkit.cli.main import main
 from cnnkit.data.images import read_image
 from cnnkit.errors import CnnkitError
-from cnnkit.runs import load_model
-from cnnkit.transfer import PartialNet
+from cnnkit.runs.folder import load_model
+from cnnkit.engine.transfer import PartialNet
 
 
 def _write_pngs(folder: Path, n: int, seed: int, size: int = 16) -> list[Path]:

@@ -14,12 +14,12 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from cnnkit.cli import main
+from cnnkit.cli.main import main
 from cnnkit.diagnose.inspect import connection_params, conv_output_size, inspect_model, parse_input_size
 from cnnkit.diagnose.pictures import image_grid, tile_scale
 from cnnkit.errors import CnnkitError
-from cnnkit.registry import create_model, get_spec, list_models
-from cnnkit.runs import ModelCard, save_model
+from cnnkit.models.registry import create_model, get_spec, list_models
+from cnnkit.runs.folder import ModelCard, save_model
 
 
 def _layers(report: dict) -> dict[str, dict]:

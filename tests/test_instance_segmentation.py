@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 from torchvision.ops import masks_to_boxes
 
-from cnnkit.cli import main
-from cnnkit.data.detection import open_detection_source, write_coco
-from cnnkit.data.detection_loader import DetectionAugment, DetectionDataset, make_detection_loader
-from cnnkit.detection_metrics import STAT_NAMES, detection_map, evaluate_instances, to_coco
-from cnnkit.mask_rle import encode_masks
+from cnnkit.cli.main import main
+from cnnkit.data.detection.source import open_detection_source, write_coco
+from cnnkit.data.detection.loader import DetectionAugment, DetectionDataset, make_detection_loader
+from cnnkit.metrics.detection import STAT_NAMES, detection_map, evaluate_instances, to_coco
+from cnnkit.metrics.mask_rle import encode_masks
 from cnnkit.errors import CnnkitError
 
 torch.set_num_threads(2)

@@ -1,4 +1,4 @@
-"""cnnkit.losses against Keras 3 (torch backend) where the definitions agree, else against the formula by hand."""
+"""cnnkit.losses.core against Keras 3 (torch backend) where the definitions agree, else against the formula by hand."""
 from __future__ import annotations
 
 import os

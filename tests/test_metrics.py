@@ -1,4 +1,4 @@
-"""cnnkit.metrics against formulas written out in numpy and tiny cases computed by hand (never against sklearn)."""
+"""cnnkit.metrics.core against formulas written out in numpy and tiny cases computed by hand (never against sklearn)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cnnkit.errors import CnnkitError
-from cnnkit.metrics import classification_metrics, multilabel_metrics, regression_metrics, task_metrics
+from cnnkit.metrics.core import classification_metrics, multilabel_metrics, regression_metrics, task_metrics
 
 # ---------------------------------------------------------------- reference formulas
 

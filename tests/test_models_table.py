@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from cnnkit.cli import main
-from cnnkit.registry import list_models
-from cnnkit.zoo_table import bench_model, bench_rows, format_table, machine, num_threads
+from cnnkit.cli.main import main
+from cnnkit.models.registry import list_models
+from cnnkit.diagnose.zoo import bench_model, bench_rows, format_table, machine, num_threads
 
 KNOWN = {  # name: (parameters, depth in weight layers), from the papers and torchvision
     "lenet5": (61_706, 5), "resnet18": (11_689_512, 18), "resnet34": (21_797_672, 34), "resnet50": (25_557_032, 50),

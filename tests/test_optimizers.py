@@ -1,4 +1,4 @@
-"""cnnkit.optimizers against Keras 3 (torch backend): 20 steps on a quadratic and on a tiny network."""
+"""cnnkit.engine.optimizers against Keras 3 (torch backend): 20 steps on a quadratic and on a tiny network."""
 from __future__ import annotations
 
 import math
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit import optimizers
+from cnnkit.engine import optimizers
 from cnnkit.errors import CnnkitError
 
 keras = pytest.importorskip("keras")

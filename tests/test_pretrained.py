@@ -12,10 +12,10 @@ import torchvision
 from PIL import Image
 
 from cnnkit import api
-from cnnkit.cli import main
+from cnnkit.cli.main import main
 from cnnkit.errors import CnnkitError
-from cnnkit.pretrained import imagenet_classes, list_pretrained, lookup, read_state_dict, rename_by_order
-from cnnkit.registry import create_model
+from cnnkit.models.pretrained import imagenet_classes, list_pretrained, lookup, read_state_dict, rename_by_order
+from cnnkit.models.registry import create_model
 
 LITE0 = "efficientnet_lite0.imagenet"
 CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat", "cougar", "lynx"}

@@ -11,8 +11,8 @@ from torch import nn
 from cnnkit import api
 from cnnkit.config import load_config
 from cnnkit.errors import CnnkitError
-from cnnkit.prune import make_permanent, prune_model, sparsity, sparsity_table
-from cnnkit.runs import load_model
+from cnnkit.models.prune import make_permanent, prune_model, sparsity, sparsity_table
+from cnnkit.runs.folder import load_model
 
 
 def _net() -> nn.Module:
@@ -206,7 +206,7 @@ def test_fine_tuning_keeps_the_mask_and_trains_the_rest(run, tmp_path):
 
 
 def test_cli_prune_prints_the_table_and_the_folder(run, tmp_path, capsys):
-    from cnnkit.cli import main
+    from cnnkit.cli.main import main
 
     out = tmp_path / "cli"
     assert main(["-q", "prune", str(run), "--sparsity", "0,0.7", "--scope", "layer", "--out", str(out)]) == 0

@@ -1,4 +1,4 @@
-"""cnnkit.regularizers: the penalty's SGD update rules by hand; Mixup/CutMix against their formulas."""
+"""cnnkit.engine.regularizers: the penalty's SGD update rules by hand; Mixup/CutMix against their formulas."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.errors import CnnkitError
-from cnnkit.regularizers import MixResult, Penalty, cutmix, from_config, mixup
+from cnnkit.engine.regularizers import MixResult, Penalty, cutmix, from_config, mixup
 
 LR = 0.1
 WEIGHTS = ["features.0.weight", "classifier.1.weight"]

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from cnnkit import schedules
+from cnnkit.engine import schedules
 from cnnkit.errors import CnnkitError
 
 LR0 = 0.1

@@ -1,4 +1,4 @@
-"""cnnkit.segmentation_losses against F.cross_entropy and hand formulas on tiny images."""
+"""cnnkit.losses.segmentation against F.cross_entropy and hand formulas on tiny images."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnkit.errors import CnnkitError
-from cnnkit.segmentation_losses import SEGMENTATION_LOSSES, SMOOTH, segmentation_loss
+from cnnkit.losses.segmentation import SEGMENTATION_LOSSES, SMOOTH, segmentation_loss
 
 N, C, H, W = 3, 4, 5, 6
 IGNORE = 255

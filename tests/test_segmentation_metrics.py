@@ -1,4 +1,4 @@
-"""cnnkit.segmentation_metrics against torchmetrics, sklearn and hand-computed matrices."""
+"""cnnkit.metrics.segmentation against torchmetrics, sklearn and hand-computed matrices."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,9 +7,9 @@ import torch
 from sklearn.metrics import confusion_matrix
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassJaccardIndex
 
-from cnnkit import segmentation_metrics as sm
+from cnnkit.metrics import segmentation as sm
 from cnnkit.errors import CnnkitError
-from cnnkit.segmentation_metrics import ConfusionMatrix, boundary_f1, segmentation_scores
+from cnnkit.metrics.segmentation import ConfusionMatrix, boundary_f1, segmentation_scores
 
 C, IGNORE = 5, 255
 

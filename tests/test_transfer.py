@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit import optimizers
-from cnnkit.cli import main
+from cnnkit.engine import optimizers
+from cnnkit.cli.main import main
 from cnnkit.engine.callbacks import Callback
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
-from cnnkit.registry import create_model, get_spec
-from cnnkit.runs import load_model
+from cnnkit.models.registry import create_model, get_spec
+from cnnkit.runs.folder import load_model
 from cnnkit.tasks import make_task
 from cnnkit.tasks.base import Batch
-from cnnkit.transfer import (FINE_TUNE_LR, LAYER_DECAY, STRATEGIES, _make_probe, apply_strategy, stages,
+from cnnkit.engine.transfer import (FINE_TUNE_LR, LAYER_DECAY, STRATEGIES, _make_probe, apply_strategy, stages,
                              truncate)
 
 DATA = "synthetic-shapes:n=90,size=32"

@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 
 from cnnkit import api
-from cnnkit.cli import main
-from cnnkit.compare import DEFAULT_STRATEGIES, compare_strategies
+from cnnkit.cli.main import main
+from cnnkit.experiments.compare import DEFAULT_STRATEGIES, compare_strategies
 from cnnkit.errors import CnnkitError
-from cnnkit.registry import create_model
-from cnnkit.runs import load_model
+from cnnkit.models.registry import create_model
+from cnnkit.runs.folder import load_model
 
 DATA = "synthetic-shapes:n=90,size=32"
 K = 3  # circle, square, triangle

@@ -1,4 +1,4 @@
 """`python -m cnnkit` is the `cnnkit` command."""
-from cnnkit.cli import main
+from cnnkit.cli.main import main
 
 raise SystemExit(main())

@@ -1,6 +1,6 @@
 """The verbs shared by the CLI and Python users: train, evaluate, test, predict, embed, demo_config,
 augment_preview, models_table, inspect_model, inspect_kernels, inspect_feature_maps, transfer_compare, lr_find,
-prune, report, diagnose. How a run is assembled (card, loaders, model, Trainer) lives in cnnkit.pipeline."""
+prune, report, diagnose. How a run is assembled (card, loaders, model, Trainer) lives in cnnkit.recipes.classification."""
 from __future__ import annotations
 
 import json
@@ -23,15 +23,15 @@ from cnnkit.engine.callbacks import ModelCheckpoint, OverfittingAlarm, write_his
 from cnnkit.engine.checkpoint import load_checkpoint
 from cnnkit.engine.distributed import barrier, broadcast_object, init_distributed
 from cnnkit.engine.trainer import Trainer, seed_everything
-from cnnkit.adversarial import robust_accuracy
+from cnnkit.tasks.adversarial import robust_accuracy
 from cnnkit.errors import CnnkitError, did_you_mean
-from cnnkit.pipeline import (auto_strategy, build_trainer, card_for, make_attack, new_model,  # noqa: F401
+from cnnkit.recipes.classification import (auto_strategy, build_trainer, card_for, make_attack, new_model,  # noqa: F401
                              probe_head, problem_source, run_loader, wants_probe_head)  # make_attack: API
-from cnnkit.prune import SCOPES, make_permanent, prune_model, sparsity
-from cnnkit.pretrained import pretrained_model
-from cnnkit.registry import get_spec
-from cnnkit.runs import ModelCard, image_batches, load_model, open_run, new_run_dir, record_test_use, run_file, save_model
-from cnnkit.metrics import task_metrics
+from cnnkit.models.prune import SCOPES, make_permanent, prune_model, sparsity
+from cnnkit.models.pretrained import pretrained_model
+from cnnkit.models.registry import get_spec
+from cnnkit.runs.folder import ModelCard, image_batches, load_model, open_run, new_run_dir, record_test_use, run_file, save_model
+from cnnkit.metrics.core import task_metrics
 from cnnkit.diagnose.verdict import Verdict, make_verdict, run_verdict, write_diagnosis
 
 log = logging.getLogger("cnnkit")
@@ -62,11 +62,11 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, **trai
     cfg.train = replace(cfg.train, **train_overrides)
     cfg.validate()
     if cfg.task in ("detect", "instance"):  # instance: Mask R-CNN through the detection runs
-        from cnnkit.detection_runs import train_detector
+        from cnnkit.recipes.detection import train_detector
 
         return train_detector(cfg, Path(resume) if resume is not None else None, state)
     if cfg.task == "segment":
-        from cnnkit.segmentation_runs import train_segmenter
+        from cnnkit.recipes.segmentation import train_segmenter
 
         return train_segmenter(cfg, Path(resume) if resume is not None else None, state)
     info = init_distributed()
@@ -129,7 +129,7 @@ def _fit(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, state
 def _fit_probe(cfg: Config, source, split: dict, card: ModelCard, run_dir: Path, record: dict) -> TrainResult:
     """linear-probe: pooled features once (eval mode, no augmentation), cached in RUN/features.npz; a
     scikit-learn probe fitted on them and written into the model's last linear layer; an ordinary run folder."""
-    from cnnkit.transfer import _last_linears, extract_features, fit_linear_probe
+    from cnnkit.engine.transfer import _last_linears, extract_features, fit_linear_probe
 
     if card.problem not in ("binary", "multiclass"):
         raise CnnkitError(f"--strategy linear-probe fits a classifier; a {card.problem} task needs another strategy")
@@ -213,16 +213,16 @@ def evaluate(run: str | Path, split: str = "val", attack: str | None = None, eps
     `attack` ('fgsm' or 'pgd'), also the accuracy on adversarial images within `eps` (pixel units).
     With `verdict`, also "verdict": the bias/variance verdict (train against val, whichever split is asked;
     see cnnkit.diagnose.verdict), bias measured above `target_error` when given. The test split has its own verb.
-    A segmentation run gives mIoU, per-class IoU, pixel accuracy, ... (cnnkit.segmentation_runs.split_scores),
+    A segmentation run gives mIoU, per-class IoU, pixel accuracy, ... (cnnkit.recipes.segmentation.split_scores),
     with `boundary_f1` also the boundary F1 score."""
     if split == "test":
         raise CnnkitError("the test split is locked: use `cnnkit test RUN` (it records each use)")
     if _task_of(run) in ("detect", "instance"):
-        from cnnkit.detection_runs import evaluate_detector
+        from cnnkit.recipes.detection import evaluate_detector
 
         return evaluate_detector(run, split)
     if _task_of(run) == "segment":
-        from cnnkit.segmentation_runs import evaluate_segmenter
+        from cnnkit.recipes.segmentation import evaluate_segmenter
 
         if attack is not None:
             raise CnnkitError("--attack measures a classifier's robust accuracy; drop it for a segmentation run")
@@ -252,11 +252,11 @@ def _task_of(run: str | Path) -> str:
 def test(run: str | Path) -> dict:
     """Evaluate the locked test split once development is over; every use is recorded in test_log.jsonl."""
     if _task_of(run) in ("detect", "instance"):
-        from cnnkit.detection_runs import evaluate_detector
+        from cnnkit.recipes.detection import evaluate_detector
 
         metrics = evaluate_detector(run, "test")
     elif _task_of(run) == "segment":
-        from cnnkit.segmentation_runs import evaluate_segmenter
+        from cnnkit.recipes.segmentation import evaluate_segmenter
 
         metrics = evaluate_segmenter(run, "test")
     else:
@@ -306,16 +306,16 @@ def predict(run: str | Path, inputs: list[str | Path], top_k: int = 5, batch_siz
     only RUN/model.pt. Unreadable images are skipped with a warning; images are decoded one batch at a time,
     so a large folder fits in memory. RUN may also name pretrained weights, e.g. efficientnet_lite0.imagenet:
     their own classes (ImageNet's) and preprocessing, no run folder needed.
-    A detector's run gives COCO-style results instead, one dict per box (cnnkit.detection_runs.predict_detector):
+    A detector's run gives COCO-style results instead, one dict per box (cnnkit.recipes.detection.predict_detector):
     `score_threshold` and `nms_iou` change its post-processing, and `out` gets the images with boxes drawn."""
     model, card = load_model(run) if Path(run).exists() else pretrained_model(str(run))
     if card.problem in ("detect", "instance"):
-        from cnnkit.detection_runs import predict_detector
+        from cnnkit.recipes.detection import predict_detector
 
         return predict_detector(model, card, _expand_inputs(inputs), score_thresh=score_threshold,
                                 nms_thresh=nms_iou, out=out)
     if card.problem == "segment":
-        from cnnkit.segmentation_runs import predict_segmenter
+        from cnnkit.recipes.segmentation import predict_segmenter
 
         return predict_segmenter(model, card, _expand_inputs(inputs), out=out)
     with warnings.catch_warnings():  # a mismatched loss was reported when the run trained
@@ -336,9 +336,9 @@ def predict(run: str | Path, inputs: list[str | Path], top_k: int = 5, batch_siz
 def embed(run: str | Path, inputs: list[str | Path], out: str | Path, batch_size: int = 64,
           layer: str | None = None) -> Path:
     """Write each image's feature vector to `out` (.npy + .paths.txt, .npz or .parquet) and return its path:
-    the input of the last linear layer, or module `layer`'s pooled output (see cnnkit.embed). RUN is a run
+    the input of the last linear layer, or module `layer`'s pooled output (see cnnkit.export.embed). RUN is a run
     folder or pretrained weights such as efficientnet_lite0.imagenet, as for `predict`."""
-    from cnnkit import embed as embedding
+    from cnnkit.export import embed as embedding
 
     embedding.check_format(out)
     paths = _expand_inputs(inputs)
@@ -362,9 +362,9 @@ def demo_config(out: str | None = None) -> Config:
 def augment_preview(source: str, out: str | Path, preset: str = "standard", n: int = 16, size: int | None = None,
                     seed: int = 0, task: str = "classify", **options) -> Path:
     """A grid PNG: each row one training image, then augmented copies of it; with task "segment", each picture
-    beside its mask (cnnkit.segmentation_runs.augment_preview)."""
+    beside its mask (cnnkit.recipes.segmentation.augment_preview)."""
     if task == "segment":
-        from cnnkit.segmentation_runs import augment_preview as segmentation_preview
+        from cnnkit.recipes.segmentation import augment_preview as segmentation_preview
 
         return segmentation_preview(source, out, preset, n=n, size=size or 128, seed=seed)
     from cnnkit.data.transforms import FitSize, augment_ops
@@ -394,7 +394,7 @@ def models_table(task: str | None = None, bench: bool = False, budget_s: float =
                  threads: int | None = None) -> list[dict]:
     """The zoo as rows {"name", "task", "paper", "input_size", "num_classes", "params", "depth", "size_mb",
     "gflops"}; `bench` adds "latency_ms_b1" and "latency_ms_b32" (CPU ms per image) within `budget_s`."""
-    from cnnkit.zoo_table import models_table as table
+    from cnnkit.diagnose.zoo import models_table as table
 
     return table(task=task, bench=bench, budget_s=budget_s, threads=threads)
 
@@ -422,10 +422,10 @@ def inspect_feature_maps(target: str | Path, image: str | Path, layer: str, out:
 
 
 def transfer_compare(cfg: Config, strategies: list[str] | str | None = None, out: str | Path | None = None):
-    """Train `cfg` once per transfer strategy (default: cnnkit.compare.DEFAULT_STRATEGIES, with the "scratch"
-    baseline) on the same split and budget, into OUT/<strategy>; returns a cnnkit.compare.CompareResult whose
+    """Train `cfg` once per transfer strategy (default: cnnkit.experiments.compare.DEFAULT_STRATEGIES, with the "scratch"
+    baseline) on the same split and budget, into OUT/<strategy>; returns a cnnkit.experiments.compare.CompareResult whose
     rows hold val accuracy, training time and trainable parameters, also written to OUT/compare.{json,csv,png}."""
-    from cnnkit.compare import compare_strategies
+    from cnnkit.experiments.compare import compare_strategies
 
     return compare_strategies(cfg, strategies, out)
 
@@ -466,7 +466,7 @@ def _finetune(model: torch.nn.Module, cfg: Config, card: ModelCard, source, spli
 
 def prune(run: str | Path, sparsities: list[float], scope: str = "global", finetune_epochs: int = 0,
           out: str | Path | None = None) -> list[dict]:
-    """Magnitude pruning of RUN's model (L1, unstructured, the Conv/Linear weights; see cnnkit.prune): for each
+    """Magnitude pruning of RUN's model (L1, unstructured, the Conv/Linear weights; see cnnkit.models.prune): for each
     sparsity, RUN's model is pruned (`scope` "global" ranks all weights together, "layer" prunes each layer by
     the same fraction), fine-tuned `finetune_epochs` epochs on RUN's train split with RUN's config (pruned
     weights stay zero), saved as the run folder OUT/s<percent> (OUT defaults to RUN/pruned; `evaluate` and
@@ -510,16 +510,16 @@ def prune(run: str | Path, sparsities: list[float], scope: str = "global", finet
 def convert(src: str | Path, to: str, out: str | Path, images: str | Path | None = None,
             policy: dict | str | None = None) -> Path:
     """Detection annotations SRC (COCO .json, VOC / YOLO / Penn-Fudan folder, synthetic-shapes) → format `to`
-    (coco | voc | yolo) at OUT, images included, after the checks of cnnkit.data.annotations.validate
+    (coco | voc | yolo) at OUT, images included, after the checks of cnnkit.data.detection.annotations.validate
     (`policy`: 'outside=drop,...'). Returns the written .json file (COCO) or folder."""
-    from cnnkit.data.detection import convert as convert_annotations
+    from cnnkit.data.detection.source import convert as convert_annotations
 
     return convert_annotations(src, to, out, images=images, policy=policy)
 
 
 def check_annotations(src: str | Path, images: str | Path | None = None, policy: dict | str | None = None):
     """Read and check detection annotations SRC, writing nothing; returns the ValidationReport."""
-    from cnnkit.data.detection import check_annotations as check
+    from cnnkit.data.detection.source import check_annotations as check
 
     return check(src, images=images, policy=policy)
 
@@ -536,11 +536,11 @@ def diagnose(run: str | Path, data_curve: list[float] | None = None, landscape: 
              gradcam: bool = False, epochs: int | None = None, budget_s: float = 60.0) -> dict:
     """Diagnostic plots of RUN, all under RUN/plots: always the learning curves (redrawn from history.csv, the
     learning rate on a second axis); with `data_curve` (percentages), the learning curve by data size (see
-    cnnkit.diagnose.datacurve; `epochs` per subset, default RUN's); with `landscape`, Li et al.'s loss landscape
+    cnnkit.experiments.datacurve; `epochs` per subset, default RUN's); with `landscape`, Li et al.'s loss landscape
     within `budget_s` seconds (cnnkit.diagnose.landscape); with `gradcam`, Grad-CAM heat maps. Returns
     {"run", "plots": {name: path}, "best_epoch", "data_curve": {"rows", "reading"}, "landscape": {...}}."""
     from cnnkit.diagnose.curves import best_epoch, plot_learning_curves, read_history
-    from cnnkit.diagnose.datacurve import check_percents
+    from cnnkit.experiments.datacurve import check_percents
 
     percents = check_percents(data_curve) if data_curve is not None else None
     if epochs is not None and percents is None:
@@ -554,7 +554,7 @@ def diagnose(run: str | Path, data_curve: list[float] | None = None, landscape: 
         result["plots"]["learning_curves"] = str(plot_learning_curves(history, run / "plots" / "learning_curves.png"))
         result["best_epoch"] = best_epoch(history)
     if percents is not None:
-        from cnnkit.diagnose.datacurve import data_curve as measure_data_curve, read_data_curve
+        from cnnkit.experiments.datacurve import data_curve as measure_data_curve, read_data_curve
 
         rows = measure_data_curve(run, percents, epochs=epochs)
         result["data_curve"] = {"rows": rows, "reading": read_data_curve(rows)}

@@ -39,11 +39,11 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
-    optimizer: str = "adam"  # see cnnkit.optimizers: sgd, adagrad, adadelta, rmsprop, adam, adamw, adamax, nadam, ftrl
+    optimizer: str = "adam"  # see cnnkit.engine.optimizers: sgd, adagrad, adadelta, rmsprop, adam, adamw, adamax, nadam, ftrl
     optimizer_options: dict = field(default_factory=dict)  # e.g. {momentum: 0.9, nesterov: true} for sgd
     lr: float | None = None  # None: the optimiser's default (Keras' defaults)
     weight_decay: float | None = None
-    schedule: str = "cosine"  # see cnnkit.schedules: cosine, step_decay, linear_decay, one_cycle, ... (per batch)
+    schedule: str = "cosine"  # see cnnkit.engine.schedules: cosine, step_decay, linear_decay, one_cycle, ... (per batch)
     schedule_options: dict = field(default_factory=dict)  # e.g. {gamma: 0.5, step_size: 100} for step_decay
     warmup_epochs: float = 0.0
     loss: str | None = None  # None: the problem type's loss (binary/multilabel: binary_crossentropy, ...)
@@ -66,7 +66,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     log: list = field(default_factory=list)  # extra loggers beside history.csv: tensorboard, mlflow
-    strategy: str | None = None  # transfer (cnnkit.transfer): feature-extractor | head-only | fine-tune | partial |
+    strategy: str | None = None  # transfer (cnnkit.engine.transfer): feature-extractor | head-only | fine-tune | partial |
     #                              linear-probe | auto
     keep_stages: int | None = None  # partial: how many stages to keep
     unfreeze_every: int = 0  # fine-tune: unfreeze one more stage every N epochs, from the head back (0: off)
@@ -123,7 +123,7 @@ class Config:
         if min(d.bias_threshold, d.variance_threshold, 0.0 if d.target_error is None else d.target_error) < 0:
             raise CnnkitError("diagnose.target_error, bias_threshold and variance_threshold must be 0 or more")
         if t.strategy is not None:
-            from cnnkit.transfer import PROBES, STRATEGIES  # torch only when a strategy is asked for
+            from cnnkit.engine.transfer import PROBES, STRATEGIES  # torch only when a strategy is asked for
 
             if t.strategy not in STRATEGIES:
                 raise unknown_name("transfer strategy", t.strategy, STRATEGIES)

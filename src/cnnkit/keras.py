@@ -23,11 +23,12 @@ from cnnkit.data.loader import make_loader, train_stats
 from cnnkit.data.sources import ImageSource, from_arrays
 from cnnkit.data.transforms import Augment
 from cnnkit.engine.callbacks import Callback, ProgressBar
-from cnnkit import optimizers, schedules
+from cnnkit.engine import optimizers
+from cnnkit.engine import schedules
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
-from cnnkit.registry import create_model, get_spec
-from cnnkit.runs import ModelCard, save_model
+from cnnkit.models.registry import create_model, get_spec
+from cnnkit.runs.folder import ModelCard, save_model
 from cnnkit.tasks import problem_name
 from cnnkit.tasks.regression import STANDARDIZED_LOSSES
 
@@ -156,7 +157,7 @@ class Model:
 
     def evaluate(self, x, y=None, batch_size: int = 256) -> dict[str, float]:
         """{'loss': ..., then the task's metrics} on the given data (Keras' return_dict=True): accuracy and F1
-        for classes, map for labels, mae/rmse/r2 for values (see cnnkit.metrics)."""
+        for classes, map for labels, mae/rmse/r2 for values (see cnnkit.metrics.core)."""
         source = _as_source(x, y, self.classes, check=False, problem=self.card.problem)
         loss = self._compiled["loss"] if self._compiled else None
         trainer = Trainer(self.card.make_task(self.network, loss), None, epochs=1,

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnkit.data.detection import (DetectionSource, boxes_within, masks_to_boxes, open_detection_source,
+from cnnkit.data.detection.source import (DetectionSource, boxes_within, masks_to_boxes, open_detection_source,
                                    parse_policy, read_detection, read_pennfudan, to_coco_dict, validate, write_coco,
                                    write_voc, write_yolo)
 from cnnkit.errors import CnnkitError

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnkit.data.segmentation_loader import (SegmentationAugment, SegmentationDataset, collate_segmentation,
+from cnnkit.data.segmentation.loader import (SegmentationAugment, SegmentationDataset, collate_segmentation,
                                              fit_image, make_segmentation_loader, source_mean_std)
 from cnnkit.errors import CnnkitError
 

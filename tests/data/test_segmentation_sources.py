@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnkit.data.segmentation import COLOUR_TOLERANCE, open_segmentation_source
-from cnnkit.data.synthetic_plants import CLASSES, synthetic_plants
+from cnnkit.data.segmentation.source import COLOUR_TOLERANCE, open_segmentation_source
+from cnnkit.data.segmentation.synthetic_plants import CLASSES, synthetic_plants
 from cnnkit.errors import CnnkitError
 
 

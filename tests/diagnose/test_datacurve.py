@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from cnnkit.diagnose.datacurve import check_percents, data_curve, read_data_curve, subset
+from cnnkit.experiments.datacurve import check_percents, data_curve, read_data_curve, subset
 from cnnkit.errors import CnnkitError
 
 
@@ -46,7 +46,7 @@ def test_bad_percents(percents, message):
 
 
 def test_data_curve_of_a_run(tmp_path, make_image_folder, capsys):
-    from cnnkit.cli import main
+    from cnnkit.cli.main import main
 
     data = make_image_folder({"a": 16, "b": 16}, size=10)
     run = tmp_path / "run"

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnkit import api, cli
+from cnnkit import api
+
+from cnnkit.cli.main import main as cli
 from cnnkit.config import load_config
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit import optimizers
+from cnnkit.engine import optimizers
 from cnnkit.data.loader import TensorLoader
 from cnnkit.engine.lr_find import SKIP_END, LRFindResult, lr_find, lr_find_for_config, suggest_lr
 from cnnkit.errors import CnnkitError

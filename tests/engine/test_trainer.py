@@ -9,7 +9,7 @@ import torch
 from cnnkit.data.loader import TensorLoader
 from cnnkit.engine.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from cnnkit.engine.checkpoint import atomic_save, load_checkpoint
-from cnnkit import optimizers
+from cnnkit.engine import optimizers
 from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.classification import ClassificationTask
@@ -189,7 +189,7 @@ def test_an_epoch_schedule_steps_once_per_epoch_with_the_val_loss() -> None:
 
 def test_a_mixed_batch_is_scored_against_its_soft_targets() -> None:
     """Cross-entropy is linear in the target: CE(z, λa + (1−λ)b) = λ·CE(z, a) + (1−λ)·CE(z, b)."""
-    from cnnkit.regularizers import mixup
+    from cnnkit.engine.regularizers import mixup
     from cnnkit.tasks.base import Batch
 
     x, y = _separable(16)

@@ -6,7 +6,7 @@ import torch
 import torchvision
 
 from cnnkit.errors import CnnkitError
-from cnnkit.registry import create_model, get_spec, list_models, register_model
+from cnnkit.models.registry import create_model, get_spec, list_models, register_model
 
 TORCHVISION_TWINS = ("resnet18", "resnet34", "resnet50")
 

@@ -73,7 +73,7 @@ def synthetic_shapes(options: str = "") -> ImageSource:
     """Seeded circles, squares and triangles; each item keeps its shapes' boxes (and masks) in `extras`.
     target=class: one shape, its kind; count=K (target=labels): up to K shapes, the kinds present (multilabel);
     target=geometry: one shape, its centre x, y and size in pixels (regression).
-    Detection (--task detect) reads the same options: cnnkit.data.detection.synthetic_detection."""
+    Detection (--task detect) reads the same options: cnnkit.data.detection.source.synthetic_detection."""
     fields = ShapesConfig.__dataclass_fields__
     opts = parse_key_values(options, example="synthetic-shapes:n=600,size=32")
     for key in opts:

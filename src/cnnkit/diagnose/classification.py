@@ -23,8 +23,8 @@ from cnnkit.data.loader import fitted_arrays, make_loader  # noqa: E402
 from cnnkit.data.sources import ImageSource, as_problem  # noqa: E402
 from cnnkit.data.split import indices_from_record  # noqa: E402
 from cnnkit.errors import CnnkitError  # noqa: E402
-from cnnkit.metrics import classification_metrics  # noqa: E402
-from cnnkit.runs import ModelCard, load_model, record_test_use, run_file  # noqa: E402
+from cnnkit.metrics.core import classification_metrics  # noqa: E402
+from cnnkit.runs.folder import ModelCard, load_model, record_test_use, run_file  # noqa: E402
 
 CLASS_PROBLEMS = ("binary", "multiclass")
 ANNOTATE_UP_TO = 20  # classes; beyond, the confusion matrix cells are too small for numbers

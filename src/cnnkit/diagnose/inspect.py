@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnkit.errors import CnnkitError
-from cnnkit.registry import ModelSpec, create_model, get_spec
+from cnnkit.models.registry import ModelSpec, create_model, get_spec
 
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 _ADAPTIVE = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
@@ -290,7 +290,7 @@ def default_num_classes(spec: ModelSpec) -> int:
 def resolve(target: str | Path | nn.Module, input_size=None, num_classes: int | None = None):
     """(model, label, (C, H, W), card, run folder) from a model name (registered or 'tv/...'), a run folder
     (a folder with model.pt) or a module; card and run folder are None unless it is a run."""
-    from cnnkit.runs import load_model
+    from cnnkit.runs.folder import load_model
 
     if isinstance(target, nn.Module):
         if input_size is None:

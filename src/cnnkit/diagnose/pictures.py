@@ -9,7 +9,7 @@ from torch import nn
 
 from cnnkit.diagnose.inspect import first_tensor, default_num_classes, resolve
 from cnnkit.errors import CnnkitError, unknown_name
-from cnnkit.registry import get_spec
+from cnnkit.models.registry import get_spec
 
 
 def tile_scale(h: int, w: int, least: int = 32) -> int:
@@ -36,7 +36,7 @@ def _for_pictures(target: str | Path):
     card that maps [0, 255] to [-1, 1]."""
     import warnings
 
-    from cnnkit.runs import ModelCard
+    from cnnkit.runs.folder import ModelCard
 
     model, label, size, card, run = resolve(target)
     if card is not None:

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from cnnkit import __version__
-from cnnkit.runs import ModelCard, load_model, run_file
+from cnnkit.runs.folder import ModelCard, load_model, run_file
 
 UNAVAILABLE = "not available in this version"
 CLASS_PROBLEMS = ("binary", "multiclass")
@@ -228,9 +228,9 @@ def _label_overlays(run: RunInfo, size: int, n: int = 8) -> Path:
     """plots/train_labels.png: up to `n` training images of a segmentation run, each beside its label overlay."""
     from torchvision.utils import save_image
 
-    from cnnkit.data.segmentation import open_segmentation_source
-    from cnnkit.data.segmentation_loader import fit_image
-    from cnnkit.segmentation_runs import overlay, palette_of
+    from cnnkit.data.segmentation.source import open_segmentation_source
+    from cnnkit.data.segmentation.loader import fit_image
+    from cnnkit.recipes.segmentation import overlay, palette_of
 
     source = open_segmentation_source(run.config.get("data", {}).get("source", ""))
     pictures = []

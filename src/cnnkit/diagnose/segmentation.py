@@ -13,9 +13,9 @@ import torch
 from torchvision.utils import save_image
 
 from cnnkit.diagnose.classification import plot_confusion
-from cnnkit.image_runs import open_split
-from cnnkit.segmentation_metrics import ConfusionMatrix
-from cnnkit.segmentation_runs import loader_of, overlay, palette_of, source_of
+from cnnkit.recipes.by_image import open_split
+from cnnkit.metrics.segmentation import ConfusionMatrix
+from cnnkit.recipes.segmentation import loader_of, overlay, palette_of, source_of
 
 
 @torch.inference_mode()

@@ -186,7 +186,7 @@ def run_verdict(run: str | Path, target_error: float | None = None, bias_thresho
     from cnnkit import api
     from cnnkit.config import config_from_dict
     from cnnkit.diagnose.curves import read_history
-    from cnnkit.runs import load_model, run_file
+    from cnnkit.runs.folder import load_model, run_file
 
     run = Path(run)
     cfg = config_from_dict(yaml.safe_load(run_file(run, "config.yaml").read_text()))

@@ -175,7 +175,7 @@ def lr_find_for_config(cfg, steps: int = 100, out: str | Path | None = None, **o
     """The range test for the model, loss, optimiser and training data that `cnnkit.api.train(cfg)` would use
     (training split only, with its augmentation); writes the plot to `out` when given. `options` go to
     `lr_find` (start_lr, end_lr, smooth, diverge)."""
-    from cnnkit import pipeline
+    from cnnkit.recipes import classification as pipeline
     from cnnkit.data.builtin import open_source
     from cnnkit.data.split import make_split
 

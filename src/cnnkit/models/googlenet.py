@@ -7,7 +7,7 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.layers import make_activation
-from cnnkit.registry import register_model
+from cnnkit.models.registry import register_model
 
 # Table 1: #1×1, #3×3 reduce, #3×3, #5×5 reduce, #5×5, pool proj; output maps = #1×1 + #3×3 + #5×5 + pool proj
 INCEPTION: dict[str, tuple[int, int, int, int, int, int]] = {

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from cnnkit.models.layers import make_activation
-from cnnkit.registry import register_model
+from cnnkit.models.registry import register_model
 
 
 class LeNet5(nn.Module):

@@ -10,7 +10,7 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.layers import make_activation
-from cnnkit.registry import register_model
+from cnnkit.models.registry import register_model
 
 SHORTCUTS = ("A", "B", "C", "none")
 

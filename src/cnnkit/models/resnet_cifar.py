@@ -12,7 +12,7 @@ from torch import nn
 
 from cnnkit.models.layers import make_activation
 from cnnkit.models.resnet import BasicBlock
-from cnnkit.registry import register_model
+from cnnkit.models.registry import register_model
 
 
 class CifarResNet(nn.Module):

@@ -6,7 +6,7 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.layers import make_activation, paper_lrn
-from cnnkit.registry import register_model
+from cnnkit.models.registry import register_model
 
 # Table 1, one entry per configuration and one string per block; every block ends with a 2×2/2 max pool.
 # "conv<k>-<c>" is a k×k convolution with c maps (stride 1, 'same' padding); "LRN" is Krizhevsky's.

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from cnnkit.models.layers import make_activation
-from cnnkit.registry import register_model
+from cnnkit.models.registry import register_model
 
 
 class SeparableConv2d(nn.Module):

@@ -82,7 +82,7 @@ class Task:
         from cnnkit.tasks.pairing import check_pairing
 
         self.model = model
-        self.penalty = penalty  # e.g. cnnkit.regularizers.Penalty: added to the training loss, logged apart
+        self.penalty = penalty  # e.g. cnnkit.engine.regularizers.Penalty: added to the training loss, logged apart
         self.mix = mix  # (images, targets) → (mixed images, soft targets), e.g. mixup: in training only
         self.attack = attack  # (model, images, targets) → adversarial images: ½ clean + ½ adversarial loss
         loss = loss or self.default_loss
@@ -103,7 +103,7 @@ class Task:
         return outputs, targets
 
     def batch_logs(self, outputs: torch.Tensor, targets: Any) -> dict[str, torch.Tensor]:
-        """Metrics that are means over the batch's items (whole-split metrics are in cnnkit.metrics)."""
+        """Metrics that are means over the batch's items (whole-split metrics are in cnnkit.metrics.core)."""
         return {}
 
     def predict_step(self, images: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ A detection model (cnnkit.models.detection) takes images and, in training, the t
     model(images (N, 3, H, W) in [0, 1], [{"boxes": (K, 4) xyxy, "labels": (K,) 0..C-1}, ...]) → {name: loss}
 and in eval mode returns [{"boxes": (D, 4), "scores": (D,), "labels": (D,)}, ...]. The Trainer logs each loss
 term; validation keeps every image's detections and its ground truth and ends the epoch with COCO's mAP
-(cnnkit.detection_metrics.evaluate_detections), which the checkpoints select on (val_map).
+(cnnkit.metrics.detection.evaluate_detections), which the checkpoints select on (val_map).
 
 Instance segmentation (InstanceTask, task "instance": Mask R-CNN) adds "masks" to both: targets (K, H, W) uint8,
 detections (D, 1, H, W) probabilities. Validation keeps each image's masks as COCO RLEs (binarised at 0.5, so
@@ -32,7 +32,7 @@ class DetectionTask(Task):
     main_metric = "map"
     higher_is_better = True
     monitor = "val_map"
-    default_loss = "detection"  # the model's own losses (RPN + box head, SSD's, YOLO's): not a cnnkit.losses name
+    default_loss = "detection"  # the model's own losses (RPN + box head, SSD's, YOLO's): not a cnnkit.losses.core name
 
     def __init__(self, model: nn.Module, loss: str | nn.Module | None = None, *, classes: list[str] | None = None,
                  **options: Any):
@@ -67,7 +67,7 @@ class DetectionTask(Task):
         """COCO mAP@[.5:.95], @.5 and @.75 of the detections since reset_metrics (nothing when none)."""
         if not self._targets:
             return {}
-        from cnnkit.detection_metrics import evaluate_detections
+        from cnnkit.metrics.detection import evaluate_detections
 
         result = evaluate_detections(self._targets, self._predictions, self.classes)
         self.reset_metrics()
@@ -95,7 +95,7 @@ class InstanceTask(DetectionTask):
         """Box and mask COCO mAP@[.5:.95], @.5, @.75 since reset_metrics (nothing when none)."""
         if not self._targets:
             return {}
-        from cnnkit.detection_metrics import evaluate_instances
+        from cnnkit.metrics.detection import evaluate_instances
 
         result = evaluate_instances(self._targets, self._predictions, self.classes)
         self.reset_metrics()
@@ -109,7 +109,7 @@ class InstanceTask(DetectionTask):
 
 def with_rles(d: dict) -> dict:
     """Boxes, scores, labels on the CPU, and the masks as COCO RLEs ("rles", binarised at 0.5)."""
-    from cnnkit.mask_rle import encode_masks
+    from cnnkit.metrics.mask_rle import encode_masks
 
     if "masks" not in d:
         raise CnnkitError("instance segmentation needs masks in every target and detection; train a mask model "

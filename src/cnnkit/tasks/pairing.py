@@ -34,7 +34,7 @@ REGRESSION_LOSSES = {"mse", "mean_squared_error", "mae", "mape", "msle", "huber"
 def loss_input(loss: nn.Module) -> str:
     """'logits' (raw scores into a from_logits loss or a plain torch loss), 'scores' (margin losses) or
     'activated' (softmax/sigmoid/identity outputs)."""
-    from cnnkit.losses import Loss
+    from cnnkit.losses.core import Loss
 
     if not isinstance(loss, Loss):
         return "logits"  # nn.CrossEntropyLoss and friends: the PyTorch habit
@@ -46,7 +46,7 @@ def loss_input(loss: nn.Module) -> str:
 
 def is_sparse(loss: nn.Module) -> bool:
     """Whether the loss takes integer class indices rather than one-hot rows."""
-    from cnnkit.losses import Loss
+    from cnnkit.losses.core import Loss
 
     return not isinstance(loss, Loss) or loss.name in SPARSE_LOSSES or loss.name == "focal"
 

@@ -2,7 +2,7 @@
 
 A segmentation model (cnnkit.models.segmentation) maps normalised images (N, 3, H, W) to logits (N, C, H, W);
 targets are class indices (N, H, W), with `ignore_index` (255) for pixels that count nowhere. The loss is any
-cnnkit.segmentation_losses spec ('ce', 'dice', 'ce+dice', ...), one value per image. Validation fills a
+cnnkit.losses.segmentation spec ('ce', 'dice', 'ce+dice', ...), one value per image. Validation fills a
 confusion matrix over the whole split and ends the epoch with mIoU and pixel accuracy (val_miou selects
 checkpoints), as Long et al. 2015 §5 define them.
 
@@ -38,7 +38,7 @@ class SegmentationTask(Task):
 
     def __init__(self, model: nn.Module, loss: str | nn.Module | None = None, *, num_classes: int | None = None,
                  class_weight: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX, **options: Any):
-        from cnnkit.segmentation_losses import segmentation_loss
+        from cnnkit.losses.segmentation import segmentation_loss
 
         unsupported = [k for k, v in options.items() if v not in (None, 0, 0.0)]
         if unsupported:
@@ -65,7 +65,7 @@ class SegmentationTask(Task):
 
     # -- validation: one confusion matrix over the split ---------------------------------------------------
     def reset_metrics(self) -> None:
-        from cnnkit.segmentation_metrics import ConfusionMatrix
+        from cnnkit.metrics.segmentation import ConfusionMatrix
 
         self.confusion = ConfusionMatrix(self.num_classes, self.ignore_index)
         self._seen = False

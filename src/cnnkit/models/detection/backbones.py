@@ -4,7 +4,7 @@
     body(x)            # OrderedDict {"0": (N, 40, H/8, W/8), "1": (N, 112, H/16, W/16), "2": (N, 1280, H/32, W/32)}
     body.out_channels  # [40, 112, 1280];  body.strides: [8, 16, 32]
 
-The classifier is cut with cnnkit.transfer.stages (its top-level children in forward order, head left out);
+The classifier is cut with cnnkit.engine.transfer.stages (its top-level children in forward order, head left out);
 the stages run one after another, global pools, dropout and linear layers skipped. A dummy forward finds each
 stage's stride and channels; the returned maps are the last output at each of the last `levels` strides.
 This needs a classifier whose forward is its children in order (ResNets, VGG, EfficientNet, DenseNet, ...).
@@ -36,8 +36,8 @@ def classification_backbone(backbone: str, weights: str | Path | None = None) ->
     """(classifier, its ModelSpec) from a registry name and optional weights: a file, or named weights such as
     'efficientnet_lite0.imagenet' (whose architecture must be `backbone`'s). Unknown names raise with a
     did-you-mean over the classification models."""
-    from cnnkit.pretrained import lookup
-    from cnnkit.registry import create_model, get_spec, list_models
+    from cnnkit.models.pretrained import lookup
+    from cnnkit.models.registry import create_model, get_spec, list_models
 
     classifiers = list_models(task="classify")
     if "." in backbone and not Path(backbone).exists():  # named weights given as the backbone
@@ -66,7 +66,7 @@ class StageFeatures(nn.Module):
 
     def __init__(self, model: nn.Module, spec, levels: int = 3):
         super().__init__()
-        from cnnkit.transfer import stages
+        from cnnkit.engine.transfer import stages
 
         if type(model).__name__ in _OUT_OF_ORDER:
             raise CnnkitError(f"{spec.name} cannot serve as a detection backbone (its layers are not defined in "

@@ -23,8 +23,8 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.models.detection.backbones import build_backbone
-from cnnkit.pretrained import IMAGENET_MEAN, IMAGENET_STD
-from cnnkit.registry import register_model
+from cnnkit.models.pretrained import IMAGENET_MEAN, IMAGENET_STD
+from cnnkit.models.registry import register_model
 
 __all__ = ["TorchvisionDetector", "check_inputs", "check_options", "faster_rcnn", "rcnn_backbone"]
 

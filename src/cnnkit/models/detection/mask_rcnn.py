@@ -24,8 +24,8 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.models.detection.faster_rcnn import FasterRCNN, check_options, rcnn_backbone
-from cnnkit.pretrained import IMAGENET_MEAN, IMAGENET_STD
-from cnnkit.registry import register_model
+from cnnkit.models.pretrained import IMAGENET_MEAN, IMAGENET_STD
+from cnnkit.models.registry import register_model
 
 __all__ = ["MASK_NORMS", "MaskRCNN", "mask_rcnn"]
 # the mask head's normalisation after each 3 × 3 convolution: channels → layer (None: none, a conv with bias)

@@ -19,8 +19,8 @@ from torchvision.models.detection.ssd import SSDHead
 from cnnkit.errors import CnnkitError
 from cnnkit.models.detection.backbones import StageFeatures
 from cnnkit.models.detection.faster_rcnn import TorchvisionDetector, check_options
-from cnnkit.pretrained import IMAGENET_MEAN, IMAGENET_STD
-from cnnkit.registry import register_model
+from cnnkit.models.pretrained import IMAGENET_MEAN, IMAGENET_STD
+from cnnkit.models.registry import register_model
 
 __all__ = ["SSDBackbone", "ssd"]
 

@@ -29,8 +29,8 @@ from torchvision.ops import (FeaturePyramidNetwork, batched_nms, box_convert, bo
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.models.detection.backbones import StageFeatures
 from cnnkit.models.detection.faster_rcnn import check_inputs
-from cnnkit.pretrained import IMAGENET_MEAN, IMAGENET_STD
-from cnnkit.registry import register_model
+from cnnkit.models.pretrained import IMAGENET_MEAN, IMAGENET_STD
+from cnnkit.models.registry import register_model
 
 __all__ = ["HEADS", "YOLO", "V1Head", "AnchorFreeHead", "yolo_v1_loss", "yolo"]
 

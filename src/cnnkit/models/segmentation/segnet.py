@@ -18,7 +18,7 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.segmentation.upsample import UPSAMPLE_KINDS, SegmentationNet, Up, check_upsample
-from cnnkit.registry import register_model
+from cnnkit.models.registry import register_model
 
 __all__ = ["SegNet", "segnet", "conv_bn_relu"]
 

@@ -1,0 +1,248 @@
+"""`--task detect`: train, evaluate and predict with a detector, in the same run folder as every other task.
+
+    cnnkit train --task detect --data synthetic-shapes:objects=3 --model yolo --out runs/boxes
+    cnnkit evaluate runs/boxes --json        # map, map50, map75, per_class, errors
+    cnnkit predict runs/boxes photo.jpg --json --out drawn/   # COCO results; images with the boxes drawn
+
+`--task instance` (instance segmentation, Mask R-CNN) runs the same way on data with instance masks (COCO
+segmentation, Penn-Fudan, synthetic-shapes): the targets carry masks, evaluate adds mask_map, mask_map50 and
+mask_map75, the checkpoints select on val_mask_map, and predict adds each object's "segmentation" (COCO RLE)
+and draws NAME_instances.png:
+
+    cnnkit train --task instance --data ../shared/data/pennfudan --model mask_rcnn --out runs/people
+
+The data is a cnnkit.data.detection.source.DetectionSource (COCO, VOC, YOLO, Penn-Fudan or built-in); the split is
+by image, seeded, recorded in split.json (the test share locked, as for classification). The model card says
+`task: detect` and how images were fitted (letterbox to input_size); the detectors normalise inside.
+"""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import torch
+
+from cnnkit.config import Config
+from cnnkit.data.detection.loader import FitDetection, fit_geometry, make_detection_loader, to_image_coordinates
+from cnnkit.engine.trainer import Trainer, seed_everything
+from cnnkit.errors import CnnkitError
+from cnnkit.recipes.by_image import fit_and_save, index_record, index_split, make_trainer, open_split, start
+from cnnkit.models.registry import create_model, get_spec
+from cnnkit.runs.folder import ModelCard, readable_images
+from cnnkit.tasks.detection import DetectionTask, InstanceTask
+
+POSTPROCESS = ("score_thresh", "nms_thresh")
+TASK_CLASSES = {"detect": DetectionTask, "instance": InstanceTask}
+
+
+def _open(cfg: Config):
+    from cnnkit.data.detection.source import open_detection_source
+
+    source = open_detection_source(cfg.data.source, images=cfg.data.images)
+    if cfg.task == "instance":
+        source.require_masks()
+    return source
+
+
+def _card(cfg: Config, source) -> ModelCard:
+    spec = get_spec(cfg.model.name)
+    if spec.task != cfg.task:
+        if cfg.task == "detect" and spec.task == "instance":
+            raise CnnkitError(f"{cfg.model.name} is an instance-segmentation model; train it with --task instance, "
+                              "or pick a detector for --task detect (see `cnnkit models --task detect`)")
+        wanted = "a detector" if cfg.task == "detect" else "an instance-segmentation model (mask_rcnn)"
+        raise CnnkitError(f"{cfg.model.name} is a {spec.task} model; --task {cfg.task} needs {wanted} "
+                          f"(see `cnnkit models --task {cfg.task}`)")
+    size = cfg.data.image_size or spec.input_size[1]
+    card = ModelCard(cfg.model.name, cfg.task, list(source.classes), [3, size, size], [0.0] * 3, [1.0] * 3,
+                     resize="letterbox", options=dict(cfg.model.options))
+    card.options = _sized_options(card)  # so predict rebuilds the detector as it trained
+    return card
+
+
+def _sized_options(card: ModelCard) -> dict:
+    """The card's model options, and the input size for the detectors' own resizing (min_size/max_size of the
+    R-CNN line and SSD, image_size of YOLO) unless given: the loader already letterboxed to that size."""
+    options = dict(card.options or {})
+    accepted = inspect.signature(get_spec(card.architecture).fn).parameters
+    size = card.input_size[1]
+    for key in ("min_size", "max_size", "image_size"):
+        if key in accepted:
+            options.setdefault(key, size)
+    return options
+
+
+def _model(card: ModelCard, cfg: Config | None = None) -> torch.nn.Module:
+    options = dict(card.options or {})
+    if cfg is not None and cfg.model.weights:
+        return create_model(card.architecture, num_classes=len(card.classes), weights=cfg.model.weights, **options)
+    return create_model(card.architecture, num_classes=len(card.classes), **options)
+
+
+def _loaders(cfg: Config, source, split: dict, card: ModelCard):
+    size = card.input_size[1]
+    common = {"size": size, "batch_size": cfg.train.batch_size, "workers": cfg.data.workers, "seed": cfg.train.seed,
+              "masks": card.problem == "instance"}
+    train = make_detection_loader(source, split["train"], train=True, augment=cfg.data.augment, **common)
+    val = make_detection_loader(source, split["val"], train=False, **common) if len(split["val"]) else None
+    return train, val
+
+
+def _trainer(cfg: Config, card: ModelCard, model: torch.nn.Module, steps: int, run_dir: Path) -> Trainer:
+    t = cfg.train
+    task_class = TASK_CLASSES[card.problem]
+    task = task_class(model, t.loss, classes=card.classes, label_smoothing=t.label_smoothing, mixup=t.mixup,
+                      cutmix=t.cutmix, adversarial=t.adversarial, l1=t.l1, l2=t.l2)
+    # detectors have no val loss in eval mode: val_map (boxes), or val_mask_map for instance segmentation
+    monitor = task_class.monitor if t.monitor == "val_loss" else t.monitor
+    return make_trainer(cfg, task, steps, run_dir, monitor)
+
+
+def train_detector(cfg: Config, run_dir: Path | None = None, state: dict | None = None):
+    """Train a detector as `cfg` says (cfg.task "detect", or "instance" for Mask R-CNN); with `state`, resume RUN
+    from its last.pt."""
+    from cnnkit.api import TrainResult
+
+    source = _open(cfg)
+    split, card, run_dir = start(cfg, source, lambda: index_split(cfg, source), lambda _: _card(cfg, source),
+                                 run_dir, state)
+    seed_everything(cfg.train.seed)
+    model = _model(card, cfg if state is None else None)
+    train_loader, val_loader = _loaders(cfg, source, split, card)
+    trainer = _trainer(cfg, card, model, len(train_loader), run_dir)
+    fit_and_save(trainer, cfg, card, run_dir, state, index_record(cfg, source, split), train_loader, val_loader)
+    val = {}
+    if val_loader is not None and not trainer.interrupted:
+        val = _metrics(trainer.model, card, val_loader, cfg.train.device)
+    return TrainResult(run_dir, trainer.history, val, trainer.interrupted)
+
+
+@torch.inference_mode()
+def _detections(model: torch.nn.Module, loader, device: str = "auto", problem: str = "detect"
+                ) -> tuple[list[dict], list[dict]]:
+    """(targets, predictions) per image of `loader`, in network pixels, on the CPU; for "instance" with the
+    masks as COCO RLEs ("rles")."""
+    from cnnkit.tasks.detection import with_rles
+
+    trainer = Trainer(TASK_CLASSES[problem](model), None, epochs=1, device=device)
+    trainer.model.eval()
+    targets, predictions = [], []
+    for batch in loader:
+        predictions += trainer.task.predict_step(batch.images.to(trainer.device))
+        if problem == "instance":
+            targets += [{k: v for k, v in with_rles(t).items() if k in ("boxes", "labels", "rles")}
+                        for t in batch.targets]
+        else:
+            targets += [{"boxes": t["boxes"], "labels": t["labels"]} for t in batch.targets]
+    return targets, predictions
+
+
+def _metrics(model: torch.nn.Module, card: ModelCard, loader, device: str = "auto", plot: Path | None = None) -> dict:
+    """COCO metrics and the error breakdown's totals; with `plot`, the precision/recall curves there (PNG).
+    Instance runs: the box metrics and the same with mask IoU, prefixed mask_ (mask_map, mask_map50, ...)."""
+    from cnnkit.metrics.detection import (error_breakdown, evaluate_detections, evaluate_instances, plot_pr_curves,
+                                          to_coco)
+
+    targets, predictions = _detections(model, loader, device, card.problem)
+    if card.problem == "instance":
+        result = evaluate_instances(targets, predictions, card.classes)
+        boxes_only = [{k: v for k, v in d.items() if k != "rles"} for d in targets + predictions]
+        targets, predictions = boxes_only[:len(targets)], boxes_only[len(targets):]
+    else:
+        result = evaluate_detections(targets, predictions, card.classes)
+    if plot is not None:
+        plot_pr_curves(result, plot)
+    shown = {k: v for k, v in result.items() if k not in ("pr_curves", "mask_pr_curves")}
+    errors = error_breakdown(*to_coco(targets, predictions, card.classes))
+    shown["errors"] = {k: v for k, v in errors.items() if not isinstance(v, dict)}  # the totals
+    return shown
+
+
+def evaluate_detector(run: str | Path, split: str = "val") -> dict:
+    """COCO metrics of RUN's detector on its train or val split (the test split through `cnnkit test`)."""
+    run = Path(run)
+    model, card, cfg, source, indices = open_split(run, split, _open)
+    loader = make_detection_loader(source, indices, size=card.input_size[1], batch_size=cfg.train.batch_size,
+                                   train=False, seed=cfg.train.seed, masks=card.problem == "instance")
+    plot = run / "plots" / f"pr_curves_{split}.png"
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    return {"split": split, "count": int(len(indices)), **_metrics(model, card, loader, cfg.train.device, plot)}
+
+
+def set_postprocess(model: torch.nn.Module, score_thresh: float | None, nms_thresh: float | None) -> None:
+    options = {k: v for k, v in zip(POSTPROCESS, (score_thresh, nms_thresh)) if v is not None}
+    for name, value in options.items():
+        if not 0 <= value <= 1:
+            raise CnnkitError(f"the {name.replace('_', ' ')}old must be in [0, 1], got {value}")
+    if options:
+        model.set_postprocess(**options)
+
+
+@torch.inference_mode()
+def predict_detector(model: torch.nn.Module, card: ModelCard, paths: list[Path], *, score_thresh: float | None = None,
+                     nms_thresh: float | None = None, out: str | Path | None = None) -> list[dict]:
+    """COCO-style results, one dict per detection: path, label, category_id (1-based, as COCO), bbox [x, y, w, h]
+    in the image's pixels, score. With `out`, each image is saved there with its boxes drawn (NAME_boxes.png).
+    An instance model's rows also hold "segmentation": the object's mask in the image's pixels as COCO RLE
+    {"size": [H, W], "counts": str}, and `out` gets NAME_instances.png (masks blended, boxes drawn)."""
+    set_postprocess(model, score_thresh, nms_thresh)
+    model.eval()
+    size, fit = card.input_size[1], FitDetection(card.input_size[1], "letterbox")
+    results = []
+    for path, image in readable_images(paths):  # uint8 (3, H, W)
+        h, w = image.shape[-2:]
+        x = fit(image).float().div(255).unsqueeze(0)  # (1, 3, S, S)
+        shape, scale, pad = fit_geometry(h, w, size, "letterbox")  # (nh, nw), (sx, sy), (left, top)
+        found = model(x)[0]
+        boxes = to_image_coordinates(found["boxes"].float(), torch.tensor(scale), torch.tensor(pad), h, w)
+        rows = [{"path": str(path), "label": card.classes[int(c)], "category_id": int(c) + 1,
+                 "bbox": [round(float(b[0]), 2), round(float(b[1]), 2), round(float(b[2] - b[0]), 2),
+                          round(float(b[3] - b[1]), 2)], "score": round(float(s), 5)}
+                for b, s, c in zip(boxes, found["scores"], found["labels"])]
+        results += rows
+        if "masks" in found:
+            masks = to_image_masks(found["masks"], shape, pad, h, w)  # (D, H, W) bool
+            for row, rle in zip(rows, _rles(masks)):
+                row["segmentation"] = rle
+            if out is not None:
+                _draw(image, boxes, rows, Path(out) / f"{Path(path).stem}_instances.png", masks)
+        elif out is not None:
+            _draw(image, boxes, rows, Path(out) / f"{Path(path).stem}_boxes.png")
+    return results
+
+
+def to_image_masks(masks: torch.Tensor, shape: tuple[int, int], pad: tuple[int, int], h: int, w: int,
+                   threshold: float = 0.5) -> torch.Tensor:
+    """Mask R-CNN's masks (D, 1, S, S) probabilities in network pixels, the image letterboxed to `shape`
+    (nh, nw) at `pad` (left, top) → bool (D, H, W) in the image's pixels: the padding cut off, the rest resized
+    (bilinear) to H × W, then thresholded."""
+    (nh, nw), (left, top) = shape, pad
+    inside = masks[:, :, top:top + nh, left:left + nw].float()  # (D, 1, nh, nw)
+    if len(inside) == 0:
+        return torch.zeros(0, h, w, dtype=torch.bool)
+    return torch.nn.functional.interpolate(inside, size=(h, w), mode="bilinear", align_corners=False)[:, 0] > threshold
+
+
+def _rles(masks: torch.Tensor) -> list[dict]:
+    """bool (D, H, W) → COCO RLEs with str counts (JSON-ready)."""
+    from cnnkit.metrics.mask_rle import encode_masks
+
+    return [{"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("ascii")} for r in encode_masks(masks)]
+
+
+def _draw(image: torch.Tensor, boxes: torch.Tensor, rows: list[dict], path: Path,
+          masks: torch.Tensor | None = None) -> None:
+    from torchvision.io import write_png
+    from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    labels = [f"{r['label']} {r['score']:.2f}" for r in rows]
+    if masks is not None and len(masks):
+        palette = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+                   (70, 240, 240), (240, 50, 230)]  # one colour per object, cycling
+        image = draw_segmentation_masks(image, masks, alpha=0.5, colors=[palette[i % len(palette)]
+                                                                          for i in range(len(masks))])
+    drawn = draw_bounding_boxes(image, boxes, labels=labels, colors="red", width=2) if rows else image
+    tmp = path.with_name(f".{path.name}.tmp")
+    write_png(drawn, str(tmp))
+    tmp.replace(path)

@@ -1,0 +1,282 @@
+"""`--task segment`: train, evaluate and predict with a semantic segmentation model, in the same run folder as
+every other task.
+
+    cnnkit train --task segment --data synthetic-plants --model unet --out runs/plants
+    cnnkit evaluate runs/plants --json        # miou, pixel_accuracy, per_class_iou, fw_iou, dice, ...
+    cnnkit predict runs/plants photo.jpg --out masks/    # masks/photo_mask.png, masks/photo_overlay.png
+
+The data is a cnnkit.data.segmentation.source.SegmentationSource (a folder of images/ + masks/, COCO, Penn-Fudan or
+built-in); the split is by image, seeded, recorded in split.json (given train/val/test folders are kept). Images
+are resized so their longer side is the card's input size; metrics are computed at that resolution, on every
+pixel of the split (one confusion matrix), ignore_index pixels left out. Predictions go back to each image's
+own size (bilinear logits, then arg-max).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnkit.config import Config
+from cnnkit.engine.trainer import Trainer, seed_everything
+from cnnkit.errors import CnnkitError
+from cnnkit.recipes.by_image import fit_and_save, index_record, index_split, make_trainer, open_split, start
+from cnnkit.models.registry import create_model, get_spec
+from cnnkit.runs.folder import ModelCard, readable_images
+from cnnkit.tasks.segmentation import SegmentationTask
+
+CLASS_WEIGHT_SAMPLE = 64  # training masks counted for class_weight=balanced
+
+
+def source_of(cfg: Config):
+    from cnnkit.data.segmentation.source import open_segmentation_source
+
+    return open_segmentation_source(cfg.data.source)
+
+
+def _split(cfg: Config, source) -> dict[str, np.ndarray]:
+    """Given train/val/test folders kept (a missing val or test carved from train), else a seeded split."""
+    split = index_split(cfg, source, source.presplit)
+    if len(split["train"]) == 0:
+        raise CnnkitError(f"{cfg.data.source} gives no training images")
+    return split
+
+
+def _encoder_weights(cfg: Config) -> str | None:
+    """Named pretrained weights of the encoder (`--model-option backbone=efficientnet_lite0.imagenet`)."""
+    from cnnkit.models.pretrained import lookup
+
+    value = cfg.model.options.get("backbone")
+    return value if isinstance(value, str) and lookup(value) is not None else None
+
+
+def _card(cfg: Config, source, split: dict) -> ModelCard:
+    from cnnkit.data.segmentation.loader import source_mean_std
+    from cnnkit.models.pretrained import lookup
+
+    spec = get_spec(cfg.model.name)
+    if spec.task != "segment":
+        raise CnnkitError(f"{cfg.model.name} is a {spec.task} model; --task segment needs a segmentation model "
+                          "(see `cnnkit models --task segment`)")
+    size = cfg.data.image_size or spec.input_size[1]
+    encoder = _encoder_weights(cfg)
+    if encoder is not None:  # a pretrained encoder keeps the normalisation it learnt with
+        fields = lookup(encoder).card_fields()
+        mean, std = list(fields["mean"]), list(fields["std"])
+    else:
+        mean, std = source_mean_std(source, split["train"])
+    return ModelCard(cfg.model.name, "segment", list(source.classes), [3, size, size], list(mean), list(std),
+                     resize="long_side", options=dict(cfg.model.options),
+                     palette=[list(c) for c in source.palette], ignore_index=int(source.ignore_index))
+
+
+def _model(card: ModelCard, weights: str | None = None) -> torch.nn.Module:
+    return create_model(card.architecture, num_classes=len(card.classes), weights=weights, **(card.options or {}))
+
+
+def loader_of(cfg: Config, source, indices: np.ndarray, card: ModelCard, train: bool):
+    from cnnkit.data.segmentation.loader import make_segmentation_loader
+
+    return make_segmentation_loader(source, indices, size=card.input_size[1], batch_size=cfg.train.batch_size,
+                                    train=train, augment=cfg.data.augment if train else "none", mean=card.mean,
+                                    std=card.std, workers=cfg.data.workers, seed=cfg.train.seed)
+
+
+def _class_weight(cfg: Config, source, indices: np.ndarray, card: ModelCard) -> torch.Tensor | None:
+    """class_weight=balanced: n / (K · n_c) over the pixels of (up to 64 of) the training masks."""
+    if cfg.train.class_weight is None:
+        return None
+    if cfg.train.class_weight != "balanced":
+        raise CnnkitError(f"class_weight must be 'balanced' or empty, got {cfg.train.class_weight!r}")
+    k = len(card.classes)
+    counts = np.zeros(k, dtype=np.float64)
+    for i in indices[:CLASS_WEIGHT_SAMPLE]:
+        mask = source.read(int(i))[1].numpy().ravel()
+        counts += np.bincount(mask[mask < k], minlength=k)[:k]
+    return torch.tensor(counts.sum() / (k * np.maximum(counts, 1)), dtype=torch.float32)
+
+
+def _trainer(cfg: Config, card: ModelCard, model: torch.nn.Module, steps: int, run_dir: Path,
+             class_weight: torch.Tensor | None) -> Trainer:
+    t = cfg.train
+    task = SegmentationTask(model, t.loss, num_classes=len(card.classes), class_weight=class_weight,
+                            ignore_index=card.ignore_index, label_smoothing=t.label_smoothing, mixup=t.mixup,
+                            cutmix=t.cutmix, adversarial=t.adversarial, l1=t.l1, l2=t.l2)
+    return make_trainer(cfg, task, steps, run_dir, t.monitor)
+
+
+def train_segmenter(cfg: Config, run_dir: Path | None = None, state: dict | None = None):
+    """Train a segmentation model as `cfg` says (cfg.task == "segment"); with `state`, resume RUN from last.pt."""
+    from cnnkit.api import TrainResult
+
+    source = source_of(cfg)
+    split, card, run_dir = start(cfg, source, lambda: _split(cfg, source), lambda split: _card(cfg, source, split),
+                                 run_dir, state)
+    seed_everything(cfg.train.seed)
+    model = _model(card, cfg.model.weights if state is None else None)
+    train_loader = loader_of(cfg, source, split["train"], card, train=True)
+    val_loader = loader_of(cfg, source, split["val"], card, train=False) if len(split["val"]) else None
+    weight = _class_weight(cfg, source, split["train"], card)
+    trainer = _trainer(cfg, card, model, len(train_loader), run_dir, weight)
+    fit_and_save(trainer, cfg, card, run_dir, state, index_record(cfg, source, split), train_loader, val_loader)
+    val, verdict = {}, None
+    if val_loader is not None and not trainer.interrupted:
+        val = split_scores(trainer.model, card, val_loader, cfg.train.device)
+        verdict = _verdict(cfg, card, trainer, source, split, val, run_dir)
+    if trainer.history and not trainer.interrupted:
+        from cnnkit.api import write_report_quietly
+
+        write_report_quietly(run_dir)
+    return TrainResult(run_dir, trainer.history, val, trainer.interrupted, verdict)
+
+
+def _verdict(cfg: Config, card: ModelCard, trainer: Trainer, source, split: dict, val: dict, run_dir: Path):
+    """The bias/variance verdict on 1 − mIoU: the training split in eval mode, without augmentation, against
+    val; written to RUN/diagnosis.json."""
+    from cnnkit.diagnose.verdict import make_verdict, write_diagnosis
+
+    train = split_scores(trainer.model, card, loader_of(cfg, source, split["train"], card, train=False),
+                         cfg.train.device)
+    verdict = make_verdict("segment", train, val, cfg, trainer.history, val_count=len(split["val"]))
+    write_diagnosis(run_dir, verdict=verdict.as_dict())
+    return verdict
+
+
+@torch.inference_mode()
+def split_scores(model: torch.nn.Module, card: ModelCard, loader, device: str = "auto",
+                 boundary: bool = False) -> dict:
+    """Loss, pixel accuracy, mean accuracy, mIoU, per-class IoU and Dice ({class: value}, None for a class in
+    neither the masks nor the predictions), frequency-weighted IoU; with `boundary`, the mean boundary F1."""
+    from cnnkit.metrics.segmentation import ConfusionMatrix, boundary_f1
+
+    task = SegmentationTask(model, num_classes=len(card.classes), ignore_index=card.ignore_index)
+    trainer = Trainer(task, None, epochs=1, device=device)
+    trainer.model.eval()
+    confusion, losses, pixels, bf = ConfusionMatrix(len(card.classes), card.ignore_index), 0.0, 0, []
+    for batch in loader:
+        batch = batch.to(trainer.device)
+        logits = trainer.model(batch.images)  # (N, C, H, W)
+        losses += float(task.loss(logits, batch.targets).sum())
+        pixels += len(batch)
+        predicted = logits.argmax(1).cpu()  # (N, H, W)
+        confusion.update(predicted, batch.targets.cpu())
+        if boundary:
+            bf += [boundary_f1(p, t, num_classes=len(card.classes)) for p, t in zip(predicted, batch.targets.cpu())]
+    scores = confusion.scores()
+    tables = ("per_class_iou", "per_class_dice", "per_class_accuracy")
+    named = {k: dict(zip(card.classes, scores[k])) for k in tables}
+    result = {"loss": losses / max(pixels, 1), **{k: v for k, v in scores.items() if k not in named}, **named}
+    if boundary:
+        finite = [v for v in bf if np.isfinite(v)]  # an image of ignored pixels only has no boundary score
+        result["boundary_f1"] = float(np.mean(finite)) if finite else None
+    return result
+
+
+def evaluate_segmenter(run: str | Path, split: str = "val", boundary: bool = False) -> dict:
+    """Segmentation metrics of RUN's model on its train or val split (the test split through `cnnkit test`)."""
+    model, card, cfg, source, indices = open_split(run, split, source_of)
+    loader = loader_of(cfg, source, indices, card, train=False)
+    return {"split": split, "count": int(len(indices)),
+            **split_scores(model, card, loader, cfg.train.device, boundary=boundary)}
+
+
+@torch.inference_mode()
+def predict_segmenter(model: torch.nn.Module, card: ModelCard, paths: list[Path], *,
+                      out: str | Path | None = None) -> list[dict]:
+    """One dict per image: path, size [H, W], the share of pixels of each class; with `out`, NAME_mask.png
+    (class indices, palette PNG) and NAME_overlay.png (the image with the classes' colours blended) there."""
+    from cnnkit.data.segmentation.loader import fit_image
+
+    model.eval()
+    mean = torch.tensor(card.mean).view(3, 1, 1)
+    std = torch.tensor(card.std).view(3, 1, 1)
+    results = []
+    for path, image in readable_images(paths):  # uint8 (3, H, W)
+        h, w = image.shape[-2:]
+        x = (fit_image(image, card.input_size[1]).float().div(255) - mean) / std  # (3, h', w')
+        logits = model(x.unsqueeze(0))  # (1, C, h', w')
+        logits = torch.nn.functional.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+        mask = logits[0].argmax(0).to(torch.uint8)  # (H, W)
+        counts = torch.bincount(mask.flatten().long(), minlength=len(card.classes)).tolist()
+        row = {"path": str(path), "size": [h, w],
+               "fractions": {c: round(n / (h * w), 6) for c, n in zip(card.classes, counts)}}
+        if out is not None:
+            row.update(write_prediction(image, mask, card, Path(out), Path(path).stem))
+        results.append(row)
+    return results
+
+
+def palette_of(card: ModelCard) -> np.ndarray:
+    """(C, 3) uint8 colours of the card's classes (a fixed default for runs whose source had none)."""
+    if card.palette and len(card.palette) >= len(card.classes):
+        return np.asarray(card.palette[: len(card.classes)], dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (len(card.classes), 3), dtype=np.uint8)
+
+
+def overlay(image: torch.Tensor, mask: torch.Tensor, palette: np.ndarray, alpha: float = 0.5) -> torch.Tensor:
+    """uint8 (3, H, W): the image blended with the classes' colours (`palette` (C, 3)), `alpha` of colour;
+    ignored pixels (mask ≥ C) unchanged."""
+    palette = torch.as_tensor(np.asarray(palette)).float()  # (C, 3)
+    index = mask.long()
+    valid = index < len(palette)  # (H, W): ignore_index keeps the image
+    colours = palette[index.clamp(max=len(palette) - 1)].permute(2, 0, 1)  # (3, H, W)
+    blended = torch.where(valid, (1 - alpha) * image.float() + alpha * colours, image.float())
+    return blended.round().to(torch.uint8)
+
+
+def write_prediction(image: torch.Tensor, mask: torch.Tensor, card: ModelCard, out: Path, stem: str,
+                     alpha: float = 0.5) -> dict:
+    """NAME_mask.png (P mode: pixel values are class indices, shown in the palette's colours) and
+    NAME_overlay.png (the image blended with the colours, `alpha` of colour), written atomically."""
+    from PIL import Image
+
+    out.mkdir(parents=True, exist_ok=True)
+    palette = palette_of(card)
+    indexed = Image.fromarray(mask.numpy().astype(np.uint8), mode="P")  # (H, W) class indices
+    indexed.putpalette(palette.flatten().tolist() + [0] * (768 - palette.size))
+    blended = Image.fromarray(overlay(image, mask, palette, alpha).permute(1, 2, 0).numpy())
+    paths = {"mask": out / f"{stem}_mask.png", "overlay": out / f"{stem}_overlay.png"}
+    for key, picture in (("mask", indexed), ("overlay", blended)):
+        tmp = paths[key].with_name(f".{paths[key].name}.tmp")
+        picture.save(tmp, format="PNG")
+        tmp.replace(paths[key])
+    return {k: str(v) for k, v in paths.items()}
+
+
+def augment_preview(spec: str, out: str | Path, preset: str = "standard", n: int = 8, size: int = 128,
+                    seed: int = 0) -> Path:
+    """A grid PNG: each row one image of segmentation data `spec` and three augmented copies, each picture
+    followed by its mask blended in the classes' colours, so one sees the mask move with the image."""
+    from torchvision.utils import save_image
+
+    from cnnkit.data.segmentation.source import open_segmentation_source
+    from cnnkit.data.segmentation.loader import SEGMENTATION_PRESETS, fit_image, segmentation_transform
+    from cnnkit.errors import unknown_name
+    from torchvision import tv_tensors
+
+    if preset not in SEGMENTATION_PRESETS:
+        raise unknown_name("segmentation augmentation preset", preset, SEGMENTATION_PRESETS)
+    source = open_segmentation_source(spec)
+    palette = np.asarray(source.palette, dtype=np.uint8)
+    augment = segmentation_transform(size, SEGMENTATION_PRESETS[preset], [0.0] * 3, [1.0] * 3)  # floats in [0, 1]
+    torch.manual_seed(seed)
+    pictures = []
+    for i in np.random.default_rng(seed).choice(len(source), size=min(n, len(source)), replace=False):
+        image, mask = source.read(int(i))  # uint8 (3, H, W), int64 (H, W)
+        image, mask = fit_image(image, size), fit_image(mask[None].to(torch.uint8), size, nearest=True)[0]
+        pictures += [image, overlay(image, mask, palette)]
+        for _ in range(3):
+            moved, moved_mask = augment(tv_tensors.Image(image), tv_tensors.Mask(mask))
+            moved = moved.mul(255).round().clamp(0, 255).to(torch.uint8).as_subclass(torch.Tensor)
+            pictures += [moved, overlay(moved, moved_mask.as_subclass(torch.Tensor), palette)]
+    h, w = max(p.shape[-2] for p in pictures), max(p.shape[-1] for p in pictures)
+    grid = torch.zeros(len(pictures), 3, h, w)
+    for k, p in enumerate(pictures):
+        grid[k, :, :p.shape[-2], :p.shape[-1]] = p.float() / 255.0
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(grid, out, nrow=8, padding=2)
+    return out
+
