@@ -150,7 +150,7 @@ def test_class_weight_balanced_follows_sklearn(tmp_path: Path) -> None:
 def test_early_stopping_monitor_and_min_delta_from_the_cli(tmp_path: Path) -> None:
     """min_delta 1.0 on val_accuracy can never be beaten after epoch 1: with patience 1 the run stops after
     epoch 2 of 5; with min_delta 0 and patience 5 it runs all 5."""
-    from cnnkit.cli.main import main
+    from cnnkit.cli.app import main
 
     def epochs_run(*flags: str) -> int:
         out = tmp_path / "-".join(flags)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnkit.cli.main import main
+from cnnkit.cli.app import main
 from cnnkit.data.builtin import digits
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnkit.cli.main import main
+from cnnkit.cli.app import main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cnnkit import api
-from cnnkit.cli.main import main
+from cnnkit.cli.app import main
 
 DATA = ["--task", "detect", "--data", "synthetic-shapes:count=3,n=400", "--image-size", "128"]
 RECIPES = {

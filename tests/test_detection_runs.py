@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnkit.cli.main import main
+from cnnkit.cli.app import main
 from cnnkit.data.detection.source import open_detection_source
 from cnnkit.metrics.detection import evaluate_detections
 from cnnkit.runs.folder import load_model

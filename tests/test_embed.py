@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from cnnkit import api
-from cnnkit.cli.main import main
+from cnnkit.cli.app import main
 from cnnkit.data.images import read_image
 from cnnkit.errors import CnnkitError
 from cnnkit.runs.folder import load_model

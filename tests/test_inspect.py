@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from cnnkit.cli.main import main
+from cnnkit.cli.app import main
 from cnnkit.diagnose.inspect import connection_params, conv_output_size, inspect_model, parse_input_size
 from cnnkit.diagnose.pictures import image_grid, tile_scale
 from cnnkit.errors import CnnkitError

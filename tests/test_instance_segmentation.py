@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torchvision.ops import masks_to_boxes
 
-from cnnkit.cli.main import main
+from cnnkit.cli.app import main
 from cnnkit.data.detection.source import open_detection_source, write_coco
 from cnnkit.data.detection.loader import DetectionAugment, DetectionDataset, make_detection_loader
 from cnnkit.metrics.detection import STAT_NAMES, detection_map, evaluate_instances, to_coco

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from cnnkit.cli.main import main
+from cnnkit.cli.app import main
 from cnnkit.models.registry import list_models
 from cnnkit.diagnose.zoo import bench_model, bench_rows, format_table, machine, num_threads
 

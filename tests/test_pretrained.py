@@ -12,7 +12,7 @@ import torchvision
 from PIL import Image
 
 from cnnkit import api
-from cnnkit.cli.main import main
+from cnnkit.cli.app import main
 from cnnkit.errors import CnnkitError
 from cnnkit.models.pretrained import imagenet_classes, list_pretrained, lookup, read_state_dict, rename_by_order
 from cnnkit.models.registry import create_model

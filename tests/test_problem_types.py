@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnkit.cli.main import main
+from cnnkit.cli.app import main
 
 
 def cli_json(capsys, *argv: str):

@@ -206,7 +206,7 @@ def test_fine_tuning_keeps_the_mask_and_trains_the_rest(run, tmp_path):
 
 
 def test_cli_prune_prints_the_table_and_the_folder(run, tmp_path, capsys):
-    from cnnkit.cli.main import main
+    from cnnkit.cli.app import main
 
     out = tmp_path / "cli"
     assert main(["-q", "prune", str(run), "--sparsity", "0,0.7", "--scope", "layer", "--out", str(out)]) == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cnnkit import api
-from cnnkit.cli.main import main
+from cnnkit.cli.app import main
 
 RECIPE = ["--task", "segment", "--data", "synthetic-plants:size=128,count=600,seed=0", "--image-size", "128",
           "--model", "unet", "--model-option", "base=16", "--optimizer", "adamw", "--lr", "3e-3",

@@ -108,7 +108,7 @@ CLI_TRAIN = ["-q", "train", "--task", "segment", "--data", PLANTS, "--model", "u
 
 
 def test_cli_train_evaluate_predict(tmp_path, capsys):
-    from cnnkit.cli.main import main
+    from cnnkit.cli.app import main
 
     out = tmp_path / "cli"
     assert main(CLI_TRAIN + ["--epochs", "1", "--loss", "ce+dice", "--out", str(out)]) == 0
@@ -131,7 +131,7 @@ def test_cli_train_evaluate_predict(tmp_path, capsys):
     (["--data", "/nonexistent/folder"], "nonexistent"),
 ])
 def test_bad_segmentation_runs_fail_in_one_line(tmp_path, capsys, extra, message):
-    from cnnkit.cli.main import main
+    from cnnkit.cli.app import main
 
     assert main(CLI_TRAIN + ["--epochs", "1", "--out", str(tmp_path / "bad")] + extra) == 2
     err = capsys.readouterr().err.strip()
@@ -150,7 +150,7 @@ def test_report_and_verdict_of_a_segmentation_run(run, recwarn):
 
 def test_cli_weights_start_from_another_run(run, tmp_path):
     """--weights RUN/model.pt: the new run starts from those weights (a tiny lr keeps them visibly the same)."""
-    from cnnkit.cli.main import main
+    from cnnkit.cli.app import main
 
     out = tmp_path / "from"
     assert main(CLI_TRAIN + ["--epochs", "1", "--lr", "1e-12", "--weights", str(run.run_dir / "model.pt"),

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cnnkit.engine import optimizers
-from cnnkit.cli.main import main
+from cnnkit.cli.app import main
 from cnnkit.engine.callbacks import Callback
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from cnnkit import api
-from cnnkit.cli.main import main
+from cnnkit.cli.app import main
 from cnnkit.experiments.compare import DEFAULT_STRATEGIES, compare_strategies
 from cnnkit.errors import CnnkitError
 from cnnkit.models.registry import create_model

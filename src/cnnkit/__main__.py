@@ -1,4 +1,4 @@
 """`python -m cnnkit` is the `cnnkit` command."""
-from cnnkit.cli.main import main
+from cnnkit.cli.app import main
 
 raise SystemExit(main())

@@ -46,7 +46,7 @@ def test_bad_percents(percents, message):
 
 
 def test_data_curve_of_a_run(tmp_path, make_image_folder, capsys):
-    from cnnkit.cli.main import main
+    from cnnkit.cli.app import main
 
     data = make_image_folder({"a": 16, "b": 16}, size=10)
     run = tmp_path / "run"

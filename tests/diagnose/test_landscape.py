@@ -99,7 +99,7 @@ def test_points_past_the_deadline_are_skipped(monkeypatch):
 
 
 def test_landscape_of_a_run_through_the_cli(tmp_path, tiny_folder, capsys):
-    from cnnkit.cli.main import main
+    from cnnkit.cli.app import main
 
     run = tmp_path / "run"
     assert main(["-q", "train", "--data", str(tiny_folder), "--model", "lenet5", "--epochs", "1",

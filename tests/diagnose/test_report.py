@@ -15,7 +15,7 @@ from PIL import Image
 
 from cnnkit import api
 
-from cnnkit.cli.main import main as cli
+from cnnkit.cli.app import main as cli
 from cnnkit.config import load_config
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnkit.cli.main import main
+from cnnkit.cli.app import main
 from cnnkit.engine.callbacks import OverfittingAlarm
 from cnnkit.engine.loggers import TensorBoardLogger, make_loggers
 from cnnkit.engine.trainer import Trainer

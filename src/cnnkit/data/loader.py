@@ -12,7 +12,7 @@ from cnnkit.data.images import BadImage
 from cnnkit.data.sources import ImageSource
 from cnnkit.data.transforms import FitSize
 from cnnkit.errors import CnnkitError
-from cnnkit.tasks.base import Batch
+from cnnkit.data.batch import Batch
 
 
 class ImageDataset(Dataset):

@@ -13,9 +13,11 @@ import torch
 from torchvision.utils import save_image
 
 from cnnkit.diagnose.classification import plot_confusion
-from cnnkit.recipes.by_image import open_split
+from cnnkit.runs.folder import open_split
 from cnnkit.metrics.segmentation import ConfusionMatrix
-from cnnkit.recipes.segmentation import loader_of, overlay, palette_of, source_of
+from cnnkit.data.segmentation.draw import overlay, palette_of
+from cnnkit.data.segmentation.loader import loader_of
+from cnnkit.data.segmentation.source import source_of
 
 
 @torch.inference_mode()

@@ -107,20 +107,3 @@ def fit_and_save(trainer: Trainer, cfg: Config, card: ModelCard, run_dir: Path, 
         from cnnkit.diagnose.curves import plot_learning_curves
 
         plot_learning_curves(trainer.history, run_dir / "plots" / "learning_curves.png")
-
-
-def open_split(run: str | Path, split: str, open_source: Callable[[Config], object]):
-    """(model, card, config, source, indices) of RUN's `split`; a missing split, an empty one or data that changed
-    since training is a one-line error."""
-    model, card, cfg, record = open_run(run)
-    cfg = config_from_dict(cfg)
-    if split not in record["splits"]:
-        raise CnnkitError(f"unknown split {split!r}; choose train, val or test")
-    indices = np.asarray(record["splits"][split], dtype=np.int64)
-    if len(indices) == 0:
-        raise CnnkitError(f"the {split} split of {run} is empty")
-    source = open_source(cfg)
-    if len(source) != record["count"]:
-        raise CnnkitError(f"{cfg.data.source} holds {len(source)} images, but {run} was split on {record['count']}; "
-                          "the data changed since training")
-    return model, card, cfg, source, indices

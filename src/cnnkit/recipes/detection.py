@@ -26,7 +26,8 @@ from cnnkit.config import Config
 from cnnkit.data.detection.loader import FitDetection, fit_geometry, make_detection_loader, to_image_coordinates
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
-from cnnkit.recipes.by_image import fit_and_save, index_record, index_split, make_trainer, open_split, start
+from cnnkit.recipes.by_image import fit_and_save, index_record, index_split, make_trainer, start
+from cnnkit.runs.folder import open_split
 from cnnkit.models.registry import create_model, get_spec
 from cnnkit.runs.folder import ModelCard, readable_images
 from cnnkit.tasks.detection import DetectionTask, InstanceTask

@@ -21,18 +21,16 @@ import torch
 from cnnkit.config import Config
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
-from cnnkit.recipes.by_image import fit_and_save, index_record, index_split, make_trainer, open_split, start
+from cnnkit.recipes.by_image import fit_and_save, index_record, index_split, make_trainer, start
+from cnnkit.runs.folder import open_split
 from cnnkit.models.registry import create_model, get_spec
+from cnnkit.data.segmentation.draw import write_prediction
+from cnnkit.data.segmentation.loader import loader_of
+from cnnkit.data.segmentation.source import source_of
 from cnnkit.runs.folder import ModelCard, readable_images
 from cnnkit.tasks.segmentation import SegmentationTask
 
 CLASS_WEIGHT_SAMPLE = 64  # training masks counted for class_weight=balanced
-
-
-def source_of(cfg: Config):
-    from cnnkit.data.segmentation.source import open_segmentation_source
-
-    return open_segmentation_source(cfg.data.source)
 
 
 def _split(cfg: Config, source) -> dict[str, np.ndarray]:
@@ -73,14 +71,6 @@ def _card(cfg: Config, source, split: dict) -> ModelCard:
 
 def _model(card: ModelCard, weights: str | None = None) -> torch.nn.Module:
     return create_model(card.architecture, num_classes=len(card.classes), weights=weights, **(card.options or {}))
-
-
-def loader_of(cfg: Config, source, indices: np.ndarray, card: ModelCard, train: bool):
-    from cnnkit.data.segmentation.loader import make_segmentation_loader
-
-    return make_segmentation_loader(source, indices, size=card.input_size[1], batch_size=cfg.train.batch_size,
-                                    train=train, augment=cfg.data.augment if train else "none", mean=card.mean,
-                                    std=card.std, workers=cfg.data.workers, seed=cfg.train.seed)
 
 
 def _class_weight(cfg: Config, source, indices: np.ndarray, card: ModelCard) -> torch.Tensor | None:
@@ -205,78 +195,3 @@ def predict_segmenter(model: torch.nn.Module, card: ModelCard, paths: list[Path]
             row.update(write_prediction(image, mask, card, Path(out), Path(path).stem))
         results.append(row)
     return results
-
-
-def palette_of(card: ModelCard) -> np.ndarray:
-    """(C, 3) uint8 colours of the card's classes (a fixed default for runs whose source had none)."""
-    if card.palette and len(card.palette) >= len(card.classes):
-        return np.asarray(card.palette[: len(card.classes)], dtype=np.uint8)
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 256, (len(card.classes), 3), dtype=np.uint8)
-
-
-def overlay(image: torch.Tensor, mask: torch.Tensor, palette: np.ndarray, alpha: float = 0.5) -> torch.Tensor:
-    """uint8 (3, H, W): the image blended with the classes' colours (`palette` (C, 3)), `alpha` of colour;
-    ignored pixels (mask ≥ C) unchanged."""
-    palette = torch.as_tensor(np.asarray(palette)).float()  # (C, 3)
-    index = mask.long()
-    valid = index < len(palette)  # (H, W): ignore_index keeps the image
-    colours = palette[index.clamp(max=len(palette) - 1)].permute(2, 0, 1)  # (3, H, W)
-    blended = torch.where(valid, (1 - alpha) * image.float() + alpha * colours, image.float())
-    return blended.round().to(torch.uint8)
-
-
-def write_prediction(image: torch.Tensor, mask: torch.Tensor, card: ModelCard, out: Path, stem: str,
-                     alpha: float = 0.5) -> dict:
-    """NAME_mask.png (P mode: pixel values are class indices, shown in the palette's colours) and
-    NAME_overlay.png (the image blended with the colours, `alpha` of colour), written atomically."""
-    from PIL import Image
-
-    out.mkdir(parents=True, exist_ok=True)
-    palette = palette_of(card)
-    indexed = Image.fromarray(mask.numpy().astype(np.uint8), mode="P")  # (H, W) class indices
-    indexed.putpalette(palette.flatten().tolist() + [0] * (768 - palette.size))
-    blended = Image.fromarray(overlay(image, mask, palette, alpha).permute(1, 2, 0).numpy())
-    paths = {"mask": out / f"{stem}_mask.png", "overlay": out / f"{stem}_overlay.png"}
-    for key, picture in (("mask", indexed), ("overlay", blended)):
-        tmp = paths[key].with_name(f".{paths[key].name}.tmp")
-        picture.save(tmp, format="PNG")
-        tmp.replace(paths[key])
-    return {k: str(v) for k, v in paths.items()}
-
-
-def augment_preview(spec: str, out: str | Path, preset: str = "standard", n: int = 8, size: int = 128,
-                    seed: int = 0) -> Path:
-    """A grid PNG: each row one image of segmentation data `spec` and three augmented copies, each picture
-    followed by its mask blended in the classes' colours, so one sees the mask move with the image."""
-    from torchvision.utils import save_image
-
-    from cnnkit.data.segmentation.source import open_segmentation_source
-    from cnnkit.data.segmentation.loader import SEGMENTATION_PRESETS, fit_image, segmentation_transform
-    from cnnkit.errors import unknown_name
-    from torchvision import tv_tensors
-
-    if preset not in SEGMENTATION_PRESETS:
-        raise unknown_name("segmentation augmentation preset", preset, SEGMENTATION_PRESETS)
-    source = open_segmentation_source(spec)
-    palette = np.asarray(source.palette, dtype=np.uint8)
-    augment = segmentation_transform(size, SEGMENTATION_PRESETS[preset], [0.0] * 3, [1.0] * 3)  # floats in [0, 1]
-    torch.manual_seed(seed)
-    pictures = []
-    for i in np.random.default_rng(seed).choice(len(source), size=min(n, len(source)), replace=False):
-        image, mask = source.read(int(i))  # uint8 (3, H, W), int64 (H, W)
-        image, mask = fit_image(image, size), fit_image(mask[None].to(torch.uint8), size, nearest=True)[0]
-        pictures += [image, overlay(image, mask, palette)]
-        for _ in range(3):
-            moved, moved_mask = augment(tv_tensors.Image(image), tv_tensors.Mask(mask))
-            moved = moved.mul(255).round().clamp(0, 255).to(torch.uint8).as_subclass(torch.Tensor)
-            pictures += [moved, overlay(moved, moved_mask.as_subclass(torch.Tensor), palette)]
-    h, w = max(p.shape[-2] for p in pictures), max(p.shape[-1] for p in pictures)
-    grid = torch.zeros(len(pictures), 3, h, w)
-    for k, p in enumerate(pictures):
-        grid[k, :, :p.shape[-2], :p.shape[-1]] = p.float() / 255.0
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid, out, nrow=8, padding=2)
-    return out
-

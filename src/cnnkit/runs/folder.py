@@ -172,3 +172,22 @@ def open_run(run: str | Path) -> tuple[nn.Module, ModelCard, dict, dict]:
     model, card = load_model(run)
     cfg = yaml.safe_load(run_file(run, "config.yaml").read_text()) or {}
     return model, card, cfg, json.loads(run_file(run, "split.json").read_text())
+
+
+def open_split(run: str | Path, split: str, open_source: Callable[[Config], object]):
+    """(model, card, config, source, indices) of RUN's `split`; a missing split, an empty one or data that changed
+    since training is a one-line error."""
+    from cnnkit.config import config_from_dict
+
+    model, card, cfg, record = open_run(run)
+    cfg = config_from_dict(cfg)
+    if split not in record["splits"]:
+        raise CnnkitError(f"unknown split {split!r}; choose train, val or test")
+    indices = np.asarray(record["splits"][split], dtype=np.int64)
+    if len(indices) == 0:
+        raise CnnkitError(f"the {split} split of {run} is empty")
+    source = open_source(cfg)
+    if len(source) != record["count"]:
+        raise CnnkitError(f"{cfg.data.source} holds {len(source)} images, but {run} was split on {record['count']}; "
+                          "the data changed since training")
+    return model, card, cfg, source, indices

@@ -20,7 +20,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from cnnkit.errors import CnnkitError, unknown_name
-from cnnkit.tasks.base import Batch
+from cnnkit.data.batch import Batch
 
 FIT_MODES = ("letterbox", "resize")
 

@@ -34,7 +34,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from cnnkit.errors import CnnkitError, unknown_name
-from cnnkit.tasks.base import Batch
+from cnnkit.data.batch import Batch
 
 
 @dataclass(frozen=True)
@@ -204,3 +204,9 @@ def source_mean_std(source, indices, max_images: int = 64,
     mean = total / count
     std = (squares / count - mean * mean).clamp(min=1e-12).sqrt().clamp(min=1e-3)
     return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def loader_of(cfg: Config, source, indices: np.ndarray, card, train: bool):
+    return make_segmentation_loader(source, indices, size=card.input_size[1], batch_size=cfg.train.batch_size,
+                                    train=train, augment=cfg.data.augment if train else "none", mean=card.mean,
+                                    std=card.std, workers=cfg.data.workers, seed=cfg.train.seed)

@@ -350,3 +350,8 @@ def open_segmentation_source(spec: str) -> SegmentationSource:
     hint = did_you_mean(name, ["synthetic-plants"]) if "/" not in spec and "." not in spec else ""
     raise CnnkitError(f"segmentation data not found: {spec!r} is neither a folder, a COCO .json nor a built-in"
                       + (hint or " (built-in: synthetic-plants)"))
+
+
+def source_of(cfg) -> SegmentationSource:  # noqa: ANN001  (a cnnkit.config.Config)
+    """The segmentation source that a run's config names."""
+    return open_segmentation_source(cfg.data.source)
