@@ -25,7 +25,10 @@ demo: $(STAMP)
 
 # pytest exits 5 when it collects nothing: that is not a failure here.
 # .ci/install-chromium: the report's browser test needs chromium (apt, as root); elsewhere it says so and the test skips
+# lint-imports: the layering contracts in pyproject.toml ([tool.importlinter]); ruff: the style ([tool.ruff])
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/ruff check src tests benchmarks
 	bash .ci/install-chromium
 	$(PY) -m pytest -q -m "not slow" tests; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 

@@ -36,7 +36,7 @@ from torchvision.transforms import v2
 
 from cnnkit.export.embed import embed_images
 from cnnkit.errors import CnnkitError
-from cnnkit.models.pretrained import pretrained_model
+from cnnkit.runs.folder import pretrained_model
 from shared_data import ROOT  # benchmarks/ is on sys.path when run as a script
 
 WEIGHTS = "efficientnet_lite0.imagenet"

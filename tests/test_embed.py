@@ -14,7 +14,7 @@ from cnnkit.cli.app import main
 from cnnkit.data.images import read_image
 from cnnkit.errors import CnnkitError
 from cnnkit.runs.folder import load_model
-from cnnkit.engine.transfer import PartialNet
+from cnnkit.models.stages import PartialNet
 
 
 def _write_pngs(folder: Path, n: int, seed: int, size: int = 16) -> list[Path]:

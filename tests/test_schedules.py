@@ -270,3 +270,42 @@ def test_bad_options(name, kwargs, message):
     kwargs = {"steps_per_epoch": 2, "epochs": 5, **kwargs}
     with pytest.raises(CnnkitError, match=message):
         schedules.get(name, sgd(), **kwargs)
+
+
+@pytest.mark.parametrize("key", ["interval", "warmup", "epochs", "steps_per_epoch", "optimizer"])
+def test_check_options_refuses_the_keys_cnnkit_sets(key):
+    with pytest.raises(CnnkitError, match=f"schedule_options cannot set '{key}'") as info:
+        schedules.check_options("step_decay", {key: "epoch", "gamma": 0.5})
+    assert "\n" not in str(info.value) and "remove it" in str(info.value)
+
+
+def test_a_reserved_key_would_otherwise_be_a_traceback_at_the_call():
+    """Why check_options exists: the runs' call repeats the keyword before `get` can see it."""
+    options = {"interval": "epoch"}
+    with pytest.raises(TypeError, match="multiple values"):
+        schedules.get("cosine", sgd(), steps_per_epoch=2, epochs=5, interval="batch", **options)
+    with pytest.raises(CnnkitError, match="per batch"):
+        schedules.check_options("cosine", options)
+
+
+@pytest.mark.parametrize("name,options,parts", [
+    ("step_decay", {"gama": 0.5}, ["no option 'gama'", "did you mean 'gamma'", "gamma, step_size"]),
+    ("cosine", {"gamma": 0.5}, ["no option 'gamma'", "eta_min, T_max"]),
+    ("constant", {"tau": 3}, ["no options"]),
+    ("cosnie", {}, ["unknown schedule 'cosnie'", "did you mean 'cosine'"]),
+    ("cosine", ["T_max", 3], ["must be a mapping"]),
+])
+def test_check_options_names_the_valid_options(name, options, parts):
+    with pytest.raises(CnnkitError) as info:
+        schedules.check_options(name, options)
+    message = str(info.value)
+    assert "\n" not in message and all(p in message for p in parts), message
+
+
+def test_check_options_accepts_the_valid_ones_and_get_agrees():
+    for name, options in [("step_decay", {"gamma": 0.5, "step_size": 2}), ("cosine", {}), ("cosine", None),
+                          ("cosine", {"eta_min": 0.01, "start_factor": 0.5}), ("reduce_on_plateau", {"patience": 1})]:
+        schedules.check_options(name, options)
+        schedules.get(name, sgd(), steps_per_epoch=2, epochs=5, **(options or {}))
+    with pytest.raises(CnnkitError, match="did you mean 'gamma'"):  # get itself: a one-liner, not a TypeError
+        schedules.get("step_decay", sgd(), steps_per_epoch=2, epochs=5, gama=0.5)

@@ -236,3 +236,44 @@ def test_predict_skips_unreadable_images_and_fails_on_none(run, tmp_path):
         assert [r["path"] for r in api.predict(run.run_dir, [good, bad])] == [str(good)]
     with pytest.raises(CnnkitError, match="no readable images"), pytest.warns(UserWarning):
         api.predict(run.run_dir, [bad])
+
+
+def test_index_masks_with_an_ignore_only_palette_train_and_evaluate(tmp_path):
+    """CamVid-like: index masks 0..2 are classes, 5 is void; palette.yaml holds only `ignore_index: 5`."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "d"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / "images" / f"{i}.png")
+        mask = rng.integers(0, 3, (16, 16), dtype=np.uint8)
+        mask[:, 12:] = 5  # void
+        Image.fromarray(mask, mode="L").save(folder / "masks" / f"{i}.png")
+    (folder / "palette.yaml").write_text("ignore_index: 5\n")
+    cfg = load_config(overrides={
+        "task": "segment", "out": str(tmp_path / "run"),
+        "data": {"source": str(folder), "image_size": 16, "val": 0.25, "test": 0.25},
+        "model": {"name": "unet", "options": TINY_UNET},
+        "train": {"epochs": 1, "batch_size": 2, "device": "cpu"}})
+    result = api.train(cfg)
+    scores = api.evaluate(result.run_dir, verdict=False)
+    assert list(scores["per_class_iou"]) == ["class_0", "class_1", "class_2"]
+    # the void pixels count nowhere: pixel accuracy over the val masks' labelled pixels only
+    from cnnkit.data.segmentation.loader import make_segmentation_loader
+    from cnnkit.data.segmentation.source import open_segmentation_source
+
+    model, card = load_model(result.run_dir)
+    assert card.ignore_index == 5 and card.classes == ["class_0", "class_1", "class_2"]
+    source = open_segmentation_source(str(folder))
+    val = np.asarray(json.loads((result.run_dir / "split.json").read_text())["splits"]["val"])
+    loader = make_segmentation_loader(source, val, size=16, batch_size=2, train=False, mean=card.mean, std=card.std)
+    right = labelled = 0
+    with torch.inference_mode():
+        for batch in loader:
+            predicted, target = model(batch.images).argmax(1), batch.targets
+            assert (target == 5).sum() == len(target) * 16 * 4  # the void band reaches the metrics as 5 ...
+            keep = target != 5  # ... and is left out of them
+            right += int((predicted[keep] == target[keep]).sum())
+            labelled += int(keep.sum())
+    assert labelled == len(val) * 16 * 12
+    assert scores["pixel_accuracy"] == pytest.approx(right / labelled, abs=1e-6)

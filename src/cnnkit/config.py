@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 import yaml
 
 from cnnkit.errors import CnnkitError, unknown_name
+
+STRATEGIES = ("feature-extractor", "head-only", "fine-tune", "partial", "linear-probe", "auto")  # cnnkit.engine.transfer
+PROBES = ("logistic", "svm")  # the linear probe's scikit-learn model
 
 
 @dataclass
@@ -95,7 +99,11 @@ class Config:
     task: str = "auto"  # binary | multiclass | multilabel | regression; auto: inferred from the data
     out: str | None = None  # run folder; default runs/<model>-<data>[-N]
 
-    def validate(self) -> None:
+    def validate(self, supported: frozenset[str] | None = None, reasons: Mapping[str, str] | None = None) -> None:
+        """Refuse bad values in one line; with `supported` (the dotted option keys that the task's recipe reads),
+        also refuse every option that is set (differs from its default) but not supported."""
+        if supported is not None:
+            refuse_unsupported(self, supported, reasons or {})
         t = self.train
         if t.epochs < 1:
             raise CnnkitError(f"--epochs must be at least 1, got {t.epochs}")
@@ -110,21 +118,13 @@ class Config:
         if self.model.batch_norm not in ("on", "off", "frozen"):
             raise unknown_name("--batch-norm mode", self.model.batch_norm, ("on", "off", "frozen"))
         if self.model.dropout is not None:
-            from cnnkit.models.tweaks import check_dropout_spec  # torch only when there is a rate to check
-
             check_dropout_spec(self.model.dropout)
-        if self.task != "auto":
-            from cnnkit.tasks import problem_name
-
-            problem_name(self.task)  # fails on an unknown name, with a suggestion
         d = self.diagnose
         if d.alarm_patience < 1:
             raise CnnkitError(f"diagnose.alarm_patience must be at least 1, got {d.alarm_patience}")
         if min(d.bias_threshold, d.variance_threshold, 0.0 if d.target_error is None else d.target_error) < 0:
             raise CnnkitError("diagnose.target_error, bias_threshold and variance_threshold must be 0 or more")
         if t.strategy is not None:
-            from cnnkit.engine.transfer import PROBES, STRATEGIES  # torch only when a strategy is asked for
-
             if t.strategy not in STRATEGIES:
                 raise unknown_name("transfer strategy", t.strategy, STRATEGIES)
             if t.probe not in PROBES:
@@ -143,6 +143,46 @@ class Config:
         for name in self.train.log:
             if name not in ("tensorboard", "mlflow"):
                 raise unknown_name("logger", name, ("tensorboard", "mlflow"))
+
+
+FLAGS = {"model.name": "--model", "data.source": "--data", "model.options": "--model-option",
+         "data.augment_options": "--augment-option", "train.optimizer_options": "--optimizer-option",
+         "train.schedule_options": "--schedule-option", "model.weights": "--weights", "diagnose.alarm_stop": "--alarm-stop",
+         "diagnose.alarm_patience": "--alarm-patience", "diagnose.target_error": "--target-error",
+         "model.batch_norm": "--batch-norm", "train.adversarial": "--adversarial"}
+
+
+def option_keys(cfg: object | None = None, prefix: str = "") -> frozenset[str]:
+    """Every option of the configuration as a dotted key: "task", "data.source", "train.lr", ..."""
+    cfg = Config() if cfg is None else cfg
+    keys: set[str] = set()
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        keys |= option_keys(value, f"{prefix}{f.name}.") if is_dataclass(value) else {prefix + f.name}
+    return frozenset(keys)
+
+
+def option_value(cfg: Config, key: str) -> object:
+    value = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def flag_of(key: str) -> str:
+    """The command-line flag of an option key ("train.head_init" → "--head-init"), as errors name it."""
+    return FLAGS.get(key, "--" + key.rsplit(".", 1)[-1].replace("_", "-"))
+
+
+def refuse_unsupported(cfg: Config, supported: frozenset[str], reasons: Mapping[str, str]) -> None:
+    """A one-line CnnkitError for the first option that is set but that the task does not read."""
+    default = Config()
+    for key in sorted(option_keys() - supported):
+        if option_value(cfg, key) != option_value(default, key):
+            why = f": {reasons[key]}" if key in reasons else ""
+            flags = ", ".join(sorted(flag_of(k) for k in supported if k not in ("task", "out")))
+            raise CnnkitError(f"{flag_of(key)} is not supported for --task {cfg.task}{why} (config key {key}; "
+                              f"supported: {flags})")
 
 
 def _merge(obj, updates: dict, where: str) -> None:
@@ -203,3 +243,20 @@ def parse_key_values(text: str, example: str = "key=value,key2=value2") -> dict:
         except (ValueError, SyntaxError):
             options[key] = value
     return options
+
+
+def _check_rate(rate: object, where: str) -> float:
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+        raise CnnkitError(f"dropout rate {where}must be a number in [0, 1), got {rate!r}")
+    if not 0.0 <= rate < 1.0:
+        raise CnnkitError(f"dropout rate {where}must be in [0, 1) (the probability of zeroing a unit), got {rate}")
+    return float(rate)
+
+
+def check_dropout_spec(spec: float | Mapping[str, float]) -> float | dict[str, float]:
+    """A rate in [0, 1), or {module-name glob: rate}; anything else is a CnnkitError."""
+    if not isinstance(spec, Mapping):
+        return _check_rate(spec, "")
+    if not spec:
+        raise CnnkitError("dropout mapping is empty; write GLOB=RATE pairs, e.g. classifier.*=0.5,fc6=0.3")
+    return {str(glob): _check_rate(rate, f"of {glob!r} ") for glob, rate in spec.items()}

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnkit.api import split_metrics
+from cnnkit.recipes.classifier import split_metrics
 from cnnkit.data.loader import make_loader, train_stats
 from cnnkit.data.sources import ImageSource, from_arrays
 from cnnkit.data.transforms import Augment

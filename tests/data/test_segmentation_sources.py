@@ -282,3 +282,44 @@ def test_synthetic_plants_bad_options(options: str, message: str) -> None:
 
 def test_misspelt_builtin_suggests_synthetic_plants() -> None:
     _one_line_error("synthetic-plant", "did you mean 'synthetic-plants'")
+
+
+def _void_folder(root: Path, void: int = 5, palette: str | None = "ignore_index: 5\n", n: int = 6) -> Path:
+    """n images 16×16 with index masks of classes 0..2 in bands and a void band of value `void` (CamVid-like)."""
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        _save(root / "images" / f"{i:03d}.png", rng.integers(0, 256, (16, 16, 3)))
+        mask = np.zeros((16, 16), dtype=np.uint8)
+        mask[:, 4:8], mask[:, 8:12], mask[:, 12:] = 1, 2, void
+        _save(root / "masks" / f"{i:03d}.png", mask, mode="L")
+    if palette is not None:
+        (root / "palette.yaml").write_text(palette)
+    return root
+
+
+def test_palette_with_only_ignore_index_finds_classes_and_ignores_the_void(tmp_path: Path) -> None:
+    source = open_segmentation_source(str(_void_folder(tmp_path / "d")))
+    assert source.classes == ["class_0", "class_1", "class_2"] and source.ignore_index == 5
+    assert len(source.palette) == 3
+    mask = source.read(0)[1]
+    assert set(mask.unique().tolist()) == {0, 1, 2, 5} and (mask[:, 12:] == 5).all()
+
+
+def test_without_palette_the_void_value_stays_a_class(tmp_path: Path) -> None:
+    source = open_segmentation_source(str(_void_folder(tmp_path / "d", palette=None)))
+    assert source.classes == [f"class_{k}" for k in range(6)] and source.ignore_index == 255
+
+
+@pytest.mark.parametrize("palette, parts", [
+    ("ignore_index: 1\n", ("palette.yaml", "ignore_index 1", "mask value 5")),   # classes above the void value
+    ("ignore_index: -3\n", ("palette.yaml", "ignore_index -3")),
+    ("ignore_index: 5\nnoise: 1\n", ("palette.yaml", "noise")),
+    ("{}\n", ("palette.yaml", "classes", "ignore_index")),
+])
+def test_bad_ignore_only_palettes_are_one_line_errors(tmp_path: Path, palette: str, parts: tuple) -> None:
+    _one_line_error(str(_void_folder(tmp_path / "d", palette=palette)), *parts)
+
+
+def test_ignore_only_palette_refuses_colour_masks(tmp_path: Path) -> None:
+    root = _colour_folder(tmp_path / "d", "ignore_index: 250\n", [(0, 0, 0), (0, 0, 255)])
+    _one_line_error(str(root), "palette.yaml", "colour images", "color")

@@ -216,3 +216,70 @@ def test_segmentation_remedies_suggest_segmentation_models() -> None:
     advice = " ".join(remedies("high bias and high variance", cfg, []))
     assert "--model unet --model-option backbone=efficientnet_lite0.imagenet" in advice
     assert "resnet" not in advice and "--augment standard" in advice
+
+
+# ---------------------------------------------------------------- detection and instance segmentation
+
+def test_error_from_metrics_for_detection_and_instance() -> None:
+    assert error_from_metrics("detect", {"map": 0.35, "map50": 0.7}) == (pytest.approx(0.65), "1 - mAP")
+    # instance segmentation: the mask mAP, not the box mAP that the metrics also hold
+    assert error_from_metrics("instance", {"map": 0.9, "mask_map": 0.25}) == (pytest.approx(0.75), "1 - mask mAP")
+    with pytest.raises(CnnkitError, match="needs its mask_map"):
+        error_from_metrics("instance", {"map": 0.5})
+    with pytest.raises(CnnkitError, match="needs its map"):
+        error_from_metrics("detect", {"miou": 0.5})
+
+
+def _detector(task: str = "detect", name: str = "yolo", **options) -> Config:
+    cfg = Config()
+    cfg.task, cfg.model.name, cfg.model.options = task, name, dict(options)
+    return cfg
+
+
+def test_detection_verdict_from_map() -> None:
+    v = make_verdict("detect", {"map": 0.9}, {"map": 0.5}, val_count=100)
+    assert v.label == "high variance" and v.metric == "1 - mAP"
+    assert v.train_error == pytest.approx(0.1) and v.val_error == pytest.approx(0.5)
+    assert v.variance == pytest.approx(0.4)
+    assert make_verdict("detect", {"map": 0.3}, {"map": 0.28}, val_count=100).label == "high bias"
+    assert make_verdict("instance", {"map": 0.1, "mask_map": 0.97}, {"mask_map": 0.96}).label == "good fit"
+
+
+def test_detection_remedies_name_detection_things() -> None:
+    bias = remedies("high bias", _detector(), [])
+    assert bias[0].startswith("Train longer: --epochs")
+    text = " ".join(bias)
+    assert "backbone=resnet18.imagenet" in text  # pretrained: the detector started from scratch
+    assert "backbone=resnet50" in text and "--model faster_rcnn" in text
+    assert "--l2" not in text and "--dropout" not in text and "--model resnet" not in text
+    variance = " ".join(remedies("high variance", _detector()))
+    assert "--augment standard" in variance and "IoU crops" in variance and "backbone=resnet18.imagenet" in variance
+    assert "--data-curve" not in variance and "annotated training images" in variance
+    # a pretrained resnet50 backbone: no pretrained or larger-backbone advice left
+    done = " ".join(remedies("high bias", _detector("detect", "faster_rcnn", backbone="resnet50.imagenet")))
+    assert "pretrained" not in done and "larger backbone" not in done
+    assert "--model mask_rcnn" in " ".join(remedies("high bias", _detector("instance", "yolo"), []))
+
+
+def test_run_verdict_takes_its_metrics_from_the_caller(tmp_path: Path) -> None:
+    """run_verdict measures nothing itself: the caller passes the metrics or a measure(split) function."""
+    from cnnkit.diagnose.verdict import run_verdict
+    from cnnkit.models.registry import create_model
+    from cnnkit.runs.folder import ModelCard, save_model
+
+    card = ModelCard("lenet5", "multiclass", ["a", "b"], [1, 32, 32], [0.0], [1.0])
+    save_model(tmp_path / "model.pt", create_model("lenet5", num_classes=2, in_channels=1), card)
+    save_config(Config(), tmp_path / "config.yaml")
+    asked = []
+
+    def measure(split: str) -> dict:
+        asked.append(split)
+        return {"accuracy": 0.99 if split == "train" else 0.7, "count": 500}
+
+    v = run_verdict(tmp_path, measure=measure)
+    assert asked == ["train", "val"] and v.label == "high variance"
+    v = run_verdict(tmp_path, train_metrics={"accuracy": 0.6}, val_metrics={"accuracy": 0.59, "count": 500})
+    assert v.label == "high bias"
+    assert run_verdict(tmp_path, train_metrics={"accuracy": 0.6}, measure=measure).val_error == pytest.approx(0.3)
+    with pytest.raises(CnnkitError, match="measure"):
+        run_verdict(tmp_path)

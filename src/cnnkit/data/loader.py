@@ -183,3 +183,21 @@ def train_stats(source: ImageSource, indices: np.ndarray, channels: int, size: i
         except BadImage as err:
             raise CnnkitError(f"cannot decode {source.ids[int(j)]}: {err}") from None
     return channel_stats(torch.stack(imgs))
+
+
+def run_loader(source, indices, card, cfg, *, train: bool, dist=None):  # noqa: ANN001
+    """The loader of a classification run's `indices`, as its model card (input size, mean/std, resize) and
+    config (augmentation, batch size, seed, workers) say; under DDP (`dist` enabled) the training loader reads
+    this rank's shard."""
+    from cnnkit.data.transforms import make_augment
+
+    aug = make_augment(cfg.data.augment, **cfg.data.augment_options) if train else None
+    if aug is not None and aug == make_augment("none"):
+        aug = None
+    return make_loader(
+        source, indices, channels=card.input_size[0], size=card.input_size[1], resize=card.resize, mean=card.mean,
+        std=card.std, whiten=card.whiten, augment=aug, batch_size=cfg.train.batch_size, shuffle=train,
+        seed=cfg.train.seed, workers=cfg.data.workers, distributed=bool(dist and dist.enabled),
+        rank=dist.rank if dist else 0, world_size=dist.world_size if dist else 1,
+        pin_memory=torch.cuda.is_available(), interpolation=card.interpolation,
+    )

@@ -331,3 +331,10 @@ def _array_targets(y: np.ndarray, problem: str) -> np.ndarray:
     if problem == "multilabel" and not np.isin(y, (0.0, 1.0)).all():
         raise CnnkitError("multilabel targets must be 0/1 rows (N, K): 1 where the image has the label")
     return y
+
+
+def problem_source(task: str, source: ImageSource) -> tuple[str, ImageSource]:
+    """The problem type (`task`, or inferred from the data when 'auto'; 'classify' is multiclass, as runs
+    written before the problem types had names say) and the source's targets for it."""
+    problem = infer_problem(source) if task == "auto" else {"classify": "multiclass"}.get(task, task)
+    return problem, as_problem(source, problem)

@@ -1,5 +1,8 @@
 """Learning curves: loss and the main metric per epoch, train against val, the best epoch marked and the
-learning rate on a second y-axis, as PNG; `read_history` reads a run's history.csv back."""
+learning rate on a second y-axis, as PNG; `read_history` reads a run's history.csv back.
+
+The metric is the one the run's recipe names (accuracy, miou, map, mask_map, ...), read from the history's
+train_<metric> and val_<metric> columns; without a number in either, only the loss is drawn."""
 from __future__ import annotations
 
 import csv
@@ -36,9 +39,22 @@ def best_epoch(history: list[dict]) -> int | None:
     return min(rows, key=lambda r: r["val_loss"])["epoch"] if rows else None
 
 
-def _default_metric(history: list[dict]) -> str:
-    logged = {k.split("_", 1)[1] for row in history for k in row if k.startswith(("train_", "val_"))}
-    return next((m for m in ("accuracy", "binary_accuracy", "mae") if m in logged), "accuracy")
+DEFAULT_METRICS = ("accuracy", "binary_accuracy", "miou", "mask_map", "map", "mae")
+
+
+def _has(history: list[dict], key: str) -> bool:
+    return any(_finite(row.get(key)) for row in history)
+
+
+def metric_columns(history: list[dict], metric: str) -> list[str]:
+    """The columns of `metric` that hold a number somewhere: train_<metric> and/or val_<metric>."""
+    return [f"{split}_{metric}" for split in ("train", "val") if _has(history, f"{split}_{metric}")]
+
+
+def default_metric(history: list[dict]) -> str | None:
+    """The first of DEFAULT_METRICS the history logs (train or val); None when it logs none of them. An
+    instance run logs both map and mask_map: mask_map, its main metric, comes first."""
+    return next((m for m in DEFAULT_METRICS if metric_columns(history, m)), None)
 
 
 def _lr_axis(ax, epochs: list[int], lrs: list[float | None]):  # noqa: ANN001, ANN202  (matplotlib Axes)
@@ -53,28 +69,38 @@ def _lr_axis(ax, epochs: list[int], lrs: list[float | None]):  # noqa: ANN001, A
     return twin
 
 
-def learning_curves_figure(history: list[dict], metric: str | None = None) -> Figure:
-    """Two panels (loss, metric): train vs val per epoch; the best epoch (lowest val loss) marked by a dotted
-    line in both and a star on the val curves; the learning rate on a twin y-axis of the loss panel (the
-    figure's third Axes, when the history logs `lr`). `metric` defaults to the first per-batch metric logged:
-    accuracy, binary_accuracy (multilabel) or mae (regression)."""
+def _panel(ax, history: list[dict], key: str, best: int | None) -> None:  # noqa: ANN001  (matplotlib Axes)
+    """One panel: train and val of `key` per epoch (those logged), the best epoch marked."""
     epochs = [row["epoch"] for row in history]
-    metric = metric or _default_metric(history)
+    for split, style in (("train", "-o"), ("val", "-s")):
+        values = [row.get(f"{split}_{key}") for row in history]
+        if any(v is not None for v in values):
+            ax.plot(epochs, values, style, markersize=3, label=split)
+    if best is not None:
+        at = next(row for row in history if row["epoch"] == best)
+        ax.axvline(best, color="grey", linestyle=":", label=f"best epoch {best} (min val loss)")
+        if at.get(f"val_{key}") is not None:
+            ax.plot([best], [at[f"val_{key}"]], "*", color="tab:red", markersize=12, gid="best_epoch")
+    ax.set(xlabel="epoch", ylabel=key, title=key)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+
+
+def learning_curves_figure(history: list[dict], metric: str | None = None) -> Figure:
+    """The loss panel and, when the history logs it, the `metric` panel: train vs val per epoch (val alone when
+    only val is logged, as detection's val_map); the best epoch (lowest val loss) marked by a dotted line and a
+    star on the val curves; the learning rate on a twin y-axis of the loss panel (the figure's last Axes, when
+    the history logs `lr`). `metric` defaults to the first of DEFAULT_METRICS logged. A metric without a number
+    in train_<metric> or val_<metric> gets no panel: the figure is then the loss panel alone."""
+    epochs = [row["epoch"] for row in history]
+    metric = metric or default_metric(history)
+    keys = ["loss"] + ([metric] if metric and metric_columns(history, metric) else [])
     best = best_epoch(history)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for ax, key in zip(axes, ("loss", metric)):
-        for split, style in (("train", "-o"), ("val", "-s")):
-            values = [row.get(f"{split}_{key}") for row in history]
-            if any(v is not None for v in values):
-                ax.plot(epochs, values, style, markersize=3, label=split)
-        if best is not None:
-            at = next(row for row in history if row["epoch"] == best)
-            ax.axvline(best, color="grey", linestyle=":", label=f"best epoch {best} (min val loss)")
-            if at.get(f"val_{key}") is not None:
-                ax.plot([best], [at[f"val_{key}"]], "*", color="tab:red", markersize=12, gid="best_epoch")
-        ax.set(xlabel="epoch", ylabel=key, title=key)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys) + (0.5 if len(keys) == 1 else 0), 4),
+                             constrained_layout=True, squeeze=False)
+    axes = list(axes[0])
+    for ax, key in zip(axes, keys):
+        _panel(ax, history, key, best)
     lrs = [row.get("lr") for row in history]
     lr_axis = _lr_axis(axes[0], epochs, lrs) if any(_finite(v) for v in lrs) else None
     for i, ax in enumerate(axes):
@@ -88,7 +114,8 @@ def learning_curves_figure(history: list[dict], metric: str | None = None) -> Fi
 
 
 def plot_learning_curves(history: list[dict], path: Path, metric: str | None = None) -> Path:
-    """Save `learning_curves_figure(history, metric)` as a PNG at `path`."""
+    """Save `learning_curves_figure(history, metric)` as a PNG at `path` (the loss panel alone when the
+    history has no number for `metric`)."""
     fig = learning_curves_figure(history, metric)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -197,9 +197,10 @@ def plot_landscape(result: dict, out_dir: Path) -> dict[str, Path]:
 def fixed_batches(run: Path, batches: int, seed: int, device: torch.device | None = None):  # noqa: ANN201
     """(task, list of Batches): RUN's model in its task, and `batches` batches of RUN's training split drawn once
     (seeded), preprocessed without augmentation and kept in memory so every point sees the same images."""
-    from cnnkit.recipes.classification import problem_source, run_loader
     from cnnkit.config import config_from_dict
     from cnnkit.data.builtin import open_source
+    from cnnkit.data.loader import run_loader
+    from cnnkit.data.sources import problem_source
     from cnnkit.data.split import indices_from_record
     from cnnkit.engine.distributed import init_distributed, resolve_device
     from cnnkit.runs.folder import load_model, run_file

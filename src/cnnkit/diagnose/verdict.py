@@ -1,12 +1,13 @@
 """The bias/variance verdict of a run, with remedies ranked for that run.
 
 bias = training error − target error (0 when none is given); variance = validation error − training error.
-The error is 1 − the task's main metric: accuracy (binary, multiclass), mAP (multilabel, detection), mIoU
-(segmentation); for regression 1 − R² = MSE / Var(y), the loss on a relative scale.
+The error is 1 − the task's main metric: accuracy (binary, multiclass), mAP (multilabel, detection), mask mAP
+(instance segmentation), mIoU (segmentation); for regression 1 − R² = MSE / Var(y), the loss on a relative scale.
 
 The training error is measured on the training split in eval mode (no augmentation, no dropout, batch-norm
 running statistics), not the running average of the epoch, which mixes weights and is taken on augmented
-images.
+images. `run_verdict` takes the measured metrics (or a `measure` function) from its caller: this module
+never evaluates a model itself.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cnnkit.errors import CnnkitError
@@ -21,6 +23,7 @@ from cnnkit.errors import CnnkitError
 if TYPE_CHECKING:
     from cnnkit.config import Config
 
+DETECTION_TASKS = ("detect", "instance")
 LABELS = ("good fit", "high bias", "high variance", "high bias and high variance")
 BIAS_THRESHOLD = 0.05  # training error above the target error that counts as underfitting
 VARIANCE_THRESHOLD = 0.02  # val − train error that counts as overfitting (before the sampling margin)
@@ -30,7 +33,7 @@ NOTE = ("training error measured on the training split in eval mode, without aug
 # problem → (metrics key, name of the error)
 _MAIN_METRIC = {"binary": ("accuracy", "1 - accuracy"), "multiclass": ("accuracy", "1 - accuracy"),
                 "multilabel": ("map", "1 - mAP"), "detect": ("map", "1 - mAP"),
-                "segment": ("miou", "1 - mIoU"), "regression": ("r2", "1 - R2 (MSE / Var(y))")}
+                "instance": ("mask_map", "1 - mask mAP"), "segment": ("miou", "1 - mIoU"), "regression": ("r2", "1 - R2 (MSE / Var(y))")}
 
 
 @dataclass
@@ -51,7 +54,8 @@ class Verdict:
 
 
 def error_from_metrics(problem: str, metrics: dict) -> tuple[float, str]:
-    """(error, its name) from a split's metrics: 1 − accuracy, 1 − mAP, 1 − mIoU, or 1 − R² clipped at 0."""
+    """(error, its name) from a split's metrics: 1 − accuracy, 1 − mAP (box mAP for detect, mask mAP for
+    instance), 1 − mIoU, or 1 − R² clipped at 0."""
     if problem not in _MAIN_METRIC:
         raise CnnkitError(f"no verdict for a {problem!r} run; known: {', '.join(_MAIN_METRIC)}")
     key, name = _MAIN_METRIC[problem]
@@ -93,7 +97,7 @@ def _variance_remedies(cfg: Config, history: list[dict]) -> list[str]:
     first, later = [], []
     best, epochs = _best_epoch(history), len(history)
     if d.augment == "none" and not d.augment_options:
-        first.append("Augment the training images: --augment standard (--augment light for small images).")
+        first.append(_augment_remedy(cfg))
     else:
         later.append("Augment more strongly: --augment " + ("standard." if cfg.task == "segment" else "strong."))
     if t.patience is None:  # first when the history shows the val loss bottomed out well before the end
@@ -101,12 +105,17 @@ def _variance_remedies(cfg: Config, history: list[dict]) -> list[str]:
             first.insert(0, f"Stop early: the val loss was lowest at epoch {best} of {epochs}; --patience 5.")
         else:
             later.insert(0, "Stop early at the best epoch: --patience 5.")
-    if not (t.l1 or t.l2 or m.dropout or t.weight_decay or t.mixup or t.cutmix):
+    if cfg.task in DETECTION_TASKS:
+        if not _pretrained(cfg):
+            first.append(_pretrained_remedy(cfg))
+    elif not (t.l1 or t.l2 or m.dropout or t.weight_decay or t.mixup or t.cutmix):
         first.append("Regularise with L2 or dropout: --l2 1e-4 or --dropout 0.3.")
     else:
         later.append("Regularise more: a larger --l2 or --dropout, or --mixup 0.2.")
-    return first + ["Get more training data; `cnnkit diagnose RUN --data-curve 10,25,50,100` shows whether it helps."] \
-        + later
+    more = "Get more training data; `cnnkit diagnose RUN --data-curve 10,25,50,100` shows whether it helps."
+    if cfg.task in DETECTION_TASKS:
+        more = "Get more annotated training images, with the objects in the sizes and settings of the val images."
+    return first + [more] + later
 
 
 def _bias_remedies(cfg: Config, history: list[dict]) -> list[str]:
@@ -117,6 +126,9 @@ def _bias_remedies(cfg: Config, history: list[dict]) -> list[str]:
         first.append(longer + " (the training loss was still falling).")
     else:
         later.append(longer + " (the training loss had levelled off, so expect little).")
+    if cfg.task in DETECTION_TASKS:  # detectors need many epochs: training longer comes first either way
+        return [longer + " (detectors need many epochs; keep going while val mAP rises)."] \
+            + _detection_bias_remedies(cfg)
     used = [flag for flag, on in (("--l1", t.l1), ("--l2", t.l2), ("--dropout", m.dropout), ("--mixup", t.mixup),
                                   ("--cutmix", t.cutmix), ("train.label_smoothing", t.label_smoothing),
                                   ("train.weight_decay", t.weight_decay)) if on]
@@ -125,6 +137,41 @@ def _bias_remedies(cfg: Config, history: list[dict]) -> list[str]:
     first.append(f"Use a bigger model than {m.name}: more filters or layers (see `cnnkit models`).")
     first.append(_better_architecture(cfg))
     return first + later
+
+
+def _augment_remedy(cfg: Config) -> str:
+    if cfg.task in DETECTION_TASKS:  # the detection presets move the boxes (and masks) with the image
+        return ("Augment the training images: --augment standard (flips, IoU crops that keep the objects, "
+                "colour); --augment strong adds zoom-out for small objects.")
+    return "Augment the training images: --augment standard (--augment light for small images)."
+
+
+def _pretrained(cfg: Config) -> bool:
+    """Does the detector start from pretrained weights (named backbone weights, or the model's own)?"""
+    options = cfg.model.options or {}
+    return bool(cfg.model.weights or options.get("backbone_weights") or "." in str(options.get("backbone", "")))
+
+
+def _pretrained_remedy(cfg: Config) -> str:
+    backbone = str((cfg.model.options or {}).get("backbone", "resnet18"))
+    named = f"{backbone}.imagenet" if backbone.startswith("resnet") else "resnet18.imagenet"
+    return (f"Start from a pretrained backbone: --model-option backbone={named} (or "
+            "backbone=efficientnet_lite0.imagenet); a detector learns little from scratch on small data.")
+
+
+def _detection_bias_remedies(cfg: Config) -> list[str]:
+    """A detector that underfits: a pretrained backbone, a larger one, then another detector."""
+    name, options = cfg.model.name, cfg.model.options or {}
+    out = [] if _pretrained(cfg) else [_pretrained_remedy(cfg)]
+    backbone = str(options.get("backbone", "resnet18")).split(".")[0]
+    if backbone != "resnet50":
+        out.append(f"Use a larger backbone than {backbone}: --model-option backbone=resnet50.")
+    if name in ("yolo", "ssd"):
+        out.append(f"Try a two-stage detector: --model {'mask_rcnn' if cfg.task == 'instance' else 'faster_rcnn'} "
+                   "--model-option backbone=resnet50 (slower, usually more accurate on small objects).")
+    elif not options.get("fpn", True):
+        out.append("Use a feature pyramid: --model-option fpn=true (objects of many sizes).")
+    return out
 
 
 def _better_architecture(cfg: Config) -> str:
@@ -177,22 +224,26 @@ def make_verdict(problem: str, train_metrics: dict, val_metrics: dict, cfg: Conf
 
 
 def run_verdict(run: str | Path, target_error: float | None = None, bias_threshold: float | None = None,
-                variance_threshold: float | None = None, *, train_metrics: dict | None = None,
-                val_metrics: dict | None = None) -> Verdict:
-    """The verdict of RUN's saved model: its training split evaluated in eval mode without augmentation or
-    dropout (`api._split_metrics`), against its val split. Already measured splits can be passed in."""
+                variance_threshold: float | None = None, *, measure: Callable[[str], dict] | None = None,
+                train_metrics: dict | None = None, val_metrics: dict | None = None) -> Verdict:
+    """The verdict of RUN's saved model: its training split measured in eval mode, without augmentation or
+    dropout, against its val split. The caller supplies the metrics: `train_metrics` and `val_metrics` already
+    measured, or `measure(split) → metrics dict` (e.g. the recipe's evaluation of RUN on that split) for those
+    not given. Without either, a CnnkitError says so; this module never evaluates a model itself."""
     import yaml
 
-    from cnnkit import api
     from cnnkit.config import config_from_dict
     from cnnkit.diagnose.curves import read_history
-    from cnnkit.runs.folder import load_model, run_file
+    from cnnkit.engine.checkpoint import load_checkpoint
+    from cnnkit.runs.folder import ModelCard, run_file
 
     run = Path(run)
+    if (train_metrics is None or val_metrics is None) and measure is None:
+        raise CnnkitError("run_verdict needs the train and val metrics, or a measure(split) function to get them")
     cfg = config_from_dict(yaml.safe_load(run_file(run, "config.yaml").read_text()))
-    train_metrics = train_metrics or api._split_metrics(run, "train")
-    val_metrics = val_metrics or api._split_metrics(run, "val")
-    problem = load_model(run)[1].problem
+    train_metrics = train_metrics if train_metrics is not None else measure("train")
+    val_metrics = val_metrics if val_metrics is not None else measure("val")
+    problem = ModelCard(**load_checkpoint(run_file(run, "model.pt"))["card"]).problem
     history = read_history(run / "history.csv") if (run / "history.csv").is_file() else []
     return make_verdict(problem, train_metrics, val_metrics, cfg, history, target_error, bias_threshold,
                         variance_threshold, val_metrics.get("count"))

@@ -169,24 +169,3 @@ def lr_find(task: Task, optimizer: torch.optim.Optimizer, loader: Iterable[Batch
         torch.set_rng_state(rng_state)
     meta = {"start_lr": start_lr, "end_lr": end_lr, "steps": steps, "smooth": smooth, "diverge": diverge}
     return LRFindResult(lrs, losses, raw_losses, suggest_lr(lrs, losses), stopped, meta)
-
-
-def lr_find_for_config(cfg, steps: int = 100, out: str | Path | None = None, **options) -> LRFindResult:
-    """The range test for the model, loss, optimiser and training data that `cnnkit.api.train(cfg)` would use
-    (training split only, with its augmentation); writes the plot to `out` when given. `options` go to
-    `lr_find` (start_lr, end_lr, smooth, diverge)."""
-    from cnnkit.recipes import classification as pipeline
-    from cnnkit.data.builtin import open_source
-    from cnnkit.data.split import make_split
-
-    cfg.validate()
-    cfg.task, source = pipeline.problem_source(cfg.task, open_source(cfg.data.source, cfg.data.max_bad_fraction))
-    split = make_split(source, cfg.data.val, cfg.data.test, cfg.train.seed)
-    card = pipeline.card_for(cfg, source, split, cfg.train.seed)
-    loader = pipeline.run_loader(source, split["train"], card, cfg, train=True)
-    # the run folder is only used by callbacks during fit, which never runs here: nothing is written
-    trainer = pipeline.build_trainer(cfg, card, source.labels[split["train"]], len(loader), Path(cfg.out or "."))
-    result = lr_find(trainer.task, trainer.optimizer, loader, steps=steps, device=trainer.device, **options)
-    if out is not None:
-        result.plot(out)
-    return result

@@ -38,7 +38,7 @@ from torch.optim.lr_scheduler import (
     StepLR,
 )
 
-from cnnkit.errors import CnnkitError, unknown_name
+from cnnkit.errors import CnnkitError, did_you_mean, unknown_name
 
 INTERVALS = ("epoch", "batch")
 
@@ -223,10 +223,11 @@ def get(name: str, optimizer: Optimizer, *, steps_per_epoch: int, epochs: int, i
 
     `warmup` units (of the interval) of linear warm-up from lr0 · start_factor to lr0 come first; the named
     schedule then runs with t − warmup over the remaining T units. `options` go to the schedule (see the
-    module docstring); an unknown or invalid option raises CnnkitError.
+    module docstring); an unknown or invalid option raises CnnkitError. A config's schedule_options must pass
+    `check_options` first: one that repeats a keyword of this function (interval, warmup, epochs, ...) is a
+    TypeError at the call, which `get` never sees.
     """
-    if name not in SCHEDULES:
-        raise unknown_name("schedule", name, SCHEDULES)
+    check_options(name, options, reserved=False)
     if interval not in INTERVALS:
         raise unknown_name("schedule interval", interval, INTERVALS)
     _positive_int("steps_per_epoch", steps_per_epoch)
@@ -234,7 +235,6 @@ def get(name: str, optimizer: Optimizer, *, steps_per_epoch: int, epochs: int, i
     total = epochs if interval == "epoch" else epochs * steps_per_epoch
     _check_warmup(name, interval, warmup, start_factor, total)
     builder = SCHEDULES[name]
-    _check_options(name, builder, options)
     try:
         main = builder(optimizer, total - warmup, **options)
         scheduler = _with_warmup(optimizer, main, warmup, start_factor)
@@ -266,12 +266,53 @@ def _check_warmup(name: str, interval: str, warmup: int, start_factor: float, to
         raise CnnkitError("reduce_on_plateau is stepped once per epoch with the metric: use interval='epoch'")
 
 
-def _check_options(name: str, builder: Callable[..., Any], options: dict[str, Any]) -> None:
-    allowed = [p.name for p in inspect.signature(builder).parameters.values() if p.kind is p.KEYWORD_ONLY]
+# Keywords of `get` that cnnkit's runs set themselves (from train.epochs, the batch count, train.warmup_epochs,
+# train.optimizer); a config's schedule_options holding one would end in Python's "got multiple values for
+# keyword argument" TypeError at the call, before `get` runs. `interval` is not a user option either: a run's
+# schedule steps per batch (reduce_on_plateau per epoch) and its warm-up is converted to those units.
+RESERVED = {
+    "optimizer": "set train.optimizer (and train.optimizer_options)",
+    "steps_per_epoch": "cnnkit counts it from the data and train.batch_size",
+    "epochs": "set train.epochs",
+    "interval": "cnnkit steps the schedule per batch (reduce_on_plateau per epoch), so counts such as step_size, "
+                "T_max, T_0 and tau are in batches",
+    "warmup": "set train.warmup_epochs",
+}
+COMMON_OPTIONS = ("start_factor",)  # the warm-up's start, for every schedule (a keyword of `get`)
+
+
+def options_of(name: str) -> list[str]:
+    """The options schedule `name` takes (its own, then the warm-up's start_factor)."""
+    if name not in SCHEDULES:
+        raise unknown_name("schedule", name, SCHEDULES)
+    builder = SCHEDULES[name]
+    own = [p.name for p in inspect.signature(builder).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    return own + list(COMMON_OPTIONS)
+
+
+def check_options(name: str, options: Any, *, reserved: bool = True) -> None:
+    """Refuse, with a one-line CnnkitError, a config's schedule_options that `get` cannot take: not a mapping,
+    an unknown schedule, a key cnnkit sets itself (see RESERVED: optimizer, steps_per_epoch, epochs, interval,
+    warmup; they are refused, not taken as overrides), or a key the schedule has no option of (naming the valid
+    ones). Call it before `get(name, optimizer, ..., **options)`: a reserved key fails at that call as a
+    TypeError before `get` can see it.
+    """
+    allowed = options_of(name)
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise CnnkitError(f"schedule_options must be a mapping such as {{gamma: 0.5}}, got {options!r}")
     for key in options:
+        if reserved and key in RESERVED:
+            raise CnnkitError(f"schedule_options cannot set {key!r}: {RESERVED[key]}; remove it from "
+                              "schedule_options")
         if key not in allowed:
-            hint = f"; it takes {', '.join(allowed)}" if allowed else "; it takes no options"
-            raise CnnkitError(f"schedule {name!r} has no option {key!r}{hint}")
+            close = did_you_mean(str(key), allowed)
+            hint = f" ({close[2:]})" if close.startswith("; did you mean") else ""
+            own = [k for k in allowed if k not in COMMON_OPTIONS]
+            takes = (f"it takes {', '.join(own)} (and start_factor, the warm-up's start)" if own else
+                     "it takes no options (only start_factor, the warm-up's start)")
+            raise CnnkitError(f"schedule {name!r} has no option {key!r}{hint}; {takes}")
 
 
 def _positive(what: str, value: Any) -> float:

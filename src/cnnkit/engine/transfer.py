@@ -10,9 +10,6 @@ head (ModelSpec.head) left out. "linear-probe" fits scikit-learn on pooled featu
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,94 +20,18 @@ from cnnkit.engine.callbacks import Callback
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.models.tweaks import batch_norm_layers, set_batch_norm
 from cnnkit.models.registry import ModelSpec
+from cnnkit.config import PROBES, STRATEGIES
+from cnnkit.models.stages import capture_input, classifier_layers, last_linears, parameter_names, stages, truncate
 
 __all__ = ["STRATEGIES", "FINE_TUNE_LR", "LAYER_DECAY", "SMALL_DATA", "SIMILAR", "TransferPlan", "GradualUnfreeze",
            "apply_strategy", "stages", "truncate", "capture_input", "extract_features", "fit_linear_probe",
-           "choose_strategy"]
+           "choose_strategy", "PROBES"]
 
-STRATEGIES = ("feature-extractor", "head-only", "fine-tune", "partial", "linear-probe", "auto")
-PROBES = ("logistic", "svm")
 FINE_TUNE_LR = 1e-4  # fine-tune's head lr when --lr is not given (Adam-like optimisers); the stages get less
 LAYER_DECAY = None  # a stage d steps below the head trains at lr × decay^d; None: the first stage gets lr/100
 LOWEST_FRACTION = 0.01  # fastai's slice(lr/100, lr): the first stage's share of the head's lr
 SMALL_DATA = 1000  # "auto": fewer training images than this is a small dataset
 SIMILAR = 0.8  # "auto": a probe accuracy this far from chance to perfect, (acc − chance)/(1 − chance), is similar
-
-_POOLS = (nn.MaxPool2d, nn.AvgPool2d)
-# model class → its stages, where definition order is not forward order (LeNet-5 defines its activations last)
-_STAGE_OVERRIDES: dict[str, list[list[str]]] = {
-    "LeNet5": [["c1", "act1", "s2"], ["c3", "act3", "s4"], ["c5", "act5"], ["f6", "act6", "dropout"]],
-}
-
-
-def _heads(spec: ModelSpec) -> tuple[str, ...]:
-    return (spec.head,) if isinstance(spec.head, str) else tuple(spec.head)
-
-
-def _is_head(path: str, heads: tuple[str, ...]) -> bool:
-    """Whether module `path` is a head or holds one (e.g. VGG's `classifier` holds `classifier.6`)."""
-    return any(h == path or h.startswith(path + ".") for h in heads)
-
-
-def stages(model: nn.Module, spec: ModelSpec) -> list[list[str]]:
-    """Module paths of each stage, in forward order, without the head. A container child (layer1, ...) starts
-    a stage; leaf children (conv1, bn1, pools) join the stage before them, or the stem. A child whose children
-    are all nn.Sequential (EfficientNet's `blocks`) is one stage per child; a flat nn.Sequential with several
-    pooling layers (VGG's `features`) is split after each pooling layer."""
-    if type(model).__name__ in _STAGE_OVERRIDES:
-        return [list(s) for s in _STAGE_OVERRIDES[type(model).__name__]]
-    heads, groups = _heads(spec), []
-    for name, child in model.named_children():
-        if _is_head(name, heads):
-            continue
-        inner = list(child.named_children())
-        if inner and all(isinstance(m, nn.Sequential) for _, m in inner):
-            groups += [[f"{name}.{n}"] for n, _ in inner]
-        elif isinstance(child, nn.Sequential) and sum(isinstance(m, _POOLS) for _, m in inner) > 1:
-            groups += _split_at_pools(name, inner)  # VGG's `features`: one stage per pooling layer
-        elif inner or not groups:
-            groups.append([name])
-        else:
-            groups[-1].append(name)
-    return groups
-
-
-def _split_at_pools(name: str, inner: list[tuple[str, nn.Module]]) -> list[list[str]]:
-    groups: list[list[str]] = [[]]
-    for n, m in inner:
-        groups[-1].append(f"{name}.{n}")
-        if isinstance(m, _POOLS):
-            groups.append([])
-    return [g for g in groups if g]
-
-
-def _parameter_names(model: nn.Module, paths: list[str]) -> list[str]:
-    return [f"{p}.{n}" for p in paths for n, _ in model.get_submodule(p).named_parameters()]
-
-
-def _last_linears(model: nn.Module, spec: ModelSpec) -> list[str]:
-    """The last nn.Linear of each head path: the FC layer(s) "head-only" replaces and linear-probe writes."""
-    if isinstance(model, PartialNet):
-        return ["fc"]
-    found = []
-    for h in _heads(spec):
-        linears = [f"{h}.{n}" if n else h for n, m in model.get_submodule(h).named_modules()
-                   if isinstance(m, nn.Linear)]
-        if not linears:
-            raise CnnkitError(f"{spec.name}'s head {h!r} has no linear layer to replace; choose another strategy")
-        found.append(linears[-1])
-    return found
-
-
-def _classifier(model: nn.Module, spec: ModelSpec) -> list[str]:
-    """The fully connected part: top-level children holding a head, and stages with a linear layer
-    (LeNet-5's f6). "feature-extractor" replaces all of it; the rest is the convolutional base."""
-    heads = _heads(spec)
-    tops = [name for name, _ in model.named_children() if _is_head(name, heads)]
-    fc_stages = [p for s in stages(model, spec) for p in s
-                 if any(isinstance(m, nn.Linear) for m in model.get_submodule(p).modules())]
-    return tops + fc_stages
-
 
 def _reset(module: nn.Module) -> None:
     for m in module.modules():
@@ -189,7 +110,7 @@ def apply_strategy(model: nn.Module, spec: ModelSpec, strategy: str, *, k: int |
         frozen = _freeze_except(model, ["fc"])
         return TransferPlan(strategy, model, [{"params": list(model.fc.parameters()), **with_lr}], frozen)
     if strategy in ("feature-extractor", "head-only"):
-        new = _classifier(model, spec) if strategy == "feature-extractor" else _last_linears(model, spec)
+        new = classifier_layers(model, spec) if strategy == "feature-extractor" else last_linears(model, spec)
         for path in new:
             _reset(model.get_submodule(path))
         frozen = _freeze_except(model, new)
@@ -205,7 +126,7 @@ def _fine_tune(model: nn.Module, spec: ModelSpec, lr: float, decay: float | None
     normalise with their running statistics and keep them (γ and β train): the batch statistics of a small
     dataset's batches are not the ones the pretrained features were learnt with."""
     named = dict(model.named_parameters())
-    stage_params = [_parameter_names(model, s) for s in stages(model, spec)]
+    stage_params = [parameter_names(model, s) for s in stages(model, spec)]
     stage_params = [names for names in stage_params if names]
     if decay is None:
         decay = LOWEST_FRACTION ** (1 / max(len(stage_params), 1))
@@ -223,66 +144,13 @@ def _fine_tune(model: nn.Module, spec: ModelSpec, lr: float, decay: float | None
     return TransferPlan("fine-tune", model, groups, [], callbacks)
 
 
-class _Body(nn.Module):
-    """The kept stages run in order; a linear layer gets its input flattened (LeNet-5's f6 after c5)."""
-
-    def __init__(self, modules: OrderedDict[str, nn.Module]):
-        super().__init__()
-        self.layers = nn.ModuleDict(modules)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers.values():
-            x = layer(x.flatten(1) if isinstance(layer, nn.Linear) and x.dim() > 2 else x)
-        return x
-
-
-class PartialNet(nn.Module):
-    """The first k stages of a network, global average pooling and a new linear head."""
-
-    def __init__(self, body: _Body, features: int, num_classes: int):
-        super().__init__()
-        self.body, self.pool, self.fc = body, nn.AdaptiveAvgPool2d(1), nn.Linear(features, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, C, H, W)
-        x = self.body(x)  # (N, C', H', W') or (N, F)
-        return self.fc(self.pool(x).flatten(1) if x.dim() == 4 else x)  # (N, num_classes)
-
-
-def truncate(model: nn.Module, spec: ModelSpec, k: int | None, input_size: tuple[int, ...]) -> PartialNet:
-    """`model`'s first k stages + pooling + a new head sized by a dummy forward at `input_size` (C, H, W)."""
-    all_stages = stages(model, spec)
-    if k is None or not 1 <= k <= len(all_stages):
-        raise CnnkitError(f"--keep-stages must be between 1 and {len(all_stages)} for {spec.name} "
-                          f"(its stages: {', '.join('+'.join(s) for s in all_stages)}), got {k}")
-    kept = OrderedDict((p.replace(".", "_"), model.get_submodule(p)) for s in all_stages[:k] for p in s)
-    body = _Body(kept)
-    was_training = body.training
-    with torch.no_grad():
-        out = body.eval()(torch.zeros(1, *input_size))  # (1, C', H', W') or (1, F)
-    body.train(was_training)
-    heads = [model.get_submodule(h) for h in _last_linears(model, spec)]
-    return PartialNet(body, out.shape[1], heads[0].out_features)
-
-
 # -- linear probe -----------------------------------------------------------------------------------------
-@contextmanager
-def capture_input(layer: nn.Module) -> Iterator[list[torch.Tensor]]:
-    """Within the block, each forward of `layer` appends its input, as (N, F) float on the CPU, to the yielded
-    list: for a last linear layer, the pooled features (extract_features, cnnkit.export.embed)."""
-    seen: list[torch.Tensor] = []
-    hook = layer.register_forward_pre_hook(lambda m, args: seen.append(args[0].flatten(1).float().cpu()))
-    try:
-        yield seen
-    finally:
-        hook.remove()
-
-
 @torch.inference_mode()
 def extract_features(model: nn.Module, spec: ModelSpec, loader) -> tuple[np.ndarray, np.ndarray]:
     """(features, targets): the input of the model's last linear layer (pooled features), in eval mode."""
     model.eval()
     targets = []
-    with capture_input(model.get_submodule(_last_linears(model, spec)[0])) as seen:
+    with capture_input(model.get_submodule(last_linears(model, spec)[0])) as seen:
         for batch in loader:
             model(batch.images)
             targets.append(batch.targets.cpu())
@@ -317,7 +185,7 @@ def fit_linear_probe(model: nn.Module, spec: ModelSpec, x: np.ndarray, y: np.nda
         weight[clf.classes_[1]], out_bias[clf.classes_] = coef[0], (0.0, bias[0])
     else:
         weight[clf.classes_], out_bias[clf.classes_] = coef, bias
-    layer = model.get_submodule(_last_linears(model, spec)[0])
+    layer = model.get_submodule(last_linears(model, spec)[0])
     if layer.weight.shape != weight.shape:
         raise CnnkitError(f"the probe has {weight.shape} weights but {spec.name}'s last layer "
                           f"{tuple(layer.weight.shape)}")

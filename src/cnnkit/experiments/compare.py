@@ -100,7 +100,7 @@ def _architecture(cfg: Config) -> tuple[str, dict]:
 
 def _stage_count(cfg: Config) -> int:
     from cnnkit.models.registry import create_model, get_spec
-    from cnnkit.engine.transfer import stages
+    from cnnkit.models.stages import stages
 
     name, options = _architecture(cfg)
     return len(stages(create_model(name, num_classes=2, **options), get_spec(name)))
@@ -171,7 +171,8 @@ def _error_row(strategy: str, run_dir: Path, seconds: float, err: Exception) -> 
 def compare_strategies(cfg: Config, strategies: list[str] | str | None = None,
                        out: str | Path | None = None) -> CompareResult:
     """Train `cfg` once per strategy into OUT/<strategy> (see the module docstring); write and return the table."""
-    from cnnkit import api
+    from cnnkit.recipes import recipe_for
+    from cnnkit.recipes.runner import train
     from cnnkit.runs.folder import new_run_dir
 
     names = parse_strategies(strategies)
@@ -185,7 +186,8 @@ def compare_strategies(cfg: Config, strategies: list[str] | str | None = None,
         log.info("compare: %s → %s", strategy, run_dir)
         start = time.perf_counter()
         try:
-            trained = api.train(strategy_config(cfg, strategy, run_dir))
+            run_cfg = strategy_config(cfg, strategy, run_dir)
+            trained = train(recipe_for(run_cfg.task), run_cfg)
         except CnnkitError as err:
             log.warning("compare: %s failed: %s", strategy, err)
             result.rows.append(_error_row(strategy, run_dir, time.perf_counter() - start, err))

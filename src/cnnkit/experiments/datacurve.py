@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -86,33 +86,21 @@ def plot_data_curve(rows: list[dict], reading: str, path: Path) -> Path:
 def _train_subset(cfg, source, part: np.ndarray, val: np.ndarray, card, folder: Path,  # noqa: ANN001
                   record: dict) -> tuple[dict, dict]:
     """Train `cfg` on the indices `part` into the run folder `folder` (split.json, config.yaml, checkpoints,
-    model.pt of the best val epoch as `cnnkit train` selects it, history.csv; no report) and return the model's
-    metrics on `part` (eval mode, no augmentation) and on `val`."""
-    from cnnkit.api import split_metrics
-    from cnnkit.recipes.classification import build_trainer, run_loader
-    from cnnkit.config import save_config
-    from cnnkit.data.split import write_split
-    from cnnkit.engine.callbacks import write_history
-    from cnnkit.engine.checkpoint import load_checkpoint
-    from cnnkit.runs.folder import save_model
+    model.pt of the best val epoch as `cnnkit train` selects it, history.csv, diagnosis.json; no report) and
+    return the model's metrics on `part` (eval mode, no augmentation) and on `val`."""
+    from cnnkit.recipes import recipe_for
+    from cnnkit.recipes.base import Context
+    from cnnkit.recipes.runner import fit
+    from cnnkit.runs.folder import load_model
 
-    train_loader = run_loader(source, part, card, cfg, train=True)
-    val_loader = run_loader(source, val, card, cfg, train=False)
-    trainer = build_trainer(cfg, card, source.labels[part], len(train_loader), folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_split(folder / "split.json", record)
-    save_config(cfg, folder / "config.yaml")
-    trainer.meta = {"card": asdict(card)}
-    trainer.fit(train_loader, val_loader)
-    if trainer.interrupted:
+    recipe = recipe_for(card.problem)
+    ctx = Context(cfg, source, {"train": part, "val": val}, card, folder, record, report=False)
+    result = fit(recipe, ctx)
+    if result.interrupted:
         raise KeyboardInterrupt
-    best = folder / "checkpoints" / "best.pt"
-    if best.is_file():  # model selection on val, as for RUN itself
-        trainer.model.load_state_dict(load_checkpoint(best)["model"])
-    save_model(folder / "model.pt", trainer.model, card)
-    write_history(folder / "history.csv", trainer.history)
-    train_loader = run_loader(source, part, card, cfg, train=False)
-    return split_metrics(trainer, card, train_loader), split_metrics(trainer, card, val_loader)
+    model, _ = load_model(folder)
+    train_metrics = recipe.metrics(model, card, cfg, recipe.loader(cfg, source, part, card, train=False))
+    return train_metrics, result.val
 
 
 def data_curve(run: str | Path, percents=(10, 25, 50, 100), epochs: int | None = None,  # noqa: ANN001
@@ -122,10 +110,9 @@ def data_curve(run: str | Path, percents=(10, 25, 50, 100), epochs: int | None =
     (OUT defaults to RUN/data_curve; RUN's own files are not touched), and evaluate it on RUN's val split.
     Rows {percent, n_train, train_error, val_error, val_metric, metric, run}, ascending; the plot goes to
     RUN/plots/data_curve.png and rows plus reading to OUT/data_curve.json."""
-    from cnnkit.recipes.classification import problem_source
     from cnnkit.config import config_from_dict
-    from cnnkit.data.builtin import open_source
     from cnnkit.data.split import indices_from_record, split_record
+    from cnnkit.recipes import recipe_for
     from cnnkit.runs.folder import load_model, run_file
 
     values = check_percents(percents)
@@ -135,7 +122,9 @@ def data_curve(run: str | Path, percents=(10, 25, 50, 100), epochs: int | None =
     _, card = load_model(run)
     cfg = config_from_dict(yaml.safe_load(run_file(run, "config.yaml").read_text()))
     record = json.loads(run_file(run, "split.json").read_text())
-    _, source = problem_source(card.problem, open_source(cfg.data.source, cfg.data.max_bad_fraction))
+    if card.problem not in MAIN_METRIC:
+        raise CnnkitError(f"the data curve retrains classifiers; {run} is a {card.problem} run")
+    source = recipe_for(card.problem).open_source(cfg)
     train, val = (indices_from_record(source, record, name) for name in ("train", "val"))
     if len(val) == 0:
         raise CnnkitError(f"the data curve is measured on the val split, and {run}'s is empty")

@@ -26,7 +26,7 @@ from torch import nn
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.models.registry import get_spec
 from cnnkit.runs.folder import ModelCard, image_batches
-from cnnkit.engine.transfer import _last_linears, capture_input
+from cnnkit.models.stages import capture_input, last_linears
 
 __all__ = ["FORMATS", "PARQUET_HINT", "check_format", "embedding_layer", "embed_images", "write_embeddings",
            "embed"]
@@ -52,7 +52,7 @@ def check_format(out: str | Path) -> str:
 
 def embedding_layer(model: nn.Module, card: ModelCard) -> str:
     """The module path of the model's last linear layer (a "partial" run's PartialNet: its own head `fc`)."""
-    return _last_linears(model, get_spec(card.architecture))[0]
+    return last_linears(model, get_spec(card.architecture))[0]
 
 
 def _module(model: nn.Module, name: str) -> nn.Module:

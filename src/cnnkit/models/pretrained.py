@@ -195,19 +195,3 @@ def load_pretrained(model: nn.Module, weights: Pretrained, head: str | tuple[str
     if weights.by_order:
         state = rename_by_order(state, model.state_dict(), heads, path.name)
     load_state(model, state, head=heads, source=path)
-
-
-def pretrained_model(name: str):
-    """(model in eval mode, ModelCard) of the weights called `name`, to predict with as they are; a name that
-    is neither weights nor an existing run folder is a one-line error."""
-    from cnnkit.models.registry import create_model
-    from cnnkit.runs.folder import ModelCard
-
-    try:
-        weights = lookup(name)
-    except CnnkitError:
-        weights = None
-    if weights is None:
-        raise CnnkitError(f"no run folder or pretrained weights called {name!r}{did_you_mean(name, list_pretrained())}")
-    card = ModelCard(task="multiclass", options=dict(weights.options), **weights.card_fields())
-    return create_model(name, num_classes=len(card.classes)).eval(), card

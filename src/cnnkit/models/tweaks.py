@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 from torch import nn
 
+from cnnkit.config import check_dropout_spec
 from cnnkit.errors import CnnkitError, unknown_name
 
 __all__ = ["BATCH_NORM_MODES", "batch_norm_layers", "check_dropout_spec", "dropout_layers", "set_batch_norm",
@@ -38,23 +39,6 @@ def dropout_layers(model: nn.Module) -> dict[str, nn.Module]:
 def batch_norm_layers(model: nn.Module) -> dict[str, nn.Module]:
     """{module path: module} for every BatchNorm1d/2d/3d (and SyncBatchNorm) of `model`."""
     return {name: m for name, m in model.named_modules() if isinstance(m, _BATCH_NORM)}
-
-
-def _check_rate(rate: object, where: str) -> float:
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)):
-        raise CnnkitError(f"dropout rate {where}must be a number in [0, 1), got {rate!r}")
-    if not 0.0 <= rate < 1.0:
-        raise CnnkitError(f"dropout rate {where}must be in [0, 1) (the probability of zeroing a unit), got {rate}")
-    return float(rate)
-
-
-def check_dropout_spec(spec: float | Mapping[str, float]) -> float | dict[str, float]:
-    """A rate in [0, 1), or {module-name glob: rate}; anything else is a CnnkitError."""
-    if not isinstance(spec, Mapping):
-        return _check_rate(spec, "")
-    if not spec:
-        raise CnnkitError("dropout mapping is empty; write GLOB=RATE pairs, e.g. classifier.*=0.5,fc6=0.3")
-    return {str(glob): _check_rate(rate, f"of {glob!r} ") for glob, rate in spec.items()}
 
 
 def set_dropout(model: nn.Module, spec: float | Mapping[str, float]) -> dict[str, float]:

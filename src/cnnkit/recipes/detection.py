@@ -22,27 +22,22 @@ from pathlib import Path
 
 import torch
 
+from typing import Any
+
+import numpy as np
+
 from cnnkit.config import Config
 from cnnkit.data.detection.loader import FitDetection, fit_geometry, make_detection_loader, to_image_coordinates
-from cnnkit.engine.trainer import Trainer, seed_everything
+from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError
-from cnnkit.recipes.by_image import fit_and_save, index_record, index_split, make_trainer, start
-from cnnkit.runs.folder import open_split
 from cnnkit.models.registry import create_model, get_spec
+from cnnkit.recipes.base import Build, Context, Recipe
+from cnnkit.recipes.by_image import index_record, index_split, read_index_split
 from cnnkit.runs.folder import ModelCard, readable_images
 from cnnkit.tasks.detection import DetectionTask, InstanceTask
 
 POSTPROCESS = ("score_thresh", "nms_thresh")
 TASK_CLASSES = {"detect": DetectionTask, "instance": InstanceTask}
-
-
-def _open(cfg: Config):
-    from cnnkit.data.detection.source import open_detection_source
-
-    source = open_detection_source(cfg.data.source, images=cfg.data.images)
-    if cfg.task == "instance":
-        source.require_masks()
-    return source
 
 
 def _card(cfg: Config, source) -> ModelCard:
@@ -80,42 +75,74 @@ def _model(card: ModelCard, cfg: Config | None = None) -> torch.nn.Module:
     return create_model(card.architecture, num_classes=len(card.classes), **options)
 
 
-def _loaders(cfg: Config, source, split: dict, card: ModelCard):
-    size = card.input_size[1]
-    common = {"size": size, "batch_size": cfg.train.batch_size, "workers": cfg.data.workers, "seed": cfg.train.seed,
-              "masks": card.problem == "instance"}
-    train = make_detection_loader(source, split["train"], train=True, augment=cfg.data.augment, **common)
-    val = make_detection_loader(source, split["val"], train=False, **common) if len(split["val"]) else None
-    return train, val
+class DetectionRecipe(Recipe):
+    """--task detect: boxes from a COCO, VOC, YOLO, Penn-Fudan or built-in source; COCO mAP; the verdict on
+    1 − mAP; predictions as COCO results."""
+
+    name = "detection"
+    tasks = ("detect",)
+    options = frozenset({"data.images"})
+    report_sections = ("summary", "verdict", "curves", "detection", "data", "timing", "config")
+    curve_metric = "map"
+    unsupported_reason = {"train.loss": "a detector trains with its own losses"}
+
+    def open_source(self, cfg: Config) -> Any:
+        from cnnkit.data.detection.source import open_detection_source
+
+        source = open_detection_source(cfg.data.source, images=cfg.data.images)
+        if cfg.task == "instance":
+            source.require_masks()
+        return source
+
+    def new_split(self, cfg: Config, source: Any) -> tuple[dict[str, np.ndarray], dict]:
+        split = index_split(cfg, source)
+        return split, index_record(cfg, source, split)
+
+    def read_split(self, source: Any, record: dict, name: str) -> np.ndarray:
+        return read_index_split(source, record, name)
+
+    def loader(self, cfg: Config, source: Any, indices: np.ndarray, card: ModelCard, *, train: bool,
+               dist: Any = None) -> Any:
+        return make_detection_loader(source, indices, size=card.input_size[1], batch_size=cfg.train.batch_size,
+                                     workers=cfg.data.workers, seed=cfg.train.seed, masks=card.problem == "instance",
+                                     train=train, augment=cfg.data.augment if train else "none", dist=dist)
+
+    def card(self, cfg: Config, source: Any, split: dict) -> ModelCard:
+        return _card(cfg, source)
+
+    def model(self, cfg: Config, card: ModelCard, *, fresh: bool) -> torch.nn.Module:
+        return _model(card, cfg if fresh else None)
+
+    def build(self, ctx: Context, model: torch.nn.Module) -> Build:
+        task_class = TASK_CLASSES[ctx.card.problem]
+        task = task_class(model, ctx.cfg.train.loss, classes=ctx.card.classes)
+        # detectors have no val loss in eval mode: val_map (boxes), or val_mask_map for instance segmentation
+        monitor = task_class.monitor if ctx.cfg.train.monitor == "val_loss" else ctx.cfg.train.monitor
+        return Build(task, monitor=monitor)
+
+    def metrics(self, model: torch.nn.Module, card: ModelCard, cfg: Config, loader: Any, *,
+                plot: Path | None = None) -> dict:
+        """COCO mAP, mAP50, mAP75, per-class AP and the error breakdown's totals; with `plot`, the PR curves."""
+        return _metrics(model, card, loader, cfg.train.device, plot)
+
+    def measure_options(self, run: Path, split: str) -> dict:
+        plot = run / "plots" / f"pr_curves_{split}.png"
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        return {"plot": plot}
+
+    def predict(self, model: torch.nn.Module, card: ModelCard, paths: list[Path], *,
+                score_threshold: float | None = None, nms_iou: float | None = None,
+                out: str | Path | None = None) -> list[dict]:
+        return predict_detector(model, card, paths, score_thresh=score_threshold, nms_thresh=nms_iou, out=out)
 
 
-def _trainer(cfg: Config, card: ModelCard, model: torch.nn.Module, steps: int, run_dir: Path) -> Trainer:
-    t = cfg.train
-    task_class = TASK_CLASSES[card.problem]
-    task = task_class(model, t.loss, classes=card.classes, label_smoothing=t.label_smoothing, mixup=t.mixup,
-                      cutmix=t.cutmix, adversarial=t.adversarial, l1=t.l1, l2=t.l2)
-    # detectors have no val loss in eval mode: val_map (boxes), or val_mask_map for instance segmentation
-    monitor = task_class.monitor if t.monitor == "val_loss" else t.monitor
-    return make_trainer(cfg, task, steps, run_dir, monitor)
+class InstanceRecipe(DetectionRecipe):
+    """--task instance: Mask R-CNN on data with instance masks; box and mask mAP; the verdict on 1 − mask mAP;
+    predictions with each object's mask as COCO RLE."""
 
-
-def train_detector(cfg: Config, run_dir: Path | None = None, state: dict | None = None):
-    """Train a detector as `cfg` says (cfg.task "detect", or "instance" for Mask R-CNN); with `state`, resume RUN
-    from its last.pt."""
-    from cnnkit.api import TrainResult
-
-    source = _open(cfg)
-    split, card, run_dir = start(cfg, source, lambda: index_split(cfg, source), lambda _: _card(cfg, source),
-                                 run_dir, state)
-    seed_everything(cfg.train.seed)
-    model = _model(card, cfg if state is None else None)
-    train_loader, val_loader = _loaders(cfg, source, split, card)
-    trainer = _trainer(cfg, card, model, len(train_loader), run_dir)
-    fit_and_save(trainer, cfg, card, run_dir, state, index_record(cfg, source, split), train_loader, val_loader)
-    val = {}
-    if val_loader is not None and not trainer.interrupted:
-        val = _metrics(trainer.model, card, val_loader, cfg.train.device)
-    return TrainResult(run_dir, trainer.history, val, trainer.interrupted)
+    name = "instance segmentation"
+    tasks = ("instance",)
+    curve_metric = "mask_map"
 
 
 @torch.inference_mode()
@@ -157,17 +184,6 @@ def _metrics(model: torch.nn.Module, card: ModelCard, loader, device: str = "aut
     errors = error_breakdown(*to_coco(targets, predictions, card.classes))
     shown["errors"] = {k: v for k, v in errors.items() if not isinstance(v, dict)}  # the totals
     return shown
-
-
-def evaluate_detector(run: str | Path, split: str = "val") -> dict:
-    """COCO metrics of RUN's detector on its train or val split (the test split through `cnnkit test`)."""
-    run = Path(run)
-    model, card, cfg, source, indices = open_split(run, split, _open)
-    loader = make_detection_loader(source, indices, size=card.input_size[1], batch_size=cfg.train.batch_size,
-                                   train=False, seed=cfg.train.seed, masks=card.problem == "instance")
-    plot = run / "plots" / f"pr_curves_{split}.png"
-    plot.parent.mkdir(parents=True, exist_ok=True)
-    return {"split": split, "count": int(len(indices)), **_metrics(model, card, loader, cfg.train.device, plot)}
 
 
 def set_postprocess(model: torch.nn.Module, score_thresh: float | None, nms_thresh: float | None) -> None:

@@ -18,12 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from typing import Any
+
 from cnnkit.config import Config
-from cnnkit.engine.trainer import Trainer, seed_everything
+from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError
-from cnnkit.recipes.by_image import fit_and_save, index_record, index_split, make_trainer, start
-from cnnkit.runs.folder import open_split
 from cnnkit.models.registry import create_model, get_spec
+from cnnkit.recipes.base import Build, Context, Recipe
+from cnnkit.recipes.by_image import index_record, index_split, read_index_split
 from cnnkit.data.segmentation.draw import write_prediction
 from cnnkit.data.segmentation.loader import loader_of
 from cnnkit.data.segmentation.source import source_of
@@ -87,50 +89,50 @@ def _class_weight(cfg: Config, source, indices: np.ndarray, card: ModelCard) -> 
     return torch.tensor(counts.sum() / (k * np.maximum(counts, 1)), dtype=torch.float32)
 
 
-def _trainer(cfg: Config, card: ModelCard, model: torch.nn.Module, steps: int, run_dir: Path,
-             class_weight: torch.Tensor | None) -> Trainer:
-    t = cfg.train
-    task = SegmentationTask(model, t.loss, num_classes=len(card.classes), class_weight=class_weight,
-                            ignore_index=card.ignore_index, label_smoothing=t.label_smoothing, mixup=t.mixup,
-                            cutmix=t.cutmix, adversarial=t.adversarial, l1=t.l1, l2=t.l2)
-    return make_trainer(cfg, task, steps, run_dir, t.monitor)
+class SegmentationRecipe(Recipe):
+    """--task segment: a class per pixel; mIoU, pixel accuracy, Dice ...; the verdict on 1 − mIoU; predictions as
+    index masks and overlays at each image's own size."""
 
+    name = "semantic segmentation"
+    tasks = ("segment",)
+    options = frozenset({"train.class_weight", "diagnose.alarm_patience", "diagnose.alarm_stop"})
+    report_sections = ("summary", "verdict", "curves", "alarm", "segmentation", "data", "timing", "model", "config")
+    curve_metric = "miou"
 
-def train_segmenter(cfg: Config, run_dir: Path | None = None, state: dict | None = None):
-    """Train a segmentation model as `cfg` says (cfg.task == "segment"); with `state`, resume RUN from last.pt."""
-    from cnnkit.api import TrainResult
+    def open_source(self, cfg: Config) -> Any:
+        return source_of(cfg)
 
-    source = source_of(cfg)
-    split, card, run_dir = start(cfg, source, lambda: _split(cfg, source), lambda split: _card(cfg, source, split),
-                                 run_dir, state)
-    seed_everything(cfg.train.seed)
-    model = _model(card, cfg.model.weights if state is None else None)
-    train_loader = loader_of(cfg, source, split["train"], card, train=True)
-    val_loader = loader_of(cfg, source, split["val"], card, train=False) if len(split["val"]) else None
-    weight = _class_weight(cfg, source, split["train"], card)
-    trainer = _trainer(cfg, card, model, len(train_loader), run_dir, weight)
-    fit_and_save(trainer, cfg, card, run_dir, state, index_record(cfg, source, split), train_loader, val_loader)
-    val, verdict = {}, None
-    if val_loader is not None and not trainer.interrupted:
-        val = split_scores(trainer.model, card, val_loader, cfg.train.device)
-        verdict = _verdict(cfg, card, trainer, source, split, val, run_dir)
-    if trainer.history and not trainer.interrupted:
-        from cnnkit.api import write_report_quietly
+    def new_split(self, cfg: Config, source: Any) -> tuple[dict[str, np.ndarray], dict]:
+        split = _split(cfg, source)
+        return split, index_record(cfg, source, split)
 
-        write_report_quietly(run_dir)
-    return TrainResult(run_dir, trainer.history, val, trainer.interrupted, verdict)
+    def read_split(self, source: Any, record: dict, name: str) -> np.ndarray:
+        return read_index_split(source, record, name)
 
+    def loader(self, cfg: Config, source: Any, indices: np.ndarray, card: ModelCard, *, train: bool,
+               dist: Any = None) -> Any:
+        return loader_of(cfg, source, indices, card, train, dist)
 
-def _verdict(cfg: Config, card: ModelCard, trainer: Trainer, source, split: dict, val: dict, run_dir: Path):
-    """The bias/variance verdict on 1 − mIoU: the training split in eval mode, without augmentation, against
-    val; written to RUN/diagnosis.json."""
-    from cnnkit.diagnose.verdict import make_verdict, write_diagnosis
+    def card(self, cfg: Config, source: Any, split: dict) -> ModelCard:
+        return _card(cfg, source, split)
 
-    train = split_scores(trainer.model, card, loader_of(cfg, source, split["train"], card, train=False),
-                         cfg.train.device)
-    verdict = make_verdict("segment", train, val, cfg, trainer.history, val_count=len(split["val"]))
-    write_diagnosis(run_dir, verdict=verdict.as_dict())
-    return verdict
+    def model(self, cfg: Config, card: ModelCard, *, fresh: bool) -> torch.nn.Module:
+        return _model(card, cfg.model.weights if fresh else None)
+
+    def build(self, ctx: Context, model: torch.nn.Module) -> Build:
+        cfg, card = ctx.cfg, ctx.card
+        weight = _class_weight(cfg, ctx.source, ctx.split["train"], card)
+        task = SegmentationTask(model, cfg.train.loss, num_classes=len(card.classes), class_weight=weight,
+                                ignore_index=card.ignore_index)
+        return Build(task)
+
+    def metrics(self, model: torch.nn.Module, card: ModelCard, cfg: Config, loader: Any, *,
+                boundary_f1: bool = False) -> dict:
+        return split_scores(model, card, loader, cfg.train.device, boundary=boundary_f1)
+
+    def predict(self, model: torch.nn.Module, card: ModelCard, paths: list[Path], *,
+                out: str | Path | None = None) -> list[dict]:
+        return predict_segmenter(model, card, paths, out=out)
 
 
 @torch.inference_mode()
@@ -161,14 +163,6 @@ def split_scores(model: torch.nn.Module, card: ModelCard, loader, device: str = 
         finite = [v for v in bf if np.isfinite(v)]  # an image of ignored pixels only has no boundary score
         result["boundary_f1"] = float(np.mean(finite)) if finite else None
     return result
-
-
-def evaluate_segmenter(run: str | Path, split: str = "val", boundary: bool = False) -> dict:
-    """Segmentation metrics of RUN's model on its train or val split (the test split through `cnnkit test`)."""
-    model, card, cfg, source, indices = open_split(run, split, source_of)
-    loader = loader_of(cfg, source, indices, card, train=False)
-    return {"split": split, "count": int(len(indices)),
-            **split_scores(model, card, loader, cfg.train.device, boundary=boundary)}
 
 
 @torch.inference_mode()

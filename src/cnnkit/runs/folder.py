@@ -73,7 +73,7 @@ class ModelCard:
                              **(self.options or {}))
         if self.transfer and self.transfer.get("strategy") == "partial":
             from cnnkit.models.registry import get_spec
-            from cnnkit.engine.transfer import truncate
+            from cnnkit.models.stages import truncate
 
             model = truncate(model, get_spec(self.architecture), self.transfer["keep_stages"], tuple(self.input_size))
         return model
@@ -191,3 +191,26 @@ def open_split(run: str | Path, split: str, open_source: Callable[[Config], obje
         raise CnnkitError(f"{cfg.data.source} holds {len(source)} images, but {run} was split on {record['count']}; "
                           "the data changed since training")
     return model, card, cfg, source, indices
+
+
+def pretrained_model(name: str) -> tuple[nn.Module, ModelCard]:
+    """(model in eval mode, ModelCard) of the weights called `name`, to predict with as they are; a name that
+    is neither weights nor an existing run folder is a one-line error."""
+    from cnnkit.errors import did_you_mean
+    from cnnkit.models.pretrained import list_pretrained, lookup
+
+    try:
+        weights = lookup(name)
+    except CnnkitError:
+        weights = None
+    if weights is None:
+        raise CnnkitError(f"no run folder or pretrained weights called {name!r}{did_you_mean(name, list_pretrained())}")
+    card = ModelCard(task="multiclass", options=dict(weights.options), **weights.card_fields())
+    return create_model(name, num_classes=len(card.classes)).eval(), card
+
+
+def open_model(run_or_weights: str | Path) -> tuple[nn.Module, ModelCard]:
+    """(model, card) of a run folder, or of named pretrained weights such as efficientnet_lite0.imagenet."""
+    if Path(run_or_weights).exists():
+        return load_model(run_or_weights)
+    return pretrained_model(str(run_or_weights))

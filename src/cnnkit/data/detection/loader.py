@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from typing import Any
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
@@ -21,6 +23,7 @@ from torchvision.transforms.v2 import functional as F
 
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.data.batch import Batch
+from cnnkit.data.sharding import EpochLoader, shard_options
 
 FIT_MODES = ("letterbox", "resize")
 
@@ -147,7 +150,8 @@ def collate_detection(items: list[tuple[torch.Tensor, dict]]) -> Batch:
 
 
 def make_detection_loader(source, indices, *, size: int, batch_size: int, train: bool, augment: str = "none",
-                          mode: str = "letterbox", workers: int = 0, seed: int = 0, masks: bool = False) -> DataLoader:
+                          mode: str = "letterbox", workers: int = 0, seed: int = 0, masks: bool = False,
+                          dist: Any = None) -> DataLoader:
     """Batches of `indices` of `source` (see the module docstring); `masks`: targets carry instance masks too
     (the source must have them: COCO segmentation, Penn-Fudan, synthetic-shapes)."""
     if augment not in DETECTION_PRESETS:
@@ -159,9 +163,9 @@ def make_detection_loader(source, indices, *, size: int, batch_size: int, train:
         source.require_masks()
     dataset = DetectionDataset(source, indices, size, aug, mode, masks)
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=workers,
-                      collate_fn=collate_detection, generator=generator, persistent_workers=workers > 0,
-                      pin_memory=torch.cuda.is_available())
+    return EpochLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_detection,
+                       generator=generator, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+                       **shard_options(dataset, shuffle=train, seed=seed, dist=dist))
 
 
 def to_image_coordinates(boxes: torch.Tensor, scale: torch.Tensor, pad: torch.Tensor, h: int, w: int) -> torch.Tensor:

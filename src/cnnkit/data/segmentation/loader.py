@@ -25,6 +25,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ from torchvision.transforms.v2 import functional as F
 
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.data.batch import Batch
+from cnnkit.data.sharding import EpochLoader, shard_options
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ def _seed_worker(worker_id: int) -> None:
 
 def make_segmentation_loader(source, indices, *, size: int, batch_size: int, train: bool, augment: str = "none",
                              mean: Sequence[float], std: Sequence[float], workers: int = 0,
-                             seed: int = 0) -> DataLoader:
+                             seed: int = 0, dist: Any = None) -> DataLoader:
     """A DataLoader of Batch(images float (N, 3, h, w) normalised, targets int64 (N, h, w)); see the module doc."""
     if augment not in SEGMENTATION_PRESETS:
         raise unknown_name("segmentation augmentation preset", augment, SEGMENTATION_PRESETS)
@@ -176,10 +178,11 @@ def make_segmentation_loader(source, indices, *, size: int, batch_size: int, tra
         raise CnnkitError(f"need size >= 1 and batch_size >= 1, got size={size}, batch_size={batch_size}")
     aug = SEGMENTATION_PRESETS[augment] if train and augment != "none" else None
     dataset = SegmentationDataset(source, indices, size, aug, mean, std)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=workers,
-                      collate_fn=_Collate(getattr(source, "ignore_index", 255)),
-                      generator=torch.Generator().manual_seed(seed), worker_init_fn=_seed_worker,
-                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+    return EpochLoader(dataset, batch_size=batch_size, num_workers=workers,
+                       collate_fn=_Collate(getattr(source, "ignore_index", 255)),
+                       generator=torch.Generator().manual_seed(seed), worker_init_fn=_seed_worker,
+                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+                       **shard_options(dataset, shuffle=train, seed=seed, dist=dist))
 
 
 def source_mean_std(source, indices, max_images: int = 64,
@@ -206,7 +209,8 @@ def source_mean_std(source, indices, max_images: int = 64,
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
-def loader_of(cfg: Config, source, indices: np.ndarray, card, train: bool):
+def loader_of(cfg: Any, source, indices: np.ndarray, card: Any, train: bool, dist: Any = None) -> DataLoader:
+    """The loader of a run's `indices` as its config and model card say (`cfg` a cnnkit.config.Config)."""
     return make_segmentation_loader(source, indices, size=card.input_size[1], batch_size=cfg.train.batch_size,
                                     train=train, augment=cfg.data.augment if train else "none", mean=card.mean,
-                                    std=card.std, workers=cfg.data.workers, seed=cfg.train.seed)
+                                    std=card.std, workers=cfg.data.workers, seed=cfg.train.seed, dist=dist)

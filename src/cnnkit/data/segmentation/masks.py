@@ -2,6 +2,7 @@
 tolerance for JPEG-damaged colours), index masks checked against the classes, and PASCAL VOC's colour map.
 
     palette = read_palette(Path("data/palette.yaml"))       # classes, colours, ignore_index, ignore_colour
+    # a palette.yaml holding only `ignore_index: N` gives classes None: found by scanning the (index) masks
     decode = MaskDecoder(palette.classes, 255, ColourMap(palette.colours, palette.classes, 255))
     mask = decode(Path("data/masks/0001.png"))              # int64 (H, W): 0..C-1 or 255
 """
@@ -38,7 +39,7 @@ def voc_colormap(n: int) -> list[tuple[int, int, int]]:
 # -- palette.yaml --------------------------------------------------------------------------------------------
 @dataclass
 class Palette:
-    classes: list[str]
+    classes: list[str] | None  # None: only ignore_index given; the classes come from the index masks' values
     colours: list[tuple[int, int, int]] | None  # None: index masks only
     ignore_index: int = IGNORE_INDEX
     ignore_colour: tuple[int, int, int] | None = None
@@ -64,9 +65,19 @@ def read_palette(file: Path) -> Palette:
         at = f" at line {where.line + 1}" if where is not None else ""
         raise CnnkitError(f"{file}: not valid YAML{at}; expected 'classes: [{{name: ..., color: [r, g, b]}}]'") \
             from None
+    if isinstance(data, dict) and "classes" not in data and "ignore_index" in data \
+            and not {"ignore_color", "ignore_colour"} & set(data):
+        # index masks whose void value is not 255 (CamVid's 11): classes class_0.. found by scanning the masks
+        _check_keys(data, file)
+        ignore = data["ignore_index"]
+        if not isinstance(ignore, int) or isinstance(ignore, bool) or ignore < 1:
+            raise CnnkitError(f"{file}: ignore_index {ignore!r} must be a positive integer above every class "
+                              "value of the masks, e.g. 255")
+        return Palette(None, None, ignore, None)
     classes = data.get("classes") if isinstance(data, dict) else None
     if not isinstance(classes, list) or not classes:
-        raise CnnkitError(f"{file}: needs a non-empty 'classes' list of {{name: ..., color: [r, g, b]}}")
+        raise CnnkitError(f"{file}: needs a non-empty 'classes' list of {{name: ..., color: [r, g, b]}} (or, "
+                          "for index masks, only 'ignore_index: N' to name the classes class_0.. by value)")
     names, colours = [], []
     for n, c in enumerate(classes):
         if isinstance(c, str):
@@ -89,11 +100,15 @@ def read_palette(file: Path) -> Palette:
                           f"({len(names)}), e.g. 255")
     raw_ignore = data.get("ignore_color", data.get("ignore_colour"))
     ignore_colour = None if raw_ignore is None else _colour(raw_ignore, file, "ignore_color")
+    _check_keys(data, file)
+    return Palette(names, colours if given else None, ignore, ignore_colour)
+
+
+def _check_keys(data: dict, file: Path) -> None:
     unknown = set(data) - {"classes", "ignore_index", "ignore_color", "ignore_colour"}
     if unknown:
         raise CnnkitError(f"{file}: unknown key(s) {sorted(unknown)}; palette.yaml holds classes, ignore_index, "
                           "ignore_color")
-    return Palette(names, colours if given else None, ignore, ignore_colour)
 
 
 # -- decoding masks ------------------------------------------------------------------------------------------

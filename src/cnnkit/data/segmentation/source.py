@@ -20,9 +20,12 @@ What `open_segmentation_source(spec)` understands:
   any other value above C - 1 is an error). RGB(A) masks are *colour* masks, mapped through the palette: each
   pixel takes the nearest palette colour when its largest channel difference is at most COLOUR_TOLERANCE
   (JPEG-damaged labels), else the file is refused, naming the colour. Without palette.yaml: index masks give
-  classes class_0..class_K (K the largest value seen in a sample of up to 256 masks; masks holding only 0 and
-  255 are read as binary background/foreground); colour masks holding only black, green and red get
-  DEFAULT_PALETTE (soil, crop, weed: the Peanut data set's colour map), other colours need a palette.yaml.
+  classes class_0..class_K (K the largest value other than 255 seen in a sample of up to 256 masks; masks
+  holding only 0 and 255 are read as binary background/foreground); colour masks holding only black, green
+  and red get DEFAULT_PALETTE (soil, crop, weed: the Peanut data set's colour map), other colours need a
+  palette.yaml. A palette.yaml holding only ``ignore_index: N`` (index masks whose void value is not 255, e.g.
+  CamVid's 11) gives class_0..class_K the same way, K the largest value other than N; pixels equal to N count
+  nowhere (without palette.yaml, N would be class_N).
 - a folder with ``train/``, ``val/`` (or ``valid/``), ``test/`` sub-folders, each laid out as above:
   ``presplit`` keeps their indices; ``palette.yaml`` sits in the top folder (or in train/).
 - a COCO JSON file: polygons and RLE through pycocotools.mask; class 0 is 'background', then the
@@ -43,8 +46,18 @@ import torch
 from PIL import Image
 
 from cnnkit.data.images import BadImage, is_image_file, read_image
-from cnnkit.data.segmentation.masks import (COLOUR_MODES, COLOUR_TOLERANCE, IGNORE_INDEX, ColourMap, MaskDecoder, open_mask,
-                               pack_rgb, read_palette, unpack_rgb, voc_colormap)
+from cnnkit.data.segmentation.masks import (
+    COLOUR_MODES,
+    COLOUR_TOLERANCE,
+    IGNORE_INDEX,
+    ColourMap,
+    MaskDecoder,
+    open_mask,
+    pack_rgb,
+    read_palette,
+    unpack_rgb,
+    voc_colormap,
+)
 from cnnkit.errors import CnnkitError
 
 log = logging.getLogger("cnnkit")
@@ -165,8 +178,11 @@ def _decoder_for(folder: Path, masks: list[Path]) -> tuple[list[str], list[tuple
     with open_mask(masks[0]) as im:
         colour = im.mode in COLOUR_MODES
     if colour and palette is not None and palette.colours is None:
-        raise CnnkitError(f"{palette_file}: the masks are colour images ({masks[0].name}); give every class a "
-                          "color: [r, g, b]")
+        raise CnnkitError(f"{palette_file}: the masks are colour images ({masks[0].name}); "
+                          + ("give every class a color: [r, g, b]" if palette.classes else
+                             "list the classes: [{name: ..., color: [r, g, b]}]"))
+    if palette is not None and palette.classes is None:  # only ignore_index: classes class_0.. by mask value
+        return _index_classes(masks, palette.ignore_index, palette_file)
     if palette is not None:
         ignore = palette.ignore_index
         colour_map = ColourMap(palette.colours, palette.classes, ignore, palette.ignore_colour) if colour else None
@@ -189,9 +205,21 @@ def _decoder_for(folder: Path, masks: list[Path]) -> tuple[list[str], list[tuple
     if set(values.tolist()) == {0, 255}:  # binary masks saved as 0 / 255: foreground, not "don't care"
         classes = ["background", "foreground"]
         return classes, voc_colormap(2), IGNORE_INDEX, MaskDecoder(classes, IGNORE_INDEX, binary255=True)
-    top = int(values[values != IGNORE_INDEX].max()) if (values != IGNORE_INDEX).any() else 0
+    return _index_classes(masks, IGNORE_INDEX, values=values)
+
+
+def _index_classes(masks: list[Path], ignore: int, palette_file: Path | None = None, values: np.ndarray | None = None
+                   ) -> tuple[list[str], list[tuple[int, int, int]], int, MaskDecoder]:
+    """Index masks without class names: class_0..class_K, K the largest value other than `ignore` in a sample of
+    the masks (values found later above K are refused by the decoder, naming the file)."""
+    if values is None:
+        values = np.unique(np.concatenate([_values_in(p) for p in _sample(masks)]))
+    if palette_file is not None and (values > ignore).any():
+        raise CnnkitError(f"{palette_file}: ignore_index {ignore} is below mask value {int(values.max())}; "
+                          "ignore_index must be above every class value (or list the classes in palette.yaml)")
+    top = int(values[values != ignore].max()) if (values != ignore).any() else 0
     classes = [f"class_{k}" for k in range(max(top + 1, 2))]
-    return classes, voc_colormap(len(classes)), IGNORE_INDEX, MaskDecoder(classes, IGNORE_INDEX)
+    return classes, voc_colormap(len(classes)), ignore, MaskDecoder(classes, ignore)
 
 
 class FolderReader:
@@ -352,6 +380,6 @@ def open_segmentation_source(spec: str) -> SegmentationSource:
                       + (hint or " (built-in: synthetic-plants)"))
 
 
-def source_of(cfg) -> SegmentationSource:  # noqa: ANN001  (a cnnkit.config.Config)
+def source_of(cfg) -> SegmentationSource:
     """The segmentation source that a run's config names."""
     return open_segmentation_source(cfg.data.source)

@@ -66,7 +66,7 @@ class StageFeatures(nn.Module):
 
     def __init__(self, model: nn.Module, spec, levels: int = 3):
         super().__init__()
-        from cnnkit.engine.transfer import stages
+        from cnnkit.models.stages import stages
 
         if type(model).__name__ in _OUT_OF_ORDER:
             raise CnnkitError(f"{spec.name} cannot serve as a detection backbone (its layers are not defined in "

@@ -1,0 +1,62 @@
+"""How the CLI prints results: plain formatting of dicts and lists, no torch."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cnnkit.api import TrainResult
+
+TRAIN_METRICS = ("accuracy", "f1_macro", "map", "mask_map", "miou", "pixel_accuracy", "mae", "rmse", "r2", "loss")
+
+
+def report_train(result: TrainResult) -> int:
+    """The val metrics, the verdict, then the run folder as the last line; 130 when interrupted."""
+    if result.val:
+        shown = [k for k in TRAIN_METRICS if k in result.val]
+        print("  ".join(f"val {k} {result.val[k]:.4f}" for k in shown))
+    if result.verdict is not None and not result.interrupted:
+        from cnnkit.diagnose.verdict import format_verdict
+
+        print(format_verdict(result.verdict.as_dict()))
+    if result.interrupted:
+        print(f"interrupted: state saved; continue with `cnnkit train --resume {result.run_dir}`", file=sys.stderr)
+    print(result.run_dir)
+    return 130 if result.interrupted else 0
+
+
+def print_metrics(metrics: dict, as_json: bool) -> None:
+    """JSON, or the scalars on one line and each per-class/label/target table below it."""
+    if as_json:
+        print(json.dumps(metrics))
+        return
+    print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
+                    if not isinstance(v, dict)))
+    for key, table in metrics.items():
+        if isinstance(table, dict) and table and not all(isinstance(v, dict) for v in table.values()):
+            print(f"{key}  " + "  ".join(f"{n} n/a" if v is None else f"{n} {v:.4f}" if isinstance(v, float)
+                                         else f"{n} {v}" for n, v in table.items()))
+        elif isinstance(table, dict) and table:
+            columns = list(next(iter(table.values())))
+            width = max(len(str(name)) for name in table)
+            print(f"\n{key.removeprefix('per_'):<{width}}  " + "  ".join(f"{c:>8}" for c in columns))
+            for name, row in table.items():
+                print(f"{name:<{width}}  " + "  ".join("     n/a" if row[c] is None else f"{row[c]:8.4f}"
+                                                       if isinstance(row[c], float) else f"{row[c]:8}"
+                                                       for c in columns))
+
+
+def prediction_line(r: dict) -> str:
+    """One line of `cnnkit predict`: a segmentation, a detected box, regression values, labels or top-k classes."""
+    if "fractions" in r:  # segmentation: each class's share of the pixels, and the files written
+        shares = "  ".join(f"{c} {f:.3f}" for c, f in r["fractions"].items())
+        return f"{r['path']}  {shares}" + (f"  → {r['mask']}" if "mask" in r else "")
+    if "bbox" in r:  # detection: one line per box
+        return f"{r['path']}  {r['label']} {r['score']:.3f}  x,y,w,h " + ",".join(f"{v:.1f}" for v in r["bbox"])
+    if "values" in r:  # regression
+        return r["path"] + "  " + "  ".join(f"{k} {v:.4g}" for k, v in r["values"].items())
+    if "labels" in r:  # multilabel: the labels at or above the threshold, then every probability
+        return (r["path"] + "  [" + ", ".join(r["labels"]) + "]  "
+                + "  ".join(f"{p['label']} {p['probability']:.3f}" for p in r["predictions"]))
+    return r["path"] + "  " + "  ".join(f"{p['label']} {p['probability']:.3f}" for p in r["predictions"])

@@ -1,0 +1,257 @@
+"""One handler per verb: argparse.Namespace → cnnkit.api.<verb>() → printed result; returns the exit code.
+
+cnnkit.api (and so torch) is imported inside each handler, after parsing, never at import time. Every api verb
+is called with its first argument(s) (run, cfg, inputs, ...) positionally and everything else by keyword."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from cnnkit.cli.output import prediction_line, print_metrics, report_train
+from cnnkit.errors import CnnkitError
+
+
+def _model_options(items: list[str] | None) -> dict | None:
+    from cnnkit.config import parse_key_values
+
+    options = parse_key_values(",".join(items or []), example="--model-option activation=leaky_relu")
+    return options or None
+
+
+def train_overrides(a: argparse.Namespace) -> dict:
+    """The config sections set by the training flags (those not given are left to the YAML file and defaults)."""
+    pick = lambda **kv: {k: v for k, v in kv.items() if v is not None}  # noqa: E731
+    return {
+        "data": pick(source=a.data, augment=a.augment, image_size=a.image_size, channels=a.channels, resize=a.resize,
+                     val=a.val, test=a.test, workers=a.workers, images=a.images),
+        "model": pick(name=a.model, options=_model_options(a.model_option), dropout=a.dropout,
+                      batch_norm=a.batch_norm, weights=a.weights),
+        "train": pick(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, schedule=a.schedule,
+                      loss=a.loss, patience=a.patience, monitor=a.monitor, min_delta=a.min_delta, device=a.device,
+                      amp=a.amp, seed=a.seed, l1=a.l1, l2=a.l2, mixup=a.mixup, cutmix=a.cutmix,
+                      adversarial=a.adversarial, adv_eps=a.adv_eps, log=a.log, strategy=a.strategy,
+                      keep_stages=a.keep_stages, unfreeze_every=a.unfreeze_every, probe=a.probe,
+                      head_init=a.head_init),
+        "diagnose": pick(alarm_stop=a.alarm_stop, target_error=a.target_error),
+        **pick(out=a.out, task=a.task),
+    }
+
+
+# ---------------------------------------------------------------- training: train, lr-find, demo, transfer compare
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from cnnkit import api
+
+    if a.resume:
+        extra = train_overrides(a)["train"]
+        return report_train(api.train(resume=a.resume, **{k: v for k, v in extra.items() if k == "epochs"}))
+    cfg = api.load_config(a.config, train_overrides(a))
+    return report_train(api.train(cfg))
+
+
+def cmd_lr_find(a: argparse.Namespace) -> int:
+    from cnnkit import api
+
+    cfg = api.load_config(a.config, train_overrides(a))
+    out = Path(a.out or "lr_find.png")
+    result = api.lr_find(cfg, steps=a.steps, out=out)
+    print(f"suggested lr {result.suggestion:.3g} (steepest descent of the smoothed loss)" if result.suggestion
+          else "no suggestion: the loss never fell; try a wider range")
+    print(out)
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from cnnkit import api
+
+    start = time.perf_counter()
+    result = api.train(api.demo_config(a.out))
+    seconds = time.perf_counter() - start
+    if result.interrupted:
+        return report_train(result)
+    metrics = api.test(result.run_dir)
+    print(f"test accuracy {metrics['accuracy']:.4f} on {metrics['count']} held-out digits "
+          f"(trained in {seconds:.0f}s)")
+    print(f"learning curves: {result.run_dir / 'plots' / 'learning_curves.png'}")
+    print(f"predict with:    cnnkit predict {result.run_dir} IMAGE")
+    print(result.run_dir)
+    return 0
+
+
+def cmd_transfer_compare(a: argparse.Namespace) -> int:
+    """The table (or JSON), the files written, then the comparison folder as the last line."""
+    from cnnkit.experiments.compare import format_table, load_compare_config, parse_strategies
+
+    strategies = parse_strategies(a.strategies)  # a bad name fails before any config or data is read
+    from cnnkit import api
+
+    result = api.transfer_compare(load_compare_config(a.config, train_overrides(a)), strategies=strategies,
+                                  out=a.out)
+    if a.json:
+        print(json.dumps(result.rows))
+    else:
+        print(format_table(result.rows))
+        print(f"table: {result.files['json']}  {result.files['csv']}  plot: {result.files['png']}")
+    if result.interrupted:
+        print("interrupted: the table holds the finished strategies", file=sys.stderr)
+    print(result.out)
+    return 130 if result.interrupted else 0
+
+
+# ---------------------------------------------------------------- a trained run: evaluate, test, predict, embed, report
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from cnnkit import api
+
+    metrics = api.evaluate(a.run, split=a.split, attack=a.attack, eps=a.eps, target_error=a.target_error,
+                           boundary_f1=a.boundary_f1)
+    verdict = metrics.pop("verdict", None) if not a.json else None
+    print_metrics(metrics, a.json)
+    if verdict is not None:
+        from cnnkit.diagnose.verdict import format_verdict
+
+        print("\n" + format_verdict(verdict))
+    return 0
+
+
+def cmd_test(a: argparse.Namespace) -> int:
+    from cnnkit import api
+
+    print_metrics(api.test(a.run), a.json)
+    return 0
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    from cnnkit import api
+
+    results = api.predict(a.run, a.inputs, top_k=a.top_k, threshold=a.threshold, score_threshold=a.score_threshold,
+                          nms_iou=a.nms_iou, out=a.out)
+    if a.json:
+        print(json.dumps(results))
+    else:
+        for r in results:
+            print(prediction_line(r))
+    return 0
+
+
+def cmd_embed(a: argparse.Namespace) -> int:
+    from cnnkit import api
+
+    print(api.embed(a.run, a.inputs, out=a.out, batch_size=a.batch_size, layer=a.layer))
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from cnnkit import api
+
+    print(api.report(a.run))
+    return 0
+
+
+# ---------------------------------------------------------------- tools: models, inspect, prune, diagnose, data
+
+def cmd_models(a: argparse.Namespace) -> int:
+    from cnnkit import api
+    from cnnkit.diagnose.zoo import format_table
+
+    start = time.perf_counter()
+    rows = api.models_table(task=a.task, bench=a.bench, budget_s=a.budget, threads=a.threads)
+    if a.json:
+        print(json.dumps(rows))
+    else:
+        print(format_table(rows, bench=a.bench))
+        print(f"({len(rows)} models in {time.perf_counter() - start:.1f}s)", file=sys.stderr)
+    return 0
+
+
+def cmd_inspect(a: argparse.Namespace) -> int:
+    from cnnkit import api
+
+    if a.kernels:
+        print(api.inspect_kernels(a.target, out=a.out))
+    elif a.feature_maps:
+        if not a.layer:
+            raise CnnkitError("--feature-maps needs --layer NAME (a module path such as c1 or layer1.0.conv1)")
+        print(api.inspect_feature_maps(a.target, image=a.feature_maps, layer=a.layer, out=a.out))
+    else:
+        from cnnkit.diagnose.inspect import format_report
+
+        report = api.inspect_model(a.target, input_size=a.input)
+        print(json.dumps(report) if a.json else format_report(report))
+    return 0
+
+
+def cmd_prune(a: argparse.Namespace) -> int:
+    from cnnkit import api
+
+    rows = api.prune(a.run, sparsities=a.sparsity, scope=a.scope, finetune_epochs=a.finetune_epochs, out=a.out)
+    if a.json:
+        print(json.dumps(rows))
+        return 0
+    tuned = a.finetune_epochs > 0
+    print("sparsity  measured  val acc  val loss" + ("  acc before ft" if tuned else ""))
+    for r in rows:
+        print(f"{r['sparsity_target']:8.2f}  {r['sparsity']:8.4f}  {r['val_accuracy']:7.4f}  {r['val_loss']:8.4f}"
+              + (f"  {r['val_accuracy_before_ft']:13.4f}" if tuned else ""))
+    print(Path(rows[0]["run"]).parent)
+    return 0
+
+
+def cmd_diagnose(a: argparse.Namespace) -> int:
+    """The plots' paths and numbers (or JSON), then the run folder as the last line."""
+    from cnnkit import api
+
+    result = api.diagnose(a.run, data_curve=a.data_curve, landscape=a.landscape, gradcam=a.gradcam,
+                          epochs=a.epochs, budget_s=a.budget)
+    if a.json:
+        print(json.dumps(result))
+    else:
+        from cnnkit.diagnose.landscape import format_landscape
+        from cnnkit.experiments.datacurve import format_data_curve
+
+        best = result.get("best_epoch")
+        for name, path in result["plots"].items():
+            print(f"{name.replace('_', ' ')}: {path}" + (f"  (best epoch {best}: lowest val loss)"
+                                                         if name == "learning_curves" and best else ""))
+        if "data_curve" in result:
+            print("\n" + format_data_curve(result["data_curve"]["rows"], result["data_curve"]["reading"]))
+        if "landscape" in result:
+            print("\n" + format_landscape(result["landscape"]))
+    print(result["run"])
+    return 0
+
+
+def cmd_convert(a: argparse.Namespace) -> int:
+    from cnnkit import api
+
+    if a.check_only:
+        print("\n".join(api.check_annotations(a.src, images=a.images, policy=a.policy).summary()))
+        return 0
+    if not a.to or not a.out:
+        raise CnnkitError("convert needs --to coco|voc|yolo and --out PATH (or --check-only)")
+    print(api.convert(a.src, to=a.to, out=a.out, images=a.images, policy=a.policy))
+    return 0
+
+
+def cmd_augment_preview(a: argparse.Namespace) -> int:
+    from cnnkit import api
+
+    print(api.augment_preview(a.data, out=a.out, preset=a.augment, n=a.n, task=a.task))
+    return 0
+
+
+VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "train": cmd_train, "lr-find": cmd_lr_find, "demo": cmd_demo, "transfer": cmd_transfer_compare,
+    "evaluate": cmd_evaluate, "test": cmd_test, "predict": cmd_predict, "embed": cmd_embed, "report": cmd_report,
+    "models": cmd_models, "inspect": cmd_inspect, "prune": cmd_prune, "diagnose": cmd_diagnose,
+    "convert": cmd_convert, "augment-preview": cmd_augment_preview,
+}
+
+
+def run(a: argparse.Namespace) -> int:
+    """Run the verb of parsed arguments `a`; its exit code."""
+    return VERBS[a.verb](a)

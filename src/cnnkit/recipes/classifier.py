@@ -1,0 +1,168 @@
+"""The pieces of a classification run (binary, multiclass, multilabel, regression) from its config: the problem
+type, the model card (the data contract), the loaders, the model, the task with its regularisers, the
+whole-split metrics and each image's prediction. cnnkit.recipes.classification wires them into the recipe;
+the experiments (data curve, pruning, transfer comparison) reuse them.
+
+    problem, source = problem_source(cfg.task, open_source(cfg.data.source))
+    card = card_for(cfg, source, split, cfg.train.seed)
+    task = make_classifier_task(cfg, card, model, source.labels[split["train"]])
+"""
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import numpy as np
+import torch
+
+
+from cnnkit.tasks.adversarial import fgsm, input_range, pgd, pixel_eps
+from cnnkit.config import Config
+from cnnkit.data.loader import train_stats
+from cnnkit.data.sources import ImageSource
+from cnnkit.engine.trainer import Trainer
+from cnnkit.errors import CnnkitError, did_you_mean
+from cnnkit.models.pretrained import lookup as lookup_pretrained
+from cnnkit.models.registry import create_model, get_spec
+from cnnkit.engine.regularizers import Penalty, cutmix, mixup
+from cnnkit.metrics.core import task_metrics
+from cnnkit.runs.folder import ModelCard
+from cnnkit.tasks.base import Task
+from cnnkit.tasks.regression import STANDARDIZED_LOSSES
+
+log = logging.getLogger("cnnkit")
+
+
+def _target_scaling(cfg: Config, source: ImageSource, train: np.ndarray) -> dict:
+    """Regression: a sigmoid output when every training target lies in [0, 1]; otherwise the training
+    targets' mean and std, so the model learns standardised targets (for the shift-free losses)."""
+    t = source.targets[train]  # (n, D)
+    if t.min() >= 0 and t.max() <= 1:
+        return {"bounded": True}
+    if (cfg.train.loss or "mse") not in STANDARDIZED_LOSSES:
+        return {}
+    std = t.std(0)
+    return {"target_mean": t.mean(0).tolist(), "target_std": np.where(std > 0, std, 1.0).tolist()}
+
+
+def card_for(cfg: Config, source: ImageSource, split: dict, seed: int) -> ModelCard:
+    """The run's card. Pretrained weights (e.g. efficientnet_lite0.imagenet) keep their own normalisation,
+    input size and interpolation, which transfer needs; the card names their architecture, so the saved
+    model loads without the weight file."""
+    weights = lookup_pretrained(cfg.model.name)
+    if weights is not None:
+        return _pretrained_card(cfg, source, split, weights)
+    spec = get_spec(cfg.model.name)
+    channels = cfg.data.channels or spec.input_size[0]
+    size = cfg.data.image_size or spec.input_size[1]
+    mean, std = train_stats(source, split["train"], channels, size, cfg.data.resize, seed=seed)
+    bn = {} if cfg.model.batch_norm == "on" else {"batch_norm_mode": cfg.model.batch_norm}  # "off" changes the keys
+    scaling = _target_scaling(cfg, source, split["train"]) if cfg.task == "regression" else {}
+    return ModelCard(cfg.model.name, cfg.task, list(source.classes), [channels, size, size], mean, std,
+                     cfg.data.whiten, cfg.data.resize, {**cfg.model.options, **bn}, **scaling)
+
+
+def _pretrained_card(cfg: Config, source: ImageSource, split: dict, weights) -> ModelCard:
+    c, h, _ = weights.input_size
+    if cfg.data.channels not in (None, c):
+        raise CnnkitError(f"{cfg.model.name} takes {c}-channel images; drop --channels {cfg.data.channels}")
+    size = cfg.data.image_size or h
+    bn = {} if cfg.model.batch_norm == "on" else {"batch_norm_mode": cfg.model.batch_norm}
+    scaling = _target_scaling(cfg, source, split["train"]) if cfg.task == "regression" else {}
+    fields = weights.card_fields()
+    return ModelCard(weights.architecture, cfg.task, list(source.classes), [c, size, size], fields["mean"],
+                     fields["std"], cfg.data.whiten, cfg.data.resize, {**weights.options, **cfg.model.options, **bn},
+                     interpolation=weights.interpolation, **scaling)
+
+
+def _class_weight(cfg: Config, labels: np.ndarray, k: int) -> torch.Tensor | None:
+    if cfg.train.class_weight is None:
+        return None
+    if cfg.train.class_weight != "balanced":
+        raise CnnkitError(f"class_weight must be 'balanced' or empty, got {cfg.train.class_weight!r}")
+    if cfg.task in ("multilabel", "regression"):
+        raise CnnkitError(f"class_weight='balanced' weighs single-label classes; a {cfg.task} task has none "
+                          "(use sample weights)")
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    return torch.tensor(len(labels) / (k * np.maximum(counts, 1)), dtype=torch.float32)  # n / (K n_c)
+
+
+def make_attack(name: str | None, eps: float, card: ModelCard, steps: int = 7):
+    """None, or (model, images, targets) → adversarial images within `eps` (pixel units) of the images, kept
+    inside the valid pixel range of the card's normalisation."""
+    if name is None:
+        return None
+    if name not in ("fgsm", "pgd"):
+        raise CnnkitError(f"unknown attack {name!r}{did_you_mean(name, ('fgsm', 'pgd'))}")
+    if card.whiten:  # each image has its own scale: a budget in pixel units has no single size in model inputs
+        raise CnnkitError("adversarial attacks need the dataset's mean/std normalisation; this run whitens each "
+                          "image (--whiten), so a pixel budget has no fixed size: train without --whiten")
+    budget, clamp = pixel_eps(eps, card.std), input_range(card.mean, card.std)
+    if name == "fgsm":
+        return partial(fgsm, eps=budget, clamp=clamp)
+    return partial(pgd, eps=budget, alpha=budget * 2.5 / steps, steps=steps, clamp=clamp)
+
+
+def _mixer(mixup_alpha: float, cutmix_alpha: float, k: int):
+    """None, or a function (images, targets) → (mixed images, soft targets) drawing mixup or CutMix per batch."""
+    if not mixup_alpha and not cutmix_alpha:
+        return None
+
+    def mix(images: torch.Tensor, targets: torch.Tensor):
+        use_cutmix = cutmix_alpha and (not mixup_alpha or torch.rand(()) < 0.5)
+        mixed = cutmix(images, targets, k, alpha=cutmix_alpha) if use_cutmix else \
+            mixup(images, targets, k, alpha=mixup_alpha)
+        return mixed.images, mixed.targets
+
+    return mix
+
+
+def _check_regularizers(cfg: Config) -> None:
+    """Refuse the training options that have no meaning for the problem type."""
+    t, problem = cfg.train, cfg.task
+    if problem == "regression" and (t.mixup or t.cutmix or t.label_smoothing):
+        raise CnnkitError("mixup, cutmix and label smoothing mix class labels; a regression task has none")
+    if t.adversarial and problem != "multiclass":
+        raise CnnkitError(f"adversarial training attacks the softmax cross-entropy of a multiclass task, not a "
+                          f"{problem} one; train with --task multiclass or without --adversarial")
+
+
+def new_model(cfg: Config, card: ModelCard) -> torch.nn.Module:
+    """The network `cfg` asks for, sized by the card (outputs, input channels), with its weights and BN mode."""
+    return create_model(cfg.model.name, num_classes=card.outputs, in_channels=card.input_size[0],
+                         weights=cfg.model.weights, batch_norm_mode=cfg.model.batch_norm, **cfg.model.options)
+
+
+def make_classifier_task(cfg: Config, card: ModelCard, model: torch.nn.Module, train_labels: np.ndarray) -> Task:
+    """The card's task around `model` with the configured loss, label smoothing, L1/L2 penalties, mixup or
+    CutMix, adversarial training and class weights."""
+    _check_regularizers(cfg)
+    t = cfg.train
+    penalty = Penalty(t.l1, t.l2, layers=t.penalty_layers) if t.l1 or t.l2 else None
+    return card.make_task(model, t.loss, label_smoothing=t.label_smoothing, penalty=penalty,
+                          mix=_mixer(t.mixup, t.cutmix, len(card.classes)),
+                          attack=make_attack(t.adversarial, t.adv_eps, card, t.adv_steps),
+                          class_weight=_class_weight(cfg, train_labels, len(card.classes)))
+
+
+def split_metrics(trainer: Trainer, card: ModelCard, loader) -> dict:
+    """The loss and per-batch means (`trainer.evaluate`), then the whole-split metrics of the problem type:
+    accuracy, top-5, F1 (macro, micro) for classes; mAP and per-label F1 for labels; MAE, RMSE, R² for values."""
+    metrics = trainer.evaluate(loader)
+    outputs, targets = trainer.predict(loader, targets=True)
+    if card.problem == "binary":
+        outputs = outputs[:, 1]  # P(class 1)
+    return {**metrics, **task_metrics(card.problem, outputs, targets, card.classes)}
+
+
+def prediction(card: ModelCard, path, output: torch.Tensor, k: int, threshold: float) -> dict:
+    """One image's result. Classes: the top-k {label, probability}. Multilabel: every label's probability, best
+    first, plus `labels`, those at or above `threshold`. Regression: `values`, {target name: value}."""
+    if card.problem == "regression":
+        return {"path": str(path), "values": {n: round(float(v), 6) for n, v in zip(card.classes, output)}}
+    probs, idx = output.topk(len(card.classes) if card.problem == "multilabel" else k)
+    result = {"path": str(path), "predictions": [
+        {"label": card.classes[int(c)], "probability": round(float(p), 6)} for p, c in zip(probs, idx)]}
+    if card.problem == "multilabel":
+        result["labels"] = [card.classes[int(c)] for p, c in zip(probs, idx) if p >= threshold]
+    return result
