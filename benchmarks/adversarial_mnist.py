@@ -59,7 +59,7 @@ def measure(run: Path, eps: float, seed: int) -> dict:
     row = {}
     for attack in ("fgsm", "pgd"):
         torch.manual_seed(seed)  # PGD's random start: the same draws on every run of the script
-        m = api.evaluate(run, "val", attack=attack, eps=eps)
+        m = api.evaluate(run, split="val", attack=attack, eps=eps)
         row.update(count=m["count"], clean=m["accuracy"], **{attack: m["robust_accuracy"]})
     return row
 

@@ -220,7 +220,7 @@ def test_fgsm_in_normalised_units_is_fgsm_in_pixel_space():
 def test_attacks_refuse_per_image_whitening():
     from cnnkit.api import make_attack
     from cnnkit.errors import CnnkitError
-    from cnnkit.runs.folder import ModelCard
+    from cnnkit.runs.card import ModelCard
 
     card = ModelCard("lenet5", "multiclass", ["a", "b"], [1, 32, 32], [0.5], [0.25], whiten=True)
     with pytest.raises(CnnkitError, match="train without --whiten"):

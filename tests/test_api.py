@@ -57,7 +57,7 @@ def test_model_pt_carries_its_card_and_loads_weights_only(run: Path) -> None:
 
 
 def test_evaluate_matches_a_manual_pass_over_the_val_split(run: Path) -> None:
-    metrics = api.evaluate(run, "val")
+    metrics = api.evaluate(run, split="val")
     model, card = api.load_model(run)
     record = json.loads((run / "split.json").read_text())
     src = digits()
@@ -73,7 +73,7 @@ def test_evaluate_matches_a_manual_pass_over_the_val_split(run: Path) -> None:
 
 def test_test_split_is_locked_and_every_use_recorded(run: Path) -> None:
     with pytest.raises(CnnkitError, match="locked"):
-        api.evaluate(run, "test")
+        api.evaluate(run, split="test")
     log = run / "test_log.jsonl"
     log.unlink(missing_ok=True)
     first = api.test(run)
@@ -130,7 +130,7 @@ def test_resume_after_interrupt_equals_one_straight_run(tmp_path: Path, monkeypa
 
 def test_demo_reaches_the_accuracy_target(tmp_path: Path) -> None:
     """The README's `make demo`: LeNet-5 on digits, at least 97.5% on the locked test split."""
-    result = api.train(api.demo_config(str(tmp_path / "demo")))
+    result = api.train(api.demo_config(out=str(tmp_path / "demo")))
     metrics = api.test(result.run_dir)
     assert metrics["accuracy"] >= 0.975
 
@@ -138,7 +138,7 @@ def test_demo_reaches_the_accuracy_target(tmp_path: Path) -> None:
 def test_class_weight_balanced_follows_sklearn(tmp_path: Path) -> None:
     from sklearn.utils.class_weight import compute_class_weight
 
-    from cnnkit.recipes.classification import _class_weight
+    from cnnkit.recipes.classifier import _class_weight
 
     labels = np.array([0, 0, 0, 1, 2, 2])
     cfg = _cfg(tmp_path, class_weight="balanced")

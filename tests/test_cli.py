@@ -139,7 +139,8 @@ def test_l1_l2_and_dropout_flags_reach_the_training(tmp_path: Path, monkeypatch)
 
     applied = []
     real_set_dropout = cnnkit.recipes.classification.set_dropout
-    monkeypatch.setattr(cnnkit.recipes.classification, "set_dropout", lambda m, spec: applied.append(real_set_dropout(m, spec)))
+    monkeypatch.setattr(cnnkit.recipes.classification, "set_dropout",
+                        lambda m, spec: applied.append(real_set_dropout(m, spec)))
     out = tmp_path / "reg"
     assert main(["-q", "train", "--data", "synthetic-shapes:n=60", "--epochs", "1", "--l2", "1e-3", "--l1", "1e-4",
                  "--dropout", "0.3", "--out", str(out)]) == 0

@@ -83,7 +83,7 @@ def test_a_killed_detection_run_resumes(run: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("extra,message", [
     (["--model", "lenet5"], "needs a detector"),
     (["--loss", "focal"], "its own losses"),
-    (["--mixup", "0.2"], "do not apply to detection"),
+    (["--mixup", "0.2"], "--mixup is not supported for --task detect"),
     (["--model", "yolo", "--model-option", "head=v2"], "did you mean"),
 ])
 def test_bad_detection_runs_fail_in_one_line(tmp_path: Path, capsys, extra: list[str], message: str) -> None:

@@ -65,7 +65,7 @@ def _read(out: Path) -> tuple[np.ndarray, list[str]]:
 
 
 def test_embeddings_through_the_last_linear_layer_give_the_logits(run: Path, images: list[Path], tmp: Path) -> None:
-    out = api.embed(run, images, tmp / "e.npy", batch_size=2)  # batches of 2, 2 and 1
+    out = api.embed(run, images, out=tmp / "e.npy", batch_size=2)  # batches of 2, 2 and 1
     features, paths = _read(out)
     model, card = load_model(run)
     assert isinstance(model.output, torch.nn.Linear)
@@ -107,7 +107,7 @@ def test_layer_is_the_global_average_pool_of_that_layers_output(run: Path, image
     hook.remove()
     assert seen[0].dim() == 4
     by_hand = seen[0].mean(dim=(2, 3))  # (N, C)
-    out = api.embed(run, images, tmp / "c3.npz", layer="c3")
+    out = api.embed(run, images, out=tmp / "c3.npz", layer="c3")
     with np.load(out) as z:
         features = z["features"]
     assert features.shape == (5, model.c3.out_channels)
@@ -118,7 +118,7 @@ def test_a_partial_run_embeds_the_input_of_its_new_head(tmp: Path, images: list[
     partial = _train(tmp, "--strategy", "partial", "--keep-stages", "2")
     model, card = load_model(partial)
     assert isinstance(model, PartialNet)
-    with np.load(api.embed(partial, images, tmp / "partial.npz")) as z:
+    with np.load(api.embed(partial, images, out=tmp / "partial.npz")) as z:
         features = torch.from_numpy(z["features"])
     assert features.shape == (5, model.fc.in_features)
     with torch.no_grad():
@@ -155,9 +155,9 @@ def test_bad_arguments_are_one_line_errors(run: Path, images: list[Path], tmp: P
 
 def test_a_batch_size_below_one_or_no_images_is_an_error_in_python(run: Path, images: list[Path], tmp: Path) -> None:
     with pytest.raises(CnnkitError, match="at least 1"):
-        api.embed(run, images, tmp / "b.npz", batch_size=0)
+        api.embed(run, images, out=tmp / "b.npz", batch_size=0)
     with pytest.raises(CnnkitError, match="no images to embed"):
-        api.embed(run, [], tmp / "b.npz")
+        api.embed(run, [], out=tmp / "b.npz")
 
 
 def test_missing_run_and_empty_folder_are_one_line_errors(images: list[Path], tmp: Path, capsys) -> None:
@@ -192,7 +192,7 @@ def test_imagenet_features_put_a_flipped_cat_nearer_the_cat_than_coffee(tmp: Pat
     paths = [folder / "chelsea.png", folder / "coffee.png", folder / "chelsea_flipped.png"]
     for path, array in zip(paths, (data.chelsea(), data.coffee(), data.chelsea()[:, ::-1])):
         Image.fromarray(np.ascontiguousarray(array)).save(path)
-    with np.load(api.embed("efficientnet_lite0.imagenet", paths, tmp / "photos.npz")) as z:
+    with np.load(api.embed("efficientnet_lite0.imagenet", paths, out=tmp / "photos.npz")) as z:
         cat, coffee, flipped = z["features"]
     assert cat.shape == (1280,)
     assert _cosine(cat, flipped) > _cosine(cat, coffee)

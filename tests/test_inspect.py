@@ -19,7 +19,8 @@ from cnnkit.diagnose.inspect import connection_params, conv_output_size, inspect
 from cnnkit.diagnose.pictures import image_grid, tile_scale
 from cnnkit.errors import CnnkitError
 from cnnkit.models.registry import create_model, get_spec, list_models
-from cnnkit.runs.folder import ModelCard, save_model
+from cnnkit.runs.card import ModelCard
+from cnnkit.runs.folder import save_model
 
 
 def _layers(report: dict) -> dict[str, dict]:
@@ -258,7 +259,7 @@ def test_kernels_of_a_model_name_are_random_rgb(tmp_path: Path) -> None:
     from cnnkit import api
 
     with pytest.warns(UserWarning, match="weights are random"):
-        out = api.inspect_kernels("resnet18", tmp_path / "k.png")
+        out = api.inspect_kernels("resnet18", out=tmp_path / "k.png")
     with Image.open(out) as im:
         assert im.mode == "RGB" and im.size == _grid_size(64, 7, 7) == (298, 298)  # 8×8 kernels of 7×7, ×5
 

@@ -155,7 +155,7 @@ def test_training_from_pretrained_weights_keeps_their_normalisation(make_image_f
     assert card["input_size"] == [3, 32, 32]
     image = data / "ant" / "0.png"
     assert len(api.predict(out, [image], top_k=2)[0]["predictions"]) == 2
-    assert np.isfinite(api.evaluate(out, "val", verdict=False)["loss"])
+    assert np.isfinite(api.evaluate(out, split="val", verdict=False)["loss"])
 
 
 def test_resizing_follows_the_interpolation_of_the_weights() -> None:

@@ -127,7 +127,7 @@ def test_cli_train_evaluate_predict(tmp_path, capsys):
 @pytest.mark.parametrize("extra, message", [
     (["--loss", "dise"], "did you mean"),
     (["--model", "resnet18"], "segmentation model"),
-    (["--mixup", "0.2"], "do not apply to segmentation"),
+    (["--mixup", "0.2"], "--mixup is not supported for --task segment"),
     (["--data", "/nonexistent/folder"], "nonexistent"),
 ])
 def test_bad_segmentation_runs_fail_in_one_line(tmp_path, capsys, extra, message):
@@ -165,7 +165,7 @@ def test_cli_weights_start_from_another_run(run, tmp_path):
 def test_augment_preview_moves_each_mask_with_its_image(tmp_path):
     """Preset light is a horizontal flip: every augmented (image, overlay) pair is the original pair, or both
     flipped together."""
-    path = api.augment_preview(PLANTS, tmp_path / "p.png", "light", n=2, size=32, task="segment")
+    path = api.augment_preview(PLANTS, tmp_path / "p.png", preset="light", n=2, size=32, task="segment")
     grid = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)  # (3, H, W)
     cell = lambda r, c: grid[:, 2 + r * 34: 2 + r * 34 + 32, 2 + c * 34: 2 + c * 34 + 32]  # noqa: E731
     flipped = 0
@@ -182,7 +182,7 @@ def test_augment_preview_moves_each_mask_with_its_image(tmp_path):
 def test_embed_refuses_a_segmentation_run(run, tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     with pytest.raises(CnnkitError, match="segment run"):
-        api.embed(run.run_dir, [tmp_path / "a.png"], tmp_path / "e.npy")
+        api.embed(run.run_dir, [tmp_path / "a.png"], out=tmp_path / "e.npy")
 
 
 def test_given_train_val_test_folders_are_the_split(tmp_path):

@@ -1,8 +1,10 @@
 """report.html: `cnnkit report RUN` writes one self-contained page (every picture an inlined PNG, nothing
-fetched) whose class counts are split.json's; sections that do not fit the problem type say why."""
+fetched) that opens with the summary, whose class counts are split.json's; the sections are those the caller
+(the run's recipe) names, or the problem type's defaults, and a last line names the sections left out."""
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import re
@@ -14,9 +16,9 @@ import pytest
 from PIL import Image
 
 from cnnkit import api
-
-from cnnkit.cli.app import main as cli
+from cnnkit.cli import app as cli
 from cnnkit.config import load_config
+from cnnkit.errors import CnnkitError
 
 
 def train_tiny(out: Path, source: str = "synthetic-shapes:n=60,size=32", augment: str = "none", **extra) -> Path:
@@ -95,9 +97,113 @@ def test_self_contained_and_every_image_a_png(run: Path) -> None:
         image = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1], validate=True)))
         assert image.format == "PNG" and image.width > 0 and image.height > 0
     assert 'class="error"' not in text, re.findall(r'class="error">([^<]*)', text)
-    for section in ("config", "data", "curves", "verdict", "alarm", "classification", "gradcam", "kernels",
-                    "timing", "model"):
+    for section in ("summary", "config", "data", "curves", "verdict", "alarm", "classification", "gradcam",
+                    "kernels", "timing", "model"):
         assert f'<section id="{section}">' in text, section
+
+
+def sections_of(text: str) -> list[str]:
+    return re.findall(r'<section id="([a-z]+)">', text)
+
+
+def nav_of(text: str) -> list[str]:
+    return re.findall(r'href="#([a-z]+)"', text.split("<nav>", 1)[1].split("</nav>", 1)[0])
+
+
+def left_out(text: str) -> str:
+    (line,) = re.findall(r'<p class="note" id="left-out">([^<]*)</p>', text)
+    return line
+
+
+def test_a_classification_report_opens_with_the_summary_and_leaves_out_other_tasks(run: Path) -> None:
+    text, _ = parse(run / "report.html")
+    shown = sections_of(text)
+    assert shown[0] == "summary" and nav_of(text) == shown
+    assert shown.index("config") > shown.index("model")  # the full configuration comes last
+    for other in ("segmentation", "detection"):
+        assert other not in shown and f'href="#{other}"' not in text
+    assert "left out for this" not in text  # no empty placeholder sections
+    line = left_out(text)
+    assert line.startswith("Not in this report:") and "per-class IoU (it applies to segmentation)" in line
+    assert "precision/recall" in line and "Grad-CAM" not in line
+    assert text.index('id="left-out"') > text.rindex("</section>")  # the page's last line
+
+
+def test_the_summary_shows_the_verdict_the_val_metrics_and_the_next_step(run: Path) -> None:
+    text, page = parse(run / "report.html")
+    verdict = json.loads((run / "diagnosis.json").read_text())["verdict"]
+    summary = text.split('<section id="summary">', 1)[1].split("</section>", 1)[0]
+    assert f'id="summary-label">{verdict["label"]}<' in summary
+    assert f"train {verdict['train_error']:.4f}" in summary and f"val {verdict['val_error']:.4f}" in summary
+    next_step = summary.split('id="next-step">', 1)[1].split("</p>", 1)[0]
+    assert html.unescape(re.sub(r"<[^>]+>", "", next_step)) == "Next step: " + verdict["remedies"][0]
+    last = (run / "history.csv").read_text().splitlines()
+    row = dict(zip(last[0].split(","), last[-1].split(",")))
+    header, *rows = page.tables["summary-metrics"]
+    assert header[1] == f"last epoch ({row['epoch']})"
+    shown = {r[0]: float(r[1]) for r in rows}
+    assert set(shown) == {k[4:] for k in row if k.startswith("val_")}
+    for name, value in shown.items():
+        assert value == pytest.approx(float(row[f"val_{name}"]), rel=1e-3)
+
+
+def test_the_caller_chooses_the_sections_and_their_order(run: Path, tmp_path: Path) -> None:
+    from cnnkit.diagnose import report
+
+    path = report.write_report(run, sections=("summary", "timing", "curves"), curve_metric="accuracy")
+    text, _ = parse(path)
+    assert sections_of(text) == nav_of(text) == ["summary", "timing", "curves"]
+    line = left_out(text)
+    assert "configuration" in line and "Grad-CAM" in line and "confusion matrix" in line
+    assert "(they apply to classification)" in line
+    with pytest.raises(CnnkitError, match="unknown report section.*'gradcams'"):
+        report.write_report(run, sections=("summary", "gradcams"))
+    report.write_report(run)  # the defaults again, for the tests after this one
+    assert sections_of(parse(path)[0]) == list(report.DEFAULT_SECTIONS["multiclass"])
+
+
+def test_the_curves_follow_the_named_metric(run: Path) -> None:
+    from dataclasses import replace
+
+    from cnnkit.diagnose import report
+
+    info = report.load_run_info(run)
+    assert "loss and accuracy per epoch" in report.curves_section(info)
+    assert "loss per epoch (history.csv has no miou)" in report.curves_section(replace(info, curve_metric="miou"))
+    report.curves_section(info)  # the picture as it was
+
+
+def test_without_a_recorded_verdict_the_section_says_so_in_one_line(run: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from cnnkit.diagnose import report
+
+    info = replace(report.load_run_info(run), path=tmp_path)  # no diagnosis.json there
+    html = report.verdict_section(info)
+    assert html.count("<p") == 1 and "no verdict was recorded" in html
+    assert "no verdict recorded" in report.summary_section(info)
+
+
+FORBIDDEN = ("cnnkit.api", "cnnkit.recipes", "cnnkit.experiments", "cnnkit.cli")
+
+
+def test_diagnose_never_imports_api_recipes_experiments_or_cli() -> None:
+    """The layering rule, checked on the source: not even an import inside a function."""
+    import ast
+
+    import cnnkit.diagnose
+
+    for path in Path(cnnkit.diagnose.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                if node.module == "cnnkit":
+                    names += [f"cnnkit.{a.name}" for a in node.names]
+            bad = [n for n in names if any(n == f or n.startswith(f + ".") for f in FORBIDDEN)]
+            assert not bad, f"{path.name}:{node.lineno} imports {bad}"
 
 
 def test_class_counts_are_those_of_split_json(run: Path) -> None:
@@ -126,9 +232,10 @@ def test_regression_run_leaves_out_the_class_sections(tmp_path: Path) -> None:
     assert "class-counts" not in page.tables
     record = json.loads((run / "split.json").read_text())
     assert page.tables["split-counts"][1][1:] == [str(s["count"]) for s in record["splits"].values()]
-    for section in ("classification", "gradcam"):
-        body = text.split(f'<section id="{section}">', 1)[1].split("</section>", 1)[0]
-        assert "left out" in body and "<img" not in body
+    shown = sections_of(text)
+    assert shown[0] == "summary" and "classification" not in shown and "gradcam" not in shown
+    assert "curves" in shown and "alarm" in shown
+    assert "Grad-CAM" in left_out(text) and "confusion matrix" in left_out(text)
     assert all(src.startswith("data:image/png;base64,") for src in page.imgs)
 
 
@@ -139,7 +246,7 @@ def test_missing_run_is_one_line_error(tmp_path: Path, capsys) -> None:
 
 
 def test_a_failing_report_warns_and_keeps_the_run(tmp_path: Path, monkeypatch) -> None:
-    def broken(run):
+    def broken(run, **options):
         raise RuntimeError("no disk")
 
     monkeypatch.setattr("cnnkit.diagnose.report.write_report", broken)

@@ -31,18 +31,37 @@ def _browser():
     return webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory) -> Path:
+def _classification_report(out: Path) -> Path:
     from cnnkit import api
     from cnnkit.config import load_config
 
     cfg = load_config(overrides={"data": {"source": "synthetic-shapes:n=60,size=32", "augment": "light"},
                                  "model": {"name": "lenet5"}, "train": {"epochs": 1, "batch_size": 32},
-                                 "out": str(tmp_path_factory.mktemp("browser") / "shapes")})
+                                 "out": str(out / "shapes")})
     return api.train(cfg).run_dir / "report.html"  # written by train
 
 
-def test_report_in_headless_chromium(report: Path, tmp_path_factory) -> None:
+def _detection_report(out: Path) -> Path:
+    from cnnkit.diagnose.report import write_report
+    from test_detection import train_detector  # tests/diagnose/test_detection.py
+
+    return write_report(train_detector(out / "boxes"))
+
+
+REPORTS = {"classification": (_classification_report, 6), "detection": (_detection_report, 5)}
+
+
+@pytest.fixture(scope="module", params=list(REPORTS))
+def report(request, tmp_path_factory) -> tuple[str, Path, int]:
+    """(kind, report.html, the fewest images it must show): a classifier's report as train writes it, and a
+    detector's (summary, curves, precision/recall, drawn boxes, kernels...)."""
+    _browser().quit()  # skip before training when there is no browser
+    make, images = REPORTS[request.param]
+    return request.param, make(tmp_path_factory.mktemp(f"browser-{request.param}")), images
+
+
+def test_report_in_headless_chromium(report: tuple[str, Path, int], tmp_path_factory) -> None:
+    kind, report, fewest = report
     driver = _browser()
     try:
         url = report.resolve().as_uri()
@@ -51,7 +70,12 @@ def test_report_in_headless_chromium(report: Path, tmp_path_factory) -> None:
         assert driver.title.startswith("cnnkit report")
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.src.slice(0, 22)])")
-        assert len(images) >= 6
+        assert len(images) >= fewest
+        sections = driver.execute_script("return Array.from(document.querySelectorAll('section')).map(s => s.id)")
+        assert sections[0] == "summary" and kind in sections
+        links = driver.execute_script("return Array.from(document.querySelectorAll('nav a')).map(a => a.hash)")
+        assert links == [f"#{s}" for s in sections]
+        assert driver.find_element("id", "left-out").text.startswith("Not in this report:")
         bad = [alt for alt, complete, width, _ in images if not complete or width == 0]
         assert not bad, f"images not decoded: {bad}"
         assert all(src == "data:image/png;base64," for *_, src in images)
@@ -65,7 +89,7 @@ def test_report_in_headless_chromium(report: Path, tmp_path_factory) -> None:
         failed = [ev["params"] for ev in events if ev["method"] == "Network.loadingFailed"]
         assert not failed, f"failed requests: {failed}"
 
-        artifacts = tmp_path_factory.mktemp("artifacts")
+        artifacts = tmp_path_factory.mktemp(f"artifacts-{kind}")
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(1200, min(int(height) + 100, 16000))  # the whole page in one screenshot
         assert driver.save_screenshot(str(artifacts / "report.png"))
@@ -78,4 +102,4 @@ def test_report_in_headless_chromium(report: Path, tmp_path_factory) -> None:
     kept = REPO_ROOT / "artifacts"  # gitignored: the last run's pictures, for a human to look at
     kept.mkdir(exist_ok=True)
     for name in ("report.png", "report.pdf"):
-        shutil.copy(artifacts / name, kept / name)
+        shutil.copy(artifacts / name, kept / (name if kind == "classification" else f"{kind}_{name}"))

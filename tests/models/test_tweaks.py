@@ -11,7 +11,8 @@ from torch import nn
 from cnnkit.errors import CnnkitError
 from cnnkit.models.tweaks import batch_norm_layers, dropout_layers, set_batch_norm, set_dropout
 from cnnkit.models.registry import create_model
-from cnnkit.runs.folder import ModelCard, load_model, save_model
+from cnnkit.runs.card import ModelCard
+from cnnkit.runs.folder import load_model, save_model
 
 
 def _bn_net() -> nn.Module:

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from cnnkit.config import Config
-from cnnkit.runs.folder import ModelCard, open_split
+from cnnkit.runs.card import ModelCard
+from cnnkit.runs.folder import open_split
 
 TRUE_COLOUR, PREDICTED_COLOUR = "lime", "red"
 SHOWN_SCORE = 0.3  # detections drawn from this score on (at most SHOWN_MAX per image, best first)

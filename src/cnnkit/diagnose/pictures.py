@@ -36,7 +36,7 @@ def _for_pictures(target: str | Path):
     card that maps [0, 255] to [-1, 1]."""
     import warnings
 
-    from cnnkit.runs.folder import ModelCard
+    from cnnkit.runs.card import ModelCard
 
     model, label, size, card, run = resolve(target)
     if card is not None:

@@ -6,8 +6,9 @@ precision/recall and drawn boxes), layer-1 kernels, timing, the model summary an
     write_report("runs/shapes", sections=("summary", "data", "curves", "verdict", "classification"),
                  curve_metric="accuracy")
 
-`sections` are keys of SECTIONS, in the order shown; without them DEFAULT_SECTIONS[problem] is used. A last
-line names the known sections left out. Every picture is a PNG inlined as a base64 data URI and the CSS is
+`sections` are keys of SECTIONS, in the order shown; without them DEFAULT_SECTIONS[problem] is used. A section
+of another task (e.g. Grad-CAM for a regression run of the classification recipe) is dropped. A last line
+names the known sections left out. Every picture is a PNG inlined as a base64 data URI and the CSS is
 inline; the page has no script and no link, and its Content-Security-Policy forbids fetching anything, so it
 opens offline in any browser and prints cleanly. The pictures are also left in RUN/plots/. Each section is one
 function that returns an HTML fragment; a section that fails shows its error and the rest is still written.
@@ -22,18 +23,18 @@ from pathlib import Path
 
 import yaml
 
-from cnnkit import __version__
-from cnnkit.diagnose.report_page import (CLASS_PROBLEMS, CSS, HELPERS, PAGE, UNAVAILABLE, RunInfo, esc,  # noqa: F401
-                                         figure, note, table)
-from cnnkit.diagnose.report_sections import (CURVE_METRICS, alarm_section, config_section,  # noqa: F401
-                                             curves_section, data_section, kernels_section, model_section,
-                                             summary_section, timing_section, verdict_section)
-from cnnkit.diagnose.report_tasks import (classification_section, detection_section, gradcam_section,  # noqa: F401
+from cnnkit.version import __version__
+from cnnkit.diagnose.report_page import CLASS_PROBLEMS, CSS, HELPERS, PAGE, UNAVAILABLE, RunInfo, esc, note
+from cnnkit.diagnose.report_sections import (CURVE_METRICS, alarm_section, config_section, curves_section,  # noqa: F401
+                                             data_section, kernels_section, model_section, summary_section,
+                                             timing_section, verdict_section)
+from cnnkit.diagnose.report_tasks import (classification_section, detection_section, gradcam_section,
                                           segmentation_section)
 from cnnkit.errors import CnnkitError
 from cnnkit.runs.folder import load_model, run_file
 
 CLASSIFICATION, SEGMENTATION, DETECTION = "classification", "segmentation", "detection and instance segmentation"
+PROBLEMS = {CLASSIFICATION: CLASS_PROBLEMS, SEGMENTATION: ("segment",), DETECTION: ("detect", "instance")}
 # key → (title, section function, short name for the "left out" line, the tasks it applies to or None)
 SECTIONS = {
     "summary": ("Summary", summary_section, "summary", None),
@@ -97,12 +98,19 @@ def left_out_line(keys: Sequence[str]) -> str:
     return f'<p class="note" id="left-out">{esc("Not in this report: " + "; ".join(parts) + ".")}</p>'
 
 
-def _check(sections: Sequence[str]) -> tuple[str, ...]:
-    keys = tuple(dict.fromkeys(sections))  # the order given, repeats dropped
+def applies(key: str, problem: str) -> bool:
+    """Can section `key` be built for a run of `problem`? (the task-specific ones only for their tasks)"""
+    task = SECTIONS[key][3]
+    return task is None or problem in PROBLEMS[task]
+
+
+def _check(sections: Sequence[str], problem: str) -> tuple[str, ...]:
+    """The known keys of `sections` that apply to `problem`, in the order given, repeats dropped."""
+    keys = tuple(dict.fromkeys(sections))
     unknown = [k for k in keys if k not in SECTIONS]
     if unknown:
         raise CnnkitError(f"unknown report section(s) {', '.join(map(repr, unknown))}; known: {', '.join(SECTIONS)}")
-    return keys
+    return tuple(k for k in keys if applies(k, problem))
 
 
 def load_run_info(run: str | Path, curve_metric: str | None = None) -> RunInfo:
@@ -118,14 +126,15 @@ def load_run_info(run: str | Path, curve_metric: str | None = None) -> RunInfo:
 def write_report(run: str | Path, *, sections: Sequence[str] | None = None, curve_metric: str | None = None) -> Path:
     """Build RUN/report.html with `sections` (keys of SECTIONS, in that order; default DEFAULT_SECTIONS of the
     run's problem) and the learning curves of `curve_metric` (history.csv's train_/val_<metric>; default the
-    problem's main metric), and return its path."""
+    problem's main metric), and return its path. Sections of other tasks than the run's are left out."""
     info = load_run_info(run, curve_metric)
-    keys = _check(sections if sections is not None else default_sections(info.problem))
+    keys = _check(sections if sections is not None else default_sections(info.problem), info.problem)
     body = "\n".join(_render(info, key, SECTIONS[key][0], SECTIONS[key][1]) for key in keys)
     nav = "".join(f'<a href="#{key}">{esc(SECTIONS[key][0])}</a>' for key in keys)
     title = f"cnnkit report: {info.path.name}"
-    meta = (f"{info.card.architecture} · {info.problem} · {len(info.card.classes)} "
-            f"{ {'multilabel': 'labels', 'regression': 'targets'}.get(info.problem, 'classes')} · data {info.record.get('source')} · "
+    kind = {"multilabel": "labels", "regression": "targets"}.get(info.problem, "classes")
+    data = info.record.get("source") or info.config.get("data", {}).get("source")
+    meta = (f"{info.card.architecture} · {info.problem} · {len(info.card.classes)} {kind} · data {data} · "
             f"written {time.strftime('%Y-%m-%d %H:%M')} by cnnkit {__version__}")
     page = PAGE.format(title=esc(title), meta=esc(meta), nav=nav, sections=body, css=CSS, footer=left_out_line(keys))
     out = info.path / "report.html"

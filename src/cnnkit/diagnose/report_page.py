@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnkit.runs.folder import ModelCard
+from cnnkit.runs.card import ModelCard
 
 UNAVAILABLE = "not available in this version"
 CLASS_PROBLEMS = ("binary", "multiclass")

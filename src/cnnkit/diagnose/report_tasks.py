@@ -105,10 +105,10 @@ def _detection_tables(a: dict) -> tuple[str, str]:
     per_class = table(header, [[name] + [_ap(ap.get(k)) for k in keys] for name, ap in a["per_class"].items()],
                       html_id="per-class-ap")
     errors = a["errors"]
-    rows = [["detections (score ≥ 0.5)", errors.get("detections"), ""],
-            ["true boxes", errors.get("ground_truths"), ""]]
-    rows += [[kind.replace("_", " "), errors[kind], meaning] for kind, meaning in ERROR_KINDS.items() if kind in errors]
-    return per_class, table(["", "count", "meaning"], rows, html_id="detection-errors", numeric_from=1)
+    rows = [["detections", "of score ≥ 0.5", errors.get("detections")],
+            ["true boxes", "not crowd regions", errors.get("ground_truths")]]
+    rows += [[kind.replace("_", " "), meaning, errors[kind]] for kind, meaning in ERROR_KINDS.items() if kind in errors]
+    return per_class, table(["", "meaning", "count"], rows, html_id="detection-errors", numeric_from=2)
 
 
 def detection_section(run: RunInfo) -> str:

@@ -33,7 +33,8 @@ NOTE = ("training error measured on the training split in eval mode, without aug
 # problem → (metrics key, name of the error)
 _MAIN_METRIC = {"binary": ("accuracy", "1 - accuracy"), "multiclass": ("accuracy", "1 - accuracy"),
                 "multilabel": ("map", "1 - mAP"), "detect": ("map", "1 - mAP"),
-                "instance": ("mask_map", "1 - mask mAP"), "segment": ("miou", "1 - mIoU"), "regression": ("r2", "1 - R2 (MSE / Var(y))")}
+                "instance": ("mask_map", "1 - mask mAP"), "segment": ("miou", "1 - mIoU"),
+                "regression": ("r2", "1 - R2 (MSE / Var(y))")}
 
 
 @dataclass
@@ -235,7 +236,8 @@ def run_verdict(run: str | Path, target_error: float | None = None, bias_thresho
     from cnnkit.config import config_from_dict
     from cnnkit.diagnose.curves import read_history
     from cnnkit.engine.checkpoint import load_checkpoint
-    from cnnkit.runs.folder import ModelCard, run_file
+    from cnnkit.runs.card import ModelCard
+    from cnnkit.runs.folder import run_file
 
     run = Path(run)
     if (train_metrics is None or val_metrics is None) and measure is None:

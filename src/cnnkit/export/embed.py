@@ -1,6 +1,6 @@
 """Embeddings: one feature vector per image, from a run or pretrained weights, written for search or clustering.
 
-    api.embed("runs/ants", ["val/"], "ants.npz")      # or: cnnkit embed runs/ants val/ --out ants.npz
+    api.embed("runs/ants", ["val/"], out="ants.npz")      # or: cnnkit embed runs/ants val/ --out ants.npz
 
 An image's embedding is the input of the model's last linear layer: the pooled features its classifier sees
 (`cnnkit.engine.transfer.capture_input`, the hook the linear probe uses too). `layer="NAME"` takes that module's
@@ -25,7 +25,8 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.models.registry import get_spec
-from cnnkit.runs.folder import ModelCard, image_batches
+from cnnkit.runs.card import ModelCard
+from cnnkit.runs.inputs import image_batches
 from cnnkit.models.stages import capture_input, last_linears
 
 __all__ = ["FORMATS", "PARQUET_HINT", "check_format", "embedding_layer", "embed_images", "write_embeddings",

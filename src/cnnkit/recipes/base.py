@@ -25,7 +25,7 @@ import torch
 from cnnkit.config import Config
 from cnnkit.diagnose.verdict import Verdict
 from cnnkit.engine.callbacks import Callback
-from cnnkit.runs.folder import ModelCard
+from cnnkit.runs.card import ModelCard
 from cnnkit.tasks.base import Task
 
 # options every recipe reads: the data's place and split, the model's name and weights, the optimisation, the

@@ -24,7 +24,8 @@ from cnnkit.data.sources import problem_source
 from cnnkit.recipes.classifier import (card_for, make_attack, make_classifier_task, new_model, prediction,
                                        split_metrics)
 from cnnkit.recipes.transfer import fit_probe, probe_head, settle_strategy, transfer_plan, wants_probe_head
-from cnnkit.runs.folder import ModelCard, image_batches
+from cnnkit.runs.card import ModelCard
+from cnnkit.runs.inputs import image_batches
 
 
 class ClassificationRecipe(Recipe):

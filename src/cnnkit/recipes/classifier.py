@@ -26,7 +26,7 @@ from cnnkit.models.pretrained import lookup as lookup_pretrained
 from cnnkit.models.registry import create_model, get_spec
 from cnnkit.engine.regularizers import Penalty, cutmix, mixup
 from cnnkit.metrics.core import task_metrics
-from cnnkit.runs.folder import ModelCard
+from cnnkit.runs.card import ModelCard
 from cnnkit.tasks.base import Task
 from cnnkit.tasks.regression import STANDARDIZED_LOSSES
 

@@ -33,7 +33,8 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models.registry import create_model, get_spec
 from cnnkit.recipes.base import Build, Context, Recipe
 from cnnkit.recipes.by_image import index_record, index_split, read_index_split
-from cnnkit.runs.folder import ModelCard, readable_images
+from cnnkit.runs.card import ModelCard
+from cnnkit.runs.inputs import readable_images
 from cnnkit.tasks.detection import DetectionTask, InstanceTask
 
 POSTPROCESS = ("score_thresh", "nms_thresh")

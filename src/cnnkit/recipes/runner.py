@@ -31,7 +31,8 @@ from cnnkit.engine.distributed import barrier, broadcast_object, init_distribute
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
 from cnnkit.recipes.base import Build, Context, Recipe, TrainResult
-from cnnkit.runs.folder import ModelCard, new_run_dir, open_run, run_file, save_model
+from cnnkit.runs.card import ModelCard
+from cnnkit.runs.folder import new_run_dir, open_run, run_file, save_model
 
 log = logging.getLogger("cnnkit")
 
@@ -107,6 +108,7 @@ def train(recipe: Recipe, cfg: Config | None = None, *, resume: str | Path | Non
     cfg = cfg or Config()
     cfg.train = replace(cfg.train, **train_overrides)
     cfg.validate(supported=recipe.supported, reasons=recipe.unsupported_reason)
+    schedules.check_options(cfg.train.schedule, cfg.train.schedule_options)  # before any data is read
     ctx = start(recipe, cfg, resume, resumed)
     direct = recipe.fit_directly(ctx) if resume is None else None
     return direct if direct is not None else fit(recipe, ctx)

@@ -29,7 +29,8 @@ from cnnkit.recipes.by_image import index_record, index_split, read_index_split
 from cnnkit.data.segmentation.draw import write_prediction
 from cnnkit.data.segmentation.loader import loader_of
 from cnnkit.data.segmentation.source import source_of
-from cnnkit.runs.folder import ModelCard, readable_images
+from cnnkit.runs.card import ModelCard
+from cnnkit.runs.inputs import readable_images
 from cnnkit.tasks.segmentation import SegmentationTask
 
 CLASS_WEIGHT_SAMPLE = 64  # training masks counted for class_weight=balanced

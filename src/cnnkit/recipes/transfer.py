@@ -4,6 +4,7 @@ fitted in closed form with scikit-learn (--strategy linear-probe). The maths liv
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -17,7 +18,8 @@ from cnnkit.models.registry import get_spec
 from cnnkit.recipes.base import Context, TrainResult
 from cnnkit.data.loader import run_loader
 from cnnkit.recipes.classifier import new_model, split_metrics
-from cnnkit.runs.folder import ModelCard, save_model
+from cnnkit.runs.card import ModelCard
+from cnnkit.runs.folder import save_model
 
 log = logging.getLogger("cnnkit")
 
@@ -47,7 +49,10 @@ def auto_strategy(cfg: Config, source, split: dict, card: ModelCard, subset: int
         raise CnnkitError(f"--strategy auto estimates similarity with a classifier; a {card.problem} task needs "
                           "a named strategy (fine-tune, feature-extractor, ...)")
     seed_everything(cfg.train.seed)
-    model, spec = new_model(cfg, card), get_spec(cfg.model.name)
+    with warnings.catch_warnings():  # a throw-away model for the probe: the run's own model warns once
+        warnings.filterwarnings("ignore", message="head .* has another shape")
+        model = new_model(cfg, card)
+    spec = get_spec(cfg.model.name)
     picked = np.random.default_rng(cfg.train.seed).permutation(split["train"])[:subset]
     x, y = extract_features(model, spec, run_loader(source, np.sort(picked), card, cfg, train=False))
     choice, reasoning = choose_strategy(x, y, len(split["train"]), len(stages(model, spec)))

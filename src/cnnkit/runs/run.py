@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from cnnkit.config import Config
-    from cnnkit.runs.folder import ModelCard
+    from cnnkit.runs.card import ModelCard
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,7 +87,8 @@ def load_run(path: str | Path) -> Run:
 
     from cnnkit.config import config_from_dict
     from cnnkit.engine.checkpoint import load_checkpoint
-    from cnnkit.runs.folder import ModelCard, run_file
+    from cnnkit.runs.card import ModelCard
+    from cnnkit.runs.folder import run_file
 
     path = Path(path)
     model_file = run_file(path, "model.pt")
