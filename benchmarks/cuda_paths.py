@@ -21,7 +21,7 @@ from cnnkit.data.loader import EpochSeededLoader, ImageDataset, TensorLoader
 from cnnkit.data.sources import from_folder
 from cnnkit.data.transforms import build_transform
 from cnnkit.engine.trainer import Trainer
-from cnnkit.models.registry import create_model
+from cnnkit.models.factory import create_model
 from cnnkit.tasks.classification import ClassificationTask
 
 

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from cnnkit.models.registry import create_model
+from cnnkit.models.factory import create_model
 
 # (label, registry name, options for an input of `s` pixels)
 DETECTORS = (

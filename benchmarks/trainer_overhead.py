@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from cnnkit.data.loader import TensorLoader
 from cnnkit.engine.trainer import Trainer
-from cnnkit.models.registry import create_model
+from cnnkit.models.factory import create_model
 from cnnkit.tasks.classification import ClassificationTask
 
 SEED = 0

@@ -18,7 +18,7 @@ from cnnkit.cli.app import main
 from cnnkit.diagnose.inspect import connection_params, conv_output_size, inspect_model, parse_input_size
 from cnnkit.diagnose.pictures import image_grid, tile_scale
 from cnnkit.errors import CnnkitError
-from cnnkit.models.registry import create_model, get_spec, list_models
+from cnnkit.models.factory import create_model, get_spec, list_models
 from cnnkit.runs.card import ModelCard
 from cnnkit.runs.folder import save_model
 

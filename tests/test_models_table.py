@@ -9,7 +9,7 @@ import time
 import pytest
 
 from cnnkit.cli.app import main
-from cnnkit.models.registry import list_models
+from cnnkit.models.factory import list_models
 from cnnkit.diagnose.zoo import bench_model, bench_rows, format_table, machine, num_threads
 
 KNOWN = {  # name: (parameters, depth in weight layers), from the papers and torchvision

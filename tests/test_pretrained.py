@@ -15,7 +15,7 @@ from cnnkit import api
 from cnnkit.cli.app import main
 from cnnkit.errors import CnnkitError
 from cnnkit.models.pretrained import imagenet_classes, list_pretrained, lookup, read_state_dict, rename_by_order
-from cnnkit.models.registry import create_model
+from cnnkit.models.factory import create_model
 
 LITE0 = "efficientnet_lite0.imagenet"
 CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat", "cougar", "lynx"}

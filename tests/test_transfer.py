@@ -16,7 +16,7 @@ from cnnkit.cli.app import main
 from cnnkit.engine.callbacks import Callback
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
-from cnnkit.models.registry import create_model, get_spec
+from cnnkit.models.factory import create_model, get_spec
 from cnnkit.runs.folder import load_model
 from cnnkit.tasks import make_task
 from cnnkit.tasks.base import Batch

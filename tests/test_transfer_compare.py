@@ -16,7 +16,7 @@ from cnnkit import api
 from cnnkit.cli.app import main
 from cnnkit.experiments.compare import DEFAULT_STRATEGIES, compare_strategies
 from cnnkit.errors import CnnkitError
-from cnnkit.models.registry import create_model
+from cnnkit.models.factory import create_model
 from cnnkit.runs.folder import load_model
 
 DATA = "synthetic-shapes:n=90,size=32"

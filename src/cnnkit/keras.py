@@ -27,7 +27,7 @@ from cnnkit.engine import optimizers
 from cnnkit.engine import schedules
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
-from cnnkit.models.registry import create_model, get_spec
+from cnnkit.models.factory import create_model, get_spec
 from cnnkit.runs.card import ModelCard
 from cnnkit.runs.folder import save_model
 from cnnkit.tasks import problem_name

@@ -17,7 +17,7 @@ from cnnkit.data.transforms import FitSize
 from cnnkit.diagnose.classification import open_split
 from cnnkit.diagnose.gradcam import default_target_layer, gradcam, gradcam_overlay, layer_geometry, plot_gradcam
 from cnnkit.errors import CnnkitError
-from cnnkit.models.registry import create_model
+from cnnkit.models.factory import create_model
 
 # big shapes (side 50..90% of the image): a uniform heat map would put 37% of its mass inside the mask
 SHAPES = "synthetic-shapes:n=1200,size=32,noise=0.02,min_scale=0.5,max_scale=0.9"

@@ -267,7 +267,7 @@ def test_detection_remedies_name_detection_things() -> None:
 def test_run_verdict_takes_its_metrics_from_the_caller(tmp_path: Path) -> None:
     """run_verdict measures nothing itself: the caller passes the metrics or a measure(split) function."""
     from cnnkit.diagnose.verdict import run_verdict
-    from cnnkit.models.registry import create_model
+    from cnnkit.models.factory import create_model
     from cnnkit.runs.card import ModelCard
     from cnnkit.runs.folder import save_model
 

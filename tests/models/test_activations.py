@@ -9,7 +9,7 @@ from torch import nn
 from cnnkit.errors import CnnkitError
 from cnnkit.models.layers import Maxout, make_activation
 from cnnkit.models.xception import XceptionBlock
-from cnnkit.models.registry import create_model, get_spec, list_models
+from cnnkit.models.factory import create_model, get_spec, list_models
 
 SMALL = ("lenet5", "resnet18", "alexnet", "densenet121")
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.alexnet import TowerLRN, paper_lrn
-from cnnkit.models.registry import create_model
+from cnnkit.models.factory import create_model
 
 
 def count(model: nn.Module) -> int:

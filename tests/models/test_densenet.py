@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch import nn
 
-from cnnkit.models.registry import create_model
+from cnnkit.models.factory import create_model
 
 
 @pytest.fixture(scope="module")

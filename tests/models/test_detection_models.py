@@ -11,7 +11,7 @@ from torchvision.ops import box_iou
 from cnnkit.errors import CnnkitError
 from cnnkit.models.detection.backbones import LastMap, StageFeatures, WithFPN
 from cnnkit.models.detection.yolo import yolo_v1_loss
-from cnnkit.models.registry import create_model, list_models
+from cnnkit.models.factory import create_model, list_models
 
 torch.set_num_threads(2)
 

@@ -6,7 +6,7 @@ import torch
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.efficientnet import Conv2dSame, DepthwiseSeparable, MBConv
-from cnnkit.models.registry import create_model, get_spec
+from cnnkit.models.factory import create_model, get_spec
 
 
 def _package_state() -> dict:

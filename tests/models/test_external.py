@@ -13,7 +13,7 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.external import torchvision_names
-from cnnkit.models.registry import create_model, get_spec, list_models
+from cnnkit.models.factory import create_model, get_spec, list_models
 
 
 def count(model: nn.Module) -> int:

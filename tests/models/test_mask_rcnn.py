@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cnnkit.errors import CnnkitError
-from cnnkit.models.registry import create_model, get_spec, list_models
+from cnnkit.models.factory import create_model, get_spec, list_models
 
 torch.set_num_threads(2)
 SMALL = dict(min_size=64, max_size=64, out_channels=32, representation_size=64, mask_channels=16, mask_layers=2)

@@ -6,7 +6,8 @@ import torch
 import torchvision
 
 from cnnkit.errors import CnnkitError
-from cnnkit.models.registry import create_model, get_spec, list_models, register_model
+from cnnkit.models.registry import register_model
+from cnnkit.models.factory import create_model, get_spec, list_models
 
 TORCHVISION_TWINS = ("resnet18", "resnet34", "resnet50")
 

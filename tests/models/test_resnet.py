@@ -8,7 +8,7 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.resnet import ZeroPadShortcut
-from cnnkit.models.registry import create_model
+from cnnkit.models.factory import create_model
 
 # projection shortcuts of ResNet-18/34 (1×1 conv + BN at the first block of stages 2, 3, 4)
 PROJECTIONS = sum(c * 2 * c + 2 * 2 * c for c in (64, 128, 256))  # 8,448 + 33,280 + 132,096

@@ -14,7 +14,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models.segmentation.encoder import deepest, dilate, registry_encoder
 from cnnkit.models.segmentation.fcn import VGGEncoder, fc_to_conv
 from cnnkit.models.segmentation.upsample import bilinear_kernel, crop, pad_to_multiple
-from cnnkit.models.registry import create_model, get_spec, list_models
+from cnnkit.models.factory import create_model, get_spec, list_models
 
 # small options per model (fcn/deeplab: a frozen resnet18, so that the decoder's training stays fast) and the
 # upsampling kinds each one takes

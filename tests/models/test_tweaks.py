@@ -10,7 +10,7 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.tweaks import batch_norm_layers, dropout_layers, set_batch_norm, set_dropout
-from cnnkit.models.registry import create_model
+from cnnkit.models.factory import create_model
 from cnnkit.runs.card import ModelCard
 from cnnkit.runs.folder import load_model, save_model
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from cnnkit.models.xception import SeparableConv2d, XceptionBlock
-from cnnkit.models.registry import create_model
+from cnnkit.models.factory import create_model
 
 
 @pytest.fixture(scope="module")

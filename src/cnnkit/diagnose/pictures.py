@@ -9,7 +9,7 @@ from torch import nn
 
 from cnnkit.diagnose.inspect import first_tensor, default_num_classes, resolve
 from cnnkit.errors import CnnkitError, unknown_name
-from cnnkit.models.registry import get_spec
+from cnnkit.models.factory import get_spec
 
 
 def tile_scale(h: int, w: int, least: int = 32) -> int:

@@ -25,7 +25,7 @@ from torch import nn
 
 from cnnkit.diagnose.inspect import default_num_classes, trace_model
 from cnnkit.errors import CnnkitError
-from cnnkit.models.registry import create_model, get_spec, list_models
+from cnnkit.models.factory import create_model, get_spec, list_models
 
 log = logging.getLogger("cnnkit")
 BENCH_BUDGET_S = 90.0

@@ -12,30 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cnnkit.engine.checkpoint import atomic_save
+from cnnkit.engine.hooks import Callback
 from cnnkit.errors import CnnkitError
 
 if TYPE_CHECKING:
     from cnnkit.engine.trainer import Trainer
 
 log = logging.getLogger("cnnkit")
-
-
-class Callback:
-    """Override any hook. `all_ranks = False` callbacks run on DDP rank 0 only (the ones that write)."""
-
-    all_ranks = False
-
-    def on_fit_start(self, trainer: Trainer) -> None: ...
-    def on_epoch_start(self, trainer: Trainer) -> None: ...
-    def on_train_batch_end(self, trainer: Trainer) -> None: ...
-    def on_validation_end(self, trainer: Trainer, logs: dict) -> None: ...
-    def on_epoch_end(self, trainer: Trainer, logs: dict) -> None: ...
-    def on_fit_end(self, trainer: Trainer) -> None: ...
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None: ...
 
 
 def _better(mode: str, value: float, best: float, min_delta: float) -> bool:

@@ -99,7 +99,7 @@ def _architecture(cfg: Config) -> tuple[str, dict]:
 
 
 def _stage_count(cfg: Config) -> int:
-    from cnnkit.models.registry import create_model, get_spec
+    from cnnkit.models.factory import create_model, get_spec
     from cnnkit.models.stages import stages
 
     name, options = _architecture(cfg)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError, unknown_name
-from cnnkit.models.registry import get_spec
+from cnnkit.models.factory import get_spec
 from cnnkit.runs.card import ModelCard
 from cnnkit.runs.inputs import image_batches
 from cnnkit.models.stages import capture_input, last_linears

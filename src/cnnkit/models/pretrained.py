@@ -10,6 +10,8 @@ Any other state-dict file (.pt, .pth, .bin, .safetensors) goes to `create_model(
 """
 from __future__ import annotations
 
+import warnings
+
 import functools
 import os
 from collections.abc import Callable
@@ -187,11 +189,30 @@ def rename_by_order(state: dict, own: dict, heads: tuple[str, ...], source: str)
 
 def load_pretrained(model: nn.Module, weights: Pretrained, head: str | tuple[str, ...]) -> None:
     """Load `weights` into `model` (built for weights.architecture), dropping a head of another size."""
-    from cnnkit.models.registry import load_state
-
     path = weights.locate()
     state = read_state_dict(path)
     heads = (head,) if isinstance(head, str) else tuple(head)
     if weights.by_order:
         state = rename_by_order(state, model.state_dict(), heads, path.name)
     load_state(model, state, head=heads, source=path)
+
+
+def load_state(model: nn.Module, state: dict, *, head: str | tuple[str, ...] = "fc", source: Path) -> None:
+    """Load `state` (read from `source`) strictly, except the head(s), skipped where their shape differs."""
+    heads = (head,) if isinstance(head, str) else tuple(head)
+    path, state = source, dict(state)
+    own = model.state_dict()
+    dropped = [k for k in state if k.startswith(tuple(h + "." for h in heads)) and k in own
+               and state[k].shape != own[k].shape]
+    for k in dropped:
+        del state[k]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad_missing = [k for k in missing if k not in dropped]
+    if bad_missing or unexpected:
+        raise CnnkitError(
+            f"weights in {path} do not match the architecture: {len(bad_missing)} missing keys "
+            f"(e.g. {bad_missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
+        )
+    if dropped:
+        names = ", ".join(sorted({k.rsplit(".", 1)[0] for k in dropped}))
+        warnings.warn(f"head '{names}' has another shape in {path.name}; it starts from random weights", stacklevel=2)

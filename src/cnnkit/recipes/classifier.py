@@ -23,7 +23,7 @@ from cnnkit.data.sources import ImageSource
 from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError, did_you_mean
 from cnnkit.models.pretrained import lookup as lookup_pretrained
-from cnnkit.models.registry import create_model, get_spec
+from cnnkit.models.factory import create_model, get_spec
 from cnnkit.engine.regularizers import Penalty, cutmix, mixup
 from cnnkit.metrics.core import task_metrics
 from cnnkit.runs.card import ModelCard

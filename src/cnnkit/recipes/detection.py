@@ -30,7 +30,7 @@ from cnnkit.config import Config
 from cnnkit.data.detection.loader import FitDetection, fit_geometry, make_detection_loader, to_image_coordinates
 from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError
-from cnnkit.models.registry import create_model, get_spec
+from cnnkit.models.factory import create_model, get_spec
 from cnnkit.recipes.base import Build, Context, Recipe
 from cnnkit.recipes.by_image import index_record, index_split, read_index_split
 from cnnkit.runs.card import ModelCard

@@ -23,7 +23,7 @@ from typing import Any
 from cnnkit.config import Config
 from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError
-from cnnkit.models.registry import create_model, get_spec
+from cnnkit.models.factory import create_model, get_spec
 from cnnkit.recipes.base import Build, Context, Recipe
 from cnnkit.recipes.by_image import index_record, index_split, read_index_split
 from cnnkit.data.segmentation.draw import write_prediction

@@ -14,7 +14,7 @@ from cnnkit.config import Config
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
 from cnnkit.models.pretrained import lookup as lookup_pretrained
-from cnnkit.models.registry import get_spec
+from cnnkit.models.factory import get_spec
 from cnnkit.recipes.base import Context, TrainResult
 from cnnkit.data.loader import run_loader
 from cnnkit.recipes.classifier import new_model, split_metrics

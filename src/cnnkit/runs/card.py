@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from cnnkit.data.transforms import build_transform
-from cnnkit.models.registry import create_model
+from cnnkit.models.factory import create_model
 from cnnkit.version import __version__
 
 
@@ -63,7 +63,7 @@ class ModelCard:
         model = create_model(self.architecture, num_classes=self.outputs, in_channels=self.input_size[0],
                              **(self.options or {}))
         if self.transfer and self.transfer.get("strategy") == "partial":
-            from cnnkit.models.registry import get_spec
+            from cnnkit.models.factory import get_spec
             from cnnkit.models.stages import truncate
 
             model = truncate(model, get_spec(self.architecture), self.transfer["keep_stages"], tuple(self.input_size))

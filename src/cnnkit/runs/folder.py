@@ -12,7 +12,7 @@ from torch import nn
 
 from cnnkit.engine.checkpoint import atomic_save, load_checkpoint
 from cnnkit.errors import CnnkitError
-from cnnkit.models.registry import create_model
+from cnnkit.models.factory import create_model
 from cnnkit.runs.card import ModelCard
 
 RUNS_ROOT = Path("runs")

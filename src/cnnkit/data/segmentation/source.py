@@ -58,6 +58,7 @@ from cnnkit.data.segmentation.masks import (
     unpack_rgb,
     voc_colormap,
 )
+from cnnkit.data.segmentation.base import ImageMask, SegmentationSource
 from cnnkit.errors import CnnkitError
 
 log = logging.getLogger("cnnkit")
@@ -66,41 +67,8 @@ DEFAULT_PALETTE = {"soil": (0, 0, 0), "crop": (0, 255, 0), "weed": (255, 0, 0)} 
 MASK_FOLDERS = ("masks", "labels")
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 INDEX_MODES = ("P", "L", "I", "I;16", "I;16B", "I;16L", "1")
-ImageMask = tuple["np.ndarray | torch.Tensor", np.ndarray]  # uint8 (H, W, 3) array or (3, H, W) tensor; int64 (H, W)
 
 
-@dataclass
-class SegmentationSource:
-    """A segmentation data set: class names, overlay colours and a reader of (image, mask) pairs."""
-
-    name: str
-    classes: list[str]
-    palette: list[tuple[int, int, int]]  # one overlay colour per class
-    reader: Callable[[int], ImageMask]  # i → (uint8 (H, W, 3) array or (3, H, W) tensor, int64 (H, W))
-    length: int
-    ignore_index: int = IGNORE_INDEX
-    presplit: dict[str, np.ndarray] = field(default_factory=dict)
-    paths: list[Path] | None = None  # the image files, None for generated data
-
-    def __len__(self) -> int:
-        return self.length
-
-    def read(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Item i as (uint8 (3, H, W) image, int64 (H, W) mask of 0..C-1 or ignore_index)."""
-        if not 0 <= i < self.length:
-            raise IndexError(f"{self.name}: item {i} out of range 0..{self.length - 1}")
-        image, mask = self.reader(i)
-        if isinstance(image, np.ndarray):  # (H, W, 3) → (3, H, W)
-            image = np.ascontiguousarray(image)
-            image = torch.from_numpy(image if image.flags.writeable else image.copy()).permute(2, 0, 1)
-        mask = np.ascontiguousarray(mask, dtype=np.int64)
-        return image, torch.from_numpy(mask if mask.flags.writeable else mask.copy())
-
-    def path(self, i: int) -> Path | None:
-        return self.paths[i] if self.paths is not None else None
-
-
-# -- folders -------------------------------------------------------------------------------------------------
 def _size(path: Path) -> tuple[int, int] | None:
     """(width, height) from the header, or None when PIL cannot open the file."""
     try:

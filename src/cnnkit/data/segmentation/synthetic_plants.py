@@ -188,7 +188,7 @@ def parse_plants_options(options: str) -> PlantsConfig:
 
 def synthetic_plants(options: str = ""):
     """'size=128,count=200,...' → SegmentationSource of generated scenes (see the module docstring)."""
-    from cnnkit.data.segmentation.source import SegmentationSource
+    from cnnkit.data.segmentation.base import SegmentationSource
 
     cfg = parse_plants_options(options)
     return SegmentationSource("synthetic-plants", list(CLASSES), list(PALETTE), partial(make_plants_item, cfg),

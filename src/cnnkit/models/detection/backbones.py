@@ -37,7 +37,7 @@ def classification_backbone(backbone: str, weights: str | Path | None = None) ->
     'efficientnet_lite0.imagenet' (whose architecture must be `backbone`'s). Unknown names raise with a
     did-you-mean over the classification models."""
     from cnnkit.models.pretrained import lookup
-    from cnnkit.models.registry import create_model, get_spec, list_models
+    from cnnkit.models.factory import create_model, get_spec, list_models
 
     classifiers = list_models(task="classify")
     if "." in backbone and not Path(backbone).exists():  # named weights given as the backbone
