@@ -131,15 +131,6 @@ class Config:
                 raise unknown_name("probe", t.probe, PROBES)
         if t.head_init not in ("auto", "random", "probe"):
             raise unknown_name("--head-init", t.head_init, ("auto", "random", "probe"))
-        if t.head_init == "probe" and t.strategy not in ("fine-tune", "feature-extractor", "head-only", "partial", "auto"):
-            raise CnnkitError(f"--head-init probe starts a trained head from a linear probe; it goes with --strategy "
-                              f"fine-tune, feature-extractor, head-only or partial, not {t.strategy}")
-        if t.keep_stages is not None and (t.keep_stages < 1 or t.strategy != "partial"):
-            raise CnnkitError(f"--keep-stages goes with --strategy partial and must be at least 1, got "
-                              f"{t.keep_stages} with strategy {t.strategy}")
-        if t.unfreeze_every < 0 or t.unfreeze_every and t.strategy != "fine-tune":
-            raise CnnkitError(f"--unfreeze-every goes with --strategy fine-tune and must be 0 (off) or more, got "
-                              f"{t.unfreeze_every} with strategy {t.strategy}")
         for name in self.train.log:
             if name not in ("tensorboard", "mlflow"):
                 raise unknown_name("logger", name, ("tensorboard", "mlflow"))

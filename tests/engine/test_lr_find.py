@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit.engine import optimizers
 from cnnkit.data.loader import TensorLoader
-from cnnkit.engine.lr_find import SKIP_END, LRFindResult, lr_find, lr_find_for_config, suggest_lr
+from cnnkit.engine import optimizers
+from cnnkit.engine.lr_find import SKIP_END, LRFindResult, lr_find, suggest_lr
 from cnnkit.errors import CnnkitError
+from cnnkit.experiments.lr_find import lr_find_for_config
 from cnnkit.tasks.base import Batch, StepOutput, Task
 from cnnkit.tasks.classification import ClassificationTask
 

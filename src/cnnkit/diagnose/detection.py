@@ -77,7 +77,8 @@ def score_detections(targets: list[dict], predictions: list[dict], classes: list
                      ) -> tuple[dict, dict]:
     """(COCO result, error breakdown) of per-image targets and predictions: evaluate_detections (or, for
     "instance", evaluate_instances: box and mask_ metrics) and error_breakdown on the boxes."""
-    from cnnkit.metrics.detection import error_breakdown, evaluate_detections, evaluate_instances, to_coco
+    from cnnkit.metrics.detection import evaluate_detections, evaluate_instances, to_coco
+    from cnnkit.metrics.detection_errors import error_breakdown
 
     if problem == "instance":
         result = evaluate_instances(targets, predictions, classes)

@@ -41,7 +41,7 @@ def filter_normalized_direction(model: nn.Module, generator: torch.Generator) ->
 
 
 @torch.no_grad()
-def mean_loss(task, batches: list) -> float:  # noqa: ANN001  (a cnnkit Task)
+def mean_loss(task, batches: list) -> float:  # task: a cnnkit Task
     """The data loss (no penalty) over `batches`, weighted by batch size, in eval mode."""
     task.model.eval()
     total, count = 0.0, 0
@@ -71,7 +71,30 @@ def _affordable_steps(steps: int, dims: int, per_point: float, seconds: float) -
     return s
 
 
-def loss_surface(task, batches: list, steps: int = 21, span: float = 1.0, dims: int = 2,  # noqa: ANN001
+def _check_surface_args(steps: int, span: float, dims: int, budget_s: float) -> None:
+    """Raise CnnkitError unless loss_surface's grid (steps, span, dims) and time budget are usable."""
+    if int(steps) != steps or steps < MIN_STEPS:
+        raise CnnkitError(f"the landscape needs steps ≥ {MIN_STEPS}, got {steps}")
+    if not span > 0:
+        raise CnnkitError(f"the landscape span must be positive, got {span}")
+    if dims not in (1, 2):
+        raise CnnkitError(f"the landscape has 1 or 2 dimensions, got {dims}")
+    if not budget_s > 0:
+        raise CnnkitError(f"the time budget must be positive seconds, got {budget_s}")
+
+
+def _seconds_per_point(task, batches: list, params: list, origin: list, dirs: list, span: float,
+                       dims: int) -> float:
+    """A grid point's cost, moving the weights + evaluating: the mean of two (α = ±span, β = 0), timed after the
+    warm-up evaluation; the weights are left at the second point."""
+    tick = time.perf_counter()
+    for sign in (1.0, -1.0):
+        _move_to(params, origin, dirs, (sign * span,) + (0.0,) * (dims - 1))
+        mean_loss(task, batches)
+    return (time.perf_counter() - tick) / 2
+
+
+def loss_surface(task, batches: list, steps: int = 21, span: float = 1.0, dims: int = 2,
                  budget_s: float = 60.0, seed: int = 0) -> dict:
     """The loss of `task.model` on `batches` along filter-normalised directions; the weights (and the model's
     train/eval mode) are restored after.
@@ -84,14 +107,7 @@ def loss_surface(task, batches: list, steps: int = 21, span: float = 1.0, dims: 
     the budget (a busy machine), the rest are skipped, None, and `note` says how many; rows are evaluated from
     β = 0 outwards, and the β = 0 row (the 1-D curve, with the centre) is always complete.
     """
-    if int(steps) != steps or steps < MIN_STEPS:
-        raise CnnkitError(f"the landscape needs steps ≥ {MIN_STEPS}, got {steps}")
-    if not span > 0:
-        raise CnnkitError(f"the landscape span must be positive, got {span}")
-    if dims not in (1, 2):
-        raise CnnkitError(f"the landscape has 1 or 2 dimensions, got {dims}")
-    if not budget_s > 0:
-        raise CnnkitError(f"the time budget must be positive seconds, got {budget_s}")
+    _check_surface_args(steps, span, dims, budget_s)
     requested = int(steps) + (1 - int(steps) % 2)  # odd: the trained weights are a grid point
     params = list(task.model.parameters())
     origin = [p.detach().clone() for p in params]
@@ -101,11 +117,7 @@ def loss_surface(task, batches: list, steps: int = 21, span: float = 1.0, dims: 
     start = time.perf_counter()
     try:
         centre = mean_loss(task, batches)  # also the warm-up
-        tick = time.perf_counter()
-        for sign in (1.0, -1.0):  # a point's cost, moving + evaluating: the mean of two, after the warm-up
-            _move_to(params, origin, dirs, (sign * span,) + (0.0,) * (dims - 1))
-            mean_loss(task, batches)
-        per_point = (time.perf_counter() - tick) / 2
+        per_point = _seconds_per_point(task, batches, params, origin, dirs, span, dims)
         left = budget_s - (time.perf_counter() - start)
         s = _affordable_steps(requested, dims, per_point, left)
         notes = []
@@ -129,7 +141,7 @@ def loss_surface(task, batches: list, steps: int = 21, span: float = 1.0, dims: 
             "budget_s": budget_s, "reduced": s < requested, "note": "; ".join(notes) or None}
 
 
-def _evaluate_grid(loss_at, alphas: np.ndarray, dims: int, deadline: float) -> list[list[float | None]]:  # noqa: ANN001
+def _evaluate_grid(loss_at, alphas: np.ndarray, dims: int, deadline: float) -> list[list[float | None]]:
     """(s × s) losses, rows β, columns α (dims=1: only the β = 0 row is filled). Rows run from β = 0 outwards;
     after `deadline` (perf_counter seconds) the remaining points are skipped (None), but never on β = 0."""
     s, mid = len(alphas), len(alphas) // 2
@@ -143,14 +155,14 @@ def _evaluate_grid(loss_at, alphas: np.ndarray, dims: int, deadline: float) -> l
     return table
 
 
-def _point(task, batches: list, params, origin, dirs, coords: tuple[float, ...]) -> float:  # noqa: ANN001
+def _point(task, batches: list, params, origin, dirs, coords: tuple[float, ...]) -> float:
     _move_to(params, origin, dirs, coords)
     return mean_loss(task, batches)
 
 
 # ---------------------------------------------------------------- plots
 
-def _finite_or_nan(values) -> np.ndarray:  # noqa: ANN001
+def _finite_or_nan(values) -> np.ndarray:
     a = np.asarray(values, dtype=np.float64)
     return np.where(np.isfinite(a), a, np.nan)
 
@@ -194,7 +206,7 @@ def plot_landscape(result: dict, out_dir: Path) -> dict[str, Path]:
 
 # ---------------------------------------------------------------- a run
 
-def fixed_batches(run: Path, batches: int, seed: int, device: torch.device | None = None):  # noqa: ANN201
+def fixed_batches(run: Path, batches: int, seed: int, device: torch.device | None = None):
     """(task, list of Batches): RUN's model in its task, and `batches` batches of RUN's training split drawn once
     (seeded), preprocessed without augmentation and kept in memory so every point sees the same images."""
     from cnnkit.config import config_from_dict
@@ -222,7 +234,7 @@ def fixed_batches(run: Path, batches: int, seed: int, device: torch.device | Non
     return task, loaded
 
 
-def _json_safe(values):  # noqa: ANN001, ANN202
+def _json_safe(values):
     if isinstance(values, list):
         return [_json_safe(v) for v in values]
     return values if values is None or math.isfinite(values) else None

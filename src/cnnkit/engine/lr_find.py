@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,7 @@ import torch
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.base import Batch, Task
 
-__all__ = ["LRFindResult", "SKIP_END", "lr_find", "lr_find_for_config", "suggest_lr"]
+__all__ = ["LRFindResult", "SKIP_END", "lr_find", "suggest_lr"]
 
 SKIP_END = 5  # points at the end of the curve the suggestion ignores
 
@@ -111,14 +112,9 @@ def _cycle(loader: Iterable[Batch]) -> Iterator[Batch]:
         epoch += 1
 
 
-def lr_find(task: Task, optimizer: torch.optim.Optimizer, loader: Iterable[Batch], *, start_lr: float = 1e-7,
-            end_lr: float = 10.0, steps: int = 100, smooth: float = 0.98, diverge: float = 4.0,
-            device: str | torch.device = "cpu") -> LRFindResult:
-    """Run the range test (module notes) and restore the model's and optimiser's state afterwards.
-
-    The model is moved to `device` (and stays there); its weights, buffers, train/eval mode, the optimiser's
-    state and param groups, and the CPU random state are as before the call.
-    """
+def _check_range_test_args(start_lr: float, end_lr: float, steps: int, smooth: float, diverge: float) -> None:
+    """Raise CnnkitError unless the range test's schedule (start_lr, end_lr, steps), smoothing β and divergence
+    factor are usable (module notes)."""
     if not 0 < start_lr < end_lr:
         raise CnnkitError(f"need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
     if steps < 2:
@@ -127,16 +123,41 @@ def lr_find(task: Task, optimizer: torch.optim.Optimizer, loader: Iterable[Batch
         raise CnnkitError(f"smooth must be in [0, 1), got {smooth}")
     if diverge <= 1:
         raise CnnkitError(f"diverge must be above 1, got {diverge}")
-    device = torch.device(device)
-    model = task.model.to(device)
-    schedule = [float(v) for v in np.geomspace(start_lr, end_lr, steps)]
+
+
+@contextmanager
+def _state_restored(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Snapshot the model's weights, buffers and train/eval mode, the optimiser's state and param groups, and the
+    CPU random state; put them all back on leaving (the gradients are cleared), whatever happened inside."""
     model_state = copy.deepcopy(model.state_dict())
     optimizer_state = copy.deepcopy(optimizer.state_dict())
     was_training = model.training
     rng_state = torch.get_rng_state()
+    try:
+        yield
+    finally:
+        optimizer.zero_grad(set_to_none=True)
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(optimizer_state)
+        model.train(was_training)
+        torch.set_rng_state(rng_state)
+
+
+def lr_find(task: Task, optimizer: torch.optim.Optimizer, loader: Iterable[Batch], *, start_lr: float = 1e-7,
+            end_lr: float = 10.0, steps: int = 100, smooth: float = 0.98, diverge: float = 4.0,
+            device: str | torch.device = "cpu") -> LRFindResult:
+    """Run the range test (module notes) and restore the model's and optimiser's state afterwards.
+
+    The model is moved to `device` (and stays there); its weights, buffers, train/eval mode, the optimiser's
+    state and param groups, and the CPU random state are as before the call.
+    """
+    _check_range_test_args(start_lr, end_lr, steps, smooth, diverge)
+    device = torch.device(device)
+    model = task.model.to(device)
+    schedule = [float(v) for v in np.geomspace(start_lr, end_lr, steps)]
     lrs, losses, raw_losses = [], [], []
     avg, best, stopped = 0.0, math.inf, False
-    try:
+    with _state_restored(model, optimizer):
         model.train()
         batches = _cycle(loader)
         for i, lr in enumerate(schedule):
@@ -161,11 +182,5 @@ def lr_find(task: Task, optimizer: torch.optim.Optimizer, loader: Iterable[Batch
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             optimizer.step()
-    finally:
-        optimizer.zero_grad(set_to_none=True)
-        model.load_state_dict(model_state)
-        optimizer.load_state_dict(optimizer_state)
-        model.train(was_training)
-        torch.set_rng_state(rng_state)
     meta = {"start_lr": start_lr, "end_lr": end_lr, "steps": steps, "smooth": smooth, "diverge": diverge}
     return LRFindResult(lrs, losses, raw_losses, suggest_lr(lrs, losses), stopped, meta)

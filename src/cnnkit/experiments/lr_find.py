@@ -5,6 +5,7 @@ from pathlib import Path
 
 from cnnkit.config import Config
 from cnnkit.engine.lr_find import LRFindResult, lr_find
+from cnnkit.engine.trainer import seed_everything
 from cnnkit.recipes import recipe_for
 from cnnkit.recipes.runner import make_trainer, start
 
@@ -15,8 +16,10 @@ def lr_find_for_config(cfg: Config, steps: int = 100, out: str | Path | None = N
     `lr_find` (start_lr, end_lr, smooth, diverge). Nothing is written to a run folder."""
     recipe = recipe_for(cfg.task)
     cfg.validate(supported=recipe.supported, reasons=recipe.unsupported_reason)
+    recipe.check(cfg)
     ctx = start(recipe, cfg)
     loader = recipe.loader(cfg, ctx.source, ctx.split["train"], ctx.card, train=True)
+    seed_everything(cfg.train.seed)  # the model starts as `cnnkit train` would start it
     built = recipe.build(ctx, recipe.model(cfg, ctx.card, fresh=True))
     # the run folder is only used by callbacks during fit, which never runs here: nothing is written
     trainer = make_trainer(cfg, built, len(loader), ctx.run_dir)

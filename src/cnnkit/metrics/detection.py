@@ -1,4 +1,5 @@
-"""COCO-style object-detection metrics: mAP, per-class AP, precision/recall curves, an error breakdown.
+"""COCO-style object-detection metrics: mAP, per-class AP, precision/recall curves (the error breakdown,
+why detections fail, is ``cnnkit.metrics.detection_errors.error_breakdown``).
 
 ``detection_map`` is our own vectorised NumPy version of pycocotools' ``COCOeval`` for boxes (iou_type="bbox")
 and instance masks (iou_type="segm": the IoU of two masks, from pycocotools.mask.iou on their RLEs) and returns the
@@ -89,8 +90,8 @@ class _GroundTruth:
 
     def load_masks(self) -> None:
         """Every annotation's segmentation as an RLE (mask IoU); polygons need the image's height and width."""
-        self.rles = [to_rle(a.get("segmentation"), self.sizes[a["image_id"]], f"ground-truth annotation {a.get('id')!r}")
-                     for a in self._anns]
+        self.rles = [to_rle(a.get("segmentation"), self.sizes[a["image_id"]],
+                            f"ground-truth annotation {a.get('id')!r}") for a in self._anns]
 
 
 class _Detections:
@@ -424,74 +425,7 @@ def evaluate_instances(targets: list[dict], predictions: list[dict], classes: li
     return {**boxes, **{f"mask_{k}": v for k, v in masks.items()}}
 
 
-# ---------------------------------------------------------------- error breakdown and plots
-
-def error_breakdown(ground_truth: Any, predictions: Any, *, score_threshold: float = 0.5,
-                    iou_threshold: float = 0.5, background_iou: float = 0.1) -> dict:
-    """Why detections fail: each detection with score ≥ score_threshold gets exactly one label.
-
-    After Hoiem et al. 2012 ("Diagnosing error in object detectors") and TIDE (Bolya et al. 2020), simplified.
-    Per image, detections are taken by descending score; "IoU" is box IoU with non-crowd ground truths.
-
-    * ``true_positive``: IoU ≥ iou_threshold with a same-class ground truth not yet matched (the one with the
-      highest IoU is matched).
-    * ``duplicate``: IoU ≥ iou_threshold with a same-class ground truth, but all such are already matched.
-    * ``wrong_class``: IoU ≥ iou_threshold with a ground truth of another class.
-    * ``mislocalised``: right class, background_iou ≤ best IoU < iou_threshold.
-    * ``wrong_class_and_mislocalised``: only other classes' ground truths, background_iou ≤ IoU < iou_threshold.
-    * ``background``: IoU < background_iou with every ground truth.
-    * ``ignored``: none of the above but covering a same-class crowd region (intersection / detection area
-      ≥ iou_threshold), which COCO does not count either.
-
-    Ground truths (non-crowd): ``missed`` is those that no kept detection of any class overlaps with
-    IoU ≥ background_iou; ``not_found`` is all those without a true positive (missed ones included).
-    Returns {"detections", "ground_truths", those counts, "per_class": {name: the same counts}}: detection
-    labels count under the detection's class, missed / not_found under the ground truth's.
-    """
-    gt = _GroundTruth(ground_truth)
-    dt = _Detections(predictions, gt)
-    kinds = ("true_positive", "duplicate", "wrong_class", "mislocalised", "wrong_class_and_mislocalised",
-             "background", "ignored", "missed", "not_found")
-    counts = np.zeros((len(gt.names), len(kinds)), dtype=np.int64)
-    col = {k: n for n, k in enumerate(kinds)}
-    for i in range(len(gt.image_ids)):
-        gts = np.flatnonzero(gt.image == i)
-        plain, crowd = gts[~gt.crowd[gts]], gts[gt.crowd[gts]]
-        dets = np.flatnonzero((dt.image == i) & (dt.score >= score_threshold))
-        dets = dets[np.argsort(-dt.score[dets], kind="stable")]
-        iou = box_iou_xywh(dt.boxes[dets], gt.boxes[plain], np.zeros(len(plain), bool))
-        iof = box_iou_xywh(dt.boxes[dets], gt.boxes[crowd], np.ones(len(crowd), bool))
-        used = np.zeros(len(plain), dtype=bool)
-        for j, d in enumerate(dets):
-            same = gt.category[plain] == dt.category[d]
-            row = iou[j]
-            free = same & ~used & (row >= iou_threshold)
-            if free.any():
-                g = np.flatnonzero(free)[np.argmax(row[free])]
-                used[g] = True
-                kind = "true_positive"
-            elif (same & (row >= iou_threshold)).any():
-                kind = "duplicate"
-            elif (~same & (row >= iou_threshold)).any():
-                kind = "wrong_class"
-            elif (same & (row >= background_iou)).any():
-                kind = "mislocalised"
-            elif (~same & (row >= background_iou)).any():
-                kind = "wrong_class_and_mislocalised"
-            elif ((gt.category[crowd] == dt.category[d]) & (iof[j] >= iou_threshold)).any():
-                kind = "ignored"
-            else:
-                kind = "background"
-            counts[dt.category[d], col[kind]] += 1
-        touched = (iou >= background_iou).any(0) if len(dets) else np.zeros(len(plain), bool)
-        np.add.at(counts[:, col["missed"]], gt.category[plain[~used & ~touched]], 1)
-        np.add.at(counts[:, col["not_found"]], gt.category[plain[~used]], 1)
-    total = counts.sum(0)
-    result: dict[str, Any] = {"detections": int(total[:7].sum()), "ground_truths": int((~gt.crowd).sum())}
-    result.update({k: int(v) for k, v in zip(kinds, total)})
-    result["per_class"] = {name: {k: int(v) for k, v in zip(kinds, counts[c])} for c, name in enumerate(gt.names)}
-    return result
-
+# ---------------------------------------------------------------- plots
 
 def plot_pr_curves(result: dict, path: str | Path) -> Path:
     """One precision/recall curve per class at IoU .5 (from detection_map's "pr_curves"), saved as an image."""

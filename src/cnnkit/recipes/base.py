@@ -92,6 +92,10 @@ class Recipe:
     def supported(self) -> frozenset[str]:
         return COMMON_OPTIONS | self.options
 
+    def check(self, cfg: Config) -> None:
+        """Refuse, in one line, option values that contradict each other for this task (after the options the
+        recipe does not read have been refused)."""
+
     # -- data ---------------------------------------------------------------------------------------------
     def open_source(self, cfg: Config) -> Any:
         """The data `cfg.data.source` names, with the targets of the task (may resolve cfg.task)."""

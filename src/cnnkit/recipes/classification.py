@@ -17,6 +17,7 @@ from cnnkit.config import Config, option_keys
 from cnnkit.data.builtin import open_source
 from cnnkit.data.split import indices_from_record, make_split, split_record
 from cnnkit.engine.trainer import Trainer
+from cnnkit.errors import CnnkitError
 from cnnkit.models.tweaks import set_dropout
 from cnnkit.recipes.base import Build, Context, Recipe, TrainResult
 from cnnkit.data.loader import run_loader
@@ -36,6 +37,19 @@ class ClassificationRecipe(Recipe):
                        "timing", "model", "config")
     curve_metric = None  # accuracy for classes, mAP for labels, MAE for values: whichever the history has
     eval_batch_size = 256
+
+    def check(self, cfg: Config) -> None:
+        """The transfer options that only make sense together."""
+        t = cfg.train
+        if t.head_init == "probe" and t.strategy not in ("fine-tune", "feature-extractor", "head-only", "partial", "auto"):
+            raise CnnkitError(f"--head-init probe starts a trained head from a linear probe; it goes with --strategy "
+                              f"fine-tune, feature-extractor, head-only or partial, not {t.strategy}")
+        if t.keep_stages is not None and (t.keep_stages < 1 or t.strategy != "partial"):
+            raise CnnkitError(f"--keep-stages goes with --strategy partial and must be at least 1, got "
+                              f"{t.keep_stages} with strategy {t.strategy}")
+        if t.unfreeze_every < 0 or t.unfreeze_every and t.strategy != "fine-tune":
+            raise CnnkitError(f"--unfreeze-every goes with --strategy fine-tune and must be 0 (off) or more, got "
+                              f"{t.unfreeze_every} with strategy {t.strategy}")
 
     def open_source(self, cfg: Config) -> Any:
         cfg.task, source = problem_source(cfg.task, open_source(cfg.data.source, cfg.data.max_bad_fraction))

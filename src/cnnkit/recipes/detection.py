@@ -169,8 +169,8 @@ def _detections(model: torch.nn.Module, loader, device: str = "auto", problem: s
 def _metrics(model: torch.nn.Module, card: ModelCard, loader, device: str = "auto", plot: Path | None = None) -> dict:
     """COCO metrics and the error breakdown's totals; with `plot`, the precision/recall curves there (PNG).
     Instance runs: the box metrics and the same with mask IoU, prefixed mask_ (mask_map, mask_map50, ...)."""
-    from cnnkit.metrics.detection import (error_breakdown, evaluate_detections, evaluate_instances, plot_pr_curves,
-                                          to_coco)
+    from cnnkit.metrics.detection import evaluate_detections, evaluate_instances, plot_pr_curves, to_coco
+    from cnnkit.metrics.detection_errors import error_breakdown
 
     targets, predictions = _detections(model, loader, device, card.problem)
     if card.problem == "instance":

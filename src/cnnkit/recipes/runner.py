@@ -65,8 +65,7 @@ def make_trainer(cfg: Config, built: Build, steps: int, run_dir: Path) -> Traine
     """The Trainer of a recipe's task: the configured optimiser over its parameter groups, the schedule
     (per batch; per epoch for reduce_on_plateau, which needs the val loss), early stopping when --patience is
     set, the overfitting alarm, checkpoints selected on the task's own metric, history.csv, a progress bar,
-    the recipe's callbacks and any --log loggers."""
-    seed_everything(cfg.train.seed)
+    the recipe's callbacks and any --log loggers. (The Trainer seeds each epoch itself.)"""
     t = cfg.train
     params = built.param_groups
     if params is None:
@@ -108,6 +107,7 @@ def train(recipe: Recipe, cfg: Config | None = None, *, resume: str | Path | Non
     cfg = cfg or Config()
     cfg.train = replace(cfg.train, **train_overrides)
     cfg.validate(supported=recipe.supported, reasons=recipe.unsupported_reason)
+    recipe.check(cfg)
     schedules.check_options(cfg.train.schedule, cfg.train.schedule_options)  # before any data is read
     ctx = start(recipe, cfg, resume, resumed)
     direct = recipe.fit_directly(ctx) if resume is None else None
