@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,10 @@ TRAIN_METRICS = ("accuracy", "f1_macro", "map", "mask_map", "miou", "pixel_accur
 
 
 def report_train(result: TrainResult) -> int:
-    """The val metrics, the verdict, then the run folder as the last line; 130 when interrupted."""
+    """The val metrics, the verdict, then the run folder as the last line; 130 when interrupted. Under torchrun
+    only rank 0 prints."""
+    if os.environ.get("RANK", "0") != "0":
+        return 130 if result.interrupted else 0
     if result.val:
         shown = [k for k in TRAIN_METRICS if k in result.val]
         print("  ".join(f"val {k} {result.val[k]:.4f}" for k in shown))

@@ -95,11 +95,17 @@ class TensorLoader:
             order = torch.randperm(n, generator=g)
         else:
             order = torch.arange(n)
+        if self.world_size > 1 and n:  # padded like DistributedSampler: every rank takes as many items, hence steps
+            total = self._per_rank() * self.world_size
+            order = order.repeat(-(-total // n))[:total]
         # each DDP rank takes every world_size-th item; one copy of the order to the data's device per epoch
         return order[self.rank::self.world_size].to(self.images.device)
 
+    def _per_rank(self) -> int:
+        return -(-len(self.images) // self.world_size)
+
     def __len__(self) -> int:
-        n = len(range(self.rank, len(self.images), self.world_size))
+        n = self._per_rank()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from cnnkit.config import Config
+from cnnkit.engine.distributed import init_distributed
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
 from cnnkit.models.pretrained import lookup as lookup_pretrained
@@ -100,14 +101,17 @@ def fit_probe(ctx: Context) -> TrainResult:
     x, y = extract_features(model, spec, run_loader(source, split["train"], card, cfg, train=False))
     val_loader = run_loader(source, split["val"], card, cfg, train=False) if len(split["val"]) else None
     vx, vy = extract_features(model, spec, val_loader) if val_loader is not None else (x[:0], y[:0])
-    write_start(ctx)
-    np.savez_compressed(ctx.run_dir / "features.npz", train_x=x, train_y=y, val_x=vx, val_y=vy)
+    main = init_distributed().is_main  # under torchrun every rank fits the same probe; rank 0 writes
+    if main:
+        write_start(ctx)
+        np.savez_compressed(ctx.run_dir / "features.npz", train_x=x, train_y=y, val_x=vx, val_y=vy)
     probe = fit_linear_probe(model, spec, x, y, card.outputs, cfg.train.probe)
     if len(vy):
         log.info("linear-probe (%s): val accuracy %.4f (scikit-learn)", cfg.train.probe, probe.score(vx, vy))
     trainer = Trainer(card.make_task(model, cfg.train.loss), None, epochs=1, device="cpu")
     val = split_metrics(trainer, card, val_loader) if val_loader is not None else {}
-    save_model(ctx.run_dir / "model.pt", model, card)
+    if main:
+        save_model(ctx.run_dir / "model.pt", model, card)
     layer = model.get_submodule(last_linears(model, spec)[0])
     return TrainResult(ctx.run_dir, [], val, trainable=sum(p.numel() for p in layer.parameters()))
 
