@@ -12,9 +12,18 @@ from PIL import Image
 
 from cnnkit.api import train
 from cnnkit.config import load_config
-from cnnkit.diagnose.classification import (classification_analysis, confusion_matrix, expected_calibration_error,
-                                            normalize_confusion, plot_confusion, plot_reliability, plot_top_losses,
-                                            split_predictions, top_k_accuracy, top_losses)
+from cnnkit.diagnose.classification import (
+    classification_analysis,
+    confusion_matrix,
+    expected_calibration_error,
+    normalize_confusion,
+    plot_confusion,
+    plot_reliability,
+    plot_top_losses,
+    split_predictions,
+    top_k_accuracy,
+    top_losses,
+)
 from cnnkit.errors import CnnkitError
 
 

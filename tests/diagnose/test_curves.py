@@ -1,8 +1,8 @@
 """Learning curves: train vs val, the best epoch at the lowest val loss, the learning rate on a twin axis."""
 from __future__ import annotations
 
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 
 from cnnkit.diagnose.curves import best_epoch, learning_curves_figure, plot_learning_curves, read_history
 

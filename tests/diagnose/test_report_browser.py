@@ -42,8 +42,9 @@ def _classification_report(out: Path) -> Path:
 
 
 def _detection_report(out: Path) -> Path:
-    from cnnkit.diagnose.report import write_report
     from test_detection import train_detector  # tests/diagnose/test_detection.py
+
+    from cnnkit.diagnose.report import write_report
 
     return write_report(train_detector(out / "boxes"))
 

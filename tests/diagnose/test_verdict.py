@@ -15,10 +15,8 @@ import yaml
 from cnnkit import api
 from cnnkit.cli.app import main
 from cnnkit.config import Config, DiagnoseConfig, config_from_dict, load_config, save_config
-from cnnkit.diagnose.verdict import (LABELS, NOTE, decide, error_from_metrics, make_verdict, remedies,
-                                     sampling_margin)
+from cnnkit.diagnose.verdict import LABELS, NOTE, decide, error_from_metrics, make_verdict, remedies, sampling_margin
 from cnnkit.errors import CnnkitError
-
 
 # ---------------------------------------------------------------- decide, errors, margins
 

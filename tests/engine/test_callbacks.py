@@ -1,7 +1,8 @@
-"""The overfitting alarm on a synthetic history, its saved state, a real Trainer it stops, and the loggers."""
+"""cnnkit.engine.callbacks: the overfitting alarm (synthetic histories, its saved state, a real Trainer it stops),
+early stopping, checkpoints and history.csv on a stand-in trainer whose every value is known."""
 from __future__ import annotations
 
-import sys
+import csv
 import warnings
 from types import SimpleNamespace
 
@@ -9,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from cnnkit.cli.app import main
-from cnnkit.engine.callbacks import OverfittingAlarm
-from cnnkit.engine.loggers import TensorBoardLogger, make_loggers
+from cnnkit.engine.callbacks import (CSVLogger, EarlyStopping, ModelCheckpoint, OverfittingAlarm, ProgressBar,
+                                     write_history)
+from cnnkit.engine.checkpoint import load_checkpoint
 from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.base import Batch
@@ -91,36 +92,96 @@ def test_stop_true_stops_a_real_trainer_early() -> None:
     assert alarm.best_epoch < alarm.fired_epoch
 
 
-def test_unknown_logger_and_missing_package(tmp_path, monkeypatch) -> None:
-    with pytest.raises(CnnkitError, match="unknown logger 'tensorbord'; did you mean 'tensorboard'"):
-        make_loggers(["tensorbord"], tmp_path)
-    monkeypatch.setitem(sys.modules, "mlflow", None)  # as if not installed: find_spec gives None
-    with pytest.raises(CnnkitError, match="pip install mlflow"):
-        make_loggers(["mlflow"], tmp_path)
+# ---------------------------------------------------------------- early stopping, checkpoints, history.csv
+
+class FakeTrainer(SimpleNamespace):
+    """What the callbacks read from a Trainer: the model, history, stop flag and the state to save."""
+
+    def __init__(self, **kwargs):
+        super().__init__(model=nn.Linear(2, 1), history=[], stop_training=False, interrupted=False, epoch=0,
+                         dist=SimpleNamespace(is_main=True), **kwargs)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "model": self.model.state_dict(), "history": list(self.history)}
+
+    def callback_states(self) -> dict:
+        return {"Marker": {"epoch": self.epoch}}
 
 
-def test_cli_log_flag(tmp_path, monkeypatch, capsys) -> None:
-    """--log without the package: one line and no run folder; with TensorBoard installed, RUN/tensorboard/ events."""
-    monkeypatch.setitem(sys.modules, "tensorboard", None)
-    argv = ["-q", "train", "--data", "synthetic-shapes:n=60", "--epochs", "1", "--log", "tensorboard"]
-    assert main([*argv, "--out", str(tmp_path / "none")]) == 2
-    err = capsys.readouterr().err
-    assert err == "error: the tensorboard logger needs the tensorboard package: pip install tensorboard\n"
-    assert not (tmp_path / "none").exists()
-    monkeypatch.delitem(sys.modules, "tensorboard")
-    pytest.importorskip("tensorboard")
-    assert main([*argv, "--out", str(tmp_path / "tb")]) == 0
-    assert list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
+def _epochs(callback, trainer: FakeTrainer, rows: list[dict]) -> None:
+    """Run rows through the callback as the Trainer does: epoch counter, history, weights that change."""
+    for row in rows:
+        trainer.epoch += 1
+        with torch.no_grad():
+            trainer.model.weight.fill_(float(trainer.epoch))  # the weights record which epoch made them
+        logs = {"epoch": trainer.epoch, **row}
+        trainer.history.append(logs)
+        callback.on_epoch_end(trainer, logs)
+        if trainer.stop_training:
+            break
 
 
-def test_tensorboard_event_file_reads_back(tmp_path) -> None:
-    pytest.importorskip("tensorboard")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+def test_early_stopping_waits_patience_epochs_and_restores_the_best_weights() -> None:
+    stop = EarlyStopping("val_loss", patience=2)
+    trainer = FakeTrainer()
+    _epochs(stop, trainer, [{"val_loss": v} for v in (1.0, 0.8, 0.9, 0.85, 0.7)])
+    assert trainer.stop_training and stop.stopped_epoch == 4 and (stop.best, stop.best_epoch) == (0.8, 2)
+    stop.on_fit_end(trainer)
+    assert torch.equal(trainer.model.weight, torch.full((1, 2), 2.0))  # epoch 2's weights are back
 
-    trainer, train, val = _memorising_trainer([TensorBoardLogger(tmp_path / "tb")], epochs=3)
-    history = trainer.fit(train, val)
-    events = EventAccumulator(str(tmp_path / "tb"))
-    events.Reload()
-    assert {"loss/train", "loss/val", "accuracy/val", "lr"} <= set(events.Tags()["scalars"])
-    logged = [(e.step, e.value) for e in events.Scalars("loss/val")]
-    assert logged == [(r["epoch"], pytest.approx(r["val_loss"], rel=1e-6)) for r in history]
+
+def test_early_stopping_mode_and_min_delta() -> None:
+    assert EarlyStopping("val_accuracy").mode == "max" and EarlyStopping("val_error").mode == "min"
+    stop = EarlyStopping("val_accuracy", patience=2, min_delta=0.05, restore_best=False)
+    trainer = FakeTrainer()
+    _epochs(stop, trainer, [{"val_accuracy": v} for v in (0.5, 0.6, 0.63, 0.64, 0.9)])  # +0.03, +0.04: not enough
+    assert stop.stopped_epoch == 4 and stop.best_epoch == 2 and stop.best_weights is None
+    resumed = EarlyStopping("val_accuracy", patience=2, min_delta=0.05)
+    resumed.load_state_dict(stop.state_dict())
+    assert (resumed.best, resumed.best_epoch, resumed.wait) == (0.6, 2, 2)
+
+
+def test_early_stopping_refusals_are_one_line() -> None:
+    with pytest.raises(CnnkitError, match="patience must be at least 1, got 0"):
+        EarlyStopping(patience=0)
+    with pytest.raises(CnnkitError, match="monitors 'val_map', which is not logged; logged: epoch, val_loss") as info:
+        EarlyStopping("val_map").on_epoch_end(FakeTrainer(), {"epoch": 1, "val_loss": 0.3})
+    assert "\n" not in str(info.value)
+
+
+def test_model_checkpoint_writes_best_and_last_atomically(tmp_path) -> None:
+    saver = ModelCheckpoint(tmp_path / "checkpoints", monitor="val_loss")
+    trainer = FakeTrainer()
+    _epochs(saver, trainer, [{"val_loss": v} for v in (0.5, 0.3, 0.4)])
+    best, last = (load_checkpoint(tmp_path / "checkpoints" / f"{n}.pt") for n in ("best", "last"))
+    assert best["epoch"] == 2 and torch.equal(best["model"]["weight"], torch.full((1, 2), 2.0))
+    assert last["epoch"] == 3 and [r["val_loss"] for r in last["history"]] == [0.5, 0.3, 0.4]
+    assert best["callbacks"] == {"Marker": {"epoch": 2}}
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.pt", "last.pt"]  # no temp files
+    assert saver.state_dict() == {"best": 0.3, "best_epoch": 2}
+    # interrupted: the current state goes to last.pt; not interrupted: last.pt stays as the epoch left it
+    trainer.epoch = 4
+    saver.on_fit_end(trainer)
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 3
+    trainer.interrupted = True
+    saver.on_fit_end(trainer)
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 4
+
+
+def test_csv_logger_rewrites_every_row_with_every_column(tmp_path) -> None:
+    path = tmp_path / "history.csv"
+    logger, trainer = CSVLogger(path), FakeTrainer()
+    _epochs(logger, trainer, [{"train_loss": 0.9}, {"train_loss": 0.7, "val_loss": 0.8}])
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows == [{"epoch": "1", "train_loss": "0.9", "val_loss": ""},
+                    {"epoch": "2", "train_loss": "0.7", "val_loss": "0.8"}]
+    assert [p.name for p in tmp_path.iterdir()] == ["history.csv"]
+    write_history(tmp_path / "empty.csv", [])  # nothing to write: no file
+    assert not (tmp_path / "empty.csv").exists()
+
+
+def test_progress_bar_prints_one_line_per_epoch(capsys) -> None:
+    bar = ProgressBar(live=False, echo=True)
+    bar.on_epoch_end(SimpleNamespace(epochs=3), {"epoch": 2, "train_loss": 0.123456, "lr": 0.1, "time": 1.34})
+    assert capsys.readouterr().out == "epoch 2/3  train_loss 0.1235  (1.3s)\n"

@@ -218,7 +218,7 @@ def test_fgsm_in_normalised_units_is_fgsm_in_pixel_space():
 
 
 def test_attacks_refuse_per_image_whitening():
-    from cnnkit.api import make_attack
+    from cnnkit.recipes.classifier import make_attack
     from cnnkit.errors import CnnkitError
     from cnnkit.runs.card import ModelCard
 

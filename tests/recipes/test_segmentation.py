@@ -44,8 +44,8 @@ def test_train_writes_a_run_with_miou(run):
 def test_evaluate_equals_torchmetrics_on_the_same_predictions(run):
     from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-    from cnnkit.data.segmentation.source import open_segmentation_source
     from cnnkit.data.segmentation.loader import make_segmentation_loader
+    from cnnkit.data.segmentation.source import open_segmentation_source
 
     metrics = api.evaluate(run.run_dir)
     model, card = load_model(run.run_dir)
@@ -202,7 +202,8 @@ def test_given_train_val_test_folders_are_the_split(tmp_path):
     result = api.train(cfg)
     given = open_segmentation_source(str(tmp_path / "d")).presplit
     record = json.loads((result.run_dir / "split.json").read_text())
-    assert {k: sorted(v) for k, v in record["splits"].items()} == {k: sorted(int(i) for i in v) for k, v in given.items()}
+    assert {k: sorted(v) for k, v in record["splits"].items()} == \
+        {k: sorted(int(i) for i in v) for k, v in given.items()}
 
 
 def test_a_pretrained_encoder_brings_its_normalisation(tmp_path):

@@ -1,4 +1,5 @@
-"""Every bad input gets one line on stderr, `error: ...`, no traceback, and a non-zero exit status."""
+"""cnnkit.cli.app.main: every bad input gets one line on stderr, `error: ...`, no traceback, and a non-zero exit
+status (in-process and in a real `python -m cnnkit` process)."""
 from __future__ import annotations
 
 import logging
@@ -10,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tests.conftest import REPO_ROOT
 
 from cnnkit.cli.app import main
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:

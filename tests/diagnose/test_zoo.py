@@ -9,8 +9,8 @@ import time
 import pytest
 
 from cnnkit.cli.app import main
-from cnnkit.models.factory import list_models
 from cnnkit.diagnose.zoo import bench_model, bench_rows, format_table, machine, num_threads
+from cnnkit.models.factory import list_models
 
 KNOWN = {  # name: (parameters, depth in weight layers), from the papers and torchvision
     "lenet5": (61_706, 5), "resnet18": (11_689_512, 18), "resnet34": (21_797_672, 34), "resnet50": (25_557_032, 50),
@@ -48,7 +48,7 @@ def test_known_params_and_depth(table: dict, name: str) -> None:
 
 def test_gflops_on_meta_match_flop_counter_on_a_real_forward(table: dict) -> None:
     # the table traces on the meta device; these are FlopCounterMode's totals of real CPU forwards
-    # (tests/test_inspect.py checks them), resnet18's being torchvision's 1.81 GMACs
+    # (tests/diagnose/test_inspect.py checks them), resnet18's being torchvision's 1.81 GMACs
     assert table["resnet18"]["gflops"] == pytest.approx(3_628_146_688 / 1e9, abs=1e-4)
     assert table["lenet5"]["gflops"] == pytest.approx(833_040 / 1e9, abs=1e-4)
 

@@ -14,8 +14,8 @@ from PIL import Image
 
 from cnnkit import api
 from cnnkit.cli.app import main
-from cnnkit.experiments.compare import DEFAULT_STRATEGIES, compare_strategies
 from cnnkit.errors import CnnkitError
+from cnnkit.experiments.compare import DEFAULT_STRATEGIES, compare_strategies
 from cnnkit.models.factory import create_model
 from cnnkit.runs.folder import load_model
 
@@ -147,7 +147,7 @@ def test_a_failing_strategy_is_an_error_row(weights: Path, tmp_path: Path) -> No
 def test_ctrl_c_keeps_the_finished_rows(weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     train, calls = api.train, []
 
-    def interrupted_second(cfg):  # noqa: ANN001, ANN202
+    def interrupted_second(cfg):
         calls.append(cfg.train.strategy)
         if len(calls) == 2:
             raise KeyboardInterrupt

@@ -16,11 +16,11 @@ from PIL import Image
 from torchvision.ops import masks_to_boxes
 
 from cnnkit.cli.app import main
-from cnnkit.data.detection.source import open_detection_source, write_coco
 from cnnkit.data.detection.loader import DetectionAugment, DetectionDataset, make_detection_loader
+from cnnkit.data.detection.source import open_detection_source, write_coco
+from cnnkit.errors import CnnkitError
 from cnnkit.metrics.detection import STAT_NAMES, detection_map, evaluate_instances, to_coco
 from cnnkit.metrics.mask_rle import encode_masks
-from cnnkit.errors import CnnkitError
 
 torch.set_num_threads(2)
 DATA = "synthetic-shapes:count=2,n=16,size=64"

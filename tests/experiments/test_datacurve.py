@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from cnnkit.experiments.datacurve import check_percents, data_curve, read_data_curve, subset
 from cnnkit.errors import CnnkitError
+from cnnkit.experiments.datacurve import check_percents, data_curve, read_data_curve, subset
 
 
 def test_subsets_are_stratified_nested_and_seeded():

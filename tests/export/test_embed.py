@@ -13,8 +13,8 @@ from cnnkit import api
 from cnnkit.cli.app import main
 from cnnkit.data.images import read_image
 from cnnkit.errors import CnnkitError
-from cnnkit.runs.folder import load_model
 from cnnkit.models.stages import PartialNet
+from cnnkit.runs.folder import load_model
 
 
 def _write_pngs(folder: Path, n: int, seed: int, size: int = 16) -> list[Path]:

@@ -1,0 +1,50 @@
+"""cnnkit.engine.checkpoint: atomic writes (no temp file left, the old file kept on failure) and safe loading."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cnnkit.engine.checkpoint import atomic_save, load_checkpoint
+from cnnkit.errors import CnnkitError
+
+
+def test_atomic_save_round_trips_and_leaves_no_temp_file(tmp_path) -> None:
+    state = {"model": {"w": torch.arange(6.0).reshape(2, 3)}, "epoch": 3, "history": [{"loss": 0.5}]}
+    path = tmp_path / "deep" / "folder" / "last.pt"  # missing folders are made
+    atomic_save(state, path)
+    atomic_save({**state, "epoch": 4}, path)  # overwrites in place
+    loaded = load_checkpoint(path)
+    assert loaded["epoch"] == 4 and loaded["history"] == [{"loss": 0.5}]
+    assert torch.equal(loaded["model"]["w"], state["model"]["w"])
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+
+
+def test_a_failed_save_keeps_the_previous_file(tmp_path) -> None:
+    path = tmp_path / "best.pt"
+    atomic_save({"epoch": 1}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("cannot pickle this")
+
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        atomic_save({"epoch": 2, "bad": Unpicklable()}, path)
+    assert load_checkpoint(path) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]  # the temp file is gone
+
+
+def test_load_refuses_missing_and_foreign_files_in_one_line(tmp_path) -> None:
+    with pytest.raises(CnnkitError, match="checkpoint not found: .*nothing.pt"):
+        load_checkpoint(tmp_path / "nothing.pt")
+    (tmp_path / "notes.pt").write_text("this is not a checkpoint\nat all\n")
+    with pytest.raises(CnnkitError, match=r"cannot read checkpoint .*notes\.pt: ") as info:
+        load_checkpoint(tmp_path / "notes.pt")
+    assert "\n" not in str(info.value)
+
+
+def test_load_refuses_pickled_code(tmp_path) -> None:
+    """weights_only=True: an object that is not tensors and plain containers is refused, not unpickled."""
+    torch.save({"opt": torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)}, tmp_path / "code.pt")
+    with pytest.raises(CnnkitError, match="cannot read checkpoint") as info:
+        load_checkpoint(tmp_path / "code.pt")
+    assert "\n" not in str(info.value)

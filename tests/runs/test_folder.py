@@ -1,0 +1,145 @@
+"""The run folder: a free name (-2, -3, ...), model.pt with its card written and read back, one-line errors for a
+folder that is no run, the test split's use counted, a split checked against the data, and named weights."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from cnnkit.config import Config, save_config
+from cnnkit.errors import CnnkitError
+from cnnkit.models.factory import create_model
+from cnnkit.runs.card import ModelCard
+from cnnkit.runs.folder import (
+    load_model,
+    new_run_dir,
+    open_model,
+    open_run,
+    open_split,
+    record_test_use,
+    run_file,
+    save_model,
+)
+
+
+def _card(**fields) -> ModelCard:
+    return ModelCard("lenet5", "multiclass", ["a", "b", "c"], [1, 32, 32], [0.4], [0.3], **fields)
+
+
+def _saved_run(folder: Path, card: ModelCard | None = None) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(0)
+    card = card or _card()
+    model = card.build_model()
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(folder / "model.pt", model, card)
+    return folder, model
+
+
+def test_new_run_dir_takes_the_name_then_adds_2_3(tmp_path: Path) -> None:
+    first = new_run_dir("lenet5-digits", tmp_path)
+    assert first == tmp_path / "lenet5-digits" and not first.exists()
+    first.mkdir()
+    second = new_run_dir("lenet5-digits", tmp_path)
+    assert second == tmp_path / "lenet5-digits-2"
+    second.mkdir()
+    assert new_run_dir("lenet5-digits", tmp_path) == tmp_path / "lenet5-digits-3"
+    assert new_run_dir("other", tmp_path) == tmp_path / "other"
+
+
+def test_save_and_load_model_round_trip(tmp_path: Path) -> None:
+    card = _card(options={"activation": "gelu"}, transfer=None)
+    run, model = _saved_run(tmp_path / "run", card)
+    loaded, loaded_card = load_model(run)
+    assert loaded_card == card
+    assert not loaded.training and next(loaded.parameters()).device.type == "cpu"
+    saved = model.state_dict()
+    assert set(loaded.state_dict()) == set(saved)
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+    x = torch.randn(2, 1, 32, 32)
+    torch.testing.assert_close(loaded(x), model.eval()(x))
+    stored = torch.load(run / "model.pt", weights_only=True)
+    assert stored["card"] == asdict(card)  # the card travels with the weights, as a plain dict
+
+
+def test_a_partial_transfer_model_round_trips_through_its_card(tmp_path: Path) -> None:
+    card = _card(transfer={"strategy": "partial", "keep_stages": 2})
+    run, model = _saved_run(tmp_path / "partial", card)
+    loaded, _ = load_model(run)
+    x = torch.randn(3, 1, 32, 32)
+    torch.testing.assert_close(loaded(x), model.eval()(x))
+
+
+def test_run_file_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(CnnkitError, match="run folder not found") as err:
+        run_file(tmp_path / "missing", "model.pt")
+    assert "\n" not in str(err.value)
+    with pytest.raises(CnnkitError, match="has no model.pt; is it a cnnkit run folder") as err:
+        run_file(tmp_path, "model.pt")
+    assert "\n" not in str(err.value)
+    (tmp_path / "model.pt").write_bytes(b"x")
+    assert run_file(tmp_path, "model.pt") == tmp_path / "model.pt"
+
+
+def test_a_model_pt_without_a_valid_card_is_a_one_line_error(tmp_path: Path) -> None:
+    torch.save({"state_dict": create_model("lenet5", num_classes=2).state_dict(), "card": {"architecture": "lenet5"}},
+               tmp_path / "model.pt")
+    with pytest.raises(CnnkitError, match="no valid model card") as err:
+        load_model(tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_record_test_use_counts_the_earlier_uses(tmp_path: Path) -> None:
+    assert record_test_use(tmp_path, {"accuracy": 0.5}) == 0
+    assert record_test_use(tmp_path, {"accuracy": 0.75, "loss": 0.6}) == 1
+    assert record_test_use(tmp_path, {"accuracy": 0.8}) == 2
+    lines = [json.loads(line) for line in (tmp_path / "test_log.jsonl").read_text().splitlines()]
+    assert [row["accuracy"] for row in lines] == [0.5, 0.75, 0.8]
+    assert lines[1]["loss"] == 0.6 and all("time" in row for row in lines)
+
+
+def _split_run(tmp_path: Path, splits: dict, count: int) -> Path:
+    run, _ = _saved_run(tmp_path / "split-run")
+    save_config(Config(), run / "config.yaml")
+    (run / "split.json").write_text(json.dumps({"count": count, "splits": splits}))
+    return run
+
+
+def test_open_run_reads_the_model_config_and_split(tmp_path: Path) -> None:
+    run = _split_run(tmp_path, {"train": [0, 1], "val": [2], "test": [3]}, 4)
+    model, card, cfg, record = open_run(run)
+    assert card == _card() and not model.training
+    assert cfg == yaml.safe_load((run / "config.yaml").read_text())
+    assert record == {"count": 4, "splits": {"train": [0, 1], "val": [2], "test": [3]}}
+
+
+def test_open_split_gives_the_indices_and_refuses_changed_data(tmp_path: Path) -> None:
+    run = _split_run(tmp_path, {"train": [0, 1, 4], "val": [2], "test": []}, 5)
+    data = list(range(5))
+    *_, source, indices = open_split(run, "train", lambda cfg: data)
+    assert source is data and indices.tolist() == [0, 1, 4] and indices.dtype == np.int64
+    with pytest.raises(CnnkitError, match="unknown split 'dev'"):
+        open_split(run, "dev", lambda cfg: data)
+    with pytest.raises(CnnkitError, match="the test split of .* is empty"):
+        open_split(run, "test", lambda cfg: data)
+    with pytest.raises(CnnkitError, match="holds 6 images, but .* was split on 5; the data changed") as err:
+        open_split(run, "val", lambda cfg: list(range(6)))
+    assert "\n" not in str(err.value)
+
+
+def test_open_model_of_a_run_folder_or_a_misspelt_name(tmp_path: Path) -> None:
+    run, model = _saved_run(tmp_path / "run")
+    loaded, card = open_model(run)
+    assert card == _card()
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    with pytest.raises(CnnkitError, match="no run folder or pretrained weights called 'resnet18.imagenett'; "
+                                          "did you mean 'resnet18.imagenet'") as err:
+        open_model("resnet18.imagenett")
+    assert "\n" not in str(err.value)
+    with pytest.raises(CnnkitError, match="choose one of: efficientnet_lite0.imagenet"):
+        open_model(str(tmp_path / "no-such-run"))
