@@ -86,3 +86,14 @@ def test_a_run_written_as_classify_still_evaluates_and_predicts(tmp_path: Path) 
     Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(image)
     (row,) = api.predict(out, [image], top_k=2)
     assert len(row["predictions"]) == 2
+
+
+def test_a_schedule_option_that_cnnkit_sets_is_one_line_before_any_work(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("train:\n  schedule_options: {interval: epoch}\n")
+    out = tmp_path / "run"
+    assert main(["-q", "train", "--config", str(config), "--data", "digits", "--model", "lenet5", "--epochs", "1",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "schedule_options cannot set 'interval'" in err
+    assert not out.exists()
