@@ -261,10 +261,15 @@ def diagnose(run: str | Path, *, data_curve: list[float] | None = None, landscap
         raise CnnkitError(f"the time budget must be positive seconds, got {budget_s:g}")
     run = Path(run)
     run_file(run, "model.pt")  # a missing run fails here, before any work
+    recipe = _recipe_of(run)
+    asked = {"--data-curve": percents is not None, "--landscape": landscape, "--gradcam": gradcam}
+    for flag in (f for f, on in asked.items() if on and f not in recipe.diagnoses):
+        raise CnnkitError(f"{flag} is not supported for a {recipe.name} run (supported: "
+                          f"{', '.join(recipe.diagnoses) or 'the learning curves only'})")
     result: dict = {"run": str(run), "plots": {}}
     if (run / "history.csv").is_file() and (history := read_history(run / "history.csv")):
-        result["plots"]["learning_curves"] = str(plot_learning_curves(history, run / "plots" / "learning_curves.png"))
-        result["best_epoch"] = best_epoch(history)
+        path = plot_learning_curves(history, run / "plots" / "learning_curves.png", metric=recipe.curve_metric)
+        result["plots"]["learning_curves"], result["best_epoch"] = str(path), best_epoch(history)
     if percents is not None:
         from cnnkit.experiments.datacurve import data_curve as measure_data_curve, read_data_curve
 

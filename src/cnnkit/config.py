@@ -136,11 +136,21 @@ class Config:
                 raise unknown_name("logger", name, ("tensorboard", "mlflow"))
 
 
-FLAGS = {"model.name": "--model", "data.source": "--data", "model.options": "--model-option",
-         "data.augment_options": "--augment-option", "train.optimizer_options": "--optimizer-option",
-         "train.schedule_options": "--schedule-option", "model.weights": "--weights", "diagnose.alarm_stop": "--alarm-stop",
-         "diagnose.alarm_patience": "--alarm-patience", "diagnose.target_error": "--target-error",
-         "model.batch_norm": "--batch-norm", "train.adversarial": "--adversarial"}
+# the options with a `cnnkit train` flag (the others are config-file keys); errors name an option by its flag
+FLAGS = {
+    "task": "--task", "out": "--out", "data.source": "--data", "data.augment": "--augment",
+    "data.image_size": "--image-size", "data.channels": "--channels", "data.resize": "--resize", "data.val": "--val",
+    "data.test": "--test", "data.workers": "--workers", "data.images": "--images", "model.name": "--model",
+    "model.options": "--model-option", "model.dropout": "--dropout", "model.batch_norm": "--batch-norm",
+    "model.weights": "--weights", "train.epochs": "--epochs", "train.batch_size": "--batch-size", "train.lr": "--lr",
+    "train.optimizer": "--optimizer", "train.schedule": "--schedule", "train.loss": "--loss",
+    "train.patience": "--patience", "train.monitor": "--monitor", "train.min_delta": "--min-delta",
+    "train.device": "--device", "train.amp": "--amp", "train.seed": "--seed", "train.l1": "--l1", "train.l2": "--l2",
+    "train.mixup": "--mixup", "train.cutmix": "--cutmix", "train.adversarial": "--adversarial",
+    "train.adv_eps": "--adv-eps", "train.log": "--log", "train.strategy": "--strategy",
+    "train.keep_stages": "--keep-stages", "train.unfreeze_every": "--unfreeze-every", "train.probe": "--probe",
+    "train.head_init": "--head-init", "diagnose.alarm_stop": "--alarm-stop", "diagnose.target_error": "--target-error",
+}
 
 
 def option_keys(cfg: object | None = None, prefix: str = "") -> frozenset[str]:
@@ -161,8 +171,9 @@ def option_value(cfg: Config, key: str) -> object:
 
 
 def flag_of(key: str) -> str:
-    """The command-line flag of an option key ("train.head_init" → "--head-init"), as errors name it."""
-    return FLAGS.get(key, "--" + key.rsplit(".", 1)[-1].replace("_", "-"))
+    """How errors name an option: its command-line flag ("train.head_init" → "--head-init"), or for an option
+    of the config file only, its key ("train.weight_decay")."""
+    return FLAGS.get(key, key)
 
 
 def refuse_unsupported(cfg: Config, supported: frozenset[str], reasons: Mapping[str, str]) -> None:
@@ -172,8 +183,9 @@ def refuse_unsupported(cfg: Config, supported: frozenset[str], reasons: Mapping[
         if option_value(cfg, key) != option_value(default, key):
             why = f": {reasons[key]}" if key in reasons else ""
             flags = ", ".join(sorted(flag_of(k) for k in supported if k not in ("task", "out")))
-            raise CnnkitError(f"{flag_of(key)} is not supported for --task {cfg.task}{why} (config key {key}; "
-                              f"supported: {flags})")
+            where = f"config key {key}; " if key in FLAGS else ""
+            raise CnnkitError(f"{flag_of(key)} is not supported for --task {cfg.task}{why} ({where}supported: "
+                              f"{flags})")
 
 
 def _merge(obj, updates: dict, where: str) -> None:

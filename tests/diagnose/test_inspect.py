@@ -1,26 +1,20 @@
 """`cnnkit inspect`: per-layer shapes, FLOPs, receptive fields and connection counts, checked by hand and
-against torch; kernels and feature-map pictures; one-line errors."""
+against torch; one-line errors. (The kernel and feature-map pictures: tests/diagnose/test_pictures.py.)"""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnkit.cli.app import main
 from cnnkit.diagnose.inspect import connection_params, conv_output_size, inspect_model, parse_input_size
-from cnnkit.diagnose.pictures import image_grid, tile_scale
 from cnnkit.errors import CnnkitError
 from cnnkit.models.factory import create_model, get_spec, list_models
-from cnnkit.runs.card import ModelCard
-from cnnkit.runs.folder import save_model
 
 
 def _layers(report: dict) -> dict[str, dict]:
@@ -193,75 +187,6 @@ def test_errors_are_one_line(capsys, tmp_path: Path) -> None:
     assert "input 1x8x8 is too small for lenet5" in _one_line_error(capsys, "inspect", "lenet5", "--input", "1x8x8")
     assert "input 1x36x36 does not fit lenet5" in _one_line_error(capsys, "inspect", "lenet5", "--input", "1x36x36")
     assert "needs --layer" in _one_line_error(capsys, "inspect", "lenet5", "--feature-maps", str(tmp_path / "x.png"))
-
-
-# ---------------------------------------------------------------- kernels and feature maps
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """A run folder with a LeNet-5 model.pt (no training needed to look at it)."""
-    folder = tmp_path_factory.mktemp("inspect") / "run"
-    torch.manual_seed(0)
-    model = create_model("lenet5", num_classes=10, in_channels=1)
-    card = ModelCard("lenet5", "classify", [str(i) for i in range(10)], [1, 32, 32], [0.5], [0.25])
-    save_model(folder / "model.pt", model, card)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def image(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("img") / "digit.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40), dtype=np.uint8)).save(path)
-    return path
-
-
-def _grid_size(n: int, h: int, w: int) -> tuple[int, int]:
-    """make_grid's (width, height): ceil(sqrt(n)) columns, tiles enlarged by tile_scale, 2 px padding."""
-    scale, cols = tile_scale(h, w), math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    return cols * (w * scale + 2) + 2, rows * (h * scale + 2) + 2
-
-
-def test_kernels_png_is_the_grid_of_c1(run: Path, capsys) -> None:
-    assert main(["inspect", str(run), "--kernels"]) == 0
-    out = Path(capsys.readouterr().out.strip())
-    assert out == run / "plots" / "kernels.png"
-    with Image.open(out) as im:
-        assert im.size == _grid_size(6, 5, 5) == (113, 76)  # 6 kernels of 5×5, ×7, 3 a row
-        first = np.asarray(im.convert("L"))[2:2 + 35:7, 2:2 + 35:7]  # one pixel per kernel weight
-    w = torch.load(run / "model.pt", weights_only=True)["state_dict"]["c1.weight"][0, 0]
-    expected = ((w - w.min()) / (w.max() - w.min()) * 255).numpy()
-    assert np.abs(first.astype(float) - expected).max() <= 1.5
-
-
-def test_feature_maps_png(run: Path, image: Path, tmp_path: Path, capsys) -> None:
-    out = tmp_path / "maps.png"
-    assert main(["inspect", str(run), "--feature-maps", str(image), "--layer", "c1", "--out", str(out)]) == 0
-    assert capsys.readouterr().out.strip() == str(out)
-    with Image.open(out) as im:
-        assert im.size == _grid_size(6, 28, 28)
-
-
-def test_feature_maps_errors(run: Path, image: Path, capsys) -> None:
-    err = _one_line_error(capsys, "inspect", str(run), "--feature-maps", str(image), "--layer", "c11")
-    assert "unknown layer 'c11'" in err and "did you mean" in err and "'c1'" in err
-    assert "not feature maps" in _one_line_error(capsys, "inspect", str(run), "--feature-maps", str(image),
-                                                 "--layer", "f6")
-
-
-def test_image_grid_keeps_rgb_kernels() -> None:
-    grid = image_grid(torch.randn(64, 3, 7, 7))
-    assert grid.shape == (3, 8 * (35 + 2) + 2, 8 * (35 + 2) + 2)
-    assert float(grid.min()) >= 0 and float(grid.max()) <= 1
-
-
-def test_kernels_of_a_model_name_are_random_rgb(tmp_path: Path) -> None:
-    from cnnkit import api
-
-    with pytest.warns(UserWarning, match="weights are random"):
-        out = api.inspect_kernels("resnet18", out=tmp_path / "k.png")
-    with Image.open(out) as im:
-        assert im.mode == "RGB" and im.size == _grid_size(64, 7, 7) == (298, 298)  # 8×8 kernels of 7×7, ×5
 
 
 def test_torchvision_names_work_too() -> None:

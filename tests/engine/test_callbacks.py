@@ -10,13 +10,19 @@ import pytest
 import torch
 from torch import nn
 
-from cnnkit.engine.callbacks import (CSVLogger, EarlyStopping, ModelCheckpoint, OverfittingAlarm, ProgressBar,
-                                     write_history)
+from cnnkit.engine.callbacks import (
+    CSVLogger,
+    EarlyStopping,
+    ModelCheckpoint,
+    OverfittingAlarm,
+    ProgressBar,
+    write_history,
+)
 from cnnkit.engine.checkpoint import load_checkpoint
 from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError
-from cnnkit.tasks.base import Batch
 from cnnkit.tasks import make_task
+from cnnkit.tasks.base import Batch
 
 
 def _feed(alarm: OverfittingAlarm, train: list[float], val: list[float]) -> list[int]:

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit.errors import CnnkitError
 from cnnkit.engine.regularizers import MixResult, Penalty, cutmix, from_config, mixup
+from cnnkit.errors import CnnkitError
 
 LR = 0.1
 WEIGHTS = ["features.0.weight", "classifier.1.weight"]

@@ -11,17 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit.engine import optimizers
 from cnnkit.cli.app import main
+from cnnkit.engine import optimizers
 from cnnkit.engine.callbacks import Callback
 from cnnkit.engine.trainer import Trainer, seed_everything
+from cnnkit.engine.transfer import FINE_TUNE_LR, LAYER_DECAY, STRATEGIES, _make_probe, apply_strategy, stages, truncate
 from cnnkit.errors import CnnkitError
 from cnnkit.models.factory import create_model, get_spec
 from cnnkit.runs.folder import load_model
 from cnnkit.tasks import make_task
 from cnnkit.tasks.base import Batch
-from cnnkit.engine.transfer import (FINE_TUNE_LR, LAYER_DECAY, STRATEGIES, _make_probe, apply_strategy, stages,
-                             truncate)
 
 DATA = "synthetic-shapes:n=90,size=32"
 
@@ -151,10 +150,10 @@ class _Moved(Callback):
     def __init__(self) -> None:
         self.moved: list[set[str]] = []
 
-    def on_epoch_start(self, trainer) -> None:  # noqa: ANN001
+    def on_epoch_start(self, trainer) -> None:
         self.before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
 
-    def on_epoch_end(self, trainer, logs) -> None:  # noqa: ANN001
+    def on_epoch_end(self, trainer, logs) -> None:
         self.moved.append({n.split(".")[0] for n, p in trainer.model.named_parameters()
                            if not torch.equal(self.before[n], p)})
 

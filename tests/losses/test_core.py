@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from cnnkit import losses
 from cnnkit.errors import CnnkitError
+from cnnkit.losses.core import LOSSES
 
 N, K = 6, 5
 RTOL = 1e-5
@@ -219,7 +220,8 @@ def test_focal_formula() -> None:
     assert_near(losses.get("focal", reduction="none")(x, y), expected)
     f, t = _sparse()
     p_y = torch.softmax(f, 1)[torch.arange(N), t]
-    assert_near(losses.get("focal", gamma=1.5, alpha=0.5, reduction="none")(f, t), -0.5 * (1 - p_y) ** 1.5 * torch.log(p_y))
+    assert_near(losses.get("focal", gamma=1.5, alpha=0.5, reduction="none")(f, t),
+                -0.5 * (1 - p_y) ** 1.5 * torch.log(p_y))
     assert_near(losses.get("focal", gamma=0.0, alpha=None)(f, t), F.cross_entropy(f, t))
 
 
@@ -274,7 +276,7 @@ def test_reductions_and_sample_weight() -> None:
 def test_registry_and_errors() -> None:
     names = losses.list_losses()
     assert {"mse", "mean_squared_error", "cross_entropy", "focal", "multiclass_svm"} <= set(names)
-    assert set(names) == set(losses.LOSSES)
+    assert set(names) == set(LOSSES)
     for name in names:
         assert isinstance(losses.get(name), torch.nn.Module)
     with pytest.raises(CnnkitError, match="did you mean 'binary_crossentropy'"):

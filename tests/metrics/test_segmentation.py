@@ -7,8 +7,8 @@ import torch
 from sklearn.metrics import confusion_matrix
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassJaccardIndex
 
-from cnnkit.metrics import segmentation as sm
 from cnnkit.errors import CnnkitError
+from cnnkit.metrics import segmentation as sm
 from cnnkit.metrics.segmentation import ConfusionMatrix, boundary_f1, segmentation_scores
 
 C, IGNORE = 5, 255

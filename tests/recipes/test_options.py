@@ -150,3 +150,14 @@ def test_every_supported_option_is_read_by_a_run(task: str, tmp_path: Path) -> N
         reads |= _reads(task, extra, tmp_path / f"conditional{k}")
     unread = sorted(recipe.supported - reads - NOT_IN_A_RUN)
     assert not unread, f"--task {task} declares options that no run reads: {unread}"
+
+
+def test_every_flag_an_error_names_is_a_real_train_flag() -> None:
+    import argparse
+
+    from cnnkit.config import FLAGS, flag_of
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    train_flags = set(subparsers.choices["train"]._option_string_actions)
+    assert set(FLAGS.values()) <= train_flags
+    assert flag_of("train.weight_decay") == "train.weight_decay"  # a config-file key keeps its name

@@ -97,3 +97,10 @@ def test_a_schedule_option_that_cnnkit_sets_is_one_line_before_any_work(tmp_path
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "schedule_options cannot set 'interval'" in err
     assert not out.exists()
+
+
+def test_diagnoses_of_classifiers_are_refused_for_a_detector_in_one_line(detector: Path) -> None:
+    for option in ({"landscape": True}, {"gradcam": True}, {"data_curve": [50]}):
+        with pytest.raises(CnnkitError, match=r"^--[a-z-]+ is not supported for a detection run"):
+            api.diagnose(detector, **option)
+    assert Path(api.diagnose(detector)["plots"]["learning_curves"]).is_file()

@@ -5,8 +5,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit.tasks.adversarial import (AdversarialTraining, adversarial_loss, fgsm, input_range, pgd, pixel_eps,
-                                robust_accuracy)
+from cnnkit.tasks.adversarial import (
+    AdversarialTraining,
+    adversarial_loss,
+    fgsm,
+    input_range,
+    pgd,
+    pixel_eps,
+    robust_accuracy,
+)
 from cnnkit.tasks.base import Batch
 
 C, H, W, K = 3, 4, 4, 5
@@ -218,8 +225,8 @@ def test_fgsm_in_normalised_units_is_fgsm_in_pixel_space():
 
 
 def test_attacks_refuse_per_image_whitening():
-    from cnnkit.recipes.classifier import make_attack
     from cnnkit.errors import CnnkitError
+    from cnnkit.recipes.classifier import make_attack
     from cnnkit.runs.card import ModelCard
 
     card = ModelCard("lenet5", "multiclass", ["a", "b"], [1, 32, 32], [0.5], [0.25], whiten=True)

@@ -35,7 +35,7 @@ def test_reduce_is_the_mean_or_the_weighted_mean_of_per_sample_losses(fixed):
     task = Task(fixed(OUTPUTS), SquaredError())
     assert float(task._reduce(OUTPUTS, Batch(IMAGES, TARGETS))) == pytest.approx(float(per_sample().mean()))
     weights = torch.tensor([1.0, 0.0, 2.0, 0.5, 3.0])
-    hand = sum(float(w) * float(l) for w, l in zip(weights, per_sample())) / float(weights.sum())
+    hand = sum(float(w) * float(v) for w, v in zip(weights, per_sample())) / float(weights.sum())
     assert float(task._reduce(OUTPUTS, Batch(IMAGES, TARGETS, weights))) == pytest.approx(hand, rel=1e-6)
     out = task.validation_step(Batch(IMAGES, TARGETS, weights))
     assert float(out.logs["loss"]) == pytest.approx(hand, rel=1e-6) and not out.logs["loss"].requires_grad

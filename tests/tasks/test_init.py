@@ -5,8 +5,18 @@ import pytest
 import torch
 
 from cnnkit.errors import CnnkitError
-from cnnkit.tasks import (TASKS, BinaryTask, ClassificationTask, DetectionTask, InstanceTask, MultilabelTask,
-                          RegressionTask, SegmentationTask, make_task, problem_name)
+from cnnkit.tasks import (
+    TASKS,
+    BinaryTask,
+    ClassificationTask,
+    DetectionTask,
+    InstanceTask,
+    MultilabelTask,
+    RegressionTask,
+    SegmentationTask,
+    make_task,
+    problem_name,
+)
 
 LOGITS = torch.randn(6, 4)
 

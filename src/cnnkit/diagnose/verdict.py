@@ -109,6 +109,10 @@ def _variance_remedies(cfg: Config, history: list[dict]) -> list[str]:
     if cfg.task in DETECTION_TASKS:
         if not _pretrained(cfg):
             first.append(_pretrained_remedy(cfg))
+    elif cfg.task == "segment":  # L1/L2, dropout and mixup are classification options
+        if "backbone" not in (m.options or {}):
+            first.append("Start from a pretrained encoder: --model-option backbone=efficientnet_lite0.imagenet "
+                         "(features learnt on many images generalise better than ones learnt from a few).")
     elif not (t.l1 or t.l2 or m.dropout or t.weight_decay or t.mixup or t.cutmix):
         first.append("Regularise with L2 or dropout: --l2 1e-4 or --dropout 0.3.")
     else:

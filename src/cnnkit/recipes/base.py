@@ -83,14 +83,16 @@ class Recipe:
     name: str = ""
     tasks: tuple[str, ...] = ()  # the --task values this recipe trains
     options: frozenset[str] = frozenset()  # config keys read beyond COMMON_OPTIONS
+    excluded: frozenset[str] = frozenset()  # common options this task family does not read
     report_sections: tuple[str, ...] = ()  # cnnkit.diagnose.report section keys, in order
     curve_metric: str | None = None  # the learning curves' metric panel (history column without train_/val_)
     unsupported_reason: dict[str, str] = {}  # option → why it does not apply (said in the refusal)
     eval_batch_size: int | None = None  # evaluate/test batch size (None: the run's own)
+    diagnoses: tuple[str, ...] = ()  # `cnnkit diagnose` flags beyond the learning curves (--data-curve, ...)
 
     @property
     def supported(self) -> frozenset[str]:
-        return COMMON_OPTIONS | self.options
+        return (COMMON_OPTIONS | self.options) - self.excluded
 
     def check(self, cfg: Config) -> None:
         """Refuse, in one line, option values that contradict each other for this task (after the options the

@@ -37,6 +37,7 @@ class ClassificationRecipe(Recipe):
                        "timing", "model", "config")
     curve_metric = None  # accuracy for classes, mAP for labels, MAE for values: whichever the history has
     eval_batch_size = 256
+    diagnoses = ("--data-curve", "--landscape", "--gradcam")
 
     def check(self, cfg: Config) -> None:
         """The transfer options that only make sense together."""

@@ -83,6 +83,7 @@ class DetectionRecipe(Recipe):
     name = "detection"
     tasks = ("detect",)
     options = frozenset({"data.images"})
+    excluded = frozenset({"train.loss"})
     report_sections = ("summary", "verdict", "curves", "detection", "data", "timing", "config")
     curve_metric = "map"
     unsupported_reason = {"train.loss": "a detector trains with its own losses"}
