@@ -8,7 +8,6 @@ and hands it to the one runner (cnnkit.recipes.runner); none of them branches on
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import warnings
 from pathlib import Path
@@ -115,9 +114,7 @@ def predict(run: str | Path, inputs: list[str | Path], *, top_k: int = 5, batch_
     given = {"top_k": (top_k, 5), "batch_size": (batch_size, 64), "threshold": (threshold, 0.5),
              "score_threshold": (score_threshold, None), "nms_iou": (nms_iou, None), "out": (out, None)}
     options = {k: v for k, (v, default) in given.items() if v != default}
-    runner.check_options(recipe.predict, {k: v for k, v in options.items() if k != "out"}, recipe)
-    if "out" not in inspect.signature(recipe.predict).parameters:
-        options.pop("out", None)  # a classifier's predictions are the printed rows
+    runner.check_options(recipe.predict, options, recipe)
     return recipe.predict(model, card, _expand_inputs(inputs), **options)
 
 
@@ -131,7 +128,7 @@ def embed(run: str | Path, inputs: list[str | Path], *, out: str | Path, batch_s
     embedding.check_format(out)
     paths = _expand_inputs(inputs)
     model, card = open_model(run)
-    if card.problem in ("detect", "instance", "segment"):
+    if not recipe_for(card.problem).embeds:
         raise CnnkitError(f"embed takes a classifier's run or weights; {run} is a {card.problem} run (embed its "
                           "backbone's weights, e.g. efficientnet_lite0.imagenet, instead)")
     return embedding.embed(model, card, paths, out, batch_size=batch_size, layer=layer)
@@ -149,15 +146,9 @@ def demo_config(*, out: str | None = None) -> Config:
 
 def augment_preview(source: str, out: str | Path, *, preset: str = "standard", n: int = 16, size: int | None = None,
                     seed: int = 0, task: str = "classify", **options) -> Path:
-    """A grid PNG: each row one training image, then augmented copies of it; with task "segment", each picture
-    beside its mask, so one sees the mask move with the image."""
-    if task == "segment":  # the pictures differ: masks travel with the images
-        from cnnkit.data.segmentation.preview import augment_preview as segmentation_preview
-
-        return segmentation_preview(source, out, preset, n=n, size=size or 128, seed=seed)
-    from cnnkit.data.preview import augment_preview as classification_preview
-
-    return classification_preview(source, out, preset, n=n, size=size, seed=seed, **options)
+    """A grid PNG: each row one training image, then augmented copies of it (for segmentation, each picture
+    beside its mask, so one sees the mask move with the image)."""
+    return recipe_for(task).augment_preview(source, out, preset=preset, n=n, size=size, seed=seed, **options)
 
 
 def models_table(*, task: str | None = None, bench: bool = False, budget_s: float = 90.0,

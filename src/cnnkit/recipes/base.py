@@ -25,6 +25,7 @@ import torch
 from cnnkit.config import Config
 from cnnkit.diagnose.verdict import Verdict
 from cnnkit.engine.callbacks import Callback
+from cnnkit.errors import CnnkitError
 from cnnkit.runs.card import ModelCard
 from cnnkit.tasks.base import Task
 
@@ -88,6 +89,7 @@ class Recipe:
     curve_metric: str | None = None  # the learning curves' metric panel (history column without train_/val_)
     unsupported_reason: dict[str, str] = {}  # option → why it does not apply (said in the refusal)
     eval_batch_size: int | None = None  # evaluate/test batch size (None: the run's own)
+    embeds: bool = False  # `cnnkit embed` reads its runs (a classifier's pooled features)
     diagnoses: tuple[str, ...] = ()  # `cnnkit diagnose` flags beyond the learning curves (--data-curve, ...)
 
     @property
@@ -150,6 +152,11 @@ class Recipe:
 
     def predict(self, model: torch.nn.Module, card: ModelCard, paths: list[Path], **options: Any) -> list[dict]:
         raise NotImplementedError
+
+    def augment_preview(self, source: str, out: str | Path, **options: Any) -> Path:
+        """`cnnkit augment-preview`: a grid PNG of training images and augmented copies."""
+        raise CnnkitError(f"augment-preview is not supported for a {self.name} run (--task {'|'.join(self.tasks)}); "
+                          "`cnnkit report RUN` shows its training images")
 
     def verdict_problem(self, card: ModelCard) -> str:
         """The problem type whose main metric the verdict reads (cnnkit.diagnose.verdict)."""

@@ -38,6 +38,7 @@ class ClassificationRecipe(Recipe):
     curve_metric = None  # accuracy for classes, mAP for labels, MAE for values: whichever the history has
     eval_batch_size = 256
     diagnoses = ("--data-curve", "--landscape", "--gradcam")
+    embeds = True
 
     def check(self, cfg: Config) -> None:
         """The transfer options that only make sense together."""
@@ -129,3 +130,8 @@ class ClassificationRecipe(Recipe):
         if not results:
             raise CnnkitError("no readable images to predict")
         return results
+
+    def augment_preview(self, source: str, out: str | Path, **options: Any) -> Path:
+        from cnnkit.data.preview import augment_preview
+
+        return augment_preview(source, out, options.pop("preset", "standard"), **options)

@@ -135,6 +135,12 @@ class SegmentationRecipe(Recipe):
                 out: str | Path | None = None) -> list[dict]:
         return predict_segmenter(model, card, paths, out=out)
 
+    def augment_preview(self, source: str, out: str | Path, *, preset: str = "standard", n: int = 8,
+                        size: int | None = None, seed: int = 0) -> Path:
+        from cnnkit.data.segmentation.preview import augment_preview
+
+        return augment_preview(source, out, preset, n=n, size=size or 128, seed=seed)
+
 
 @torch.inference_mode()
 def split_scores(model: torch.nn.Module, card: ModelCard, loader, device: str = "auto",
