@@ -32,9 +32,8 @@ def segmentation_run(folder: Path) -> Path:
     card = recipe.card(cfg, source, split)
     torch.manual_seed(0)
     model = recipe.model(cfg, card, fresh=True)
-    with torch.no_grad():  # a head of large random weights: every class gets predicted somewhere
-        for p in model.classifier.parameters():
-            p.mul_(50)
+    with torch.no_grad():  # no head bias: the classes predicted vary from pixel to pixel
+        model.classifier.bias.zero_()
     folder.mkdir(parents=True)
     save_model(folder / "model.pt", model, card)
     save_config(cfg, folder / "config.yaml")
@@ -112,6 +111,3 @@ def test_the_analysis_agrees_with_evaluate(run: Path, tmp_path: Path) -> None:
     assert scores["miou"] == pytest.approx(metrics["miou"])
     assert scores["pixel_accuracy"] == pytest.approx(metrics["pixel_accuracy"])
 
-
-def test_zz_show(by_hand):
-    print(by_hand)

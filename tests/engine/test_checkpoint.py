@@ -42,9 +42,13 @@ def test_load_refuses_missing_and_foreign_files_in_one_line(tmp_path) -> None:
     assert "\n" not in str(info.value)
 
 
+class Pickled:
+    """Any class: torch.save pickles it by reference, so loading it would run this module's code."""
+
+
 def test_load_refuses_pickled_code(tmp_path) -> None:
     """weights_only=True: an object that is not tensors and plain containers is refused, not unpickled."""
-    torch.save({"opt": torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)}, tmp_path / "code.pt")
+    torch.save({"model": {"w": torch.zeros(2)}, "extra": Pickled()}, tmp_path / "code.pt")
     with pytest.raises(CnnkitError, match="cannot read checkpoint") as info:
         load_checkpoint(tmp_path / "code.pt")
     assert "\n" not in str(info.value)
