@@ -58,7 +58,9 @@ def calls(monkeypatch) -> list[tuple[str, tuple, dict]]:
     for name, (positional, result) in FAKES.items():
         setattr(fake, name, verb(name, positional, result))
     monkeypatch.setitem(sys.modules, "cnnkit.api", fake)
-    monkeypatch.setattr(cnnkit, "api", fake, raising=False)
+    # the package's own dict, not setattr: getattr(cnnkit, "api") would import cnnkit.api lazily, find the fake
+    # in sys.modules and so keep it as the value to restore, leaking it into every later test
+    monkeypatch.setitem(vars(cnnkit), "api", fake)
     return recorded
 
 
@@ -103,6 +105,51 @@ def test_train_and_resume_pass_options_by_keyword(calls, capsys) -> None:
 def test_other_verbs_take_one_positional_argument(calls, argv, name) -> None:
     assert main(argv) == 0
     assert [c[0] for c in calls if c[0] != "load_config"] == [name]
+
+
+# ---------------------------------------------------------------- train_overrides: flags → config sections
+
+def _overrides(*argv: str) -> dict:
+    from cnnkit.cli.parser import build_parser
+    from cnnkit.cli.verbs import train_overrides
+
+    return train_overrides(build_parser().parse_args(["train", *argv]))
+
+
+def test_train_overrides_map_each_flag_to_its_config_section() -> None:
+    got = _overrides("--data", "digits", "--image-size", "28", "--val", "0.2", "--workers", "2",
+                     "--model", "resnet20", "--model-option", "activation=gelu,dropout=0.3", "--batch-norm", "off",
+                     "--epochs", "4", "--lr", "0.05", "--l2", "1e-4", "--seed", "7", "--strategy", "fine-tune",
+                     "--alarm-stop", "--target-error", "0.05", "--out", "runs/r", "--task", "binary")
+    assert got == {
+        "data": {"source": "digits", "image_size": 28, "val": 0.2, "workers": 2},
+        "model": {"name": "resnet20", "options": {"activation": "gelu", "dropout": 0.3}, "batch_norm": "off"},
+        "train": {"epochs": 4, "lr": 0.05, "l2": 1e-4, "seed": 7, "strategy": "fine-tune"},
+        "diagnose": {"alarm_stop": True, "target_error": 0.05},
+        "out": "runs/r", "task": "binary",
+    }
+
+
+def test_train_overrides_leave_out_what_was_not_given() -> None:
+    assert _overrides() == {"data": {}, "model": {}, "train": {}, "diagnose": {}}
+
+
+def test_train_overrides_reach_the_config_over_the_yaml_file(tmp_path: Path) -> None:
+    from cnnkit.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {source: digits, val: 0.3}\ntrain: {epochs: 9, lr: 0.1}\n")
+    cfg = load_config(path, _overrides("--epochs", "2", "--dropout", "0.25"))
+    assert (cfg.data.source, cfg.data.val) == ("digits", 0.3)  # the file's, where no flag is given
+    assert (cfg.train.epochs, cfg.train.lr, cfg.model.dropout) == (2, 0.1, 0.25)
+
+
+def test_a_bad_model_option_is_a_one_line_error() -> None:
+    from cnnkit.errors import CnnkitError
+
+    with pytest.raises(CnnkitError, match="--model-option activation=leaky_relu") as err:
+        _overrides("--model-option", "activation")
+    assert "\n" not in str(err.value)
 
 
 # ---------------------------------------------------------------- end to end, real runs

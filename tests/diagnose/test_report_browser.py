@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tests.conftest import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
@@ -42,11 +42,16 @@ def _classification_report(out: Path) -> Path:
 
 
 def _detection_report(out: Path) -> Path:
-    from test_detection import train_detector  # tests/diagnose/test_detection.py
+    import importlib.util
 
     from cnnkit.diagnose.report import write_report
 
-    return write_report(train_detector(out / "boxes"))
+    # tests/diagnose/test_detection.py's train_detector, loaded by path: test folders are no packages, and under
+    # pytest's importlib mode a sibling test module is not importable by its name
+    spec = importlib.util.spec_from_file_location("_detection_runs", Path(__file__).with_name("test_detection.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return write_report(module.train_detector(out / "boxes"))
 
 
 REPORTS = {"classification": (_classification_report, 6), "detection": (_detection_report, 5)}

@@ -17,6 +17,7 @@ from cnnkit.cli.app import main
 from cnnkit.errors import CnnkitError
 from cnnkit.experiments.compare import DEFAULT_STRATEGIES, compare_strategies
 from cnnkit.models.factory import create_model
+from cnnkit.recipes import runner
 from cnnkit.runs.folder import load_model
 
 DATA = "synthetic-shapes:n=90,size=32"
@@ -30,7 +31,7 @@ STRATEGIES = (*DEFAULT_STRATEGIES, "auto")
 def _no_reports():
     """report.html (matplotlib figures) takes most of a tiny run's time and is not what is tested here."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(api, "write_report_quietly", lambda run_dir: None)
+        mp.setattr(runner, "write_report_quietly", lambda recipe, run_dir: None)
         yield
 
 
@@ -145,15 +146,15 @@ def test_a_failing_strategy_is_an_error_row(weights: Path, tmp_path: Path) -> No
 
 
 def test_ctrl_c_keeps_the_finished_rows(weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    train, calls = api.train, []
+    train, calls = runner.train, []
 
-    def interrupted_second(cfg):
+    def interrupted_second(recipe, cfg):
         calls.append(cfg.train.strategy)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return train(cfg)
+        return train(recipe, cfg)
 
-    monkeypatch.setattr(api, "train", interrupted_second)
+    monkeypatch.setattr(runner, "train", interrupted_second)  # each strategy is one runner.train
     cfg = api.load_config(overrides={"data": {"source": DATA}, "model": {"weights": str(weights)}})
     result = compare_strategies(cfg, ["linear-probe", "fine-tune", "scratch"], tmp_path / "cmp")
     assert result.interrupted and calls == ["linear-probe", "fine-tune"]

@@ -86,3 +86,11 @@ def test_a_bad_architecture_option_is_a_clear_error() -> None:
         create_model("lenet5", variant="retro")
     with pytest.raises(CnnkitError, match="bad option for model 'lenet5'"):
         create_model("lenet5", depth=3)
+
+
+def test_list_models_by_task_and_pattern() -> None:
+    assert set(list_models(task="segment")) == {"fcn32s", "fcn16s", "fcn8s", "segnet", "unet", "deeplabv3"}
+    assert list_models("resnet2*") == ["resnet20"] and "lenet5" in list_models(task="classify")
+    for name in list_models(task="segment"):
+        spec = get_spec(name)
+        assert spec.input_size == (3, 256, 256) and spec.paper

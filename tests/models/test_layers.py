@@ -1,4 +1,5 @@
-"""Activations by name: every zoo model takes `activation`, and the learned ones follow their formulas."""
+"""Building blocks (cnnkit.models.layers): activations by name in every zoo model, the learned ones (maxout, PReLU)
+following their formulas, conv-BN-activation, and the paper's local response normalisation."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +8,7 @@ import torchvision
 from torch import nn
 
 from cnnkit.errors import CnnkitError
-from cnnkit.models.layers import Maxout, make_activation
+from cnnkit.models.layers import Maxout, conv_bn_act, make_activation, paper_lrn
 from cnnkit.models.xception import XceptionBlock
 from cnnkit.models.factory import create_model, get_spec, list_models
 
@@ -138,3 +139,23 @@ def test_xception_first_activation_leaves_the_shortcut_input_alone(activation: s
     with torch.no_grad():
         expected = block.residual(x.clone()) + x
         torch.testing.assert_close(block(x), expected)
+
+
+def test_conv_bn_act_keeps_the_size_and_normalises() -> None:
+    block = conv_bn_act(3, 8, 5, stride=1, act="relu").train()
+    x = torch.randn(4, 3, 9, 11)
+    out = block(x)
+    assert out.shape == (4, 8, 9, 11) and block[0].bias is None  # 'same' padding; BN makes a bias redundant
+    pre = block[1](block[0](x))  # batch statistics: each channel mean 0, var 1 before the ReLU
+    torch.testing.assert_close(pre.mean((0, 2, 3)), torch.zeros(8), atol=1e-5, rtol=0)
+    assert (out >= 0).all() and conv_bn_act(4, 4, 3, stride=2)(torch.randn(1, 4, 8, 8)).shape == (1, 4, 4, 4)
+
+
+def test_paper_lrn_is_the_papers_formula() -> None:
+    x = torch.randn(2, 7, 3, 3)
+    size, alpha, beta, k = 5, 1e-4, 0.75, 2.0
+    expected = torch.empty_like(x)
+    for i in range(7):  # b_i = a_i / (k + α Σ_{j=max(0,i-n/2)}^{min(N-1,i+n/2)} a_j²)^β
+        lo, hi = max(0, i - size // 2), min(6, i + size // 2)
+        expected[:, i] = x[:, i] / (k + alpha * (x[:, lo:hi + 1] ** 2).sum(1)) ** beta
+    torch.testing.assert_close(paper_lrn(size, alpha, beta, k)(x), expected)

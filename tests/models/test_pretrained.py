@@ -211,3 +211,56 @@ def test_timm_weights_by_name_from_the_hugging_face_cache(timm_lite0, monkeypatc
     probabilities = [p["probability"] for p in result["predictions"]]
     assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
     assert {p["label"] for p in result["predictions"]} <= set(imagenet_classes())
+
+
+def test_read_state_dict_unwraps_checkpoints_and_refuses_other_files(tmp_path) -> None:
+    state = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(2)}
+    torch.save(state, tmp_path / "plain.pt")
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "checkpoint.pth")  # a training checkpoint
+    for name in ("plain.pt", "checkpoint.pth"):
+        got = read_state_dict(tmp_path / name)
+        assert set(got) == {"w", "b"} and torch.equal(got["w"], state["w"])
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(CnnkitError, match="holds a list, not a state dict"):
+        read_state_dict(tmp_path / "list.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(CnnkitError, match="cannot read weight file"):
+        read_state_dict(tmp_path / "junk.pt")
+    with pytest.raises(CnnkitError, match="weight file not found"):
+        read_state_dict(tmp_path / "absent.pt")
+
+
+def test_load_state_drops_only_a_head_of_another_shape() -> None:
+    from cnnkit.models.pretrained import load_state
+
+    source = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 5))
+    target = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    with pytest.warns(UserWarning, match="head '1' has another shape in w.pt"):
+        load_state(target, source.state_dict(), head="1", source=Path("w.pt"))
+    assert torch.equal(target[0].weight, source[0].weight) and target[1].weight.shape == (2, 3)
+    deeper = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 5), torch.nn.Linear(5, 1))
+    with pytest.raises(CnnkitError, match="do not match the architecture: 2 missing keys"):
+        load_state(deeper, source.state_dict(), head="2", source=Path("w.pt"))  # layer 2 not in the file
+
+
+def test_lookup_names() -> None:
+    assert lookup("resnet18") is None  # an architecture, not weights
+    named = lookup("resnet18.imagenet")
+    assert named.architecture == "resnet18" and named.input_size == (3, 224, 224) and len(named.classes()) == 1000
+    assert "efficientnet_lite0.imagenet" in list_pretrained() and "resnet50.imagenet" in list_pretrained()
+
+
+def test_a_body_tensor_of_another_shape_is_a_one_line_error(tmp_path) -> None:
+    import torch
+
+    from cnnkit.errors import CnnkitError
+    from cnnkit.models.factory import create_model
+    from cnnkit.models.pretrained import load_state
+
+    model = create_model("lenet5", num_classes=10)
+    state = model.state_dict()
+    name = next(k for k in state if k.endswith("weight") and state[k].dim() == 4)  # a conv layer, not the head
+    state[name] = torch.zeros(*state[name].shape[:-1], state[name].shape[-1] + 1)
+    with pytest.raises(CnnkitError, match="1 tensors of another shape") as caught:
+        load_state(model, state, head="f6", source=tmp_path / "w.pt")
+    assert "\n" not in str(caught.value)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cnnkit.config import Config
+from cnnkit.errors import CnnkitError
 from cnnkit.recipes import RECIPES
 from cnnkit.recipes.base import COMMON_OPTIONS, Build, Context, Recipe
 from cnnkit.runs.card import ModelCard
@@ -17,8 +18,12 @@ from cnnkit.tasks.classification import ClassificationTask
 
 class Bare(Recipe):
     name = "bare"
-    tasks = ("bare",)
+    tasks = ("bare", "naked")
     options = frozenset({"train.mixup", "data.channels"})
+
+
+class Lossless(Bare):
+    excluded = frozenset({"train.loss"})
 
 
 CARD = ModelCard("lenet5", "regression", ["x"], [1, 32, 32], [0.5], [0.5])
@@ -28,10 +33,11 @@ def _ctx() -> Context:
     return Context(Config(), source=None, split={"train": np.arange(3)}, card=CARD, run_dir=Path("r"), record={})
 
 
-def test_supported_is_the_common_options_and_the_recipes_own() -> None:
+def test_supported_is_the_common_options_and_the_recipes_own_less_the_excluded() -> None:
     assert Bare().supported == COMMON_OPTIONS | {"train.mixup", "data.channels"}
     assert Recipe().supported == COMMON_OPTIONS
     assert "data.source" in COMMON_OPTIONS and "train.mixup" not in COMMON_OPTIONS
+    assert Lossless().supported == (COMMON_OPTIONS - {"train.loss"}) | {"train.mixup", "data.channels"}
 
 
 def test_the_optional_hooks_change_nothing() -> None:
@@ -45,6 +51,14 @@ def test_the_optional_hooks_change_nothing() -> None:
     assert recipe.check(Config()) is None
     assert recipe.measure_options(Path("r"), "val") == {}
     assert recipe.verdict_problem(CARD) == "regression"  # the card's own problem
+    assert recipe.embeds is False and recipe.diagnoses == ()  # no `cnnkit embed`, only the learning curves
+
+
+def test_augment_preview_is_refused_in_one_line_unless_the_recipe_draws_one(tmp_path: Path) -> None:
+    with pytest.raises(CnnkitError, match=r"augment-preview is not supported for a bare run \(--task bare\|naked\)") \
+            as err:
+        Bare().augment_preview("digits", tmp_path / "p.png", preset="light")
+    assert "\n" not in str(err.value) and not (tmp_path / "p.png").exists()
 
 
 @pytest.mark.parametrize(("hook", "args"), [
@@ -67,4 +81,5 @@ def test_every_registered_recipe_supports_the_common_options_and_names_its_tasks
     assert len(tasks) == len(set(tasks))  # one recipe per task
     assert {"binary", "multiclass", "multilabel", "regression", "detect", "instance", "segment"} <= set(tasks)
     for recipe in RECIPES:
-        assert recipe.supported == COMMON_OPTIONS | recipe.options, recipe.name
+        assert recipe.supported == (COMMON_OPTIONS | recipe.options) - recipe.excluded, recipe.name
+        assert all(option in recipe.unsupported_reason for option in recipe.excluded), recipe.name  # said why

@@ -142,7 +142,9 @@ def test_report_and_verdict_of_a_segmentation_run(run, recwarn):
     path = api.report(run.run_dir)
     assert path.is_file() and not [w for w in recwarn if "section failed" in str(w.message)]
     html = path.read_text()
-    assert 'id="per-class-iou"' in html and "left out for this segment run" in html  # Grad-CAM left out
+    assert 'id="per-class-iou"' in html
+    left_out = html[html.index('id="left-out"'):].split("</p>")[0]  # Grad-CAM is named as left out, and why
+    assert "Grad-CAM" in left_out and "apply to classification)" in left_out
     verdict = json.loads((run.run_dir / "diagnosis.json").read_text())["verdict"]
     assert verdict["metric"] == "1 - mIoU"
     assert verdict["val_error"] == pytest.approx(1 - run.val["miou"], abs=1e-9)

@@ -6,7 +6,7 @@ decay), so a run named the same way starts from the same hyper-parameters in bot
 Options use torch's names (`eps`, `betas`, `alpha` for RMSprop's rho, ...); FTRL, which torch
 lacks, is implemented here with Keras' option names.
 
-Known differences from Keras by definition (tests/test_optimizers.py checks each one):
+Known differences from Keras by definition (tests/engine/test_optimizers.py checks each one):
 
 * epsilon: torch adds it outside the square root (`g / (√v + ε)`) for Adagrad, RMSprop and
   Adam-type optimisers, and to the bias-corrected `√v̂` for Adam/AdamW/NAdam; Keras adds it inside

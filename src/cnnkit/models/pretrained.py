@@ -206,6 +206,11 @@ def load_state(model: nn.Module, state: dict, *, head: str | tuple[str, ...] = "
                and state[k].shape != own[k].shape]
     for k in dropped:
         del state[k]
+    wrong = [k for k in state if k in own and state[k].shape != own[k].shape]
+    if wrong:
+        raise CnnkitError(f"weights in {path} do not match the architecture: {len(wrong)} tensors of another shape "
+                          f"(e.g. {wrong[0]}: {tuple(state[wrong[0]].shape)} in the file, "
+                          f"{tuple(own[wrong[0]].shape)} in the model)")
     missing, unexpected = model.load_state_dict(state, strict=False)
     bad_missing = [k for k in missing if k not in dropped]
     if bad_missing or unexpected:
