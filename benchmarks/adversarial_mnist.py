@@ -28,10 +28,10 @@ import time
 from pathlib import Path
 
 import torch
+from shared_data import ROOT, mnist_dir  # benchmarks/ is on sys.path when run as a script
 
 from cnnkit import api
 from cnnkit.config import load_config
-from shared_data import ROOT, mnist_dir  # benchmarks/ is on sys.path when run as a script
 
 
 def has_mnist(data: Path) -> bool:

@@ -30,7 +30,7 @@ def plain_loop(model, x, y, batch: int, steps: int, amp: bool) -> float:
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     torch.cuda.synchronize()
     start = time.perf_counter()
-    for i in range(steps):
+    for _ in range(steps):
         idx = torch.randint(0, len(x), (batch,))
         xb, yb = x[idx].cuda(non_blocking=True), y[idx].cuda(non_blocking=True)
         with torch.autocast("cuda", dtype=torch.float16, enabled=amp):

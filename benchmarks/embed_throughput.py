@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from shared_data import ROOT  # benchmarks/ is on sys.path when run as a script
 from torchvision.transforms import v2
 
-from cnnkit.export.embed import embed_images
 from cnnkit.errors import CnnkitError
+from cnnkit.export.embed import embed_images
 from cnnkit.runs.folder import pretrained_model
-from shared_data import ROOT  # benchmarks/ is on sys.path when run as a script
 
 WEIGHTS = "efficientnet_lite0.imagenet"
 BATCH = 32
@@ -117,7 +117,8 @@ def main() -> int:
         "cnnkit": lambda: embed_images(model, card, paths, batch_size=BATCH)[0],
     }
 
-    print(f"{n} images from {folder}; {WEIGHTS} (resize {card.resize!r}, {card.interpolation}, mean {card.mean}), batch {BATCH}, "
+    print(f"{n} images from {folder}; {WEIGHTS} (resize {card.resize!r}, {card.interpolation}, mean {card.mean}), "
+          f"batch {BATCH}, "
           f"threads={torch.get_num_threads()} torch={torch.__version__} reps={args.reps} "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} load={os.getloadavg()[0]:.2f}")
 

@@ -20,20 +20,18 @@ import time
 from pathlib import Path
 
 import yaml
+from shared_data import ROOT, mnist_dir  # benchmarks/ is on sys.path when run as a script
 
 from cnnkit import api
-
-from cnnkit.engine import optimizers
-
-from cnnkit.recipes import classification as pipeline
 from cnnkit.config import config_from_dict, load_config
 from cnnkit.data.builtin import open_source
 from cnnkit.data.split import indices_from_record
+from cnnkit.engine import optimizers
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.models.prune import sparsity_table
+from cnnkit.recipes import classification as pipeline
 from cnnkit.runs.folder import load_model, run_file
 from cnnkit.tasks.classification import ClassificationTask
-from shared_data import ROOT, mnist_dir  # benchmarks/ is on sys.path when run as a script
 
 
 def main() -> int:

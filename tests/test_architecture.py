@@ -152,3 +152,18 @@ def test_size_limits_and_the_exemption() -> None:
 def test_package_root_is_small() -> None:
     modules = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert len(modules) <= MAX_ROOT_MODULES, f"{len(modules)} modules at the package root: {modules}"
+
+
+def test_every_module_has_its_test_file_at_the_matching_path() -> None:
+    """Tests mirror the package: src/cnnkit/a/b.py is tested in tests/a/test_b.py (a package's face, __init__.py,
+    and __main__.py excepted)."""
+    tests = PACKAGE.parent.parent / "tests"
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        relative = path.relative_to(PACKAGE)
+        expected = tests / relative.parent / f"test_{relative.name}"
+        if not expected.is_file():
+            missing.append(f"{relative} → {expected.relative_to(tests.parent)}")
+    assert not missing, "modules without their test file:\n" + "\n".join(missing)

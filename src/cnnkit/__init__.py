@@ -48,8 +48,8 @@ if _TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ import
     from cnnkit.engine import callbacks
     from cnnkit.engine.trainer import Trainer
     from cnnkit.keras import History, Model
-    from cnnkit.models.registry import register_model
     from cnnkit.models.factory import create_model, list_models
+    from cnnkit.models.registry import register_model
     from cnnkit.runs.folder import load_model
     from cnnkit.runs.run import Run, load_run
     from cnnkit.tasks import Batch, ClassificationTask, Task

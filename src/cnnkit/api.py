@@ -18,8 +18,7 @@ from cnnkit.config import Config, load_config
 from cnnkit.data.images import is_image_file
 from cnnkit.diagnose.verdict import run_verdict
 from cnnkit.errors import CnnkitError
-from cnnkit.recipes import recipe_for
-from cnnkit.recipes import runner
+from cnnkit.recipes import recipe_for, runner
 from cnnkit.recipes.base import Recipe, TrainResult
 from cnnkit.runs.folder import load_model, open_model, record_test_use, run_file
 
@@ -183,8 +182,8 @@ def inspect_feature_maps(target: str | Path, image: str | Path, *, layer: str, o
 
 
 def transfer_compare(cfg: Config, *, strategies: list[str] | str | None = None, out: str | Path | None = None):
-    """Train `cfg` once per transfer strategy (default: cnnkit.experiments.compare.DEFAULT_STRATEGIES, with the "scratch"
-    baseline) on the same split and budget, into OUT/<strategy>; returns a cnnkit.experiments.compare.CompareResult whose
+    """Train `cfg` once per transfer strategy (default: cnnkit.experiments.compare.DEFAULT_STRATEGIES, with the
+    "scratch" baseline) on the same split and budget, into OUT/<strategy>; returns a CompareResult whose
     rows hold val accuracy, training time and trainable parameters, also written to OUT/compare.{json,csv,png}."""
     from cnnkit.experiments.compare import compare_strategies
 
@@ -262,7 +261,8 @@ def diagnose(run: str | Path, *, data_curve: list[float] | None = None, landscap
         path = plot_learning_curves(history, run / "plots" / "learning_curves.png", metric=recipe.curve_metric)
         result["plots"]["learning_curves"], result["best_epoch"] = str(path), best_epoch(history)
     if percents is not None:
-        from cnnkit.experiments.datacurve import data_curve as measure_data_curve, read_data_curve
+        from cnnkit.experiments.datacurve import data_curve as measure_data_curve
+        from cnnkit.experiments.datacurve import read_data_curve
 
         rows = measure_data_curve(run, percents, epochs=epochs)
         result["data_curve"] = {"rows": rows, "reading": read_data_curve(rows)}

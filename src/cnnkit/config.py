@@ -10,7 +10,8 @@ import yaml
 
 from cnnkit.errors import CnnkitError, unknown_name
 
-STRATEGIES = ("feature-extractor", "head-only", "fine-tune", "partial", "linear-probe", "auto")  # cnnkit.engine.transfer
+# the transfer strategies of cnnkit.engine.transfer
+STRATEGIES = ("feature-extractor", "head-only", "fine-tune", "partial", "linear-probe", "auto")
 PROBES = ("logistic", "svm")  # the linear probe's scikit-learn model
 
 
@@ -43,11 +44,11 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
-    optimizer: str = "adam"  # see cnnkit.engine.optimizers: sgd, adagrad, adadelta, rmsprop, adam, adamw, adamax, nadam, ftrl
+    optimizer: str = "adam"  # cnnkit.engine.optimizers: sgd, adagrad, adadelta, rmsprop, adam(w), adamax, nadam, ftrl
     optimizer_options: dict = field(default_factory=dict)  # e.g. {momentum: 0.9, nesterov: true} for sgd
     lr: float | None = None  # None: the optimiser's default (Keras' defaults)
     weight_decay: float | None = None
-    schedule: str = "cosine"  # see cnnkit.engine.schedules: cosine, step_decay, linear_decay, one_cycle, ... (per batch)
+    schedule: str = "cosine"  # cnnkit.engine.schedules: cosine, step_decay, linear_decay, one_cycle, ... (per batch)
     schedule_options: dict = field(default_factory=dict)  # e.g. {gamma: 0.5, step_size: 100} for step_decay
     warmup_epochs: float = 0.0
     loss: str | None = None  # None: the problem type's loss (binary/multilabel: binary_crossentropy, ...)
@@ -70,7 +71,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     log: list = field(default_factory=list)  # extra loggers beside history.csv: tensorboard, mlflow
-    strategy: str | None = None  # transfer (cnnkit.engine.transfer): feature-extractor | head-only | fine-tune | partial |
+    strategy: str | None = None  # cnnkit.engine.transfer: feature-extractor | head-only | fine-tune | partial |
     #                              linear-probe | auto
     keep_stages: int | None = None  # partial: how many stages to keep
     unfreeze_every: int = 0  # fine-tune: unfreeze one more stage every N epochs, from the head back (0: off)

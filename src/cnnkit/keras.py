@@ -18,16 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnkit.recipes.classifier import split_metrics
 from cnnkit.data.loader import make_loader, train_stats
 from cnnkit.data.sources import ImageSource, from_arrays
 from cnnkit.data.transforms import Augment
+from cnnkit.engine import optimizers, schedules
 from cnnkit.engine.callbacks import Callback, ProgressBar
-from cnnkit.engine import optimizers
-from cnnkit.engine import schedules
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
 from cnnkit.models.factory import create_model, get_spec
+from cnnkit.recipes.classifier import split_metrics
 from cnnkit.runs.card import ModelCard
 from cnnkit.runs.folder import save_model
 from cnnkit.tasks import problem_name

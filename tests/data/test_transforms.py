@@ -9,7 +9,14 @@ from torchvision.transforms import v2
 
 from cnnkit.data.synthetic import ShapesConfig, make_shapes
 from cnnkit.data.transforms import (
-    PRESETS, Augment, FitSize, Whiten, augment_ops, build_transform, channel_stats, make_augment,
+    PRESETS,
+    Augment,
+    FitSize,
+    Whiten,
+    augment_ops,
+    build_transform,
+    channel_stats,
+    make_augment,
 )
 from cnnkit.errors import CnnkitError
 

@@ -124,8 +124,6 @@ def test_first_conv_is_the_first_in_module_order_and_none_is_an_error() -> None:
         first_conv(nn.Sequential(nn.Linear(2, 2)))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: feature_maps keeps the hooked output tensor itself, which LeNet-5's "
-                   "ReLU(inplace=True) after c1 then overwrites, so the maps shown are relu(c1(x)); fix: clone it")
 def test_feature_maps_are_the_layers_output_for_the_preprocessed_image(run: Path, image: Path) -> None:
     maps, folder = feature_maps(run, image, "c1")
     model, card = load_model(run)

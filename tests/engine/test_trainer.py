@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from cnnkit.data.loader import TensorLoader
+from cnnkit.engine import optimizers
 from cnnkit.engine.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from cnnkit.engine.checkpoint import atomic_save, load_checkpoint
-from cnnkit.engine import optimizers
 from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.classification import ClassificationTask

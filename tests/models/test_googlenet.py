@@ -7,8 +7,8 @@ import torchvision
 from torch import nn
 
 from cnnkit.errors import CnnkitError
-from cnnkit.models.googlenet import INCEPTION
 from cnnkit.models.factory import create_model
+from cnnkit.models.googlenet import INCEPTION
 from cnnkit.tasks import Batch, ClassificationTask
 
 

@@ -8,9 +8,9 @@ import torchvision
 from torch import nn
 
 from cnnkit.errors import CnnkitError
+from cnnkit.models.factory import create_model, get_spec, list_models
 from cnnkit.models.layers import Maxout, conv_bn_act, make_activation, paper_lrn
 from cnnkit.models.xception import XceptionBlock
-from cnnkit.models.factory import create_model, get_spec, list_models
 
 SMALL = ("lenet5", "resnet18", "alexnet", "densenet121")
 

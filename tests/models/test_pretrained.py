@@ -14,8 +14,8 @@ from PIL import Image
 from cnnkit import api
 from cnnkit.cli.app import main
 from cnnkit.errors import CnnkitError
-from cnnkit.models.pretrained import imagenet_classes, list_pretrained, lookup, read_state_dict, rename_by_order
 from cnnkit.models.factory import create_model
+from cnnkit.models.pretrained import imagenet_classes, list_pretrained, lookup, read_state_dict, rename_by_order
 
 LITE0 = "efficientnet_lite0.imagenet"
 CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat", "cougar", "lynx"}

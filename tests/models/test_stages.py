@@ -10,8 +10,15 @@ from torch import nn
 from cnnkit.errors import CnnkitError
 from cnnkit.models.factory import create_model, get_spec
 from cnnkit.models.registry import ModelSpec
-from cnnkit.models.stages import (PartialNet, capture_input, classifier_layers, last_linears, parameter_names, stages,
-                                  truncate)
+from cnnkit.models.stages import (
+    PartialNet,
+    capture_input,
+    classifier_layers,
+    last_linears,
+    parameter_names,
+    stages,
+    truncate,
+)
 
 
 def on_meta(name: str) -> nn.Module:
@@ -93,6 +100,7 @@ def test_capture_input_gives_the_pooled_features_and_removes_its_hook() -> None:
         model(x[:1])
     with torch.no_grad():
         model(x)  # after the block: nothing more recorded
-        features = model.avgpool(model.layer3(model.layer2(model.layer1(model.act(model.bn1(model.conv1(x))))))).flatten(1)
+        stem = model.act(model.bn1(model.conv1(x)))
+        features = model.avgpool(model.layer3(model.layer2(model.layer1(stem)))).flatten(1)
     assert [t.shape for t in seen] == [(2, 64), (1, 64)]
     torch.testing.assert_close(seen[0], features)

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError
-from cnnkit.models.tweaks import batch_norm_layers, dropout_layers, set_batch_norm, set_dropout
 from cnnkit.models.factory import create_model
+from cnnkit.models.tweaks import batch_norm_layers, dropout_layers, set_batch_norm, set_dropout
 from cnnkit.runs.card import ModelCard
 from cnnkit.runs.folder import load_model, save_model
 

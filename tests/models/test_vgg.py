@@ -7,8 +7,8 @@ import torchvision
 from torch import nn
 
 from cnnkit.errors import CnnkitError
-from cnnkit.models.vgg import make_features
 from cnnkit.models.factory import create_model, list_models
+from cnnkit.models.vgg import make_features
 
 TORCHVISION_TWINS = ("vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn")
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from cnnkit.models.xception import SeparableConv2d, XceptionBlock
 from cnnkit.models.factory import create_model
+from cnnkit.models.xception import SeparableConv2d, XceptionBlock
 
 
 @pytest.fixture(scope="module")

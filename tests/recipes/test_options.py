@@ -19,8 +19,7 @@ from cnnkit.cli.parser import build_parser
 from cnnkit.cli.verbs import train_overrides
 from cnnkit.config import Config, load_config, option_keys, option_value
 from cnnkit.errors import CnnkitError
-from cnnkit.recipes import recipe_for
-from cnnkit.recipes import runner
+from cnnkit.recipes import recipe_for, runner
 
 DETECT = "synthetic-shapes:count=2,n=16,size=64"
 SEGMENT = "synthetic-plants:count=8,size=48"
@@ -98,7 +97,7 @@ _BOOKKEEPING = {"validate", "refuse_unsupported", "option_value", "_asdict_inner
 def _tracked(cfg: Config, reads: set[str]) -> Config:
     """`cfg` whose sections record every attribute read (as "section.name") into `reads`."""
     def recording(section: str):
-        def __getattribute__(self, name: str):  # noqa: N807
+        def __getattribute__(self, name: str):
             if not name.startswith("_") and sys._getframe(1).f_code.co_name not in _BOOKKEEPING:
                 reads.add(f"{section}.{name}" if section else name)
             return object.__getattribute__(self, name)

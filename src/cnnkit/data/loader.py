@@ -8,11 +8,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
+from cnnkit.data.batch import Batch
 from cnnkit.data.images import BadImage
 from cnnkit.data.sources import ImageSource
 from cnnkit.data.transforms import FitSize
 from cnnkit.errors import CnnkitError
-from cnnkit.data.batch import Batch
 
 
 class ImageDataset(Dataset):
@@ -191,7 +191,7 @@ def train_stats(source: ImageSource, indices: np.ndarray, channels: int, size: i
     return channel_stats(torch.stack(imgs))
 
 
-def run_loader(source, indices, card, cfg, *, train: bool, dist=None):  # noqa: ANN001
+def run_loader(source, indices, card, cfg, *, train: bool, dist=None):
     """The loader of a classification run's `indices`, as its model card (input size, mean/std, resize) and
     config (augmentation, batch size, seed, workers) say; under DDP (`dist` enabled) the training loader reads
     this rank's shard."""

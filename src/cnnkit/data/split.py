@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
 from cnnkit.data.sources import ImageSource
 from cnnkit.errors import CnnkitError
 

@@ -65,7 +65,7 @@ class FitSize(v2.Transform):
         self.size, self.mode = size, mode
         self.interpolation = v2.InterpolationMode(interpolation)
 
-    def transform(self, inpt, params):  # noqa: ANN001  (v2's hook: image, boxes or mask)
+    def transform(self, inpt, params):
         h, w = F.get_size(inpt)
         s = self.size
         if (h, w) == (s, s):

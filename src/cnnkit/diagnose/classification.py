@@ -11,20 +11,20 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import yaml
+from torch import Tensor, nn
 
-from cnnkit.config import config_from_dict  # noqa: E402
-from cnnkit.data.builtin import open_source  # noqa: E402
-from cnnkit.data.loader import fitted_arrays, make_loader  # noqa: E402
-from cnnkit.data.sources import ImageSource, as_problem  # noqa: E402
-from cnnkit.data.split import indices_from_record  # noqa: E402
-from cnnkit.errors import CnnkitError  # noqa: E402
-from cnnkit.metrics.core import classification_metrics  # noqa: E402
-from cnnkit.runs.folder import ModelCard, load_model, record_test_use, run_file  # noqa: E402
+from cnnkit.config import config_from_dict
+from cnnkit.data.builtin import open_source
+from cnnkit.data.loader import fitted_arrays, make_loader
+from cnnkit.data.sources import ImageSource, as_problem
+from cnnkit.data.split import indices_from_record
+from cnnkit.errors import CnnkitError
+from cnnkit.metrics.core import classification_metrics
+from cnnkit.runs.folder import ModelCard, load_model, record_test_use, run_file
 
 CLASS_PROBLEMS = ("binary", "multiclass")
 ANNOTATE_UP_TO = 20  # classes; beyond, the confusion matrix cells are too small for numbers

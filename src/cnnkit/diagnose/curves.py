@@ -12,10 +12,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 LOWER_IS_BETTER = ("loss", "mae")
 LOG_LR_DECADES = 1.0  # the lr axis is logarithmic when max/min spans more than this many decades
@@ -57,7 +56,7 @@ def default_metric(history: list[dict]) -> str | None:
     return next((m for m in DEFAULT_METRICS if metric_columns(history, m)), None)
 
 
-def _lr_axis(ax, epochs: list[int], lrs: list[float | None]):  # noqa: ANN001, ANN202  (matplotlib Axes)
+def _lr_axis(ax, epochs: list[int], lrs: list[float | None]):
     """A twin y-axis with the learning rate per epoch; log scale when it spans more than LOG_LR_DECADES."""
     twin = ax.twinx()
     twin.plot(epochs, lrs, "--", color="tab:purple", linewidth=1, alpha=0.7, label="lr")
@@ -69,7 +68,7 @@ def _lr_axis(ax, epochs: list[int], lrs: list[float | None]):  # noqa: ANN001, A
     return twin
 
 
-def _panel(ax, history: list[dict], key: str, best: int | None) -> None:  # noqa: ANN001  (matplotlib Axes)
+def _panel(ax, history: list[dict], key: str, best: int | None) -> None:
     """One panel: train and val of `key` per epoch (those logged), the best epoch marked."""
     epochs = [row["epoch"] for row in history]
     for split, style in (("train", "-o"), ("val", "-s")):

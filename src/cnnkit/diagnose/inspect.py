@@ -25,8 +25,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnkit.errors import CnnkitError
-from cnnkit.models.registry import ModelSpec
 from cnnkit.models.factory import create_model, get_spec
+from cnnkit.models.registry import ModelSpec
 
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 _ADAPTIVE = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cnnkit.diagnose.inspect import first_tensor, default_num_classes, resolve
+from cnnkit.diagnose.inspect import default_num_classes, first_tensor, resolve
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.models.factory import get_spec
 
@@ -90,7 +90,12 @@ def feature_maps(target: str | Path, image: str | Path, layer: str) -> tuple[tor
     except BadImage as err:
         raise CnnkitError(f"cannot read image {image}: {err}") from None
     seen: list[torch.Tensor | None] = []
-    handle = modules[layer].register_forward_hook(lambda m, a, o: seen.append(first_tensor(o)))
+
+    def keep(module: nn.Module, args: tuple, output) -> None:
+        out = first_tensor(output)  # a copy: an in-place activation after the layer would overwrite it
+        seen.append(None if out is None else out.detach().clone())
+
+    handle = modules[layer].register_forward_hook(keep)
     try:
         with torch.inference_mode():
             model(x.unsqueeze(0))

@@ -23,15 +23,28 @@ from pathlib import Path
 
 import yaml
 
-from cnnkit.version import __version__
 from cnnkit.diagnose.report_page import CLASS_PROBLEMS, CSS, HELPERS, PAGE, UNAVAILABLE, RunInfo, esc, note
-from cnnkit.diagnose.report_sections import (CURVE_METRICS, alarm_section, config_section, curves_section,  # noqa: F401
-                                             data_section, kernels_section, model_section, summary_section,
-                                             timing_section, verdict_section)
-from cnnkit.diagnose.report_tasks import (classification_section, detection_section, gradcam_section,
-                                          segmentation_section)
+from cnnkit.diagnose.report_sections import (  # noqa: F401
+    CURVE_METRICS,
+    alarm_section,
+    config_section,
+    curves_section,
+    data_section,
+    kernels_section,
+    model_section,
+    summary_section,
+    timing_section,
+    verdict_section,
+)
+from cnnkit.diagnose.report_tasks import (
+    classification_section,
+    detection_section,
+    gradcam_section,
+    segmentation_section,
+)
 from cnnkit.errors import CnnkitError
 from cnnkit.runs.folder import load_model, run_file
+from cnnkit.version import __version__
 
 CLASSIFICATION, SEGMENTATION, DETECTION = "classification", "segmentation", "detection and instance segmentation"
 PROBLEMS = {CLASSIFICATION: CLASS_PROBLEMS, SEGMENTATION: ("segment",), DETECTION: ("detect", "instance")}

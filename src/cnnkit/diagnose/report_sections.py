@@ -8,8 +8,17 @@ import math
 
 import numpy as np
 
-from cnnkit.diagnose.report_page import (CLASS_PROBLEMS, RunInfo, diagnosis, esc, figure, history, note,
-                                         split_size, table)
+from cnnkit.diagnose.report_page import (
+    CLASS_PROBLEMS,
+    RunInfo,
+    diagnosis,
+    esc,
+    figure,
+    history,
+    note,
+    split_size,
+    table,
+)
 
 # problem → the metric of its learning curves and headline, when the caller names none
 CURVE_METRICS = {"binary": "accuracy", "multiclass": "accuracy", "multilabel": "binary_accuracy",

@@ -12,12 +12,12 @@ import numpy as np
 import torch
 from torchvision.utils import save_image
 
-from cnnkit.diagnose.classification import plot_confusion
-from cnnkit.runs.folder import open_split
-from cnnkit.metrics.segmentation import ConfusionMatrix
 from cnnkit.data.segmentation.draw import overlay, palette_of
 from cnnkit.data.segmentation.loader import loader_of
 from cnnkit.data.segmentation.source import source_of
+from cnnkit.diagnose.classification import plot_confusion
+from cnnkit.metrics.segmentation import ConfusionMatrix
+from cnnkit.runs.folder import open_split
 
 
 @torch.inference_mode()

@@ -41,12 +41,14 @@ class EarlyStopping(Callback):
             raise CnnkitError(f"patience must be at least 1, got {patience}")
         self.monitor, self.patience, self.min_delta, self.restore_best = monitor, patience, min_delta, restore_best
         self.mode = _mode_for(monitor) if mode == "auto" else mode
-        self.best, self.best_epoch, self.wait, self.best_weights = math.inf if self.mode == "min" else -math.inf, 0, 0, None
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch, self.wait, self.best_weights = 0, 0, None
         self.stopped_epoch: int | None = None
 
     def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
         if self.monitor not in logs:
-            raise CnnkitError(f"early stopping monitors {self.monitor!r}, which is not logged; logged: {', '.join(logs)}")
+            raise CnnkitError(f"early stopping monitors {self.monitor!r}, which is not logged; logged: "
+                              f"{', '.join(logs)}")
         value = logs[self.monitor]
         if _better(self.mode, value, self.best, self.min_delta):
             self.best, self.best_epoch, self.wait = value, logs["epoch"], 0
@@ -195,7 +197,8 @@ class ProgressBar(Callback):
         if self.live:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                      TextColumn("{task.completed}/{task.total}"),
                                       TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"), transient=True)
             self._progress.start()
 

@@ -51,7 +51,7 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return t
 
 
-def broadcast_object(obj, info: DistInfo):  # noqa: ANN001, ANN201  (any picklable object)
+def broadcast_object(obj, info: DistInfo):
     """Rank 0's value of `obj` on every rank (e.g. the run folder name it chose)."""
     if not info.enabled:
         return obj

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from cnnkit.engine.hooks import Callback
 from cnnkit.engine.distributed import DistInfo, all_reduce_sum, init_distributed, resolve_device
+from cnnkit.engine.hooks import Callback
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.base import Batch, Task
 

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnkit.config import PROBES, STRATEGIES
 from cnnkit.engine.callbacks import Callback
 from cnnkit.errors import CnnkitError, unknown_name
-from cnnkit.models.tweaks import batch_norm_layers, set_batch_norm
 from cnnkit.models.registry import ModelSpec
-from cnnkit.config import PROBES, STRATEGIES
 from cnnkit.models.stages import capture_input, classifier_layers, last_linears, parameter_names, stages, truncate
+from cnnkit.models.tweaks import batch_norm_layers, set_batch_norm
 
 __all__ = ["STRATEGIES", "FINE_TUNE_LR", "LAYER_DECAY", "SMALL_DATA", "SIMILAR", "TransferPlan", "GradualUnfreeze",
            "apply_strategy", "stages", "truncate", "capture_input", "extract_features", "fit_linear_probe",
@@ -86,7 +86,7 @@ class GradualUnfreeze(Callback):
         """How many stages (counted from the head) train in 0-based `epoch`."""
         return min(len(self.stage_params), epoch // self.every)
 
-    def on_epoch_start(self, trainer) -> None:  # noqa: ANN001
+    def on_epoch_start(self, trainer) -> None:
         params = dict(self.model.named_parameters())
         n = self.unfrozen(trainer.epoch)
         for i, names in enumerate(reversed(self.stage_params)):

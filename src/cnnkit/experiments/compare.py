@@ -138,7 +138,7 @@ def _total_params(run_dir: Path) -> int | None:
     return sum(p.numel() for p in model.parameters())
 
 
-def _note(strategy: str, chosen: str | None, keep_stages: int | None, stage_count) -> str:  # noqa: ANN001
+def _note(strategy: str, chosen: str | None, keep_stages: int | None, stage_count) -> str:
     used = chosen or strategy
     text = _NOTES.get(used, "")
     if used == "partial":
@@ -146,7 +146,7 @@ def _note(strategy: str, chosen: str | None, keep_stages: int | None, stage_coun
     return f"auto chose {used}" + (f"; {text}" if text else "") if strategy == "auto" else text
 
 
-def _row(strategy: str, result, seconds: float, cfg: Config) -> dict:  # noqa: ANN001 (api.TrainResult)
+def _row(strategy: str, result, seconds: float, cfg: Config) -> dict:
     saved = _saved_train(result.run_dir)
     chosen = saved.get("strategy") if strategy == "auto" else None
     used = chosen or strategy

@@ -17,7 +17,7 @@ FALLING_ABS = 0.01  # the val error "still falls" when it drops by at least this
 FALLING_REL = 0.10  # or by this fraction of its value, whichever is smaller (a low error's small drops count)
 
 
-def check_percents(percents) -> list[float]:  # noqa: ANN001  (any iterable of numbers)
+def check_percents(percents) -> list[float]:
     """Distinct percentages in (0, 100], ascending; a one-line error otherwise."""
     try:
         values = sorted({float(p) for p in percents})
@@ -83,7 +83,7 @@ def plot_data_curve(rows: list[dict], reading: str, path: Path) -> Path:
     return path
 
 
-def _train_subset(cfg, source, part: np.ndarray, val: np.ndarray, card, folder: Path,  # noqa: ANN001
+def _train_subset(cfg, source, part: np.ndarray, val: np.ndarray, card, folder: Path,
                   record: dict) -> tuple[dict, dict]:
     """Train `cfg` on the indices `part` into the run folder `folder` (split.json, config.yaml, checkpoints,
     model.pt of the best val epoch as `cnnkit train` selects it, history.csv, diagnosis.json; no report) and
@@ -103,7 +103,7 @@ def _train_subset(cfg, source, part: np.ndarray, val: np.ndarray, card, folder: 
     return train_metrics, result.val
 
 
-def data_curve(run: str | Path, percents=(10, 25, 50, 100), epochs: int | None = None,  # noqa: ANN001
+def data_curve(run: str | Path, percents=(10, 25, 50, 100), epochs: int | None = None,
                out: str | Path | None = None) -> list[dict]:
     """Train RUN's config (for `epochs`, default RUN's) from scratch on each `percent`% of RUN's training split
     (seeded, stratified, nested; val and test are never drawn from), each into the run folder OUT/p<percent>

@@ -25,9 +25,9 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.models.factory import get_spec
+from cnnkit.models.stages import capture_input, last_linears
 from cnnkit.runs.card import ModelCard
 from cnnkit.runs.inputs import image_batches
-from cnnkit.models.stages import capture_input, last_linears
 
 __all__ = ["FORMATS", "PARQUET_HINT", "check_format", "embedding_layer", "embed_images", "write_embeddings",
            "embed"]

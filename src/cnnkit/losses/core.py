@@ -64,7 +64,8 @@ def _check_sparse(prediction: Tensor, target: Tensor, name: str) -> None:
 def _check_same(prediction: Tensor, target: Tensor, name: str) -> None:
     if prediction.shape != target.shape:
         raise CnnkitError(
-            f"{name} needs prediction and target of the same shape, got {tuple(prediction.shape)} and {tuple(target.shape)}"
+            f"{name} needs prediction and target of the same shape, got {tuple(prediction.shape)} and "
+            f"{tuple(target.shape)}"
         )
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cnnkit.metrics.detection import detection_map, evaluate_detections  # noqa: F401
 from cnnkit.errors import CnnkitError
+from cnnkit.metrics.detection import detection_map, evaluate_detections  # noqa: F401
 
 TASKS = ("binary", "multiclass", "multilabel", "regression")
 TOP_K = 5

@@ -129,7 +129,8 @@ class EfficientNetLite(nn.Module):
 
 @register_model("efficientnet_lite0", paper="Tan & Le 2019 (EfficientNet-Lite)", head="classifier")
 def efficientnet_lite0(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.2,
-                       padding: str = "symmetric", activation: str | dict = "relu6", bn_eps: float = BN_EPS) -> nn.Module:
+                       padding: str = "symmetric", activation: str | dict = "relu6",
+                       bn_eps: float = BN_EPS) -> nn.Module:
     """EfficientNet-Lite0: 4.65 M parameters at 1000 classes; weights: `efficientnet_lite0.imagenet`.
     `bn_eps`: TF's 1e-3 for the reference weights; timm's PyTorch-trained weights need PyTorch's 1e-5."""
     model = EfficientNetLite(num_classes=num_classes, in_channels=in_channels, dropout=dropout, padding=padding,

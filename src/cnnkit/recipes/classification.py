@@ -15,15 +15,14 @@ import torch
 
 from cnnkit.config import Config, option_keys
 from cnnkit.data.builtin import open_source
+from cnnkit.data.loader import run_loader
+from cnnkit.data.sources import problem_source
 from cnnkit.data.split import indices_from_record, make_split, split_record
 from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError
 from cnnkit.models.tweaks import set_dropout
 from cnnkit.recipes.base import Build, Context, Recipe, TrainResult
-from cnnkit.data.loader import run_loader
-from cnnkit.data.sources import problem_source
-from cnnkit.recipes.classifier import (card_for, make_attack, make_classifier_task, new_model, prediction,
-                                       split_metrics)
+from cnnkit.recipes.classifier import card_for, make_attack, make_classifier_task, new_model, prediction, split_metrics
 from cnnkit.recipes.transfer import fit_probe, probe_head, settle_strategy, transfer_plan, wants_probe_head
 from cnnkit.runs.card import ModelCard
 from cnnkit.runs.inputs import image_batches
@@ -43,7 +42,8 @@ class ClassificationRecipe(Recipe):
     def check(self, cfg: Config) -> None:
         """The transfer options that only make sense together."""
         t = cfg.train
-        if t.head_init == "probe" and t.strategy not in ("fine-tune", "feature-extractor", "head-only", "partial", "auto"):
+        trained_heads = ("fine-tune", "feature-extractor", "head-only", "partial", "auto")
+        if t.head_init == "probe" and t.strategy not in trained_heads:
             raise CnnkitError(f"--head-init probe starts a trained head from a linear probe; it goes with --strategy "
                               f"fine-tune, feature-extractor, head-only or partial, not {t.strategy}")
         if t.keep_stages is not None and (t.keep_stages < 1 or t.strategy != "partial"):

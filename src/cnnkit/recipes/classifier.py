@@ -15,18 +15,17 @@ from functools import partial
 import numpy as np
 import torch
 
-
-from cnnkit.tasks.adversarial import fgsm, input_range, pgd, pixel_eps
 from cnnkit.config import Config
 from cnnkit.data.loader import train_stats
 from cnnkit.data.sources import ImageSource
+from cnnkit.engine.regularizers import Penalty, cutmix, mixup
 from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError, did_you_mean
-from cnnkit.models.pretrained import lookup as lookup_pretrained
-from cnnkit.models.factory import create_model, get_spec
-from cnnkit.engine.regularizers import Penalty, cutmix, mixup
 from cnnkit.metrics.core import task_metrics
+from cnnkit.models.factory import create_model, get_spec
+from cnnkit.models.pretrained import lookup as lookup_pretrained
 from cnnkit.runs.card import ModelCard
+from cnnkit.tasks.adversarial import fgsm, input_range, pgd, pixel_eps
 from cnnkit.tasks.base import Task
 from cnnkit.tasks.regression import STANDARDIZED_LOSSES
 

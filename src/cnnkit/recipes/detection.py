@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-
-import torch
-
 from typing import Any
 
 import numpy as np
+import torch
 
 from cnnkit.config import Config
 from cnnkit.data.detection.loader import FitDetection, fit_geometry, make_detection_loader, to_image_coordinates

@@ -17,15 +17,20 @@ import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import torch
 import yaml
 
 from cnnkit.config import Config, config_from_dict, save_config
 from cnnkit.data.split import write_split
 from cnnkit.diagnose.verdict import Verdict, make_verdict, write_diagnosis
 from cnnkit.engine import optimizers, schedules
-from cnnkit.engine.callbacks import (CSVLogger, EarlyStopping, ModelCheckpoint, OverfittingAlarm, ProgressBar,
-                                     write_history)
+from cnnkit.engine.callbacks import (
+    CSVLogger,
+    EarlyStopping,
+    ModelCheckpoint,
+    OverfittingAlarm,
+    ProgressBar,
+    write_history,
+)
 from cnnkit.engine.checkpoint import load_checkpoint
 from cnnkit.engine.distributed import barrier, broadcast_object, init_distributed
 from cnnkit.engine.trainer import Trainer, seed_everything
@@ -217,7 +222,7 @@ def measure(recipe: Recipe, run: str | Path, split: str, **options) -> dict:
     return {"split": split, "count": int(len(indices)), **recipe.metrics(model, card, cfg, loader, **options)}
 
 
-def check_options(hook, options: dict, recipe: Recipe) -> None:  # noqa: ANN001  (a recipe's bound method)
+def check_options(hook, options: dict, recipe: Recipe) -> None:
     """Refuse, in one line, the options a recipe's `hook` does not take."""
     accepted = inspect.signature(hook).parameters
     for name in options:

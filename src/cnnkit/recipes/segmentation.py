@@ -14,21 +14,20 @@ own size (bilinear logits, then arg-max).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from typing import Any
-
 from cnnkit.config import Config
+from cnnkit.data.segmentation.draw import write_prediction
+from cnnkit.data.segmentation.loader import loader_of
+from cnnkit.data.segmentation.source import source_of
 from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError
 from cnnkit.models.factory import create_model, get_spec
 from cnnkit.recipes.base import Build, Context, Recipe
 from cnnkit.recipes.by_image import index_record, index_split, read_index_split
-from cnnkit.data.segmentation.draw import write_prediction
-from cnnkit.data.segmentation.loader import loader_of
-from cnnkit.data.segmentation.source import source_of
 from cnnkit.runs.card import ModelCard
 from cnnkit.runs.inputs import readable_images
 from cnnkit.tasks.segmentation import SegmentationTask

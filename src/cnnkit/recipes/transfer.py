@@ -11,13 +11,13 @@ import numpy as np
 import torch
 
 from cnnkit.config import Config
+from cnnkit.data.loader import run_loader
 from cnnkit.engine.distributed import init_distributed
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
-from cnnkit.models.pretrained import lookup as lookup_pretrained
 from cnnkit.models.factory import get_spec
+from cnnkit.models.pretrained import lookup as lookup_pretrained
 from cnnkit.recipes.base import Context, TrainResult
-from cnnkit.data.loader import run_loader
 from cnnkit.recipes.classifier import new_model, split_metrics
 from cnnkit.runs.card import ModelCard
 from cnnkit.runs.folder import save_model

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
-from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +29,7 @@ from torch import nn
 
 from cnnkit.tasks.base import Batch
 
-Bound = Union[float, torch.Tensor]
+Bound = float | torch.Tensor
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 

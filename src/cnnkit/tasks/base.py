@@ -1,8 +1,8 @@
 """What every task shares: the batch that flows from data to model, a step's output, the Task interface."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch

@@ -27,7 +27,7 @@ class ClassificationTask(Task):
     monitor = "val_accuracy"
     default_loss = "cross_entropy"
 
-    def __init__(self, model, loss=None, **options):  # noqa: ANN001 (see Task)
+    def __init__(self, model, loss=None, **options):
         super().__init__(model, loss, **options)
         self._input, self._sparse = loss_input(self.loss), is_sparse(self.loss)
         if self.mix is not None and self._sparse:  # mixed targets are distributions: −Σ_k t_k log softmax(z)_k

@@ -17,7 +17,7 @@ class MultilabelTask(Task):
     default_loss = "binary_crossentropy"
     threshold = 0.5
 
-    def __init__(self, model, loss=None, **options):  # noqa: ANN001 (see Task)
+    def __init__(self, model, loss=None, **options):
         super().__init__(model, loss, **options)
         self._input = loss_input(self.loss)
 

@@ -21,7 +21,7 @@ class RegressionTask(Task):
     name = "regression"
     default_loss = "mse"
 
-    def __init__(self, model, loss=None, *, mean: Sequence[float] | None = None,  # noqa: ANN001
+    def __init__(self, model, loss=None, *, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, bounded: bool = False, **options):
         self.bounded = bounded
         super().__init__(model, loss, **options)

@@ -5,8 +5,15 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
-from cnnkit.data.detection.loader import (DetectionAugment, DetectionDataset, MinVisibility, RememberArea,
-                                          fit_geometry, make_detection_loader, to_image_coordinates)
+from cnnkit.data.detection.loader import (
+    DetectionAugment,
+    DetectionDataset,
+    MinVisibility,
+    RememberArea,
+    fit_geometry,
+    make_detection_loader,
+    to_image_coordinates,
+)
 from cnnkit.errors import CnnkitError
 
 

@@ -10,9 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit.data.detection.source import (DetectionSource, boxes_within, check_annotations, convert,
-                                          open_detection_source, read_detection, write_coco, write_voc, write_yolo)
 from cnnkit.cli.app import main
+from cnnkit.data.detection.source import (
+    DetectionSource,
+    boxes_within,
+    check_annotations,
+    convert,
+    open_detection_source,
+    read_detection,
+    write_coco,
+    write_voc,
+    write_yolo,
+)
 from cnnkit.errors import CnnkitError
 
 SYNTHETIC = "synthetic-shapes:n=12,size=64,count=4,seed=1"

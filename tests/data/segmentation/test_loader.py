@@ -4,8 +4,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnnkit.data.segmentation.loader import (SegmentationAugment, SegmentationDataset, collate_segmentation,
-                                             fit_image, make_segmentation_loader, source_mean_std)
+from cnnkit.data.segmentation.loader import (
+    SegmentationAugment,
+    SegmentationDataset,
+    collate_segmentation,
+    fit_image,
+    make_segmentation_loader,
+    source_mean_std,
+)
 from cnnkit.errors import CnnkitError
 
 LEVEL = 60  # an image's grey level is LEVEL × its pixel's class: the pixels say which class they show

@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnkit.data.segmentation.masks import (COLOUR_TOLERANCE, ColourMap, MaskDecoder, Palette, pack_rgb, read_palette,
-                                            unpack_rgb, voc_colormap)
+from cnnkit.data.segmentation.masks import (
+    COLOUR_TOLERANCE,
+    ColourMap,
+    MaskDecoder,
+    Palette,
+    pack_rgb,
+    read_palette,
+    unpack_rgb,
+    voc_colormap,
+)
 from cnnkit.errors import CnnkitError
 
 

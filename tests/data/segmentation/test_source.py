@@ -70,7 +70,8 @@ def test_index_value_above_the_classes_is_a_one_line_error(tmp_path: Path) -> No
 def test_binary_0_255_masks_read_as_foreground(tmp_path: Path) -> None:
     root = tmp_path / "d"
     _save(root / "images" / "a.png", np.zeros((8, 8, 3)))
-    mask = np.zeros((8, 8)); mask[2:5, 2:5] = 255
+    mask = np.zeros((8, 8))
+    mask[2:5, 2:5] = 255
     _save(root / "labels" / "a_mask.png", mask)  # labels/ and the _mask suffix both pair
     source = open_segmentation_source(str(root))
     assert source.classes == ["background", "foreground"]
@@ -214,7 +215,9 @@ def test_coco_unknown_category_is_one_line(tmp_path: Path) -> None:
 def test_pennfudan_layout_gives_person_masks(tmp_path: Path) -> None:
     root = tmp_path / "PennFudanPed"
     _save(root / "PNGImages" / "FudanPed00001.png", np.zeros((10, 8, 3)))
-    ids = np.zeros((10, 8)); ids[1:4, 1:3] = 1; ids[5:9, 4:7] = 2
+    ids = np.zeros((10, 8))
+    ids[1:4, 1:3] = 1
+    ids[5:9, 4:7] = 2
     _save(root / "PedMasks" / "FudanPed00001_mask.png", ids)
     source = open_segmentation_source(str(root))
     assert source.classes == ["background", "person"]

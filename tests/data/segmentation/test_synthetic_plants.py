@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from cnnkit.data.segmentation.source import open_segmentation_source
-from cnnkit.data.segmentation.synthetic_plants import (CLASSES, PALETTE, PlantsConfig, make_plants_item,
-                                                       parse_plants_options, synthetic_plants)
+from cnnkit.data.segmentation.synthetic_plants import (
+    CLASSES,
+    PALETTE,
+    PlantsConfig,
+    make_plants_item,
+    parse_plants_options,
+    synthetic_plants,
+)
 from cnnkit.errors import CnnkitError
 
 

@@ -48,7 +48,7 @@ def synthetic_batch(size: tuple[int, int] = (128, 128)) -> tuple[list[torch.Tens
     for img, bs, ls in zip(images, boxes, labels):
         for (x0, y0, x1, y1), c in zip(bs.long().tolist(), ls.tolist()):
             img[:, y0:y1, x0:x1] = COLOURS[c][:, None, None]
-    return images, [{"boxes": b, "labels": l} for b, l in zip(boxes, labels)]
+    return images, [{"boxes": b, "labels": c} for b, c in zip(boxes, labels)]
 
 
 def check_train(key: str) -> None:

@@ -16,7 +16,7 @@ def test_logits_keep_the_input_size_and_gradients_flow(segmenters, name: str, si
     segmenters.shape_and_gradients(name, size)
 
 
-@pytest.mark.parametrize("name, kind", [(n, k) for n in ('segnet',) for k in ('unpool', 'transposed', 'bilinear', 'nearest')])
+@pytest.mark.parametrize("name, kind", [("segnet", k) for k in ('unpool', 'transposed', 'bilinear', 'nearest')])
 def test_each_upsample_kind_fits_squares(segmenters, name: str, kind: str) -> None:
     segmenters.fits_squares(name, kind)
 
@@ -30,7 +30,7 @@ def test_segnet_unpools_at_the_encoders_argmax_positions() -> None:
         up.register_forward_hook(lambda m, i, out: unpooled.append((i[0], i[1], out)))  # (x, indices), output
     with torch.no_grad():
         model(torch.randn(2, 3, 16, 24))
-    for (values, argmax), (x, indices, out) in zip(reversed(pooled), unpooled):
+    for (_values, argmax), (x, indices, out) in zip(reversed(pooled), unpooled):
         assert indices is argmax  # the decoder gets the very indices its mirrored encoder pool recorded
         flat = out.flatten(2)  # (N, C, H·W)
         torch.testing.assert_close(flat.gather(2, argmax.flatten(2)), x.flatten(2))  # values at the argmax

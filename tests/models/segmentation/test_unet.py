@@ -16,7 +16,7 @@ def test_logits_keep_the_input_size_and_gradients_flow(segmenters, name: str, si
     segmenters.shape_and_gradients(name, size)
 
 
-@pytest.mark.parametrize("name, kind", [(n, k) for n in ('unet',) for k in ('unpool', 'transposed', 'bilinear', 'nearest')])
+@pytest.mark.parametrize("name, kind", [("unet", k) for k in ('unpool', 'transposed', 'bilinear', 'nearest')])
 def test_each_upsample_kind_fits_squares(segmenters, name: str, kind: str) -> None:
     segmenters.fits_squares(name, kind)
 

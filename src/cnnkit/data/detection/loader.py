@@ -11,19 +11,18 @@ the same transforms, so every flip, crop, zoom-out and letterbox moves them with
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.data.batch import Batch
 from cnnkit.data.sharding import EpochLoader, shard_options
+from cnnkit.errors import CnnkitError, unknown_name
 
 FIT_MODES = ("letterbox", "resize")
 
@@ -67,7 +66,7 @@ class FitDetection(v2.Transform):
         h, w = v2.query_size(flat_inputs)
         return dict(zip(("shape", "scale", "pad"), fit_geometry(h, w, self.size, self.mode)))
 
-    def transform(self, inpt, params):  # noqa: ANN001  (v2's hook: image or boxes)
+    def transform(self, inpt, params):
         out = F.resize(inpt, list(params["shape"]), antialias=True)
         (nh, nw), (left, top) = params["shape"], params["pad"]
         return F.pad(out, [left, top, self.size - nw - left, self.size - nh - top]) if self.mode == "letterbox" else out
@@ -81,7 +80,7 @@ class MinVisibility(torch.nn.Module):
         super().__init__()
         self.fraction = fraction
 
-    def forward(self, image, target):  # noqa: ANN001
+    def forward(self, image, target):
         boxes = target["boxes"]
         area = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
         keep = area >= self.fraction * target["area0"]
@@ -93,7 +92,7 @@ class MinVisibility(torch.nn.Module):
 
 
 class RememberArea(torch.nn.Module):
-    def forward(self, image, target):  # noqa: ANN001
+    def forward(self, image, target):
         b = target["boxes"]
         return image, {**target, "area0": (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])}
 

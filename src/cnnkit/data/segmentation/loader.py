@@ -34,9 +34,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.data.batch import Batch
 from cnnkit.data.sharding import EpochLoader, shard_options
+from cnnkit.errors import CnnkitError, unknown_name
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class FitLonger(v2.Transform):
     def make_params(self, flat_inputs: list) -> dict:
         return {"shape": fit_shape(*v2.query_size(flat_inputs), self.size)}
 
-    def transform(self, inpt, params):  # noqa: ANN001  (v2's hook: image or mask)
+    def transform(self, inpt, params):
         return F.resize(inpt, list(params["shape"]), antialias=True)
 
 
@@ -101,7 +101,7 @@ class ScaleJitter(v2.Transform):
         left = int(torch.randint(0, w - cw + 1, (1,)))
         return {"box": (top, left, ch, cw), "size": [h, w]}
 
-    def transform(self, inpt, params):  # noqa: ANN001
+    def transform(self, inpt, params):
         return F.resized_crop(inpt, *params["box"], size=params["size"], antialias=True)
 
 

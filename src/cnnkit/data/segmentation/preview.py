@@ -13,12 +13,12 @@ def augment_preview(spec: str, out: str | Path, preset: str = "standard", n: int
                     seed: int = 0) -> Path:
     """A grid PNG: each row one image of segmentation data `spec` and three augmented copies, each picture
     followed by its mask blended in the classes' colours, so one sees the mask move with the image."""
+    from torchvision import tv_tensors
     from torchvision.utils import save_image
 
-    from cnnkit.data.segmentation.source import open_segmentation_source
     from cnnkit.data.segmentation.loader import SEGMENTATION_PRESETS, fit_image, segmentation_transform
+    from cnnkit.data.segmentation.source import open_segmentation_source
     from cnnkit.errors import unknown_name
-    from torchvision import tv_tensors
 
     if preset not in SEGMENTATION_PRESETS:
         raise unknown_name("segmentation augmentation preset", preset, SEGMENTATION_PRESETS)

@@ -37,15 +37,13 @@ What `open_segmentation_source(spec)` understands:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from cnnkit.data.images import BadImage, is_image_file, read_image
+from cnnkit.data.segmentation.base import ImageMask, SegmentationSource
 from cnnkit.data.segmentation.masks import (
     COLOUR_MODES,
     COLOUR_TOLERANCE,
@@ -58,7 +56,6 @@ from cnnkit.data.segmentation.masks import (
     unpack_rgb,
     voc_colormap,
 )
-from cnnkit.data.segmentation.base import ImageMask, SegmentationSource
 from cnnkit.errors import CnnkitError
 
 log = logging.getLogger("cnnkit")

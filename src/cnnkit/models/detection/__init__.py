@@ -6,6 +6,6 @@ Every detector takes a list of (3, H, W) float images in [0, 1]; in train mode w
 in eval mode [{"boxes": (D, 4), "scores": (D,), "labels": (D,)}, ...] in each image's pixels. Thresholds:
 constructor options score_thresh, nms_thresh, detections_per_img, or model.set_postprocess(...) later.
 """
-from cnnkit.models.detection import backbones, faster_rcnn, mask_rcnn, ssd, yolo  # noqa: F401
+from cnnkit.models.detection import backbones, faster_rcnn, mask_rcnn, ssd, yolo
 
 __all__ = ["backbones", "faster_rcnn", "mask_rcnn", "ssd", "yolo"]

@@ -36,8 +36,8 @@ def classification_backbone(backbone: str, weights: str | Path | None = None) ->
     """(classifier, its ModelSpec) from a registry name and optional weights: a file, or named weights such as
     'efficientnet_lite0.imagenet' (whose architecture must be `backbone`'s). Unknown names raise with a
     did-you-mean over the classification models."""
-    from cnnkit.models.pretrained import lookup
     from cnnkit.models.factory import create_model, get_spec, list_models
+    from cnnkit.models.pretrained import lookup
 
     classifiers = list_models(task="classify")
     if "." in backbone and not Path(backbone).exists():  # named weights given as the backbone

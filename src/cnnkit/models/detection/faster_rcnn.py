@@ -10,15 +10,14 @@ Labels are cnnkit's 0-based class indices; torchvision's background index 0 stay
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import inspect
+from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN as _TorchvisionFasterRCNN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.ops import MultiScaleRoIAlign
 
 from cnnkit.errors import CnnkitError, unknown_name

@@ -23,8 +23,15 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import (FeaturePyramidNetwork, batched_nms, box_convert, box_iou, clip_boxes_to_image,
-                             generalized_box_iou_loss, sigmoid_focal_loss)
+from torchvision.ops import (
+    FeaturePyramidNetwork,
+    batched_nms,
+    box_convert,
+    box_iou,
+    clip_boxes_to_image,
+    generalized_box_iou_loss,
+    sigmoid_focal_loss,
+)
 
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.models.detection.backbones import StageFeatures
@@ -189,17 +196,18 @@ class AnchorFreeHead(nn.Module):
         if not len(gt):
             return points.new_full((len(points),), -1, dtype=torch.long), points.new_zeros(len(points))
         x, y, s = points[:, 0:1], points[:, 1:2], points[:, 2:3]  # (L, 1) each
-        l, t = x - gt[None, :, 0], y - gt[None, :, 1]  # (L, K)
-        r, b = gt[None, :, 2] - x, gt[None, :, 3] - y
-        inside = torch.stack([l, t, r, b], dim=-1).min(dim=-1).values > 0  # (L, K)
+        left, top = x - gt[None, :, 0], y - gt[None, :, 1]  # FCOS's l*, t*: (L, K)
+        right, bottom = gt[None, :, 2] - x, gt[None, :, 3] - y
+        inside = torch.stack([left, top, right, bottom], dim=-1).min(dim=-1).values > 0  # (L, K)
         cx, cy = (gt[:, 0] + gt[:, 2]) / 2, (gt[:, 1] + gt[:, 3]) / 2
         near = ((x - cx).abs() < self.center_radius * s) & ((y - cy).abs() < self.center_radius * s)
         area = ((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]))[None].expand_as(inside)  # (L, K)
         area = torch.where(inside & near, area, torch.full_like(area, float("inf")))
         smallest, index = area.min(dim=1)  # the smallest box a location belongs to wins
         index = torch.where(torch.isfinite(smallest), index, torch.full_like(index, -1))
-        lr = torch.stack([l, r], -1).gather(1, index.clamp(min=0)[:, None, None].expand(-1, 1, 2))[:, 0]  # (L, 2)
-        tb = torch.stack([t, b], -1).gather(1, index.clamp(min=0)[:, None, None].expand(-1, 1, 2))[:, 0]
+        pick = index.clamp(min=0)[:, None, None].expand(-1, 1, 2)  # (L, 1, 2)
+        lr = torch.stack([left, right], -1).gather(1, pick)[:, 0]  # (L, 2)
+        tb = torch.stack([top, bottom], -1).gather(1, pick)[:, 0]
         ctr = ((lr.min(-1).values / lr.max(-1).values).clamp(min=0)
                * (tb.min(-1).values / tb.max(-1).values).clamp(min=0)).sqrt()  # FCOS eq. 3
         return index, torch.where(index >= 0, ctr, torch.zeros_like(ctr))

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabHead
 
+from cnnkit.models.registry import register_model
 from cnnkit.models.segmentation.encoder import deepest, dilate, registry_encoder
 from cnnkit.models.segmentation.upsample import SegmentationNet, Up, check_upsample
-from cnnkit.models.registry import register_model
 
 __all__ = ["DeepLabV3", "deeplabv3", "deeplab_head"]
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cnnkit.models.registry import register_model
 from cnnkit.models.segmentation.encoder import registry_encoder
 from cnnkit.models.segmentation.upsample import SegmentationNet, Up, check_upsample
-from cnnkit.models.registry import register_model
 
 __all__ = ["FCN", "fc_to_conv", "fcn32s", "fcn16s", "fcn8s"]
 

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError
-from cnnkit.models.segmentation.upsample import UPSAMPLE_KINDS, SegmentationNet, Up, check_upsample
 from cnnkit.models.registry import register_model
+from cnnkit.models.segmentation.upsample import UPSAMPLE_KINDS, SegmentationNet, Up, check_upsample
 
 __all__ = ["SegNet", "segnet", "conv_bn_relu"]
 

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError
+from cnnkit.models.registry import register_model
 from cnnkit.models.segmentation.encoder import registry_encoder
 from cnnkit.models.segmentation.segnet import conv_bn_relu
 from cnnkit.models.segmentation.upsample import UPSAMPLE_KINDS, SegmentationNet, Up, check_upsample
-from cnnkit.models.registry import register_model
 
 __all__ = ["UNet", "unet", "double_conv"]
 

@@ -8,8 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnkit.data.detection.annotations.source import (DetectionSource, decode_segment, export_images, make_item,
-                                                      masks_to_boxes)
+from cnnkit.data.detection.annotations.source import (
+    DetectionSource,
+    decode_segment,
+    export_images,
+    make_item,
+    masks_to_boxes,
+)
 from cnnkit.errors import CnnkitError
 
 

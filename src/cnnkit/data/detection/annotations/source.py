@@ -48,7 +48,7 @@ class DetectionSource:
     classes: list[str]
     items: list[DetectionItem]
     images: list[np.ndarray] | None = None  # in-memory uint8 (H, W, C) images, for synthetic data
-    report: object | None = None  # the ValidationReport of the last `validate` (cnnkit.data.detection.annotations.validate)
+    report: object | None = None  # the ValidationReport of the last `validate` (annotations.validate)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -147,7 +147,7 @@ def _id_map(item: DetectionItem, h: int, w: int) -> np.ndarray:
     return ids
 
 
-def decode_segment(segment, h: int, w: int, where: str = "an annotation") -> np.ndarray:  # noqa: ANN001
+def decode_segment(segment, h: int, w: int, where: str = "an annotation") -> np.ndarray:
     """A COCO segmentation (polygons [[x, y, ...], ...], or an RLE dict with list or string counts) →
     uint8 (H, W) binary mask, through pycocotools.mask."""
     from pycocotools import mask as mask_utils
