@@ -5,40 +5,12 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from tests.conftest import REPO_ROOT
-
-from cnnkit.cli.app import main
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    """main(args) → (exit status, stdout, stderr); argparse's SystemExit counts as the exit status.
-
-    Warnings are filtered as in a plain `cnnkit` process, where Python hides DeprecationWarnings raised inside
-    libraries (pytest shows them all, and main() prints every warning it is shown as `warning: ...`).
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        try:
-            code = main(list(args))
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    assert code != 0, "a bad input must give a non-zero exit status"
-    assert "Traceback" not in err
-    assert err.startswith("error: "), err
-    assert err.endswith("\n") and err.count("\n") == 1, f"not one line: {err!r}"
-    for fragment in fragments:
-        assert fragment in err, (fragment, err)
+from tests.conftest import REPO_ROOT, assert_one_line_error, run_cli
 
 
 def train_args(data, out: Path, *extra: str) -> list[str]:

@@ -248,32 +248,6 @@ def test_plot_pr_curves(tmp_path):
 
 # ---------------------------------------------------------------- a hand-built case (bad input, empty predictions)
 
-def _hand_case():
-    gt = {"images": [{"id": 1}, {"id": 2}, {"id": 3}],
-          "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
-          "annotations": [
-              {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 100, 100], "area": 1e4, "iscrowd": 0},
-              {"id": 2, "image_id": 1, "category_id": 2, "bbox": [200, 0, 100, 100], "area": 1e4, "iscrowd": 0},
-              {"id": 3, "image_id": 1, "category_id": 1, "bbox": [0, 200, 50, 50], "area": 2500, "iscrowd": 0},
-              {"id": 4, "image_id": 2, "category_id": 2, "bbox": [0, 0, 100, 100], "area": 1e4, "iscrowd": 0},
-              {"id": 5, "image_id": 2, "category_id": 1, "bbox": [300, 300, 100, 100], "area": 1e4, "iscrowd": 0},
-              {"id": 6, "image_id": 3, "category_id": 1, "bbox": [0, 0, 200, 200], "area": 4e4, "iscrowd": 1},
-          ]}
-    preds = [
-        # image 1
-        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 100, 100], "score": 0.9},    # true positive (cat 1)
-        {"image_id": 1, "category_id": 1, "bbox": [2, 2, 100, 100], "score": 0.8},    # duplicate of gt 1
-        {"image_id": 1, "category_id": 1, "bbox": [205, 0, 100, 100], "score": 0.7},  # wrong class (on the dog)
-        {"image_id": 1, "category_id": 1, "bbox": [0, 200, 50, 20], "score": 0.6},    # mislocalised: IoU 0.4
-        {"image_id": 1, "category_id": 2, "bbox": [500, 500, 30, 30], "score": 0.95},  # background
-        {"image_id": 1, "category_id": 2, "bbox": [600, 0, 10, 10], "score": 0.2},    # below the threshold
-        # image 2
-        {"image_id": 2, "category_id": 1, "bbox": [0, 0, 100, 30], "score": 0.55},    # other class, IoU 0.3
-        # image 3: inside the crowd region, and background
-        {"image_id": 3, "category_id": 1, "bbox": [10, 10, 50, 50], "score": 0.9},
-        {"image_id": 3, "category_id": 2, "bbox": [10, 10, 50, 50], "score": 0.9},
-    ]
-    return gt, preds
 
 
 # ---------------------------------------------------------------- bad input: one line, what and how
@@ -286,23 +260,23 @@ def _hand_case():
     (lambda gt, p: p.append({**p[0], "score": "high"}), "a score must be a number"),
     (lambda gt, p: gt.pop("categories"), "COCO dict with 'images'"),
 ])
-def test_bad_input(mutate, message):
-    gt, preds = _hand_case()
+def test_bad_input(mutate, message, hand_case):
+    gt, preds = hand_case
     mutate(gt, preds)
     with pytest.raises(CnnkitError, match=re.escape(message)) as info:
         detection_map(gt, preds)
     assert "\n" not in str(info.value)
 
 
-def test_no_predictions_at_all():
-    gt, _ = _hand_case()
+def test_no_predictions_at_all(hand_case):
+    gt, _ = hand_case
     result = detection_map(gt, [])  # pycocotools cannot load an empty result list; every AP is 0
     assert result["map"] == result["map50"] == result["mar_100"] == 0.0 and result["map_small"] == -1.0
     assert result["per_class"]["cat"]["ap"] == 0.0
 
 
-def test_bad_files(tmp_path):
-    gt, preds = _hand_case()
+def test_bad_files(tmp_path, hand_case):
+    gt, preds = hand_case
     with pytest.raises(CnnkitError, match="does not exist"):
         detection_map(tmp_path / "missing.json", preds)
     (tmp_path / "broken.json").write_text('{"images": [')

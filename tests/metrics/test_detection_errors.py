@@ -4,36 +4,8 @@ from __future__ import annotations
 from cnnkit.metrics.detection_errors import error_breakdown
 
 
-def _hand_case():
-    gt = {"images": [{"id": 1}, {"id": 2}, {"id": 3}],
-          "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
-          "annotations": [
-              {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 100, 100], "area": 1e4, "iscrowd": 0},
-              {"id": 2, "image_id": 1, "category_id": 2, "bbox": [200, 0, 100, 100], "area": 1e4, "iscrowd": 0},
-              {"id": 3, "image_id": 1, "category_id": 1, "bbox": [0, 200, 50, 50], "area": 2500, "iscrowd": 0},
-              {"id": 4, "image_id": 2, "category_id": 2, "bbox": [0, 0, 100, 100], "area": 1e4, "iscrowd": 0},
-              {"id": 5, "image_id": 2, "category_id": 1, "bbox": [300, 300, 100, 100], "area": 1e4, "iscrowd": 0},
-              {"id": 6, "image_id": 3, "category_id": 1, "bbox": [0, 0, 200, 200], "area": 4e4, "iscrowd": 1},
-          ]}
-    preds = [
-        # image 1
-        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 100, 100], "score": 0.9},    # true positive (cat 1)
-        {"image_id": 1, "category_id": 1, "bbox": [2, 2, 100, 100], "score": 0.8},    # duplicate of gt 1
-        {"image_id": 1, "category_id": 1, "bbox": [205, 0, 100, 100], "score": 0.7},  # wrong class (on the dog)
-        {"image_id": 1, "category_id": 1, "bbox": [0, 200, 50, 20], "score": 0.6},    # mislocalised: IoU 0.4
-        {"image_id": 1, "category_id": 2, "bbox": [500, 500, 30, 30], "score": 0.95},  # background
-        {"image_id": 1, "category_id": 2, "bbox": [600, 0, 10, 10], "score": 0.2},    # below the threshold
-        # image 2
-        {"image_id": 2, "category_id": 1, "bbox": [0, 0, 100, 30], "score": 0.55},    # other class, IoU 0.3
-        # image 3: inside the crowd region, and background
-        {"image_id": 3, "category_id": 1, "bbox": [10, 10, 50, 50], "score": 0.9},
-        {"image_id": 3, "category_id": 2, "bbox": [10, 10, 50, 50], "score": 0.9},
-    ]
-    return gt, preds
-
-
-def test_error_breakdown_hand_built():
-    gt, preds = _hand_case()
+def test_error_breakdown_hand_built(hand_case):
+    gt, preds = hand_case
     result = error_breakdown(gt, preds)
     assert {k: v for k, v in result.items() if k != "per_class"} == {
         "detections": 8, "ground_truths": 5, "true_positive": 1, "duplicate": 1, "wrong_class": 1,
@@ -49,8 +21,8 @@ def test_error_breakdown_hand_built():
     assert strict["true_positive"] == 1 and strict["duplicate"] == 0 and strict["mislocalised"] == 2
 
 
-def test_error_breakdown_perfect_and_empty():
-    gt, _ = _hand_case()
+def test_error_breakdown_perfect_and_empty(hand_case):
+    gt, _ = hand_case
     perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
                for a in gt["annotations"] if not a["iscrowd"]]
     result = error_breakdown(gt, perfect)

@@ -3,14 +3,13 @@ through every writer, `convert` / `check_annotations`, and `cnnkit convert`."""
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tests.conftest import assert_one_line_error, run_cli
 
-from cnnkit.cli.app import main
 from cnnkit.data.detection.source import (
     DetectionSource,
     boxes_within,
@@ -25,25 +24,6 @@ from cnnkit.data.detection.source import (
 from cnnkit.errors import CnnkitError
 
 SYNTHETIC = "synthetic-shapes:n=12,size=64,count=4,seed=1"
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    """main(args) → (exit status, stdout, stderr), argparse's SystemExit counted as the exit status."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)  # hidden in a plain `cnnkit` process
-        try:
-            code = main(list(args))
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    assert code != 0 and "Traceback" not in err and err.startswith("error: "), err
-    assert err.count("\n") == 1 and err.endswith("\n"), f"not one line: {err!r}"
-    for fragment in fragments:
-        assert fragment in err, (fragment, err)
 
 
 # ---------------------------------------------------------------- the synthetic detection set
