@@ -332,3 +332,22 @@ def test_batch_norm_off_and_per_layer_dropout_give_a_run_that_evaluates_and_pred
     Image.new("RGB", (20, 20), (200, 10, 10)).save(image)
     assert main(["predict", str(out), str(image), "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)[0]["predictions"]) == 3
+
+
+def test_demo_trains_tests_and_prints_the_run(tmp_path: Path, capsys, monkeypatch) -> None:
+    """`cnnkit demo` (what `make demo` runs) calls the api as it is: the keyword-only demo_config, shortened here
+    to one epoch, then train and the locked test split."""
+    from cnnkit import api
+
+    real = api.demo_config
+
+    def one_epoch(*, out: str | None = None):
+        cfg = real(out=out)
+        cfg.train.epochs = 1
+        return cfg
+
+    monkeypatch.setattr(api, "demo_config", one_epoch)
+    assert main(["-q", "demo", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and f"cnnkit predict {tmp_path / 'demo'} IMAGE" in out
+    assert (tmp_path / "demo" / "test_log.jsonl").is_file()

@@ -69,7 +69,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from cnnkit import api
 
     start = time.perf_counter()
-    result = api.train(api.demo_config(a.out))
+    result = api.train(api.demo_config(out=a.out))
     seconds = time.perf_counter() - start
     if result.interrupted:
         return report_train(result)
