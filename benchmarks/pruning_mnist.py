@@ -25,11 +25,11 @@ from shared_data import ROOT, mnist_dir  # benchmarks/ is on sys.path when run a
 from cnnkit import api
 from cnnkit.config import config_from_dict, load_config
 from cnnkit.data.builtin import open_source
+from cnnkit.data.loader import run_loader
 from cnnkit.data.split import indices_from_record
 from cnnkit.engine import optimizers
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.models.prune import sparsity_table
-from cnnkit.recipes import classification as pipeline
 from cnnkit.runs.folder import load_model, run_file
 from cnnkit.tasks.classification import ClassificationTask
 
@@ -54,15 +54,15 @@ def main() -> int:
     result = api.train(cfg, epochs=args.epochs)
     print(f"trained {args.epochs} epoch(s) in {time.perf_counter() - t0:.0f} s; val {result.val}", flush=True)
 
-    # the run's data contract, as api._split_metrics reads it
+    # the run's data contract, as `cnnkit evaluate` reads it (cnnkit.recipes.runner.open_split)
     model, card = load_model(result.run_dir)
     cfg = config_from_dict(yaml.safe_load(run_file(result.run_dir, "config.yaml").read_text()))
     record = json.loads(run_file(result.run_dir, "split.json").read_text())
     source = open_source(cfg.data.source, cfg.data.max_bad_fraction)
     train_idx = indices_from_record(source, record, "train")
     val_idx = indices_from_record(source, record, "val")
-    train_loader = pipeline.run_loader(source, train_idx, card, cfg, train=True)
-    val_loader = pipeline.run_loader(source, val_idx, card, cfg, train=False)
+    train_loader = run_loader(source, train_idx, card, cfg, train=True)
+    val_loader = run_loader(source, val_idx, card, cfg, train=False)
 
     def evaluate(m) -> float:
         trainer = Trainer(ClassificationTask(m, cfg.train.loss), None, epochs=1, device=cfg.train.device)
