@@ -8,6 +8,7 @@ and hands it to the one runner (cnnkit.recipes.runner); none of them branches on
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
 from pathlib import Path
@@ -110,9 +111,10 @@ def predict(run: str | Path, inputs: list[str | Path], *, top_k: int = 5, batch_
     skipped with a warning. An option that does not apply to the run's task is refused in one line."""
     model, card = open_model(run)
     recipe = recipe_for(card.problem)
-    given = {"top_k": (top_k, 5), "batch_size": (batch_size, 64), "threshold": (threshold, 0.5),
-             "score_threshold": (score_threshold, None), "nms_iou": (nms_iou, None), "out": (out, None)}
-    options = {k: v for k, (v, default) in given.items() if v != default}
+    given = {"top_k": top_k, "batch_size": batch_size, "threshold": threshold, "score_threshold": score_threshold,
+             "nms_iou": nms_iou, "out": out}
+    defaults = inspect.signature(predict).parameters
+    options = {k: v for k, v in given.items() if v != defaults[k].default}  # only what the caller set
     runner.check_options(recipe.predict, options, recipe)
     return recipe.predict(model, card, _expand_inputs(inputs), **options)
 

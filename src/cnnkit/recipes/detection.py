@@ -26,6 +26,7 @@ import torch
 
 from cnnkit.config import Config
 from cnnkit.data.detection.loader import FitDetection, fit_geometry, make_detection_loader, to_image_coordinates
+from cnnkit.diagnose.detection import open_source, score_detections
 from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError
 from cnnkit.models.factory import create_model, get_spec
@@ -87,12 +88,7 @@ class DetectionRecipe(Recipe):
     unsupported_reason = {"train.loss": "a detector trains with its own losses"}
 
     def open_source(self, cfg: Config) -> Any:
-        from cnnkit.data.detection.source import open_detection_source
-
-        source = open_detection_source(cfg.data.source, images=cfg.data.images)
-        if cfg.task == "instance":
-            source.require_masks()
-        return source
+        return open_source(cfg)
 
     def new_split(self, cfg: Config, source: Any) -> tuple[dict[str, np.ndarray], dict]:
         split = index_split(cfg, source)
@@ -168,20 +164,13 @@ def _detections(model: torch.nn.Module, loader, device: str = "auto", problem: s
 def _metrics(model: torch.nn.Module, card: ModelCard, loader, device: str = "auto", plot: Path | None = None) -> dict:
     """COCO metrics and the error breakdown's totals; with `plot`, the precision/recall curves there (PNG).
     Instance runs: the box metrics and the same with mask IoU, prefixed mask_ (mask_map, mask_map50, ...)."""
-    from cnnkit.metrics.detection import evaluate_detections, evaluate_instances, plot_pr_curves, to_coco
-    from cnnkit.metrics.detection_errors import error_breakdown
+    from cnnkit.metrics.detection import plot_pr_curves
 
     targets, predictions = _detections(model, loader, device, card.problem)
-    if card.problem == "instance":
-        result = evaluate_instances(targets, predictions, card.classes)
-        boxes_only = [{k: v for k, v in d.items() if k != "rles"} for d in targets + predictions]
-        targets, predictions = boxes_only[:len(targets)], boxes_only[len(targets):]
-    else:
-        result = evaluate_detections(targets, predictions, card.classes)
+    result, errors = score_detections(targets, predictions, card.classes, card.problem)
     if plot is not None:
         plot_pr_curves(result, plot)
     shown = {k: v for k, v in result.items() if k not in ("pr_curves", "mask_pr_curves")}
-    errors = error_breakdown(*to_coco(targets, predictions, card.classes))
     shown["errors"] = {k: v for k, v in errors.items() if not isinstance(v, dict)}  # the totals
     return shown
 

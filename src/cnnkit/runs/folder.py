@@ -42,13 +42,20 @@ def run_file(run: str | Path, name: str) -> Path:
     return path
 
 
+def read_model_file(run: str | Path) -> tuple[ModelCard, dict]:
+    """(card, the saved weights) of RUN/model.pt, without building the model; a file without a valid card is a
+    one-line error."""
+    path = run_file(run, "model.pt")
+    saved = load_checkpoint(path)
+    try:
+        return ModelCard(**saved["card"]), saved
+    except (KeyError, TypeError) as err:
+        raise CnnkitError(f"{path} has no valid model card ({err})") from None
+
+
 def load_model(run: str | Path) -> tuple[nn.Module, ModelCard]:
     """The trained model (eval mode, CPU) and its card, from RUN/model.pt alone."""
-    saved = load_checkpoint(run_file(run, "model.pt"))
-    try:
-        card = ModelCard(**saved["card"])
-    except (KeyError, TypeError) as err:
-        raise CnnkitError(f"{run}/model.pt has no valid model card ({err})") from None
+    card, saved = read_model_file(run)
     model = card.build_model()
     model.load_state_dict(saved["state_dict"])
     return model.eval(), card

@@ -86,19 +86,12 @@ def load_run(path: str | Path) -> Run:
     import yaml
 
     from cnnkit.config import config_from_dict
-    from cnnkit.engine.checkpoint import load_checkpoint
-    from cnnkit.runs.card import ModelCard
-    from cnnkit.runs.folder import run_file
+    from cnnkit.runs.folder import read_model_file, run_file
 
     path = Path(path)
-    model_file = run_file(path, "model.pt")
+    card, _ = read_model_file(path)
     config_file = run_file(path, "config.yaml")
     split_file = run_file(path, "split.json")
-    saved = load_checkpoint(model_file)
-    try:
-        card = ModelCard(**saved["card"])
-    except (KeyError, TypeError) as err:
-        raise CnnkitError(f"{model_file} has no valid model card ({err})") from None
     try:
         config = config_from_dict(yaml.safe_load(config_file.read_text()) or {})
     except yaml.YAMLError as err:
