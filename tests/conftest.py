@@ -11,6 +11,9 @@ import pytest
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# `--precision auto` means fp32 in the suite (and in the CLI processes it starts): tests compare exact numbers.
+# The precision tests set it themselves (tests/engine/test_precision.py).
+os.environ["CNNKIT_PRECISION"] = "fp32"
 
 
 def write_image(path: Path, array: np.ndarray, **save_options) -> Path:

@@ -67,7 +67,8 @@ class TrainConfig:
     min_delta: float = 0.0  # a smaller change is no improvement
     restore_best: bool = True  # on stopping, go back to the best epoch's weights
     grad_clip: float | None = None
-    amp: bool = False
+    amp: bool = False  # the older alias of precision: mixed (bf16 on a CPU) even without bf16 hardware
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (cnnkit.engine.precision); config.yaml keeps the resolved one
     device: str = "auto"
     seed: int = 0
     log: list = field(default_factory=list)  # extra loggers beside history.csv: tensorboard, mlflow
@@ -132,6 +133,8 @@ class Config:
                 raise unknown_name("probe", t.probe, PROBES)
         if t.head_init not in ("auto", "random", "probe"):
             raise unknown_name("--head-init", t.head_init, ("auto", "random", "probe"))
+        if t.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise unknown_name("--precision", t.precision, ("auto", "fp32", "bf16", "fp16"))
         for name in self.train.log:
             if name not in ("tensorboard", "mlflow"):
                 raise unknown_name("logger", name, ("tensorboard", "mlflow"))
@@ -146,7 +149,7 @@ FLAGS = {
     "model.weights": "--weights", "train.epochs": "--epochs", "train.batch_size": "--batch-size", "train.lr": "--lr",
     "train.optimizer": "--optimizer", "train.schedule": "--schedule", "train.loss": "--loss",
     "train.patience": "--patience", "train.monitor": "--monitor", "train.min_delta": "--min-delta",
-    "train.device": "--device", "train.amp": "--amp", "train.seed": "--seed", "train.l1": "--l1", "train.l2": "--l2",
+    "train.device": "--device", "train.amp": "--amp", "train.precision": "--precision", "train.seed": "--seed", "train.l1": "--l1", "train.l2": "--l2",
     "train.mixup": "--mixup", "train.cutmix": "--cutmix", "train.adversarial": "--adversarial",
     "train.adv_eps": "--adv-eps", "train.log": "--log", "train.strategy": "--strategy",
     "train.keep_stages": "--keep-stages", "train.unfreeze_every": "--unfreeze-every", "train.probe": "--probe",

@@ -8,6 +8,7 @@ import argparse
 from cnnkit.errors import CnnkitError
 from cnnkit.version import __version__
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # cnnkit.engine.precision (argparse only here: no torch)
 TASKS_HELP = "binary | multiclass | multilabel | regression | detect | segment | instance"
 
 
@@ -112,7 +113,11 @@ def _transfer_flags(p: argparse.ArgumentParser) -> None:
 def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int)
     p.add_argument("--device", help="auto | cpu | cuda | cuda:1")
-    p.add_argument("--amp", action="store_true", default=None, help="mixed precision")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="auto (default): bf16 autocast + channels_last where the CPU or GPU has bf16 (fp16 on an "
+                        "older GPU), fp32 elsewhere")
+    p.add_argument("--amp", action="store_true", default=None,
+                   help="the older alias: mixed precision (bf16 on any CPU) even where auto keeps fp32")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run folder (default runs/<model>-<data>)")
     p.add_argument("--config", help="YAML file with data/model/train sections; flags override it")

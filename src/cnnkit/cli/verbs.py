@@ -32,7 +32,7 @@ def train_overrides(a: argparse.Namespace) -> dict:
                       batch_norm=a.batch_norm, weights=a.weights),
         "train": pick(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer, schedule=a.schedule,
                       loss=a.loss, patience=a.patience, monitor=a.monitor, min_delta=a.min_delta, device=a.device,
-                      amp=a.amp, seed=a.seed, l1=a.l1, l2=a.l2, mixup=a.mixup, cutmix=a.cutmix,
+                      amp=a.amp, precision=a.precision, seed=a.seed, l1=a.l1, l2=a.l2, mixup=a.mixup, cutmix=a.cutmix,
                       adversarial=a.adversarial, adv_eps=a.adv_eps, log=a.log, strategy=a.strategy,
                       keep_stages=a.keep_stages, unfreeze_every=a.unfreeze_every, probe=a.probe,
                       head_init=a.head_init),

@@ -14,6 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cnnkit.engine.distributed import DistInfo, all_reduce_sum, init_distributed, resolve_device
 from cnnkit.engine.hooks import Callback
+from cnnkit.engine.precision import Precision
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.base import Batch, Task
 
@@ -27,24 +28,26 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     """`Trainer(task, optimizer, epochs=10).fit(train_loader, val_loader)` → history (one dict per epoch).
 
-    Loaders yield `Batch`es and may have `set_epoch(epoch)`. Metrics are summed on the device and read
-    once per epoch, so the loop does not wait for the GPU after every batch.
+    Loaders yield `Batch`es and may have `set_epoch(epoch)` and `set_device(device)` (to augment on the
+    model's device). Metrics are summed on the device and read once per epoch, so the loop does not wait for
+    the GPU after every batch. `precision` (cnnkit.engine.precision): auto, fp32, bf16 or fp16; `amp=True`
+    is the older alias for mixed precision.
     """
 
     def __init__(self, task: Task, optimizer: torch.optim.Optimizer | None, *, epochs: int,
                  scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
                  callbacks: Sequence[Callback] = (), device: str | None = "auto", amp: bool = False,
-                 grad_clip: float | None = None, seed: int = 0):
+                 grad_clip: float | None = None, seed: int = 0, precision: str = "auto"):
         if epochs < 1:
             raise CnnkitError(f"epochs must be at least 1, got {epochs}")
         self.dist: DistInfo = init_distributed()
         self.device = resolve_device(device, self.dist)
         self.task, self.optimizer, self.scheduler = task, optimizer, scheduler
-        self.model = task.model.to(self.device)  # the bare model (never the DDP wrapper)
+        self.precision = Precision.resolve(precision, self.device, amp)
+        self.model = self.precision.prepare(task.model.to(self.device))  # the bare model (never the DDP wrapper)
         self.epochs, self.grad_clip, self.seed = epochs, grad_clip, seed
         self.callbacks = [c for c in callbacks if c.all_ranks or self.dist.is_main]
-        self.amp_dtype = (torch.float16 if self.device.type == "cuda" else torch.bfloat16) if amp else None
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.scaled and self.device.type == "cuda")
         self.epoch = 0  # epochs completed
         self.history: list[dict] = []
         self.meta: dict = {}  # saved with every checkpoint (the model card, for a resume)
@@ -58,6 +61,9 @@ class Trainer:
         if self.optimizer is None:
             raise CnnkitError("this Trainer has no optimizer; it can only evaluate and predict")
         self.steps_per_epoch = len(train) if hasattr(train, "__len__") else 0
+        for loader in (train, val):
+            if hasattr(loader, "set_device"):
+                loader.set_device(self.device)
         if self.dist.enabled:
             ids = [self.dist.local_rank] if self.device.type == "cuda" else None
             self.task.model = DistributedDataParallel(self.model, device_ids=ids)
@@ -97,7 +103,7 @@ class Trainer:
         self._logs, self._sizes = [], []
         batch_hooks = [c for c in self.callbacks if type(c).on_train_batch_end is not Callback.on_train_batch_end]
         for self.batch_index, batch in enumerate(loader):
-            batch = batch.to(self.device, non_blocking=True)
+            batch = self._to_device(batch)
             with self._autocast():
                 out = self.task.training_step(batch)
             self.optimizer.zero_grad(set_to_none=True)
@@ -127,7 +133,7 @@ class Trainer:
         self._logs, self._sizes = [], []
         self.task.reset_metrics()
         for batch in loader:
-            batch = batch.to(self.device, non_blocking=True)
+            batch = self._to_device(batch)
             with self._autocast():
                 out = self.task.validation_step(batch)
             self._accumulate(out.logs, len(batch))
@@ -143,7 +149,7 @@ class Trainer:
         outs, wanted = [], []
         for batch in loader:
             with self._autocast():
-                outs.append(self.task.predict_step(batch.images.to(self.device)).float().cpu())
+                outs.append(self.task.predict_step(self._to_device(batch).images).float().cpu())
             if targets:
                 wanted.append(batch.targets.cpu())
         predictions = torch.cat(outs) if outs else torch.empty(0)
@@ -156,9 +162,14 @@ class Trainer:
         return self.scheduler is not None and getattr(self.scheduler, "interval", "batch") == "batch"
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return self.precision.autocast()
+
+    def _to_device(self, batch: Batch) -> Batch:
+        """The batch on the model's device, its images in the model's memory format."""
+        batch = batch.to(self.device, non_blocking=True)
+        if isinstance(batch.images, torch.Tensor):
+            batch.images = self.precision.input(batch.images)
+        return batch
 
     def _accumulate(self, logs: dict[str, torch.Tensor], n: int) -> None:
         """Keep the batch's logs as they are: no arithmetic per batch, one weighted sum per epoch."""

@@ -38,6 +38,7 @@ COMMON_OPTIONS = frozenset({
     "train.epochs", "train.batch_size", "train.optimizer", "train.optimizer_options", "train.lr",
     "train.weight_decay", "train.schedule", "train.schedule_options", "train.warmup_epochs", "train.loss",
     "train.patience", "train.monitor", "train.min_delta", "train.restore_best", "train.grad_clip", "train.amp",
+    "train.precision",
     "train.device", "train.seed", "train.log",
     "diagnose.target_error", "diagnose.bias_threshold", "diagnose.variance_threshold",
 })

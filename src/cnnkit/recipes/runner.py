@@ -90,7 +90,7 @@ def make_trainer(cfg: Config, built: Build, steps: int, run_dir: Path) -> Traine
 
         callbacks += make_loggers(t.log, run_dir, {"model": cfg.model.name, "data": cfg.data.source})
     return Trainer(built.task, optimizer, epochs=t.epochs, scheduler=scheduler, callbacks=callbacks,
-                   device=t.device, amp=t.amp, grad_clip=t.grad_clip, seed=t.seed)
+                   device=t.device, amp=t.amp, grad_clip=t.grad_clip, seed=t.seed, precision=t.precision)
 
 
 def write_start(ctx: Context) -> None:
@@ -127,6 +127,7 @@ def fit(recipe: Recipe, ctx: Context) -> TrainResult:
     info = init_distributed()
     train_loader = recipe.loader(cfg, ctx.source, split["train"], card, train=True, dist=info)
     trainer = make_trainer(cfg, recipe.build(ctx, model), len(train_loader), ctx.run_dir)
+    cfg.train.precision, cfg.train.amp = trainer.precision.name, False  # config.yaml keeps what ran
     if trainer.dist.is_main:  # only now: a bad model option has failed before the run folder exists
         write_start(ctx)
     val_loader = recipe.loader(cfg, ctx.source, split["val"], card, train=False) if len(split["val"]) else None

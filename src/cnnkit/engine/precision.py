@@ -1,0 +1,119 @@
+"""The numeric precision of a run: fp32, or bf16/fp16 autocast with channels_last, chosen from the hardware.
+
+    precision = Precision.resolve("auto", torch.device("cpu"))   # bf16 on a CPU with AMX or AVX512-BF16
+    model = precision.prepare(model)                              # channels_last when it pays
+    with precision.autocast():
+        loss = task.training_step(batch.to(device))
+
+`auto` is bf16 autocast with channels_last on a CPU whose oneDNN runs bf16 in hardware (AMX or AVX512-BF16)
+and on a CUDA GPU that supports bf16; fp16 with a GradScaler on an older GPU; fp32 everywhere else. The CPU is
+asked, never assumed (torch.cpu's feature checks). The environment variable CNNKIT_PRECISION, when set, is what
+`auto` means on this machine (the test suite sets it to fp32, where tests compare exact numbers).
+
+Autocast keeps losses, softmax and reductions in fp32 (PyTorch's autocast op lists); tasks compute their losses
+and metrics from fp32 outputs.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+
+from cnnkit.errors import CnnkitError, unknown_name
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+ENV = "CNNKIT_PRECISION"
+
+
+def cpu_bf16() -> bool:
+    """True when this CPU computes bf16 in hardware: AMX tiles or AVX512-BF16 (what oneDNN uses for bf16)."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:  # an older torch without the checks: read the flags
+        return cpu_flags_bf16()
+
+
+def cpu_flags_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """The same question from /proc/cpuinfo's flags (Linux): amx_bf16 or avx512_bf16."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def check_precision(name: str) -> str:
+    if name not in PRECISIONS:
+        raise unknown_name("--precision", name, PRECISIONS)
+    return name
+
+
+def resolve(name: str, device: torch.device | str, amp: bool = False) -> str:
+    """'fp32', 'bf16' or 'fp16': what `name` means on `device` (see the module docstring). `amp` (--amp, the
+    older flag, an alias) asks for mixed precision even where `auto` would keep fp32: bf16 on any CPU."""
+    device = torch.device(device)
+    check_precision(name)
+    if name == "auto" and amp and device.type != "cuda":
+        name = "bf16"
+    if name == "auto":
+        forced = os.environ.get(ENV)
+        if forced:
+            if forced not in PRECISIONS[1:]:
+                raise CnnkitError(f"{ENV}={forced!r} is not a precision; set it to fp32, bf16 or fp16, or unset it")
+            name = forced
+        elif device.type == "cuda":
+            name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        elif device.type == "cpu" and cpu_bf16():
+            name = "bf16"
+        else:
+            name = "fp32"
+    if name == "fp16" and device.type == "cpu":
+        raise CnnkitError("--precision fp16 needs a CUDA GPU (the CPU has no fast fp16 training); use bf16 or auto")
+    return name
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A resolved precision on a device: the autocast dtype, whether the model runs channels_last, and whether
+    the loss needs a GradScaler (fp16)."""
+
+    name: str  # fp32 | bf16 | fp16
+    device: torch.device
+
+    @classmethod
+    def resolve(cls, name: str, device: torch.device | str, amp: bool = False) -> Precision:
+        return cls(resolve(name, device, amp), torch.device(device))
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return DTYPES[self.name]
+
+    @property
+    def channels_last(self) -> bool:
+        """NHWC activations: what oneDNN's bf16 kernels and tensor cores want; plain NCHW for fp32 on a CPU."""
+        return self.name != "fp32" or self.device.type == "cuda"
+
+    @property
+    def scaled(self) -> bool:
+        return self.name == "fp16"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model in this precision's memory format (in place; the weights stay fp32 for the optimiser)."""
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def input(self, images: torch.Tensor) -> torch.Tensor:
+        """A (N, C, H, W) batch in the model's memory format."""
+        if self.channels_last and images.dim() == 4:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
