@@ -23,6 +23,7 @@ from cnnkit.data.sources import ImageSource, from_arrays
 from cnnkit.data.transforms import Augment
 from cnnkit.engine import optimizers, schedules
 from cnnkit.engine.callbacks import Callback, ProgressBar
+from cnnkit.engine.precision import check_precision
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
 from cnnkit.models.factory import create_model, get_spec
@@ -86,14 +87,18 @@ class Model:
 
     def compile(self, optimizer: str = "adam", loss: str | None = None,
                 metrics: Sequence[str] = ("accuracy",), *, lr: float | None = None, weight_decay: float | None = None,
-                schedule: str = "none", device: str = "auto", amp: bool = False) -> None:
+                schedule: str = "none", device: str = "auto", amp: bool = False,
+                precision: str = "auto") -> None:
+        """As Keras' compile; `precision` (auto, fp32, bf16, fp16) is cnnkit.engine.precision's: auto trains in
+        bf16 with channels_last where the hardware has bf16."""
         unknown = [m for m in metrics if m not in SUPPORTED_METRICS]
         if unknown:
             raise CnnkitError(f"unknown metric {unknown[0]!r}; fit logs the task's per-batch metric and the loss, "
                               "evaluate adds all the task's metrics")
         optimizers.get(optimizer, [torch.zeros(1, requires_grad=True)], lr=lr)  # fail now on a bad name
+        check_precision(precision)
         self._compiled = dict(optimizer=optimizer, loss=loss, lr=lr, weight_decay=weight_decay, schedule=schedule,
-                              device=device, amp=amp)
+                              device=device, amp=amp, precision=precision)
 
     def _loader(self, source: ImageSource, idx: np.ndarray, batch_size: int, shuffle: bool = False,
                 augment: Augment | None = None, seed: int = 0):
@@ -153,15 +158,14 @@ class Model:
                                   interval="epoch" if cfg["schedule"] == "reduce_on_plateau" else "batch")
         cbs = list(callbacks) + ([ProgressBar(echo=True)] if verbose else [])
         return Trainer(task, optimizer, epochs=epochs, scheduler=scheduler, callbacks=cbs, device=cfg["device"],
-                       amp=cfg["amp"], seed=seed)
+                       amp=cfg["amp"], seed=seed, precision=cfg["precision"])
 
     def evaluate(self, x, y=None, batch_size: int = 256) -> dict[str, float]:
         """{'loss': ..., then the task's metrics} on the given data (Keras' return_dict=True): accuracy and F1
         for classes, map for labels, mae/rmse/r2 for values (see cnnkit.metrics.core)."""
         source = _as_source(x, y, self.classes, check=False, problem=self.card.problem)
         loss = self._compiled["loss"] if self._compiled else None
-        trainer = Trainer(self.card.make_task(self.network, loss), None, epochs=1,
-                          device=self._compiled["device"] if self._compiled else "auto")
+        trainer = Trainer(self.card.make_task(self.network, loss), None, epochs=1, **self._inference())
         metrics = split_metrics(trainer, self.card, self._loader(source, np.arange(len(source)), batch_size))
         return {k: v for k, v in metrics.items() if not isinstance(v, dict)}  # scalars, as Keras returns
 
@@ -169,9 +173,13 @@ class Model:
         """Class probabilities (N, K) (binary: (N, 2)), label probabilities (N, K), or values (N, D)."""
         source = x if isinstance(x, ImageSource) else from_arrays(x, np.zeros(len(x), dtype=np.int64), self.classes,
                                                                    check=False)
-        trainer = Trainer(self.card.make_task(self.network), None, epochs=1,
-                          device=self._compiled["device"] if self._compiled else "auto")
+        trainer = Trainer(self.card.make_task(self.network), None, epochs=1, **self._inference())
         return trainer.predict(self._loader(source, np.arange(len(source)), batch_size)).numpy()
+
+    def _inference(self) -> dict:
+        """The device and precision that evaluate and predict run at: compile's, or auto."""
+        cfg = self._compiled or {}
+        return {"device": cfg.get("device", "auto"), "precision": cfg.get("precision", "auto")}
 
     def save(self, path: str | Path) -> Path:
         """model.pt with its card: `cnnkit predict` works on the folder that holds it."""

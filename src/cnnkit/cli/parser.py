@@ -246,6 +246,22 @@ def _models_parser(sub) -> None:
     p.add_argument("--threads", type=_positive_int, help="CPU threads for --bench (default: torch's)")
 
 
+def _bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="training and inference images/s at fp32 and auto, MFU against this machine's "
+                                     "measured peak, and where a training step's time goes")
+    p.add_argument("model", metavar="MODEL_OR_RUN",
+                   help="a zoo name (see `cnnkit models`), pretrained weights such as efficientnet_lite0.imagenet, "
+                        "or a run folder")
+    p.add_argument("--input", metavar="CxHxW", help="input size, e.g. 3x128x128 (default: the model's or the run's)")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--steps", type=_positive_int, default=10, help="timed steps, after 3 warm-up steps")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1")
+    p.add_argument("--threads", type=_positive_int, help="CPU threads (default: torch's)")
+    p.add_argument("--remeasure", action="store_true", help="measure this machine's GEMM and convolution peak "
+                   "again instead of reading the cached one")
+    p.add_argument("--json", action="store_true")
+
+
 def _run_tool_parsers(sub) -> None:
     p = sub.add_parser("demo", help="LeNet-5 on the embedded digits: train, test, plots")
     p.add_argument("--out")
@@ -285,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     _predict_parsers(sub)
     _models_parser(sub)
     _inspect_parser(sub)
+    _bench_parser(sub)
     _prune_parser(sub)
     _diagnose_parser(sub)
     _transfer_parser(sub)

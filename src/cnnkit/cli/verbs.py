@@ -185,6 +185,21 @@ def cmd_inspect(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(a: argparse.Namespace) -> int:
+    """The table of images/s, MFU and the step's breakdown, or one JSON object."""
+    from cnnkit import api
+
+    result = api.bench(a.model, input=a.input, batch_size=a.batch_size, steps=a.steps, device=a.device,
+                       threads=a.threads, remeasure=a.remeasure)
+    if a.json:
+        print(json.dumps(result))
+    else:
+        from cnnkit.experiments.bench import format_bench
+
+        print(format_bench(result))
+    return 0
+
+
 def cmd_prune(a: argparse.Namespace) -> int:
     from cnnkit import api
 
@@ -248,7 +263,7 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train, "lr-find": cmd_lr_find, "demo": cmd_demo, "transfer": cmd_transfer_compare,
     "evaluate": cmd_evaluate, "test": cmd_test, "predict": cmd_predict, "embed": cmd_embed, "report": cmd_report,
     "models": cmd_models, "inspect": cmd_inspect, "prune": cmd_prune, "diagnose": cmd_diagnose,
-    "convert": cmd_convert, "augment-preview": cmd_augment_preview,
+    "convert": cmd_convert, "augment-preview": cmd_augment_preview, "bench": cmd_bench,
 }
 
 

@@ -147,8 +147,9 @@ def write_report(run: str | Path, *, sections: Sequence[str] | None = None, curv
     title = f"cnnkit report: {info.path.name}"
     kind = {"multilabel": "labels", "regression": "targets"}.get(info.problem, "classes")
     data = info.record.get("source") or info.config.get("data", {}).get("source")
+    precision = info.config.get("train", {}).get("precision", "fp32")  # runs before --precision: fp32 or --amp
     meta = (f"{info.card.architecture} · {info.problem} · {len(info.card.classes)} {kind} · data {data} · "
-            f"written {time.strftime('%Y-%m-%d %H:%M')} by cnnkit {__version__}")
+            f"precision {precision} · written {time.strftime('%Y-%m-%d %H:%M')} by cnnkit {__version__}")
     page = PAGE.format(title=esc(title), meta=esc(meta), nav=nav, sections=body, css=CSS, footer=left_out_line(keys))
     out = info.path / "report.html"
     tmp = out.with_suffix(".tmp")

@@ -11,6 +11,13 @@ from torch import nn
 from cnnkit.data.batch import Batch  # re-exported: tasks take batches
 
 
+def fp32(x: Any) -> Any:
+    """A reduced-precision (bf16/fp16 autocast) float tensor as fp32; anything else as it is."""
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != torch.float32:
+        return x.float()
+    return x
+
+
 @dataclass
 class StepOutput:
     """The loss to back-propagate and detached per-batch means to log (averaged over the epoch)."""
@@ -81,7 +88,7 @@ class Task:
     # -- shared -------------------------------------------------------------------------------------------
     def _reduce(self, outputs: torch.Tensor, batch: Batch, loss: nn.Module | None = None) -> torch.Tensor:
         """The batch's loss: the mean of per-sample losses, weighted by the batch's sample weights if any."""
-        prediction, target = self.loss_inputs(outputs, batch.targets)
+        prediction, target = self.loss_inputs(fp32(outputs), batch.targets)  # losses in fp32, also under autocast
         per_sample = (loss or self.loss)(prediction, target)  # (N,)
         if batch.weights is None:
             return per_sample.mean()
@@ -90,7 +97,7 @@ class Task:
     def _step(self, batch: Batch, loss: nn.Module | None = None) -> StepOutput:
         outputs = self.model(batch.images)  # (N, K) or (N, D)
         value = self._reduce(outputs, batch, loss)
-        return StepOutput(value, {"loss": value.detach(), **self.batch_logs(outputs.detach(), batch.targets)})
+        return StepOutput(value, {"loss": value.detach(), **self.batch_logs(fp32(outputs.detach()), batch.targets)})
 
     def training_step(self, batch: Batch) -> StepOutput:
         net = getattr(self.model, "module", self.model)  # the bare model under DDP

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError
-from cnnkit.tasks.base import Batch, StepOutput, Task
+from cnnkit.tasks.base import Batch, StepOutput, Task, fp32
 
 IGNORE_INDEX = 255
 
@@ -71,7 +71,7 @@ class SegmentationTask(Task):
         self._seen = False
 
     def _step(self, batch: Batch, loss: nn.Module | None = None) -> StepOutput:
-        outputs = self.model(batch.images)  # (N, C, H, W)
+        outputs = fp32(self.model(batch.images))  # (N, C, H, W), fp32 also under autocast
         value = self._reduce(outputs, batch, loss)
         if not self.model.training:  # validation (Trainer.evaluate): every pixel into the split's matrix
             self.confusion.update(outputs.detach().argmax(1).cpu(), batch.targets.cpu())
@@ -89,4 +89,4 @@ class SegmentationTask(Task):
     @torch.inference_mode()
     def predict_step(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities (N, C, H, W)."""
-        return self.model(images).softmax(1)
+        return fp32(self.model(images)).softmax(1)
