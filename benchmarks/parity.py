@@ -1,0 +1,96 @@
+"""Accuracy parity and end-to-end wall time of `--precision auto` against `--precision fp32` (issue 15, item 2).
+
+    .venv/bin/python benchmarks/parity.py                      # all four runs, fp32 then auto, same seed
+    .venv/bin/python benchmarks/parity.py mnist hymenoptera    # some of them
+
+Each run is the whole `cnnkit train` process (start-up, data, training, the verdict, the report), timed from
+outside; then `cnnkit evaluate RUN --json` (not timed) reads the saved model's val metric. Both precisions use
+the same seed and the same split. One JSON line per run, then a table. The real data sets are read from
+../shared/data (or $CNNKIT_DATA); a missing one is skipped with its reason. Runs go to runs/bench-parity/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("CNNKIT_DATA", ROOT.parent / "shared" / "data"))
+OUT = ROOT / "runs" / "bench-parity"
+CLI = [sys.executable, "-m", "cnnkit"]
+
+# name → (data folder, `cnnkit train` flags, the val metric compared, its scale for "points")
+RUNS = {
+    "mnist": ("mnist", ["--config", "benchmarks/mnist_lenet5.yaml", "--data", "mnist:{data}"], "accuracy"),
+    "hymenoptera": ("hymenoptera", ["--data", "{data}", "--model", "efficientnet_lite0.imagenet",
+                                    "--strategy", "fine-tune", "--epochs", "3"], "accuracy"),
+    "pennfudan": ("pennfudan", ["--task", "detect", "--data", "{data}", "--image-size", "384", "--val", "0.1",
+                                "--test", "0.1", "--batch-size", "4", "--epochs", "6", "--augment", "light",
+                                "--model", "faster_rcnn", "--model-option", "backbone=efficientnet_lite0.imagenet",
+                                "--optimizer", "adamw", "--lr", "3e-4"], "map50"),
+    "peanut": ("peanut", ["--task", "segment", "--data", "{data}", "--model", "unet", "--model-option", "base=16",
+                          "--image-size", "256", "--val", "0.1", "--test", "0.1", "--batch-size", "8",
+                          "--epochs", "6", "--augment", "light", "--optimizer", "adamw", "--lr", "3e-3"], "miou"),
+}
+
+
+def one(name: str, precision: str) -> dict:
+    folder, flags, metric = RUNS[name]
+    data = DATA / folder
+    if not data.is_dir():
+        return {"run": name, "precision": precision, "skipped": f"{data} not found"}
+    out = OUT / f"{name}-{precision}"
+    env = {k: v for k, v in os.environ.items() if k != "CNNKIT_PRECISION"}  # auto means the hardware's choice
+    args = [a.replace("{data}", str(data)) for a in flags]
+    start = time.perf_counter()
+    done = subprocess.run(CLI + ["-q", "train", *args, "--precision", precision, "--out", str(out)], cwd=ROOT,
+                          env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode:
+        return {"run": name, "precision": precision, "failed": done.stderr.strip().splitlines()[-1:]}
+    evaluated = subprocess.run(CLI + ["evaluate", str(out), "--json", "--precision", "fp32"], cwd=ROOT, env=env,
+                               capture_output=True, text=True, check=True)
+    metrics = json.loads(evaluated.stdout)
+    config = (out / "config.yaml").read_text()
+    resolved = next((line.split(":")[1].strip() for line in config.splitlines() if "precision:" in line), "?")
+    return {"run": name, "precision": precision, "resolved": resolved, "wall_s": round(wall, 1),
+            "metric": metric, "val": round(float(metrics[metric]), 4), "val_count": metrics.get("count")}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| run | metric | fp32 val | auto val | Δ (points) | fp32 wall | auto wall | auto ÷ fp32 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name in dict.fromkeys(r["run"] for r in rows):
+        pair = {r["precision"]: r for r in rows if r["run"] == name and "val" in r}
+        if len(pair) < 2:
+            continue
+        a, b = pair["fp32"], pair["auto"]
+        lines.append(f"| {name} | {a['metric']} | {a['val']:.4f} | {b['val']:.4f} | "
+                     f"{100 * (b['val'] - a['val']):+.2f} | {a['wall_s']:.0f} s | "
+                     f"{b['wall_s']:.0f} s ({b['resolved']}) | {b['wall_s'] / a['wall_s']:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="*", help=f"some of {', '.join(RUNS)} (default: all)")
+    names = parser.parse_args().runs or list(RUNS)
+    unknown = [n for n in names if n not in RUNS]
+    if unknown:
+        parser.error(f"unknown run {unknown[0]!r}; choose from {', '.join(RUNS)}")
+    print(f"load average at start: {os.getloadavg()}", flush=True)
+    rows = []
+    for name in names:
+        for precision in ("fp32", "auto"):
+            rows.append(one(name, precision))
+            print(json.dumps(rows[-1]), flush=True)
+    print(f"load average at end: {os.getloadavg()}")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
