@@ -18,6 +18,7 @@ import yaml
 from cnnkit.config import Config, load_config
 from cnnkit.data.images import is_image_file
 from cnnkit.diagnose.verdict import run_verdict
+from cnnkit.engine.precision import check_precision
 from cnnkit.errors import CnnkitError
 from cnnkit.recipes import recipe_for, runner
 from cnnkit.recipes.base import Recipe, TrainResult
@@ -27,7 +28,7 @@ log = logging.getLogger("cnnkit")
 
 __all__ = ["TrainResult", "train", "evaluate", "test", "predict", "embed", "demo_config", "augment_preview",
            "models_table", "inspect_model", "inspect_kernels", "inspect_feature_maps", "transfer_compare", "lr_find",
-           "prune", "convert", "check_annotations", "report", "diagnose", "load_config"]
+           "prune", "convert", "check_annotations", "report", "diagnose", "load_config", "bench"]
 
 
 def _recipe_of(run: str | Path) -> Recipe:
@@ -46,24 +47,27 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, **trai
 
 
 def evaluate(run: str | Path, *, split: str = "val", attack: str | None = None, eps: float = 0.1,
-             target_error: float | None = None, verdict: bool = True, boundary_f1: bool = False) -> dict:
+             target_error: float | None = None, verdict: bool = True, boundary_f1: bool = False,
+             precision: str = "auto") -> dict:
     """The loss and the metrics of RUN's task on its train or val split: accuracy, F1 ... for classes, COCO mAP
     for boxes and masks, mIoU, Dice ... for pixels. With `attack` ('fgsm' or 'pgd', classifiers), also the
     accuracy on adversarial images within `eps` (pixel units); with `boundary_f1` (segmentation), the boundary
     F1 score. With `verdict`, also "verdict": the bias/variance verdict (train against val, whichever split is
-    asked; see cnnkit.diagnose.verdict), bias measured above `target_error` when given. The test split has its
-    own verb."""
+    asked; see cnnkit.diagnose.verdict), bias measured above `target_error` when given. The model runs with its
+    batch norms folded, in `precision` (auto: bf16 + channels_last where the hardware has it; fp32 forces fp32),
+    the metrics from fp32 outputs. The test split has its own verb."""
     if split == "test":
         raise CnnkitError("the test split is locked: use `cnnkit test RUN` (it records each use)")
     recipe = _recipe_of(run)
     options = {k: v for k, v in (("attack", attack), ("boundary_f1", boundary_f1)) if v}
     if attack is not None:
         options["eps"] = eps
+    options["precision"] = check_precision(precision)
     metrics = runner.measure(recipe, run, split, **options)
     if verdict:
         other = "train" if split == "val" else "val"
         try:
-            pair = {split: metrics, other: runner.measure(recipe, run, other)}
+            pair = {split: metrics, other: runner.measure(recipe, run, other, precision=precision)}
         except CnnkitError as err:  # e.g. a run trained without a val split
             warnings.warn(f"no verdict: {err}", stacklevel=2)
             return metrics
@@ -72,9 +76,10 @@ def evaluate(run: str | Path, *, split: str = "val", attack: str | None = None, 
     return metrics
 
 
-def test(run: str | Path) -> dict:
-    """Evaluate the locked test split once development is over; every use is recorded in test_log.jsonl."""
-    metrics = runner.measure(_recipe_of(run), run, "test")
+def test(run: str | Path, *, precision: str = "auto") -> dict:
+    """Evaluate the locked test split once development is over; every use is recorded in test_log.jsonl. The model
+    runs in `precision`, as for `evaluate`."""
+    metrics = runner.measure(_recipe_of(run), run, "test", precision=check_precision(precision))
     uses = record_test_use(Path(run), metrics)
     if uses:
         warnings.warn(
@@ -102,17 +107,20 @@ def _expand_inputs(inputs: list[str | Path]) -> list[Path]:
 
 def predict(run: str | Path, inputs: list[str | Path], *, top_k: int = 5, batch_size: int = 64,
             threshold: float = 0.5, score_threshold: float | None = None, nms_iou: float | None = None,
-            out: str | Path | None = None) -> list[dict]:
+            out: str | Path | None = None, precision: str = "auto") -> list[dict]:
     """Each image's prediction; needs only RUN/model.pt. Classes: the top-k {label, probability}; labels: every
     label's probability and those at or above `threshold`; values: {target: value}. A detector gives COCO-style
     results, one dict per box (`score_threshold` and `nms_iou` change its post-processing, `out` gets the
     images with boxes drawn); a segmentation model each class's pixel share (`out` gets the masks and
     overlays). RUN may also name pretrained weights, e.g. efficientnet_lite0.imagenet. Unreadable images are
-    skipped with a warning. An option that does not apply to the run's task is refused in one line."""
+    skipped with a warning. An option that does not apply to the run's task is refused in one line. The images
+    are decoded by worker processes a batch at a time and the model runs with its batch norms folded, in
+    `precision` (auto: bf16 + channels_last where the hardware has it), the probabilities from fp32 outputs."""
+    check_precision(precision)
     model, card = open_model(run)
     recipe = recipe_for(card.problem)
     given = {"top_k": top_k, "batch_size": batch_size, "threshold": threshold, "score_threshold": score_threshold,
-             "nms_iou": nms_iou, "out": out}
+             "nms_iou": nms_iou, "out": out, "precision": precision}
     defaults = inspect.signature(predict).parameters
     options = {k: v for k, v in given.items() if v != defaults[k].default}  # only what the caller set
     runner.check_options(recipe.predict, options, recipe)
@@ -120,19 +128,20 @@ def predict(run: str | Path, inputs: list[str | Path], *, top_k: int = 5, batch_
 
 
 def embed(run: str | Path, inputs: list[str | Path], *, out: str | Path, batch_size: int = 64,
-          layer: str | None = None) -> Path:
+          layer: str | None = None, precision: str = "auto") -> Path:
     """Write each image's feature vector to `out` (.npy + .paths.txt, .npz or .parquet) and return its path:
     the input of the last linear layer, or module `layer`'s pooled output (see cnnkit.export.embed). RUN is a run
     folder or pretrained weights such as efficientnet_lite0.imagenet, as for `predict`."""
     from cnnkit.export import embed as embedding
 
     embedding.check_format(out)
+    check_precision(precision)
     paths = _expand_inputs(inputs)
     model, card = open_model(run)
     if not recipe_for(card.problem).embeds:
         raise CnnkitError(f"embed takes a classifier's run or weights; {run} is a {card.problem} run (embed its "
                           "backbone's weights, e.g. efficientnet_lite0.imagenet, instead)")
-    return embedding.embed(model, card, paths, out, batch_size=batch_size, layer=layer)
+    return embedding.embed(model, card, paths, out, batch_size=batch_size, layer=layer, precision=precision)
 
 
 def demo_config(*, out: str | None = None) -> Config:
@@ -159,6 +168,19 @@ def models_table(*, task: str | None = None, bench: bool = False, budget_s: floa
     from cnnkit.diagnose.zoo import models_table as table
 
     return table(task=task, bench=bench, budget_s=budget_s, threads=threads)
+
+
+def bench(model: str | Path, *, input: str | tuple | None = None, batch_size: int = 32, steps: int = 10,
+          device: str = "auto", threads: int | None = None, remeasure: bool = False) -> dict:
+    """Training and inference images/s of MODEL (a zoo name, named weights or a run folder) at fp32 and at
+    `auto`, on synthetic batches of `input` (CxHxW, default the model's own size), `steps` timed steps each, with
+    `threads` CPU threads (None: torch's); the MFU against this machine's measured GEMM and convolution peak
+    (cached; `remeasure` measures it again) and where a training step's time goes (torch.profiler). See
+    cnnkit.experiments.bench for the keys."""
+    from cnnkit.experiments.bench import bench as measure
+
+    return measure(model, input_size=input, batch_size=batch_size, steps=steps, device=device, threads=threads,
+                   remeasure=remeasure)
 
 
 def inspect_model(target, *, input_size=None, **options) -> dict:
@@ -237,15 +259,19 @@ def report(run: str | Path) -> Path:
 
 
 def diagnose(run: str | Path, *, data_curve: list[float] | None = None, landscape: bool = False,
-             gradcam: bool = False, epochs: int | None = None, budget_s: float = 60.0) -> dict:
+             gradcam: bool = False, epochs: int | None = None, budget_s: float = 60.0,
+             precision: str = "auto") -> dict:
     """Diagnostic plots of RUN, all under RUN/plots: always the learning curves (redrawn from history.csv, the
     learning rate on a second axis); with `data_curve` (percentages), the learning curve by data size (see
     cnnkit.experiments.datacurve; `epochs` per subset, default RUN's); with `landscape`, Li et al.'s loss landscape
     within `budget_s` seconds (cnnkit.diagnose.landscape); with `gradcam`, Grad-CAM heat maps. Returns
-    {"run", "plots": {name: path}, "best_epoch", "data_curve": {"rows", "reading"}, "landscape": {...}}."""
+    {"run", "plots": {name: path}, "best_epoch", "data_curve": {"rows", "reading"}, "landscape": {...}}.
+    The landscape's passes over the training batches run in `precision` (auto: bf16 + channels_last where the
+    hardware has it; its batch norms are not folded: the directions are the network's own weights)."""
     from cnnkit.diagnose.curves import best_epoch, plot_learning_curves, read_history
     from cnnkit.experiments.datacurve import check_percents
 
+    check_precision(precision)
     percents = check_percents(data_curve) if data_curve is not None else None
     if epochs is not None and percents is None:
         raise CnnkitError("--epochs sets the training of each --data-curve subset; give --data-curve too")
@@ -272,7 +298,7 @@ def diagnose(run: str | Path, *, data_curve: list[float] | None = None, landscap
     if landscape:
         from cnnkit.diagnose.landscape import loss_landscape
 
-        result["landscape"] = loss_landscape(run, budget_s=budget_s)
+        result["landscape"] = loss_landscape(run, budget_s=budget_s, precision=precision)
         result["plots"].update(result["landscape"]["plots"])
     if gradcam:
         try:

@@ -27,7 +27,7 @@ class DataConfig:
     augment_options: dict = field(default_factory=dict)  # knob overrides, e.g. {hflip: 0.0}
     whiten: bool = False  # per-image standardisation instead of the dataset mean/std
     max_bad_fraction: float = 0.1  # above this share of unreadable images, fail instead of skipping
-    workers: int = 0
+    workers: int | None = None  # DataLoader processes that decode; None: from the core count (data.cache.auto_workers)
     images: str | None = None  # detection: the images of a COCO JSON file, when not beside it
 
 

@@ -67,8 +67,22 @@ def calls(monkeypatch) -> list[tuple[str, tuple, dict]]:
 def test_evaluate_passes_split_and_attack_by_keyword(calls, capsys) -> None:
     assert main(["evaluate", "R", "--split", "train", "--attack", "fgsm", "--eps", "0.2", "--json"]) == 0
     assert calls == [("evaluate", ("R",), {"split": "train", "attack": "fgsm", "eps": 0.2, "target_error": None,
-                                           "boundary_f1": False})]
+                                           "boundary_f1": False, "precision": "auto"})]
     assert json.loads(capsys.readouterr().out) == {"accuracy": 0.5, "loss": 1.0}
+
+
+@pytest.mark.parametrize("argv", [["evaluate", "R"], ["test", "R"], ["predict", "R", "a.png"],
+                                  ["embed", "R", "a.png"], ["diagnose", "R"]])
+def test_inference_verbs_pass_precision_auto_by_default_and_the_flag_when_given(calls, argv) -> None:
+    assert main(argv) == 0
+    assert main([*argv, "--precision", "fp32"]) == 0
+    assert [kwargs["precision"] for _, _, kwargs in calls] == ["auto", "fp32"]
+
+
+def test_an_unknown_precision_is_refused_by_the_parser(calls, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", "R", "a.png", "--precision", "fp8"])
+    assert exit_.value.code == 2 and "fp8" in capsys.readouterr().err and not calls
 
 
 def test_predict_embed_test_report_take_the_run_and_inputs_positionally(calls, capsys) -> None:
@@ -78,8 +92,9 @@ def test_predict_embed_test_report_take_the_run_and_inputs_positionally(calls, c
     assert main(["report", "R"]) == 0
     assert [(name, args) for name, args, _ in calls] == [("predict", ("R", ["a.png"])), ("embed", ("R", ["a.png"])),
                                                          ("test", ("R",)), ("report", ("R",))]
-    assert calls[0][2] == {"top_k": 2, "threshold": 0.5, "score_threshold": None, "nms_iou": None, "out": None}
-    assert calls[1][2] == {"out": "e.npz", "batch_size": 64, "layer": None}
+    assert calls[0][2] == {"top_k": 2, "threshold": 0.5, "score_threshold": None, "nms_iou": None, "out": None,
+                           "precision": "auto"}
+    assert calls[1][2] == {"out": "e.npz", "batch_size": 64, "layer": None, "precision": "auto"}
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "a.png  cat 0.900" and out[1] == "e.npz" and out[-1] == str(Path("R/report.html"))
 

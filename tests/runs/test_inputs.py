@@ -71,3 +71,24 @@ def test_readable_images_none_readable_is_a_one_line_error(tmp_path: Path) -> No
     with pytest.warns(UserWarning), pytest.raises(CnnkitError, match="no readable images to predict") as err:
         list(readable_images(paths))
     assert "\n" not in str(err.value)
+
+
+def test_worker_processes_read_the_same_batches_in_order(tmp_path: Path) -> None:
+    paths = _images(tmp_path, 7, bad=(2, 5))
+    by_main: list[str] = []
+    expected = list(image_batches(paths, CARD, 2, by_main, workers=0))
+    by_workers: list[str] = []
+    got = list(image_batches(paths, CARD, 2, by_workers, workers=2))
+    assert [k for k, _ in got] == [k for k, _ in expected] and by_workers == by_main and len(by_main) == 2
+    for (_, a), (_, b) in zip(got, expected):
+        assert torch.equal(a, b)
+    with pytest.warns(UserWarning, match=r"skipped 2 unreadable"):
+        assert [p for p, _ in readable_images(paths, workers=2)] == [p for i, p in enumerate(paths) if i not in (2, 5)]
+
+
+def test_read_workers_follow_the_cores(monkeypatch) -> None:
+    from cnnkit.runs import inputs
+
+    for cores, batches, expected in ((16, 10, 8), (4, 10, 3), (2, 10, 1), (1, 10, 0), (16, 1, 0)):
+        monkeypatch.setattr(inputs, "cores", lambda n=cores: n)
+        assert inputs.read_workers(batches) == expected

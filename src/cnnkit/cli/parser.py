@@ -174,6 +174,12 @@ def _percents(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected percentages such as 10,25,50,100, got {text!r}") from None
 
 
+def _inference_precision(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (default): bf16 autocast + channels_last where the CPU or GPU has bf16, fp32 elsewhere; "
+                        "fp32 forces fp32 (batch norms are folded into the convolutions either way)")
+
+
 def _diagnose_parser(sub) -> None:
     p = sub.add_parser("diagnose", help="diagnostic plots of a run: learning curves, by data size, loss landscape")
     p.add_argument("run")
@@ -183,6 +189,7 @@ def _diagnose_parser(sub) -> None:
     p.add_argument("--gradcam", action="store_true", help="Grad-CAM heat maps of val images")
     p.add_argument("--epochs", type=_positive_int, help="epochs of each --data-curve subset (default: the run's)")
     p.add_argument("--budget", type=float, default=60.0, metavar="SECONDS", help="time budget of --landscape")
+    _inference_precision(p)
     p.add_argument("--json", action="store_true")
 
 
@@ -210,6 +217,7 @@ def _evaluate_parsers(sub) -> None:
                            help="target or human-level error of the verdict (bias = train error − this)")
             p.add_argument("--boundary-f1", action="store_true",
                            help="segmentation: also the boundary F1 score (Csurka et al. 2013)")
+        _inference_precision(p)
         p.add_argument("--json", action="store_true")
 
 
@@ -225,6 +233,7 @@ def _predict_parsers(sub) -> None:
     p.add_argument("--nms-iou", type=float, help="detection: non-maximum suppression's IoU threshold")
     p.add_argument("--out", metavar="DIR", help="detection: each image with its boxes drawn; segmentation: "
                    "NAME_mask.png (class indices) and NAME_overlay.png")
+    _inference_precision(p)
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("embed", help="feature vectors of images (.npy, .npz or .parquet); prints the file last")
     p.add_argument("run", metavar="RUN_OR_WEIGHTS",
@@ -235,6 +244,7 @@ def _predict_parsers(sub) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--layer", metavar="NAME",
                    help="this module's output (global-average-pooled) instead of the last linear layer's input")
+    _inference_precision(p)
 
 
 def _models_parser(sub) -> None:

@@ -108,7 +108,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from cnnkit import api
 
     metrics = api.evaluate(a.run, split=a.split, attack=a.attack, eps=a.eps, target_error=a.target_error,
-                           boundary_f1=a.boundary_f1)
+                           boundary_f1=a.boundary_f1, precision=a.precision)
     verdict = metrics.pop("verdict", None) if not a.json else None
     print_metrics(metrics, a.json)
     if verdict is not None:
@@ -121,7 +121,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 def cmd_test(a: argparse.Namespace) -> int:
     from cnnkit import api
 
-    print_metrics(api.test(a.run), a.json)
+    print_metrics(api.test(a.run, precision=a.precision), a.json)
     return 0
 
 
@@ -129,7 +129,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from cnnkit import api
 
     results = api.predict(a.run, a.inputs, top_k=a.top_k, threshold=a.threshold, score_threshold=a.score_threshold,
-                          nms_iou=a.nms_iou, out=a.out)
+                          nms_iou=a.nms_iou, out=a.out, precision=a.precision)
     if a.json:
         print(json.dumps(results))
     else:
@@ -141,7 +141,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
 def cmd_embed(a: argparse.Namespace) -> int:
     from cnnkit import api
 
-    print(api.embed(a.run, a.inputs, out=a.out, batch_size=a.batch_size, layer=a.layer))
+    print(api.embed(a.run, a.inputs, out=a.out, batch_size=a.batch_size, layer=a.layer, precision=a.precision))
     return 0
 
 
@@ -221,7 +221,7 @@ def cmd_diagnose(a: argparse.Namespace) -> int:
     from cnnkit import api
 
     result = api.diagnose(a.run, data_curve=a.data_curve, landscape=a.landscape, gradcam=a.gradcam,
-                          epochs=a.epochs, budget_s=a.budget)
+                          epochs=a.epochs, budget_s=a.budget, precision=a.precision)
     if a.json:
         print(json.dumps(result))
     else:

@@ -1,5 +1,7 @@
-"""From a source and split indices to batches: a map-style Dataset for files or augmented arrays, and a
-slicing loader for in-memory tensors, which skips per-sample Python work when nothing is random."""
+"""From a source and split indices to batches. Every split becomes one fitted uint8 tensor once (in-memory
+arrays fitted, files decoded by `cache.decoded_images`), sliced into batches by `TensorLoader`: without
+augmentation normalised once into floats, with it augmented a batch at a time by `BatchAugment` on the model's
+device. `ImageDataset` / `EpochSeededLoader`, the older per-sample path, remain for code that wants a Dataset."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -9,9 +11,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 from cnnkit.data.batch import Batch
+from cnnkit.data.batch_augment import BatchAugment
+from cnnkit.data.cache import MEMORY_SHARE, available_memory, decoded_images
+from cnnkit.data.cache import fitted_arrays as fitted_arrays  # its older home: callers import it from here
 from cnnkit.data.images import BadImage
 from cnnkit.data.sources import ImageSource
-from cnnkit.data.transforms import FitSize
+from cnnkit.data.transforms import Augment, FitSize
 from cnnkit.errors import CnnkitError
 
 
@@ -51,42 +56,35 @@ def _without_fit(transform):
     return v2.Compose([t for t in transform.transforms if not isinstance(t, FitSize)])
 
 
-def fitted_arrays(source: ImageSource, indices: np.ndarray, channels: int, size: int, resize: str,
-                  interpolation: str = "bilinear") -> torch.Tensor:
-    """Images of `indices` at the model's channels and size, uint8, in chunks to bound memory. In-memory
-    arrays share one size and are fitted a chunk at a time; files (of any sizes) one at a time."""
-    fit = FitSize(size, resize, interpolation)
-    out = []
-    for start in range(0, len(indices), 4096):
-        chunk = indices[start:start + 4096]
-        if not len(chunk):
-            continue
-        if source.arrays is not None:
-            out.append(fit(torch.stack([source.load(int(j), channels) for j in chunk])))
-        else:
-            out.append(torch.stack([fit(source.load(int(j), channels)) for j in chunk]))
-    return torch.cat(out) if out else torch.empty(0, channels, size, size, dtype=torch.uint8)
-
-
 def collate(samples: list[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
     images, labels = zip(*samples)
     return Batch(torch.stack(images), torch.stack(labels))
 
 
 class TensorLoader:
-    """Batches sliced from whole tensors already on their way to the model: no per-sample work.
+    """Batches sliced from whole tensors: no per-sample work.
 
-    Shuffles with its own generator, reseeded from (seed, epoch) so that a resumed run sees the same order.
+    Shuffles with its own generator, reseeded from (seed, epoch) so that a resumed run sees the same order; under
+    DDP each rank takes every world_size-th item of the order. With a `transform` (a `BatchAugment`), `images`
+    is the uint8 split and each batch is moved to the device given by `set_device` (pinned first on CUDA when
+    `pin_memory`), then transformed there.
     """
 
     def __init__(self, images: torch.Tensor, targets: torch.Tensor, batch_size: int, shuffle: bool = False,
-                 seed: int = 0, drop_last: bool = False, rank: int = 0, world_size: int = 1):
+                 seed: int = 0, drop_last: bool = False, rank: int = 0, world_size: int = 1,
+                 transform: BatchAugment | None = None, pin_memory: bool = False):
         self.images, self.targets = images, targets
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.rank, self.world_size, self.epoch = rank, world_size, 0
+        self.transform, self.pin_memory = transform, pin_memory
+        self.device: torch.device | None = None  # None: where the images are
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def set_device(self, device: torch.device | str) -> None:
+        """Augment on `device`: each uint8 batch goes there before its transform (the Trainer calls this)."""
+        self.device = torch.device(device)
 
     def _order(self) -> torch.Tensor:
         n = len(self.images)
@@ -109,16 +107,25 @@ class TensorLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
+        stop = len(self) * self.batch_size
         if not self.shuffle and self.world_size == 1:  # views of contiguous slices: no copy at all
-            stop = len(self) * self.batch_size
             for start in range(0, min(stop, len(self.images)), self.batch_size):
-                yield Batch(self.images[start:start + self.batch_size], self.targets[start:start + self.batch_size])
+                end = start + self.batch_size
+                yield self._batch(self.images[start:end], self.targets[start:end])
             return
         order = self._order()
-        stop = len(self) * self.batch_size
         for start in range(0, min(stop, len(order)), self.batch_size):
             idx = order[start:start + self.batch_size]
-            yield Batch(self.images[idx], self.targets[idx])
+            yield self._batch(self.images[idx], self.targets[idx])
+
+    def _batch(self, images: torch.Tensor, targets: torch.Tensor) -> Batch:
+        if self.transform is None:
+            return Batch(images, targets)
+        device = self.device or images.device
+        if device != images.device:
+            cuda = device.type == "cuda"
+            images = (images.pin_memory() if cuda and self.pin_memory else images).to(device, non_blocking=cuda)
+        return Batch(self.transform(images), targets)  # (N, C, S, S) float on `device`
 
 
 class EpochSeededLoader:
@@ -151,24 +158,25 @@ class EpochSeededLoader:
 
 
 def make_loader(source: ImageSource, indices: np.ndarray, *, channels: int, size: int, resize: str,
-                mean: list[float], std: list[float], whiten: bool = False, augment=None, batch_size: int = 64,
-                shuffle: bool = False, seed: int = 0, workers: int = 0, distributed: bool = False,
-                rank: int = 0, world_size: int = 1, pin_memory: bool = False, interpolation: str = "bilinear"):
-    """The loader for one split. In-memory data without augmentation is preprocessed once into a tensor."""
-    from cnnkit.data.transforms import build_transform, to_model_input
-
-    if source.arrays is not None and augment is None:
-        fitted = fitted_arrays(source, np.asarray(indices), channels, size, resize, interpolation)  # (n, C, S, S)
-        from torchvision.transforms import v2
-
-        x = v2.Compose(to_model_input(mean, std, whiten))(fitted)  # (n, C, S, S) float, whole split at once
-        y = source.target_tensor(indices)  # (n,) class indices or (n, K) float targets
-        return TensorLoader(x, y, batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
-    transform = build_transform(size, channels, mean, std, whiten=whiten, augment=augment, resize=resize,
-                                interpolation=interpolation)
-    dataset = ImageDataset(source, indices, transform, channels, size, resize, interpolation)
-    return EpochSeededLoader(dataset, batch_size, shuffle, seed, workers, pin_memory=pin_memory,
-                             distributed=distributed)
+                mean: list[float], std: list[float], whiten: bool = False, augment: Augment | None = None,
+                batch_size: int = 64, shuffle: bool = False, seed: int = 0, workers: int | None = None,
+                distributed: bool = False, rank: int = 0, world_size: int = 1, pin_memory: bool = False,
+                interpolation: str = "bilinear", cache_dir: str | None = None) -> TensorLoader:
+    """The loader of one split. Its images are fitted to size once (`decoded_images`: files are decoded by
+    `workers` processes, None: from the core count, and cached); without augmentation they are normalised once
+    into floats where those fit in memory, otherwise each batch is augmented and normalised by `BatchAugment`.
+    DDP: rank `rank` of `world_size` reads its shard (`distributed` is implied by world_size > 1)."""
+    indices = np.asarray(indices)
+    images = decoded_images(source, indices, channels, size, resize, interpolation, cache_dir=cache_dir,
+                            workers=workers)  # (n, C, S, S) uint8
+    targets = source.target_tensor(indices)  # (n,) class indices or (n, K) float targets
+    transform = BatchAugment(augment, size, channels, mean, std, whiten=whiten)
+    common = dict(shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
+    if augment is None and 4 * images.numel() <= MEMORY_SHARE * available_memory():
+        x = torch.cat([transform(images[i:i + 4096]) for i in range(0, len(images), 4096)]) if len(images) else \
+            torch.empty(0, channels, size, size)  # (n, C, S, S) float, normalised once
+        return TensorLoader(x, targets, batch_size, **common)
+    return TensorLoader(images, targets, batch_size, transform=transform, pin_memory=pin_memory, **common)
 
 
 def train_stats(source: ImageSource, indices: np.ndarray, channels: int, size: int, resize: str,
@@ -179,16 +187,7 @@ def train_stats(source: ImageSource, indices: np.ndarray, channels: int, size: i
     indices = np.asarray(indices)
     if len(indices) > limit:
         indices = np.sort(np.random.default_rng(seed).choice(indices, limit, replace=False))
-    if source.arrays is not None:
-        return channel_stats(fitted_arrays(source, indices, channels, size, resize))
-    fit = FitSize(size, resize)
-    imgs = []
-    for j in indices:
-        try:
-            imgs.append(fit(source.load(int(j), channels)))
-        except BadImage as err:
-            raise CnnkitError(f"cannot decode {source.ids[int(j)]}: {err}") from None
-    return channel_stats(torch.stack(imgs))
+    return channel_stats(decoded_images(source, indices, channels, size, resize))
 
 
 def run_loader(source, indices, card, cfg, *, train: bool, dist=None):

@@ -241,15 +241,25 @@ def _json_safe(values):
 
 
 def loss_landscape(run: str | Path, out_dir: str | Path | None = None, steps: int = 21, span: float = 1.0,
-                   dims: int = 2, batches: int = 4, budget_s: float = 60.0, seed: int = 0) -> dict:
+                   dims: int = 2, batches: int = 4, budget_s: float = 60.0, seed: int = 0,
+                   precision: str = "auto") -> dict:
     """Li et al.'s 1-D and 2-D loss landscape of RUN's model on `batches` fixed training batches (see
     `loss_surface`), plotted to OUT_DIR (default RUN/plots)/landscape_1d.png and landscape_2d.png, the numbers
-    saved beside them as landscape.json.
-    Non-finite losses (a diverged point) are null in the result and blank in the plots."""
+    saved beside them as landscape.json. The passes run in `precision` (cnnkit.engine.precision: autocast and
+    channels_last; the losses from fp32 outputs), the batch norms unfolded: the directions perturb the
+    network's own weights. Non-finite losses (a diverged point) are null in the result and blank in the plots."""
+    from cnnkit.engine.precision import Precision
+
     start = time.perf_counter()
     run = Path(run)
     task, loaded = fixed_batches(run, batches, seed)
-    result = loss_surface(task, loaded, steps=steps, span=span, dims=dims, budget_s=budget_s, seed=seed)
+    mode = Precision.resolve(precision, next(task.model.parameters()).device)
+    mode.prepare(task.model)
+    for batch in loaded:
+        batch.images = mode.input(batch.images)
+    with mode.autocast():
+        result = loss_surface(task, loaded, steps=steps, span=span, dims=dims, budget_s=budget_s, seed=seed)
+    result["precision"] = mode.name
     paths = plot_landscape(result, Path(out_dir) if out_dir else run / "plots")
     result.update(loss_1d=_json_safe(result["loss_1d"]), grid=_json_safe(result["grid"]) if result["grid"] else None)
     result = {"run": str(run), "batches": len(loaded), "images": sum(len(b) for b in loaded), **result,

@@ -5,8 +5,10 @@
 An image's embedding is the input of the model's last linear layer: the pooled features its classifier sees
 (`cnnkit.engine.transfer.capture_input`, the hook the linear probe uses too). `layer="NAME"` takes that module's
 output instead, global-average-pooled when it is a feature map (N, C, H, W) → (N, C), flattened otherwise.
-Images go through the run's own preprocessing (`card.transform()`), one batch at a time, in eval mode under
-torch.inference_mode; unreadable ones are skipped with a warning. The extension of the output file picks its
+Images go through the run's own preprocessing (`card.transform()`), decoded a batch at a time by worker
+processes, through the model with its batch norms folded (a pair that `layer` names stays unfused), in eval mode
+under torch.inference_mode, in the chosen precision (cnnkit.engine.inference.for_inference; the features are
+stored as fp32); unreadable ones are skipped with a warning. The extension of the output file picks its
 format (FORMATS): .npy (+ a `.paths.txt` sidecar), .npz or .parquet; it is written atomically.
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnkit.engine.inference import for_inference
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.models.factory import get_spec
 from cnnkit.models.stages import capture_input, last_linears
@@ -86,17 +89,20 @@ def _capture_output(layer: nn.Module, name: str) -> Iterator[list[torch.Tensor]]
 
 @torch.inference_mode()
 def embed_images(model: nn.Module, card: ModelCard, paths: list[Path], batch_size: int = 64,
-                 layer: str | None = None) -> tuple[np.ndarray, list[Path]]:
+                 layer: str | None = None, precision: str = "auto") -> tuple[np.ndarray, list[Path]]:
     """(features (N, F) float32, the N paths they belong to): see the module docstring."""
     if batch_size < 1:
         raise CnnkitError(f"--batch-size must be at least 1, got {batch_size}")
-    capture = (_capture_output(_module(model, layer), layer) if layer
-               else capture_input(model.get_submodule(embedding_layer(model, card))))
-    model.eval()
+    if layer:
+        _module(model, layer)  # an unknown name fails before any work
+    name = layer or embedding_layer(model, card)
+    model, mode = for_inference(model, precision, keep=(name,))  # a conv named by --layer keeps its own output
+    capture = _capture_output(_module(model, layer), layer) if layer else capture_input(model.get_submodule(name))
     kept, skipped = [], []
     with capture as seen:
         for batch_paths, images in image_batches(paths, card, batch_size, skipped):
-            model(images)
+            with mode.autocast():
+                model(mode.input(images.to(mode.device)))
             kept += batch_paths
     if skipped:
         warnings.warn(f"skipped {len(skipped)} unreadable image(s): {'; '.join(skipped[:5])}", stacklevel=2)
@@ -163,11 +169,11 @@ def write_embeddings(features: np.ndarray, paths: list[Path], out: str | Path) -
 
 
 def embed(model: nn.Module, card: ModelCard, paths: list[Path], out: str | Path, batch_size: int = 64,
-          layer: str | None = None) -> Path:
+          layer: str | None = None, precision: str = "auto") -> Path:
     """Embed `paths` with `model` and write them to `out` (see write_embeddings); returns `out`."""
     check_format(out)
     if not paths:
         raise CnnkitError("no images to embed; give image files or folders of images")
-    features, kept = embed_images(model, card, paths, batch_size, layer)
+    features, kept = embed_images(model, card, paths, batch_size, layer, precision)
     log.info("%d images → %d-dim features", *features.shape)
     return write_embeddings(features, kept, out)

@@ -179,6 +179,9 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
 
     def elements(self, prediction: Tensor, target: Tensor) -> Tensor:
         _check_sparse(prediction, target, self.name)
+        if self.from_logits and not self.label_smoothing:  # the same value in one fused kernel, no one-hot
+            weight = None if self.class_weight is None else self.class_weight.to(prediction)
+            return F.cross_entropy(prediction, target.long(), weight=weight, reduction="none")
         one_hot = F.one_hot(target.long(), prediction.shape[1]).movedim(-1, 1).to(prediction.dtype)
         return super().elements(prediction, one_hot)
 

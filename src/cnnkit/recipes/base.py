@@ -144,7 +144,9 @@ class Recipe:
 
     # -- measuring and using ------------------------------------------------------------------------------
     def metrics(self, model: torch.nn.Module, card: ModelCard, cfg: Config, loader: Any, **options: Any) -> dict:
-        """Whole-split metrics: the loss and what the task family reports (accuracy, mAP, mIoU ...)."""
+        """Whole-split metrics: the loss and what the task family reports (accuracy, mAP, mIoU ...). Every recipe
+        takes `precision` ('auto', 'fp32', 'bf16', 'fp16'; cnnkit.engine.inference) and computes the metrics from
+        fp32 outputs."""
         raise NotImplementedError
 
     def measure_options(self, run: Path, split: str) -> dict:
@@ -152,6 +154,7 @@ class Recipe:
         return {}
 
     def predict(self, model: torch.nn.Module, card: ModelCard, paths: list[Path], **options: Any) -> list[dict]:
+        """One dict per image (or per box); takes `precision` as `metrics` does, and `batch_size`."""
         raise NotImplementedError
 
     def augment_preview(self, source: str, out: str | Path, **options: Any) -> Path:

@@ -18,6 +18,7 @@ from cnnkit.data.builtin import open_source
 from cnnkit.data.loader import run_loader
 from cnnkit.data.sources import problem_source
 from cnnkit.data.split import indices_from_record, make_split, split_record
+from cnnkit.engine.inference import fold_batch_norm, for_inference
 from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError
 from cnnkit.models.tweaks import set_dropout
@@ -95,15 +96,16 @@ class ClassificationRecipe(Recipe):
             probe_head(ctx.cfg, ctx.source, ctx.split, ctx.card, model)
 
     def metrics(self, model: torch.nn.Module, card: ModelCard, cfg: Config, loader: Any, *,
-                attack: str | None = None, eps: float = 0.1) -> dict:
-        """The loss, then accuracy, top-5, F1 ... (split_metrics); with `attack` ('fgsm' or 'pgd'), also the
-        accuracy on adversarial images within `eps` (pixel units)."""
+                attack: str | None = None, eps: float = 0.1, precision: str = "auto") -> dict:
+        """The loss, then accuracy, top-5, F1 ... (split_metrics) of the model with its batch norms folded, in
+        `precision` (the metrics from fp32 outputs); with `attack` ('fgsm' or 'pgd'), also the accuracy on
+        adversarial images within `eps` (pixel units)."""
         from cnnkit.tasks.adversarial import robust_accuracy
 
         with warnings.catch_warnings():  # a mismatched loss was reported when the run trained
             warnings.simplefilter("ignore", UserWarning)
-            task = card.make_task(model, cfg.train.loss)
-        trainer = Trainer(task, None, epochs=1, device=cfg.train.device)
+            task = card.make_task(fold_batch_norm(model), cfg.train.loss)
+        trainer = Trainer(task, None, epochs=1, device=cfg.train.device, precision=precision)
         metrics = split_metrics(trainer, card, loader)
         if attack is not None:
             metrics["robust_accuracy"] = robust_accuracy(trainer.model, loader, make_attack(attack, eps, card))
@@ -112,18 +114,21 @@ class ClassificationRecipe(Recipe):
 
     @torch.inference_mode()
     def predict(self, model: torch.nn.Module, card: ModelCard, paths: list[Path], *, top_k: int = 5,
-                batch_size: int = 64, threshold: float = 0.5) -> list[dict]:
-        """Each image's top-k classes, labels at or above `threshold`, or values; images decoded one batch at a
-        time, so a large folder fits in memory; unreadable ones skipped with one warning."""
+                batch_size: int = 64, threshold: float = 0.5, precision: str = "auto") -> list[dict]:
+        """Each image's top-k classes, labels at or above `threshold`, or values, from the model with its batch
+        norms folded, in `precision` (probabilities from fp32 outputs); images decoded a batch at a time by
+        worker processes, so a large folder fits in memory; unreadable ones skipped with one warning."""
         from cnnkit.errors import CnnkitError
 
+        model, mode = for_inference(model, precision)
         with warnings.catch_warnings():  # a mismatched loss was reported when the run trained
             warnings.simplefilter("ignore", UserWarning)
             task = card.make_task(model)
         k = max(1, min(top_k, len(card.classes)))
         results, skipped = [], []
         for batch_paths, images in image_batches(paths, card, batch_size, skipped):
-            outputs = task.predict_step(images)  # (n, K) probabilities, or (n, D) values
+            with mode.autocast():  # predict_step reads fp32 outputs: (n, K) probabilities, or (n, D) values
+                outputs = task.predict_step(mode.input(images.to(mode.device))).float().cpu()
             results += [prediction(card, p, out, k, threshold) for p, out in zip(batch_paths, outputs)]
         if skipped:
             warnings.warn(f"skipped {len(skipped)} unreadable image(s): {'; '.join(skipped[:5])}", stacklevel=2)

@@ -27,13 +27,14 @@ import torch
 from cnnkit.config import Config
 from cnnkit.data.detection.loader import FitDetection, fit_geometry, make_detection_loader, to_image_coordinates
 from cnnkit.diagnose.detection import open_source, score_detections
+from cnnkit.engine.inference import fold_batch_norm, for_inference, fp32_outputs
 from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError
 from cnnkit.models.factory import create_model, get_spec
 from cnnkit.recipes.base import Build, Context, Recipe
 from cnnkit.recipes.by_image import index_record, index_split, read_index_split
 from cnnkit.runs.card import ModelCard
-from cnnkit.runs.inputs import readable_images
+from cnnkit.runs.inputs import readable_batches
 from cnnkit.tasks.detection import DetectionTask, InstanceTask
 
 POSTPROCESS = ("score_thresh", "nms_thresh")
@@ -117,9 +118,10 @@ class DetectionRecipe(Recipe):
         return Build(task, monitor=monitor)
 
     def metrics(self, model: torch.nn.Module, card: ModelCard, cfg: Config, loader: Any, *,
-                plot: Path | None = None) -> dict:
-        """COCO mAP, mAP50, mAP75, per-class AP and the error breakdown's totals; with `plot`, the PR curves."""
-        return _metrics(model, card, loader, cfg.train.device, plot)
+                plot: Path | None = None, precision: str = "auto") -> dict:
+        """COCO mAP, mAP50, mAP75, per-class AP and the error breakdown's totals (batch norms folded, in
+        `precision`, scored from fp32 boxes); with `plot`, the PR curves."""
+        return _metrics(model, card, loader, cfg.train.device, plot, precision)
 
     def measure_options(self, run: Path, split: str) -> dict:
         plot = run / "plots" / f"pr_curves_{split}.png"
@@ -128,8 +130,9 @@ class DetectionRecipe(Recipe):
 
     def predict(self, model: torch.nn.Module, card: ModelCard, paths: list[Path], *,
                 score_threshold: float | None = None, nms_iou: float | None = None,
-                out: str | Path | None = None) -> list[dict]:
-        return predict_detector(model, card, paths, score_thresh=score_threshold, nms_thresh=nms_iou, out=out)
+                out: str | Path | None = None, batch_size: int = 8, precision: str = "auto") -> list[dict]:
+        return predict_detector(model, card, paths, score_thresh=score_threshold, nms_thresh=nms_iou, out=out,
+                                batch_size=batch_size, precision=precision)
 
 
 class InstanceRecipe(DetectionRecipe):
@@ -142,17 +145,19 @@ class InstanceRecipe(DetectionRecipe):
 
 
 @torch.inference_mode()
-def _detections(model: torch.nn.Module, loader, device: str = "auto", problem: str = "detect"
-                ) -> tuple[list[dict], list[dict]]:
-    """(targets, predictions) per image of `loader`, in network pixels, on the CPU; for "instance" with the
-    masks as COCO RLEs ("rles")."""
+def _detections(model: torch.nn.Module, loader, device: str = "auto", problem: str = "detect",
+                precision: str = "auto") -> tuple[list[dict], list[dict]]:
+    """(targets, predictions) per image of `loader`, in network pixels, on the CPU (fp32); for "instance" with
+    the masks as COCO RLEs ("rles"). The model runs with its batch norms folded, in `precision`."""
     from cnnkit.tasks.detection import with_rles
 
-    trainer = Trainer(TASK_CLASSES[problem](model), None, epochs=1, device=device)
+    trainer = Trainer(TASK_CLASSES[problem](fold_batch_norm(model)), None, epochs=1, device=device,
+                      precision=precision)
     trainer.model.eval()
     targets, predictions = [], []
     for batch in loader:
-        predictions += trainer.task.predict_step(batch.images.to(trainer.device))
+        with trainer.precision.autocast():  # predict_step gives fp32 boxes, scores and masks on the CPU
+            predictions += trainer.task.predict_step(trainer.precision.input(batch.images.to(trainer.device)))
         if problem == "instance":
             targets += [{k: v for k, v in with_rles(t).items() if k in ("boxes", "labels", "rles")}
                         for t in batch.targets]
@@ -161,12 +166,13 @@ def _detections(model: torch.nn.Module, loader, device: str = "auto", problem: s
     return targets, predictions
 
 
-def _metrics(model: torch.nn.Module, card: ModelCard, loader, device: str = "auto", plot: Path | None = None) -> dict:
+def _metrics(model: torch.nn.Module, card: ModelCard, loader, device: str = "auto", plot: Path | None = None,
+             precision: str = "auto") -> dict:
     """COCO metrics and the error breakdown's totals; with `plot`, the precision/recall curves there (PNG).
     Instance runs: the box metrics and the same with mask IoU, prefixed mask_ (mask_map, mask_map50, ...)."""
     from cnnkit.metrics.detection import plot_pr_curves
 
-    targets, predictions = _detections(model, loader, device, card.problem)
+    targets, predictions = _detections(model, loader, device, card.problem, precision)
     result, errors = score_detections(targets, predictions, card.classes, card.problem)
     if plot is not None:
         plot_pr_curves(result, plot)
@@ -186,35 +192,48 @@ def set_postprocess(model: torch.nn.Module, score_thresh: float | None, nms_thre
 
 @torch.inference_mode()
 def predict_detector(model: torch.nn.Module, card: ModelCard, paths: list[Path], *, score_thresh: float | None = None,
-                     nms_thresh: float | None = None, out: str | Path | None = None) -> list[dict]:
+                     nms_thresh: float | None = None, out: str | Path | None = None, batch_size: int = 8,
+                     precision: str = "auto") -> list[dict]:
     """COCO-style results, one dict per detection: path, label, category_id (1-based, as COCO), bbox [x, y, w, h]
     in the image's pixels, score. With `out`, each image is saved there with its boxes drawn (NAME_boxes.png).
     An instance model's rows also hold "segmentation": the object's mask in the image's pixels as COCO RLE
-    {"size": [H, W], "counts": str}, and `out` gets NAME_instances.png (masks blended, boxes drawn)."""
+    {"size": [H, W], "counts": str}, and `out` gets NAME_instances.png (masks blended, boxes drawn).
+    Images are decoded by worker processes and letterboxed `batch_size` at a time into one forward pass of the
+    model with its batch norms folded, in `precision` (boxes read as fp32)."""
+    if batch_size < 1:
+        raise CnnkitError(f"--batch-size must be at least 1, got {batch_size}")
     set_postprocess(model, score_thresh, nms_thresh)
-    model.eval()
-    size, fit = card.input_size[1], FitDetection(card.input_size[1], "letterbox")
+    model, mode = for_inference(model, precision)
+    fit = FitDetection(card.input_size[1], "letterbox")
     results = []
-    for path, image in readable_images(paths):  # uint8 (3, H, W)
-        h, w = image.shape[-2:]
-        x = fit(image).float().div(255).unsqueeze(0)  # (1, 3, S, S)
-        shape, scale, pad = fit_geometry(h, w, size, "letterbox")  # (nh, nw), (sx, sy), (left, top)
-        found = model(x)[0]
-        boxes = to_image_coordinates(found["boxes"].float(), torch.tensor(scale), torch.tensor(pad), h, w)
-        rows = [{"path": str(path), "label": card.classes[int(c)], "category_id": int(c) + 1,
-                 "bbox": [round(float(b[0]), 2), round(float(b[1]), 2), round(float(b[2] - b[0]), 2),
-                          round(float(b[3] - b[1]), 2)], "score": round(float(s), 5)}
-                for b, s, c in zip(boxes, found["scores"], found["labels"])]
-        results += rows
-        if "masks" in found:
-            masks = to_image_masks(found["masks"], shape, pad, h, w)  # (D, H, W) bool
-            for row, rle in zip(rows, _rles(masks)):
-                row["segmentation"] = rle
-            if out is not None:
-                _draw(image, boxes, rows, Path(out) / f"{Path(path).stem}_instances.png", masks)
-        elif out is not None:
-            _draw(image, boxes, rows, Path(out) / f"{Path(path).stem}_boxes.png")
+    for kept, images in readable_batches(paths, batch_size):  # uint8 (3, H, W) each
+        x = torch.stack([fit(image) for image in images]).float().div(255)  # (n, 3, S, S)
+        with mode.autocast():
+            found = fp32_outputs(model(mode.input(x.to(mode.device))))
+        for path, image, detections in zip(kept, images, found):
+            results += _image_results(path, image, {k: v.cpu() for k, v in detections.items()}, card, out)
     return results
+
+
+def _image_results(path: Path, image: torch.Tensor, found: dict, card: ModelCard, out: str | Path | None
+                   ) -> list[dict]:
+    """One image's rows (see predict_detector) from the model's detections in network pixels; drawn to `out`."""
+    h, w = image.shape[-2:]
+    shape, scale, pad = fit_geometry(h, w, card.input_size[1], "letterbox")  # (nh, nw), (sx, sy), (left, top)
+    boxes = to_image_coordinates(found["boxes"].float(), torch.tensor(scale), torch.tensor(pad), h, w)
+    rows = [{"path": str(path), "label": card.classes[int(c)], "category_id": int(c) + 1,
+             "bbox": [round(float(b[0]), 2), round(float(b[1]), 2), round(float(b[2] - b[0]), 2),
+                      round(float(b[3] - b[1]), 2)], "score": round(float(s), 5)}
+            for b, s, c in zip(boxes, found["scores"], found["labels"])]
+    if "masks" in found:
+        masks = to_image_masks(found["masks"], shape, pad, h, w)  # (D, H, W) bool
+        for row, rle in zip(rows, _rles(masks)):
+            row["segmentation"] = rle
+        if out is not None:
+            _draw(image, boxes, rows, Path(out) / f"{Path(path).stem}_instances.png", masks)
+    elif out is not None:
+        _draw(image, boxes, rows, Path(out) / f"{Path(path).stem}_boxes.png")
+    return rows
 
 
 def to_image_masks(masks: torch.Tensor, shape: tuple[int, int], pad: tuple[int, int], h: int, w: int,

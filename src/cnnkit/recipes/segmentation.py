@@ -23,13 +23,14 @@ from cnnkit.config import Config
 from cnnkit.data.segmentation.draw import write_prediction
 from cnnkit.data.segmentation.loader import loader_of
 from cnnkit.data.segmentation.source import source_of
+from cnnkit.engine.inference import fold_batch_norm, for_inference
 from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError
 from cnnkit.models.factory import create_model, get_spec
 from cnnkit.recipes.base import Build, Context, Recipe
 from cnnkit.recipes.by_image import index_record, index_split, read_index_split
 from cnnkit.runs.card import ModelCard
-from cnnkit.runs.inputs import readable_images
+from cnnkit.runs.inputs import readable_batches
 from cnnkit.tasks.segmentation import SegmentationTask
 
 CLASS_WEIGHT_SAMPLE = 64  # training masks counted for class_weight=balanced
@@ -127,12 +128,12 @@ class SegmentationRecipe(Recipe):
         return Build(task)
 
     def metrics(self, model: torch.nn.Module, card: ModelCard, cfg: Config, loader: Any, *,
-                boundary_f1: bool = False) -> dict:
-        return split_scores(model, card, loader, cfg.train.device, boundary=boundary_f1)
+                boundary_f1: bool = False, precision: str = "auto") -> dict:
+        return split_scores(model, card, loader, cfg.train.device, boundary=boundary_f1, precision=precision)
 
     def predict(self, model: torch.nn.Module, card: ModelCard, paths: list[Path], *,
-                out: str | Path | None = None) -> list[dict]:
-        return predict_segmenter(model, card, paths, out=out)
+                out: str | Path | None = None, batch_size: int = 8, precision: str = "auto") -> list[dict]:
+        return predict_segmenter(model, card, paths, out=out, batch_size=batch_size, precision=precision)
 
     def augment_preview(self, source: str, out: str | Path, *, preset: str = "standard", n: int = 8,
                         size: int | None = None, seed: int = 0) -> Path:
@@ -143,18 +144,20 @@ class SegmentationRecipe(Recipe):
 
 @torch.inference_mode()
 def split_scores(model: torch.nn.Module, card: ModelCard, loader, device: str = "auto",
-                 boundary: bool = False) -> dict:
+                 boundary: bool = False, precision: str = "auto") -> dict:
     """Loss, pixel accuracy, mean accuracy, mIoU, per-class IoU and Dice ({class: value}, None for a class in
-    neither the masks nor the predictions), frequency-weighted IoU; with `boundary`, the mean boundary F1."""
+    neither the masks nor the predictions), frequency-weighted IoU; with `boundary`, the mean boundary F1. The
+    model runs with its batch norms folded, in `precision`; the scores come from fp32 logits."""
     from cnnkit.metrics.segmentation import ConfusionMatrix, boundary_f1
 
-    task = SegmentationTask(model, num_classes=len(card.classes), ignore_index=card.ignore_index)
-    trainer = Trainer(task, None, epochs=1, device=device)
+    task = SegmentationTask(fold_batch_norm(model), num_classes=len(card.classes), ignore_index=card.ignore_index)
+    trainer = Trainer(task, None, epochs=1, device=device, precision=precision)
     trainer.model.eval()
     confusion, losses, pixels, bf = ConfusionMatrix(len(card.classes), card.ignore_index), 0.0, 0, []
     for batch in loader:
         batch = batch.to(trainer.device)
-        logits = trainer.model(batch.images)  # (N, C, H, W)
+        with trainer.precision.autocast():
+            logits = trainer.model(trainer.precision.input(batch.images)).float()  # (N, C, H, W)
         losses += float(task.loss(logits, batch.targets).sum())
         pixels += len(batch)
         predicted = logits.argmax(1).cpu()  # (N, H, W)
@@ -172,26 +175,44 @@ def split_scores(model: torch.nn.Module, card: ModelCard, loader, device: str = 
 
 
 @torch.inference_mode()
-def predict_segmenter(model: torch.nn.Module, card: ModelCard, paths: list[Path], *,
-                      out: str | Path | None = None) -> list[dict]:
+def predict_segmenter(model: torch.nn.Module, card: ModelCard, paths: list[Path], *, out: str | Path | None = None,
+                      batch_size: int = 8, precision: str = "auto") -> list[dict]:
     """One dict per image: path, size [H, W], the share of pixels of each class; with `out`, NAME_mask.png
-    (class indices, palette PNG) and NAME_overlay.png (the image with the classes' colours blended) there."""
+    (class indices, palette PNG) and NAME_overlay.png (the image with the classes' colours blended) there.
+    Images are decoded by worker processes `batch_size` at a time; those of one batch fitted to the same shape
+    go through the model (batch norms folded, in `precision`) together; the masks come from fp32 logits."""
     from cnnkit.data.segmentation.loader import fit_image
 
-    model.eval()
+    if batch_size < 1:
+        raise CnnkitError(f"--batch-size must be at least 1, got {batch_size}")
+    model, mode = for_inference(model, precision)
     mean = torch.tensor(card.mean).view(3, 1, 1)
     std = torch.tensor(card.std).view(3, 1, 1)
     results = []
-    for path, image in readable_images(paths):  # uint8 (3, H, W)
-        h, w = image.shape[-2:]
-        x = (fit_image(image, card.input_size[1]).float().div(255) - mean) / std  # (3, h', w')
-        logits = model(x.unsqueeze(0))  # (1, C, h', w')
-        logits = torch.nn.functional.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-        mask = logits[0].argmax(0).to(torch.uint8)  # (H, W)
-        counts = torch.bincount(mask.flatten().long(), minlength=len(card.classes)).tolist()
-        row = {"path": str(path), "size": [h, w],
-               "fractions": {c: round(n / (h * w), 6) for c, n in zip(card.classes, counts)}}
-        if out is not None:
-            row.update(write_prediction(image, mask, card, Path(out), Path(path).stem))
-        results.append(row)
+    for kept, images in readable_batches(paths, batch_size):  # uint8 (3, H, W) each
+        inputs = [(fit_image(image, card.input_size[1]).float().div(255) - mean) / std for image in images]
+        by_shape: dict[tuple, list[int]] = {}
+        for i, x in enumerate(inputs):
+            by_shape.setdefault(tuple(x.shape), []).append(i)
+        logits: list[torch.Tensor] = [torch.empty(0)] * len(inputs)
+        for group in by_shape.values():
+            with mode.autocast():
+                found = model(mode.input(torch.stack([inputs[i] for i in group]).to(mode.device)))
+            for i, y in zip(group, found.float().cpu()):
+                logits[i] = y  # (C, h', w')
+        results += [_segmented(path, image, y, card, out) for path, image, y in zip(kept, images, logits)]
     return results
+
+
+def _segmented(path: Path, image: torch.Tensor, logits: torch.Tensor, card: ModelCard, out: str | Path | None
+               ) -> dict:
+    """One image's row (see predict_segmenter) from its fp32 logits (C, h', w') at the network's size."""
+    h, w = image.shape[-2:]
+    logits = torch.nn.functional.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)
+    mask = logits[0].argmax(0).to(torch.uint8)  # (H, W)
+    counts = torch.bincount(mask.flatten().long(), minlength=len(card.classes)).tolist()
+    row = {"path": str(path), "size": [h, w],
+           "fractions": {c: round(n / (h * w), 6) for c, n in zip(card.classes, counts)}}
+    if out is not None:
+        row.update(write_prediction(image, mask, card, Path(out), Path(path).stem))
+    return row

@@ -21,6 +21,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from cnnkit.data.batch import Batch
+from cnnkit.data.cache import auto_workers
 from cnnkit.data.sharding import EpochLoader, shard_options
 from cnnkit.errors import CnnkitError, unknown_name
 
@@ -149,7 +150,7 @@ def collate_detection(items: list[tuple[torch.Tensor, dict]]) -> Batch:
 
 
 def make_detection_loader(source, indices, *, size: int, batch_size: int, train: bool, augment: str = "none",
-                          mode: str = "letterbox", workers: int = 0, seed: int = 0, masks: bool = False,
+                          mode: str = "letterbox", workers: int | None = None, seed: int = 0, masks: bool = False,
                           dist: Any = None) -> DataLoader:
     """Batches of `indices` of `source` (see the module docstring); `masks`: targets carry instance masks too
     (the source must have them: COCO segmentation, Penn-Fudan, synthetic-shapes)."""
@@ -161,6 +162,7 @@ def make_detection_loader(source, indices, *, size: int, batch_size: int, train:
     if masks:
         source.require_masks()
     dataset = DetectionDataset(source, indices, size, aug, mode, masks)
+    workers = auto_workers(len(indices)) if workers is None else workers
     generator = torch.Generator().manual_seed(seed)
     return EpochLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_detection,
                        generator=generator, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),

@@ -35,6 +35,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from cnnkit.data.batch import Batch
+from cnnkit.data.cache import auto_workers
 from cnnkit.data.sharding import EpochLoader, shard_options
 from cnnkit.errors import CnnkitError, unknown_name
 
@@ -167,7 +168,7 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def make_segmentation_loader(source, indices, *, size: int, batch_size: int, train: bool, augment: str = "none",
-                             mean: Sequence[float], std: Sequence[float], workers: int = 0,
+                             mean: Sequence[float], std: Sequence[float], workers: int | None = None,
                              seed: int = 0, dist: Any = None) -> DataLoader:
     """A DataLoader of Batch(images float (N, 3, h, w) normalised, targets int64 (N, h, w)); see the module doc."""
     if augment not in SEGMENTATION_PRESETS:
@@ -178,6 +179,7 @@ def make_segmentation_loader(source, indices, *, size: int, batch_size: int, tra
         raise CnnkitError(f"need size >= 1 and batch_size >= 1, got size={size}, batch_size={batch_size}")
     aug = SEGMENTATION_PRESETS[augment] if train and augment != "none" else None
     dataset = SegmentationDataset(source, indices, size, aug, mean, std)
+    workers = auto_workers(len(indices)) if workers is None else workers
     return EpochLoader(dataset, batch_size=batch_size, num_workers=workers,
                        collate_fn=_Collate(getattr(source, "ignore_index", 255)),
                        generator=torch.Generator().manual_seed(seed), worker_init_fn=_seed_worker,
