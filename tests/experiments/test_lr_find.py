@@ -19,7 +19,7 @@ def test_digits_lenet_adam_suggestion_and_plot(tmp_path) -> None:
     res = lr_find_for_config(cfg, steps=80, out=out)
     assert isinstance(res, LRFindResult)
     assert 1e-5 < res.suggestion < 1
-    assert res.stopped_early  # Adam at lr → 10 diverges
+    assert res.losses[-1] > 1.15 * min(res.losses)  # Adam at lr → 10: the smoothed loss climbs past its minimum
     assert min(res.losses) < res.losses[0]
     assert out.is_file() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob("*.csv")) and not (tmp_path / "checkpoints").exists()

@@ -144,7 +144,7 @@ def fit(recipe: Recipe, ctx: Context) -> TrainResult:
         trainer.model.load_state_dict(load_checkpoint(best)["model"])
     val, verdict = {}, None
     if val_loader is not None and not trainer.interrupted:
-        val = recipe.metrics(trainer.model, card, cfg, val_loader)
+        val = recipe.metrics(trainer.model, card, cfg, val_loader, precision=trainer.precision.name)
         verdict = train_verdict(recipe, ctx, trainer, val)
     if trainer.dist.is_main:
         save_run(recipe, ctx, trainer, verdict)
@@ -157,7 +157,7 @@ def train_verdict(recipe: Recipe, ctx: Context, trainer: Trainer, val: dict) -> 
     """The bias/variance verdict of the selected model: its training split measured again in eval mode,
     without augmentation or dropout (not the epoch's running average), against `val`."""
     loader = recipe.loader(ctx.cfg, ctx.source, ctx.split["train"], ctx.card, train=False)
-    train = recipe.metrics(trainer.model, ctx.card, ctx.cfg, loader)
+    train = recipe.metrics(trainer.model, ctx.card, ctx.cfg, loader, precision=trainer.precision.name)
     try:
         return make_verdict(recipe.verdict_problem(ctx.card), train, val, ctx.cfg, trainer.history,
                             val_count=len(ctx.split["val"]))
