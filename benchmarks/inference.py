@@ -38,12 +38,12 @@ def hymenoptera() -> Path:
     return (Path(env) if env else ROOT.parent / "shared" / "data") / "hymenoptera"
 
 
-def timed(paths: list[Path], precision: str) -> tuple[float, list[list[dict]]]:
+def timed(paths: list[Path], precision: str, model: str = WEIGHTS) -> tuple[float, list[list[dict]]]:
     """(seconds, each image's top-2 {label, probability}) of one api.predict call."""
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        results = api.predict(WEIGHTS, paths, top_k=2, precision=precision)
+        results = api.predict(model, paths, top_k=2, precision=precision)
     return time.perf_counter() - start, [r["predictions"] for r in results]
 
 
@@ -51,30 +51,33 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3, help="timed calls of each side, alternated")
+    parser.add_argument("--model", default=WEIGHTS, help="weights name or a RUN folder, e.g. a hymenoptera "
+                        "fine-tune (runs/bench-parity/hymenoptera-auto from benchmarks/parity.py)")
     args = parser.parse_args()
+    model = args.model
     folder = hymenoptera()
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))[:args.images]
     if not paths:
         print(f"SKIP: no JPEGs under {folder}; set CNNKIT_DATA to the folder that holds hymenoptera/")
         return 0
     try:
-        timed(paths[:1], "fp32")
+        timed(paths[:1], "fp32", model)
     except CnnkitError as err:
         print(f"SKIP: {err}")
         return 0
     auto = Precision.resolve("auto", "cuda" if torch.cuda.is_available() else "cpu")
     n = len(paths)
-    print(f"{n} images from {folder}; {WEIGHTS}; auto = {auto.name} (channels_last {auto.channels_last}); "
+    print(f"{n} images from {folder}; {model}; auto = {auto.name} (channels_last {auto.channels_last}); "
           f"threads={torch.get_num_threads()} cores={os.cpu_count()} torch={torch.__version__} "
           f"load={os.getloadavg()[0]:.2f}")
-    warm = {p: timed(paths, p) for p in ("fp32", "auto")}  # allocator, kernels, file cache
+    warm = {p: timed(paths, p, model) for p in ("fp32", "auto")}  # allocator, kernels, file cache
     differ = [a for a, b in zip(warm["fp32"][1], warm["auto"][1]) if a[0]["label"] != b[0]["label"]]
     same = 1 - len(differ) / n
     print(f"warm-up: fp32 {n / warm['fp32'][0]:.1f} img/s, auto {n / warm['auto'][0]:.1f} img/s")
     rates: dict[str, list[float]] = {"fp32": [], "auto": []}
     for _ in range(args.rounds):
         for precision in rates:
-            rates[precision].append(n / timed(paths, precision)[0])
+            rates[precision].append(n / timed(paths, precision, model)[0])
     med = {p: statistics.median(r) for p, r in rates.items()}
     for p, r in rates.items():
         print(f"{p:<5} median {med[p]:7.1f} img/s   all rounds {' '.join(f'{x:.1f}' for x in r)}")

@@ -143,3 +143,23 @@ def test_bad_precision_values_are_one_line_errors(capsys, tmp_path):
                            "--out", str(tmp_path / "r"))
     assert_one_line_error(code, err, "fp16 needs a CUDA GPU")
     assert not (tmp_path / "r").exists()
+
+
+def test_depthwise_convolutions_stay_fp32_under_cpu_bf16():
+    """oneDNN's bf16 depthwise kernels are slower than its fp32 ones: prepare() runs them outside autocast."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.Conv2d(4, 8, 1))
+    reference = copy.deepcopy(net)
+    Precision("bf16", torch.device("cpu")).prepare(net)
+    assert set(net.state_dict()) == set(reference.state_dict())  # the module tree and its keys are unchanged
+    x = torch.randn(2, 4, 9, 9).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        depthwise = net[0](x)
+        pointwise = net[1](depthwise)
+    assert depthwise.dtype == torch.float32 and pointwise.dtype == torch.bfloat16
+    torch.testing.assert_close(depthwise, reference[0](x))  # exactly the fp32 convolution
+    twice = Precision("bf16", torch.device("cpu")).prepare(copy.deepcopy(net))  # idempotent, and copies keep it
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(twice(x), net(x))
+    fp32 = Precision("fp32", torch.device("cpu")).prepare(copy.deepcopy(reference))
+    assert "forward" not in vars(fp32[0])

@@ -22,6 +22,7 @@ from cnnkit.data.builtin import open_source
 from cnnkit.data.loader import fitted_arrays, make_loader
 from cnnkit.data.sources import ImageSource, as_problem
 from cnnkit.data.split import indices_from_record
+from cnnkit.engine.inference import for_inference
 from cnnkit.errors import CnnkitError
 from cnnkit.metrics.core import classification_metrics
 from cnnkit.runs.folder import ModelCard, load_model, record_test_use, run_file
@@ -91,16 +92,20 @@ class SplitPredictions:
     classes: list[str]
 
 
-def predictions_of(data: RunSplit, batch_size: int = 256) -> SplitPredictions:
-    """The task's probabilities (predict_step) for every item of the split, in split order."""
+def predictions_of(data: RunSplit, batch_size: int = 256, precision: str = "auto") -> SplitPredictions:
+    """The task's probabilities (predict_step, from fp32 outputs) for every item of the split, in split order;
+    the model runs as predict runs it: batch norms folded, in `precision` (cnnkit.engine.inference)."""
     c, s, _ = data.card.input_size
     loader = make_loader(data.source, data.indices, channels=c, size=s, resize=data.card.resize,
                          mean=data.card.mean, std=data.card.std, whiten=data.card.whiten, batch_size=batch_size)
-    task = data.task()
+    model, mode = for_inference(data.model, precision)
+    with warnings.catch_warnings():  # a mismatched loss was reported when the run trained
+        warnings.simplefilter("ignore", UserWarning)
+        task = data.card.make_task(model)
     probs, targets = [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), mode.autocast():
         for batch in loader:
-            probs.append(task.predict_step(batch.images).float())  # (n, K)
+            probs.append(task.predict_step(mode.input(batch.images.to(mode.device))).float().cpu())  # (n, K)
             targets.append(batch.targets.long())
     return SplitPredictions(torch.cat(probs), torch.cat(targets), [data.source.ids[int(j)] for j in data.indices],
                             data.indices, list(data.card.classes))

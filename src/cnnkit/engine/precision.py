@@ -16,6 +16,7 @@ and metrics from fp32 outputs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass
 
@@ -44,6 +45,17 @@ def cpu_flags_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def is_depthwise(module: torch.nn.Module) -> bool:
+    """A Conv2d with one group per input channel (MobileNet's and EfficientNet's depthwise convolutions)."""
+    return isinstance(module, torch.nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
+
+
+def _fp32_conv(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """`conv` in fp32 outside autocast (its output goes on in fp32; the next autocast op casts it back)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return conv._conv_forward(x.float(), conv.weight, conv.bias)
 
 
 def check_precision(name: str) -> str:
@@ -107,9 +119,17 @@ class Precision:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The model in this precision's memory format (in place; the weights stay fp32 for the optimiser)."""
+        """The model in this precision's memory format (in place; the weights stay fp32 for the optimiser). On a
+        CPU in bf16, depthwise convolutions run in fp32 (channels_last): oneDNN's bf16 depthwise kernels, the
+        backward above all, are slower than its fp32 ones (2.1x against 1.4x for an EfficientNet-Lite0 step,
+        docs/benchmarks.md §14)."""
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
+        if self.name == "bf16" and self.device.type == "cpu":
+            for module in model.modules():
+                if is_depthwise(module) and not isinstance(module.forward, functools.partial):
+                    module.forward = functools.partial(_fp32_conv, module)  # an instance attribute: the state
+                    #                                                         dict and the module tree stay as they are
         return model
 
     def input(self, images: torch.Tensor) -> torch.Tensor:
