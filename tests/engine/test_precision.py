@@ -163,3 +163,18 @@ def test_depthwise_convolutions_stay_fp32_under_cpu_bf16():
         torch.testing.assert_close(twice(x), net(x))
     fp32 = Precision("fp32", torch.device("cpu")).prepare(copy.deepcopy(reference))
     assert "forward" not in vars(fp32[0])
+
+
+def test_a_depthwise_subclass_keeps_its_own_forward_in_fp32():
+    """TF-style "same" padding lives in a Conv2d subclass's forward (EfficientNet-Lite0): fp32 must call it."""
+    from cnnkit.models.efficientnet import Conv2dSame
+
+    torch.manual_seed(0)
+    conv = Conv2dSame(4, 4, 3, stride=2, groups=4)
+    reference = copy.deepcopy(conv)
+    Precision("bf16", torch.device("cpu")).prepare(conv)
+    x = torch.randn(2, 4, 10, 10)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(x)
+    assert out.shape == reference(x).shape == (2, 4, 5, 5)
+    torch.testing.assert_close(out, reference(x))

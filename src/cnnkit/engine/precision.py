@@ -55,7 +55,7 @@ def is_depthwise(module: torch.nn.Module) -> bool:
 def _fp32_conv(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """`conv` in fp32 outside autocast (its output goes on in fp32; the next autocast op casts it back)."""
     with torch.autocast(x.device.type, enabled=False):
-        return conv._conv_forward(x.float(), conv.weight, conv.bias)
+        return type(conv).forward(conv, x.float())  # the class's own forward: e.g. TF "same" padding
 
 
 def check_precision(name: str) -> str:
