@@ -34,6 +34,7 @@ def test_files_are_fitted_as_fitsize_does_in_memory_and_in_parallel(photos) -> N
     fit = FitSize(16, "crop", "bicubic")
     expected = torch.stack([fit(photos.load(int(j), 3)) for j in indices])  # (n, 3, 16, 16) uint8
     assert out.dtype == torch.uint8 and torch.equal(out, expected)
+    cache._DECODED.clear()  # decode again, by a worker process this time
     assert torch.equal(decoded_images(photos, indices, 3, 16, "crop", "bicubic", workers=1), expected)
     assert torch.equal(fitted_arrays(photos, indices, 3, 16, "crop", "bicubic"), expected)
 
@@ -56,6 +57,19 @@ def test_over_the_budget_a_memmap_file_is_written_once_and_reused(photos, tmp_pa
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # a changed file: a new key
     decoded_images(photos, indices, 1, 16, "resize", cache_dir=tmp_path / "c", workers=0, memory_budget=0)
     assert len(list((tmp_path / "c").iterdir())) == 2  # no temporary file left behind
+
+
+def test_a_process_decodes_the_same_files_once(photos, monkeypatch) -> None:
+    indices = np.arange(0, len(photos), 2)
+    first = decoded_images(photos, indices, 3, 16, "resize", workers=0)
+    monkeypatch.setattr(type(photos), "load", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
+    assert decoded_images(photos, indices, 3, 16, "resize", workers=0) is first  # the same split: remembered
+    with pytest.raises(AssertionError, match="decoded"):  # another size is another key
+        decoded_images(photos, indices, 3, 24, "resize", workers=0)
+    monkeypatch.undo()
+    path = photos.paths[0]
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # a changed file: decoded again
+    assert decoded_images(photos, indices, 3, 16, "resize", workers=0) is not first
 
 
 @pytest.mark.parametrize("workers", [0, 1])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,16 @@ def cache_key(source: ImageSource, indices: np.ndarray, channels: int, size: int
     return h.hexdigest()[:32]
 
 
+_DECODED: OrderedDict[str, torch.Tensor] = OrderedDict()  # this process's decoded splits, least recent first
+
+
+def _remember(key: str, images: torch.Tensor, budget: int) -> None:
+    """Keep `images` for the next call on the same files, dropping the oldest beyond `budget` bytes in all."""
+    _DECODED[key] = images
+    while sum(t.numel() for t in _DECODED.values()) > budget and len(_DECODED) > 1:
+        _DECODED.popitem(last=False)
+
+
 def decoded_images(source: ImageSource, indices: np.ndarray, channels: int, size: int, resize: str,
                    interpolation: str = "bilinear", cache_dir: str | Path | None = None, workers: int | None = None,
                    memory_budget: int | None = None) -> torch.Tensor:
@@ -147,9 +158,13 @@ def decoded_images(source: ImageSource, indices: np.ndarray, channels: int, size
     shape = (len(indices), channels, size, size)
     budget = int(MEMORY_SHARE * available_memory()) if memory_budget is None else memory_budget
     if int(np.prod(shape)) <= budget or not len(indices):
-        out = torch.empty(shape, dtype=torch.uint8)
-        _fill(out, source, indices, channels, fit, workers)
-        return out
+        key = cache_key(source, indices, channels, size, resize, interpolation)
+        if key not in _DECODED:  # a run reads its train split 3 times (training, probe, verdict), val twice
+            out = torch.empty(shape, dtype=torch.uint8)
+            _fill(out, source, indices, channels, fit, workers)
+            _remember(key, out, budget)
+        _DECODED.move_to_end(key)
+        return _DECODED[key]  # shared: callers read it (slices, normalised copies), never write to it
     folder = Path(cache_dir) if cache_dir is not None else cache_folder()
     path = folder / f"{cache_key(source, indices, channels, size, resize, interpolation)}.u8"
     if not path.is_file() or path.stat().st_size != int(np.prod(shape)):
