@@ -158,6 +158,8 @@ def test_depthwise_convolutions_stay_fp32_under_cpu_bf16():
         pointwise = net[1](depthwise)
     assert depthwise.dtype == torch.float32 and pointwise.dtype == torch.bfloat16
     torch.testing.assert_close(depthwise, reference[0](x))  # exactly the fp32 convolution
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert net[0](x).dtype == torch.bfloat16  # no backward to come: the faster bf16 forward
     twice = Precision("bf16", torch.device("cpu")).prepare(copy.deepcopy(net))  # idempotent, and copies keep it
     with torch.autocast("cpu", dtype=torch.bfloat16):
         torch.testing.assert_close(twice(x), net(x))
@@ -173,7 +175,7 @@ def test_a_depthwise_subclass_keeps_its_own_forward_in_fp32():
     conv = Conv2dSame(4, 4, 3, stride=2, groups=4)
     reference = copy.deepcopy(conv)
     Precision("bf16", torch.device("cpu")).prepare(conv)
-    x = torch.randn(2, 4, 10, 10)
+    x = torch.randn(2, 4, 10, 10, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = conv(x)
     assert out.shape == reference(x).shape == (2, 4, 5, 5)
