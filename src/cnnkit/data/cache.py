@@ -131,6 +131,7 @@ def cache_key(source: ImageSource, indices: np.ndarray, channels: int, size: int
     return h.hexdigest()[:32]
 
 
+MEMO_BYTES = 2 * 2**30  # at most this much of decoded images stays in a process (a notebook runs many runs)
 _DECODED: OrderedDict[str, torch.Tensor] = OrderedDict()  # this process's decoded splits, least recent first
 
 
@@ -162,7 +163,7 @@ def decoded_images(source: ImageSource, indices: np.ndarray, channels: int, size
         if key not in _DECODED:  # a run reads its train split 3 times (training, probe, verdict), val twice
             out = torch.empty(shape, dtype=torch.uint8)
             _fill(out, source, indices, channels, fit, workers)
-            _remember(key, out, budget)
+            _remember(key, out, min(budget, MEMO_BYTES))
         _DECODED.move_to_end(key)
         return _DECODED[key]  # shared: callers read it (slices, normalised copies), never write to it
     folder = Path(cache_dir) if cache_dir is not None else cache_folder()
