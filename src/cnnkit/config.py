@@ -13,6 +13,7 @@ from cnnkit.errors import CnnkitError, unknown_name
 # the transfer strategies of cnnkit.engine.transfer
 STRATEGIES = ("feature-extractor", "head-only", "fine-tune", "partial", "linear-probe", "auto")
 PROBES = ("logistic", "svm")  # the linear probe's scikit-learn model
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # --precision (cnnkit.engine.precision resolves them)
 
 
 @dataclass
@@ -133,8 +134,8 @@ class Config:
                 raise unknown_name("probe", t.probe, PROBES)
         if t.head_init not in ("auto", "random", "probe"):
             raise unknown_name("--head-init", t.head_init, ("auto", "random", "probe"))
-        if t.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise unknown_name("--precision", t.precision, ("auto", "fp32", "bf16", "fp16"))
+        if t.precision not in PRECISIONS:
+            raise unknown_name("--precision", t.precision, PRECISIONS)
         for name in self.train.log:
             if name not in ("tensorboard", "mlflow"):
                 raise unknown_name("logger", name, ("tensorboard", "mlflow"))

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
+from cnnkit.config import PRECISIONS
 from cnnkit.errors import CnnkitError, unknown_name
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 ENV = "CNNKIT_PRECISION"
 
