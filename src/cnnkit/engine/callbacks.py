@@ -74,37 +74,45 @@ class EarlyStopping(Callback):
 class OverfittingAlarm(Callback):
     """Warn at the epoch where the val loss has risen for `patience` consecutive epochs while the training loss
     kept falling (the notes' definition of overfitting), naming the best epoch (lowest val loss); with `stop`,
-    stop training there. `fired_epoch` and `best_epoch` record it. Runs on every rank so all ranks stop together."""
+    stop training there. `fired_epoch` and `best_epoch` record it. Runs on every rank so all ranks stop together.
+
+    Both losses are compared as running means of the last `window` epochs (2 by default), so one lucky epoch in a
+    rising val curve does not reset the count; a real new low does. The price is one epoch of delay on a clean
+    curve."""
 
     all_ranks = True
 
-    def __init__(self, patience: int = 3, stop: bool = False):
+    def __init__(self, patience: int = 3, stop: bool = False, window: int = 2):
         if patience < 1:
             raise CnnkitError(f"alarm patience must be at least 1, got {patience}")
-        self.patience, self.stop = patience, stop
+        if window < 1:
+            raise CnnkitError(f"alarm window must be at least 1, got {window}")
+        self.patience, self.stop, self.window = patience, stop, window
         self.best, self.best_epoch, self.rises = math.inf, 0, 0
-        self.last: tuple[float, float] | None = None  # (val_loss, train_loss) of the previous epoch
+        self.recent: list[tuple[float, float]] = []  # (val_loss, train_loss) of the last `window` + 1 epochs
         self.fired_epoch: int | None = None
         self.fired_best_epoch: int | None = None  # the best epoch as the warning named it
+
+    def _mean(self, pairs: list[tuple[float, float]]) -> tuple[float, float]:
+        return sum(v for v, _ in pairs) / len(pairs), sum(t for _, t in pairs) / len(pairs)
 
     def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
         val, train = logs.get("val_loss"), logs.get("train_loss")
         if val is None or train is None:
             return
-        if self.last is not None and val > self.last[0] and train < self.last[1]:
-            self.rises += 1
-        else:
-            self.rises = 0
-        self.last = (val, train)
+        self.recent = (self.recent + [(float(val), float(train))])[-(self.window + 1):]
+        if len(self.recent) == self.window + 1:
+            (val_then, train_then), (val_now, train_now) = self._mean(self.recent[:-1]), self._mean(self.recent[1:])
+            self.rises = self.rises + 1 if val_now > val_then and train_now < train_then else 0
         if val < self.best:
             self.best, self.best_epoch = val, logs["epoch"]
         if self.rises >= self.patience and self.fired_epoch is None:
             self.fired_epoch, self.fired_best_epoch = logs["epoch"], self.best_epoch
             if trainer.dist.is_main:
                 warnings.warn(f"overfitting at epoch {self.fired_epoch}: the val loss has risen for {self.rises} "
-                              f"epochs while the training loss fell; the best epoch was {self.best_epoch} (val loss "
-                              f"{self.best:.4g})" + ("; stopping" if self.stop else "; --alarm-stop stops here"),
-                              stacklevel=2)
+                              f"epochs while the training loss fell (means of {self.window} epochs); the best epoch "
+                              f"was {self.best_epoch} (val loss {self.best:.4g})"
+                              + ("; stopping" if self.stop else "; --alarm-stop stops here"), stacklevel=2)
             trainer.stop_training = trainer.stop_training or self.stop
 
     def as_dict(self) -> dict:
@@ -114,12 +122,12 @@ class OverfittingAlarm(Callback):
 
     def state_dict(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch, "rises": self.rises,
-                "last": list(self.last) if self.last else None, "fired_epoch": self.fired_epoch,
+                "recent": [list(pair) for pair in self.recent], "fired_epoch": self.fired_epoch,
                 "fired_best_epoch": self.fired_best_epoch}
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.best_epoch, self.rises = state["best"], state["best_epoch"], state["rises"]
-        self.last = tuple(state["last"]) if state["last"] else None
+        self.recent = [tuple(pair) for pair in state.get("recent", [])]
         self.fired_epoch, self.fired_best_epoch = state["fired_epoch"], state.get("fired_best_epoch")
 
 
