@@ -2,10 +2,13 @@
 
     .venv/bin/python benchmarks/parity.py                      # all four runs, fp32 then auto, same seed
     .venv/bin/python benchmarks/parity.py mnist hymenoptera    # some of them
+    .venv/bin/python benchmarks/parity.py pennfudan --seeds 0,1,2   # the run-to-run spread: one pair per seed
 
 Each run is the whole `cnnkit train` process (start-up, data, training, the verdict, the report), timed from
 outside; then `cnnkit evaluate RUN --json` (not timed) reads the saved model's val metric. Both precisions use
-the same seed and the same split. One JSON line per run, then a table. The real data sets are read from
+the same seed and the same split. With `--seeds`, one fp32/auto pair per seed (the seed also draws the
+split, so the spread across seeds is what a user sees from one run to the next). One JSON line per run,
+then a table. The real data sets are read from
 ../shared/data (or $CNNKIT_DATA); a missing one is skipped with its reason. Runs go to runs/bench-parity/.
 """
 from __future__ import annotations
@@ -38,55 +41,75 @@ RUNS = {
 }
 
 
-def one(name: str, precision: str) -> dict:
+def one(name: str, precision: str, seed: int = 0) -> dict:
     folder, flags, metric = RUNS[name]
     data = DATA / folder
     if not data.is_dir():
-        return {"run": name, "precision": precision, "skipped": f"{data} not found"}
-    out = OUT / f"{name}-{precision}"
+        return {"run": name, "precision": precision, "seed": seed, "skipped": f"{data} not found"}
+    out = OUT / (f"{name}-{precision}" + (f"-s{seed}" if seed else ""))
     env = {k: v for k, v in os.environ.items() if k != "CNNKIT_PRECISION"}  # auto means the hardware's choice
     args = [a.replace("{data}", str(data)) for a in flags]
     start = time.perf_counter()
-    done = subprocess.run(CLI + ["-q", "train", *args, "--precision", precision, "--out", str(out)], cwd=ROOT,
+    done = subprocess.run(CLI + ["-q", "train", *args, "--precision", precision, "--seed", str(seed),
+                                 "--out", str(out)], cwd=ROOT,
                           env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode:
-        return {"run": name, "precision": precision, "failed": done.stderr.strip().splitlines()[-1:]}
+        return {"run": name, "precision": precision, "seed": seed, "failed": done.stderr.strip().splitlines()[-1:]}
     evaluated = subprocess.run(CLI + ["evaluate", str(out), "--json", "--precision", "fp32"], cwd=ROOT, env=env,
                                capture_output=True, text=True, check=True)
     metrics = json.loads(evaluated.stdout)
     config = (out / "config.yaml").read_text()
     resolved = next((line.split(":")[1].strip() for line in config.splitlines() if "precision:" in line), "?")
-    return {"run": name, "precision": precision, "resolved": resolved, "wall_s": round(wall, 1),
+    return {"run": name, "precision": precision, "seed": seed, "resolved": resolved, "wall_s": round(wall, 1),
             "metric": metric, "val": round(float(metrics[metric]), 4), "val_count": metrics.get("count")}
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| run | metric | fp32 val | auto val | Δ (points) | fp32 wall | auto wall | auto ÷ fp32 |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for name in dict.fromkeys(r["run"] for r in rows):
-        pair = {r["precision"]: r for r in rows if r["run"] == name and "val" in r}
+    lines = ["| run | seed | metric | fp32 val | auto val | Δ (points) | fp32 wall | auto wall | auto ÷ fp32 |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for name, seed in dict.fromkeys((r["run"], r.get("seed", 0)) for r in rows):
+        pair = {r["precision"]: r for r in rows if r["run"] == name and r.get("seed", 0) == seed and "val" in r}
         if len(pair) < 2:
             continue
         a, b = pair["fp32"], pair["auto"]
-        lines.append(f"| {name} | {a['metric']} | {a['val']:.4f} | {b['val']:.4f} | "
+        lines.append(f"| {name} | {seed} | {a['metric']} | {a['val']:.4f} | {b['val']:.4f} | "
                      f"{100 * (b['val'] - a['val']):+.2f} | {a['wall_s']:.0f} s | "
                      f"{b['wall_s']:.0f} s ({b['resolved']}) | {b['wall_s'] / a['wall_s']:.2f} |")
-    return "\n".join(lines)
+    return "\n".join(lines + spread(rows))
+
+
+def spread(rows: list[dict]) -> list[str]:
+    """Per run over several seeds: the range of each precision's val metric and the mean paired Δ."""
+    out = []
+    for name in dict.fromkeys(r["run"] for r in rows):
+        vals = {p: {r.get("seed", 0): r["val"] for r in rows if r["run"] == name and r["precision"] == p and "val" in r}
+                for p in ("fp32", "auto")}
+        seeds = sorted(set(vals["fp32"]) & set(vals["auto"]))
+        if len(seeds) < 2:
+            continue
+        deltas = [100 * (vals["auto"][s] - vals["fp32"][s]) for s in seeds]
+        ranges = {p: 100 * (max(v.values()) - min(v.values())) for p, v in vals.items()}
+        out.append(f"\n{name} over seeds {seeds}: fp32 spread {ranges['fp32']:.1f} points, auto spread "
+                   f"{ranges['auto']:.1f} points; mean Δ auto − fp32 {sum(deltas) / len(deltas):+.2f} points")
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", help=f"some of {', '.join(RUNS)} (default: all)")
-    names = parser.parse_args().runs or list(RUNS)
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds, one fp32/auto pair each (default 0)")
+    args = parser.parse_args()
+    names, seeds = args.runs or list(RUNS), [int(s) for s in args.seeds.split(",")]
     unknown = [n for n in names if n not in RUNS]
     if unknown:
         parser.error(f"unknown run {unknown[0]!r}; choose from {', '.join(RUNS)}")
     print(f"load average at start: {os.getloadavg()}", flush=True)
     rows = []
     for name in names:
-        for precision in ("fp32", "auto"):
-            rows.append(one(name, precision))
+        for seed in seeds:
+            for precision in ("fp32", "auto"):
+                rows.append(one(name, precision, seed))
             print(json.dumps(rows[-1]), flush=True)
     print(f"load average at end: {os.getloadavg()}")
     print(table(rows))

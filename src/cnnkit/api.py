@@ -28,7 +28,7 @@ log = logging.getLogger("cnnkit")
 
 __all__ = ["TrainResult", "train", "evaluate", "test", "predict", "embed", "demo_config", "augment_preview",
            "models_table", "inspect_model", "inspect_kernels", "inspect_feature_maps", "transfer_compare", "lr_find",
-           "prune", "convert", "check_annotations", "report", "diagnose", "load_config", "bench"]
+           "prune", "convert", "check_annotations", "report", "diagnose", "load_config", "bench", "export"]
 
 
 def _recipe_of(run: str | Path) -> Recipe:
@@ -115,9 +115,11 @@ def predict(run: str | Path, inputs: list[str | Path], *, top_k: int = 5, batch_
     overlays). RUN may also name pretrained weights, e.g. efficientnet_lite0.imagenet. Unreadable images are
     skipped with a warning. An option that does not apply to the run's task is refused in one line. The images
     are decoded by worker processes a batch at a time and the model runs with its batch norms folded, in
-    `precision` (auto: bf16 + channels_last where the hardware has it), the probabilities from fp32 outputs."""
+    `precision` (auto: bf16 + channels_last where the hardware has it), the probabilities from fp32 outputs.
+    RUN may also be an exported FILE.onnx (`export`): the network then runs on onnxruntime, in fp32, and the
+    JSON is the same."""
     check_precision(precision)
-    model, card = open_model(run)
+    model, card = _open_for_inference(run, precision)
     recipe = recipe_for(card.problem)
     given = {"top_k": top_k, "batch_size": batch_size, "threshold": threshold, "score_threshold": score_threshold,
              "nms_iou": nms_iou, "out": out, "precision": precision}
@@ -125,6 +127,38 @@ def predict(run: str | Path, inputs: list[str | Path], *, top_k: int = 5, batch_
     options = {k: v for k, v in given.items() if v != defaults[k].default}  # only what the caller set
     runner.check_options(recipe.predict, options, recipe)
     return recipe.predict(model, card, _expand_inputs(inputs), **options)
+
+
+def _open_for_inference(target: str | Path, precision: str) -> tuple:
+    """(model, card) of a run folder, pretrained weights or an exported .onnx file (which runs in fp32 only)."""
+    from cnnkit.export.runtime import is_onnx, open_onnx
+
+    if not is_onnx(target):
+        return open_model(target)
+    if precision not in ("auto", "fp32"):
+        raise CnnkitError(f"an ONNX file runs in the precision it was exported in; drop --precision {precision}")
+    return open_onnx(target)
+
+
+def export(run: str | Path, *, format: str = "onnx", int8: bool = False, out: str | Path | None = None) -> Path:
+    """Write RUN's model to one file that needs nothing else to be used, and return its path: ONNX (batch
+    norms folded, the model card in the metadata, dynamic batch and, where the network allows, image size),
+    RUN/model.onnx by default; with `int8`, statically quantised by onnxruntime, calibrated on RUN's training
+    images (RUN/model.int8.onnx). See cnnkit.export.onnx and docs/export.md."""
+    from cnnkit.export import onnx as onnx_export
+
+    formats = ("onnx",)
+    if format not in formats:
+        raise CnnkitError(f"unknown export format {format!r}; choose from {', '.join(formats)}")
+    model, card = load_model(run)
+    target = Path(out) if out is not None else onnx_export.default_path(run, int8)
+    if target.suffix.lower() != ".onnx":
+        raise CnnkitError(f"--out must end in .onnx, got {target.name}")
+    if not int8:
+        return onnx_export.export_onnx(model, card, target)
+    from cnnkit.export.quantize import quantize_run
+
+    return quantize_run(run, model, card, target)
 
 
 def embed(run: str | Path, inputs: list[str | Path], *, out: str | Path, batch_size: int = 64,

@@ -225,7 +225,8 @@ def _predict_parsers(sub) -> None:
     p = sub.add_parser("predict", help="predictions for images or folders of images: top-k classes, labels, "
                                        "values, boxes or masks, by the run's task")
     p.add_argument("run", metavar="RUN_OR_WEIGHTS",
-                   help="a run folder, or pretrained weights such as efficientnet_lite0.imagenet (ImageNet classes)")
+                   help="a run folder, pretrained weights such as efficientnet_lite0.imagenet (ImageNet classes), "
+                        "or a FILE.onnx written by `cnnkit export`")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--top-k", type=_positive_int, default=5)
     p.add_argument("--threshold", type=float, default=0.5, help="multilabel: a label is predicted at or above it")
@@ -235,6 +236,13 @@ def _predict_parsers(sub) -> None:
                    "NAME_mask.png (class indices) and NAME_overlay.png")
     _inference_precision(p)
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("export", help="the model as one file to use outside cnnkit (ONNX, card in its metadata); "
+                                      "prints the file last")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--format", default="onnx", choices=("onnx",))
+    p.add_argument("--int8", action="store_true",
+                   help="static int8 quantisation (onnxruntime), calibrated on the run's training images")
+    p.add_argument("--out", metavar="FILE", help="default: RUN/model.onnx (RUN/model.int8.onnx with --int8)")
     p = sub.add_parser("embed", help="feature vectors of images (.npy, .npz or .parquet); prints the file last")
     p.add_argument("run", metavar="RUN_OR_WEIGHTS",
                    help="a run folder, or pretrained weights such as efficientnet_lite0.imagenet")

@@ -138,6 +138,13 @@ def cmd_predict(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(a: argparse.Namespace) -> int:
+    from cnnkit import api
+
+    print(api.export(a.run, format=a.format, int8=a.int8, out=a.out))
+    return 0
+
+
 def cmd_embed(a: argparse.Namespace) -> int:
     from cnnkit import api
 
@@ -261,7 +268,8 @@ def cmd_augment_preview(a: argparse.Namespace) -> int:
 
 VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train, "lr-find": cmd_lr_find, "demo": cmd_demo, "transfer": cmd_transfer_compare,
-    "evaluate": cmd_evaluate, "test": cmd_test, "predict": cmd_predict, "embed": cmd_embed, "report": cmd_report,
+    "evaluate": cmd_evaluate, "test": cmd_test, "predict": cmd_predict, "export": cmd_export, "embed": cmd_embed,
+    "report": cmd_report,
     "models": cmd_models, "inspect": cmd_inspect, "prune": cmd_prune, "diagnose": cmd_diagnose,
     "convert": cmd_convert, "augment-preview": cmd_augment_preview, "bench": cmd_bench,
 }

@@ -1,0 +1,155 @@
+"""`cnnkit export RUN --format onnx`: the trained network as an ONNX file that carries its own model card.
+
+    api.export("runs/digits")                      # → runs/digits/model.onnx; or: cnnkit export runs/digits
+
+What goes in the file:
+- the network of RUN/model.pt in eval mode, fp32, with each Conv2d → BatchNorm2d pair folded into one Conv2d
+  (cnnkit.engine.inference.fold_batch_norm);
+- one input, `images`: (N, C, H, W) float32, already preprocessed as the card says (resized, scaled to [0, 1],
+  normalised with the card's mean and std: what `card.transform()` gives);
+- one output, `output`: what the PyTorch model returns, raw: logits for classes and labels (the card's `task`
+  says which activation turns them into probabilities: softmax for multiclass, a sigmoid for binary and
+  multilabel), standardised values for regression (× target_std + target_mean), per-pixel logits
+  (N, K, H, W) for semantic segmentation;
+- the batch axis is dynamic; H and W are dynamic too where the network allows it (checked by running the
+  file at another size against PyTorch), else fixed at the card's input size (`cnnkit.dynamic_size`);
+- metadata_props: `cnnkit.card` (the ModelCard as JSON: classes, input size, mean/std, resize mode, problem
+  type ...), `cnnkit.output` (what the output means), `cnnkit.dynamic_size`, `cnnkit.version`.
+
+The exporter is torch.onnx's TorchScript-based one (`dynamo=False`): it traces torchvision's detectors, NMS
+included, which the torch.export-based one does not yet, and it is about twice as fast. Its DeprecationWarning
+is silenced. Detection and instance segmentation: cnnkit.export.onnx_detection.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnkit.engine.inference import fold_batch_norm
+from cnnkit.errors import CnnkitError
+from cnnkit.runs.card import ModelCard
+from cnnkit.version import __version__
+
+__all__ = ["OPSET", "OUTPUT_MEANING", "export_onnx", "export_network", "write_metadata", "default_path"]
+
+OPSET = 17
+log = logging.getLogger("cnnkit")
+
+# the card's problem type → what the raw `output` of the file means
+OUTPUT_MEANING = {
+    "multiclass": "logits (N, K): softmax gives the class probabilities",
+    "binary": "logit (N, 1): a sigmoid gives the probability of the positive class",
+    "multilabel": "logits (N, K): a sigmoid per label gives its probability",
+    "regression": "standardised values (N, D): × target_std + target_mean gives the values",
+    "segment": "logits (N, K, H, W): the argmax over K is each pixel's class",
+}
+
+
+def default_path(run: str | Path, int8: bool = False) -> Path:
+    return Path(run) / ("model.int8.onnx" if int8 else "model.onnx")
+
+
+def _atomic_save(proto, out: Path) -> None:
+    import onnx
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        onnx.save(proto, tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_metadata(path: Path, card: ModelCard, output: str, dynamic_size: bool, extra: dict | None = None) -> None:
+    """Put the model card and what the output means into the ONNX file's metadata_props (atomically)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    fields = {"cnnkit.card": json.dumps(dataclasses.asdict(card)), "cnnkit.output": output,
+              "cnnkit.dynamic_size": json.dumps(dynamic_size), "cnnkit.version": __version__, **(extra or {})}
+    del proto.metadata_props[:]
+    for key, value in fields.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.producer_name, proto.producer_version = "cnnkit", __version__
+    _atomic_save(proto, path)
+
+
+def _trace(model: nn.Module, example: torch.Tensor, path: Path, dynamic_size: bool) -> None:
+    axes = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's DeprecationWarning and tracer warnings
+        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=OPSET, input_names=["images"],
+                          output_names=["output"], dynamic_axes={"images": axes, "output": {0: "batch"}})
+
+
+def _runs_at(path: Path, model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether the file at `path` gives the PyTorch model's output on `x` (an input of another shape)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # a shape mismatch is the expected answer here, not an error to print
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        got = session.run(None, {"images": x.numpy()})[0]
+    except Exception:  # noqa: BLE001  (onnxruntime raises its own exception types for shape errors)
+        return False
+    with torch.no_grad():
+        want = model(x)
+    return got.shape == tuple(want.shape) and bool(np.allclose(got, want.numpy(), atol=1e-3, rtol=1e-3))
+
+
+def export_network(model: nn.Module, card: ModelCard, path: Path) -> bool:
+    """Trace `model` (folded, fp32, eval) to `path`, with dynamic H and W when the network gives the same
+    output as PyTorch at another size; whether it did."""
+    c, h, w = card.input_size
+    example = torch.rand(2, c, h, w)
+    with tempfile.TemporaryDirectory() as tmp:
+        trial = Path(tmp) / "dynamic.onnx"
+        try:
+            _trace(model, example, trial, dynamic_size=True)
+            dynamic = _runs_at(trial, model, torch.rand(3, c, h + 32, w + 32))
+        except Exception as err:  # noqa: BLE001  (the tracer raises many types)
+            log.debug("dynamic-size export failed: %s", err)
+            dynamic = False
+        if dynamic:
+            os.replace(trial, path)
+            return True
+    _trace(model, example, path, dynamic_size=False)
+    return False
+
+
+def export_onnx(model: nn.Module, card: ModelCard, out: str | Path) -> Path:
+    """Write `model` (as trained, with `card`) to `out` as ONNX with its card in the metadata; the path."""
+    out = Path(out)
+    if card.problem not in OUTPUT_MEANING:
+        from cnnkit.export.onnx_detection import export_detector
+
+        return export_detector(model, card, out)
+    folded = fold_batch_norm(model.float().cpu())  # a copy, in eval mode
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        try:
+            dynamic = export_network(folded, card, Path(tmp))
+        except Exception as err:
+            raise CnnkitError(f"{card.architecture} cannot be exported to ONNX: {type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}") from err
+        write_metadata(Path(tmp), card, OUTPUT_MEANING[card.problem], dynamic)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out

@@ -1,0 +1,1 @@
+"""`cnnkit serve RUN|FILE.onnx`: predictions over HTTP (FastAPI on uvicorn)."""
