@@ -16,13 +16,17 @@ What goes in the file:
 - metadata_props: `cnnkit.card` (the ModelCard as JSON: classes, input size, mean/std, resize mode, problem
   type ...), `cnnkit.output` (what the output means), `cnnkit.dynamic_size`, `cnnkit.version`.
 
-The exporter is torch.onnx's TorchScript-based one (`dynamo=False`): it traces torchvision's detectors, NMS
-included, which the torch.export-based one does not yet, and it is about twice as fast. Its DeprecationWarning
-is silenced. Detection and instance segmentation: cnnkit.export.onnx_detection.
+The exporter is torch.onnx's TorchScript-based one (`dynamo=False`) first: it traces torchvision's detectors,
+NMS included, and it is about twice as fast; its DeprecationWarning is silenced. Where it cannot translate an
+operator (an adaptive pooling to a size that does not divide its input: VGG and AlexNet below 224²), the
+torch.export-based one (`dynamo=True`) exports it at the card's fixed size. Detection and instance
+segmentation: cnnkit.export.onnx_detection.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -87,11 +91,23 @@ def write_metadata(path: Path, card: ModelCard, output: str, dynamic_size: bool,
 
 
 def _trace(model: nn.Module, example: torch.Tensor, path: Path, dynamic_size: bool) -> None:
+    """The TorchScript-based exporter: dynamic batch, and dynamic H and W when asked."""
     axes = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's DeprecationWarning and tracer warnings
         torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=OPSET, input_names=["images"],
                           output_names=["output"], dynamic_axes={"images": axes, "output": {0: "batch"}})
+
+
+def _export_program(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """The torch.export-based exporter, fixed H and W, dynamic batch: it decomposes what the other cannot
+    translate (an adaptive pooling to a size that does not divide its input: VGG and AlexNet below 224²)."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # it prints its progress
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, (example,), dynamo=True, opset_version=18, input_names=["images"],
+                                    output_names=["output"], dynamic_shapes=({0: batch},))
+        program.save(str(path))
 
 
 def _runs_at(path: Path, model: nn.Module, x: torch.Tensor) -> bool:
@@ -112,7 +128,9 @@ def _runs_at(path: Path, model: nn.Module, x: torch.Tensor) -> bool:
 
 def export_network(model: nn.Module, card: ModelCard, path: Path) -> bool:
     """Trace `model` (folded, fp32, eval) to `path`, with dynamic H and W when the network gives the same
-    output as PyTorch at another size; whether it did."""
+    output as PyTorch at another size; whether it did. Tried in turn: the TorchScript exporter with dynamic
+    H and W, then with fixed ones, then the torch.export-based exporter (fixed H and W); the first error is
+    raised when all fail."""
     c, h, w = card.input_size
     example = torch.rand(2, c, h, w)
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,14 +138,25 @@ def export_network(model: nn.Module, card: ModelCard, path: Path) -> bool:
         try:
             _trace(model, example, trial, dynamic_size=True)
             dynamic = _runs_at(trial, model, torch.rand(3, c, h + 32, w + 32))
+            first = None
         except Exception as err:  # noqa: BLE001  (the tracer raises many types)
-            log.debug("dynamic-size export failed: %s", err)
-            dynamic = False
+            dynamic, first = False, err
         if dynamic:
             os.replace(trial, path)
             return True
-    _trace(model, example, path, dynamic_size=False)
-    return False
+    for attempt in (lambda: _trace(model, example, path, dynamic_size=False),
+                    lambda: _export_program(model, example, path)):
+        try:
+            attempt()
+        except Exception as err:  # noqa: BLE001  (both exporters raise many types)
+            first = first or err
+            log.debug("ONNX export attempt failed: %s", err)
+            continue
+        if not _runs_at(path, model, torch.rand(3, c, h, w)):  # a trace that froze a value would pass silently
+            raise CnnkitError(f"{card.architecture} cannot be exported to ONNX: the traced graph does not give "
+                              "the model's output on another input (it leaves torch, or branches on the data)")
+        return False
+    raise first
 
 
 def export_onnx(model: nn.Module, card: ModelCard, out: str | Path) -> Path:
@@ -144,6 +173,8 @@ def export_onnx(model: nn.Module, card: ModelCard, out: str | Path) -> Path:
     try:
         try:
             dynamic = export_network(folded, card, Path(tmp))
+        except CnnkitError:
+            raise
         except Exception as err:
             raise CnnkitError(f"{card.architecture} cannot be exported to ONNX: {type(err).__name__}: "
                               f"{str(err).splitlines()[0] if str(err) else ''}") from err
