@@ -15,7 +15,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[dev,pretrained,parquet,timm,onnx,serve]"
+	$(PY) -m pip install --quiet -e ".[dev,pretrained,parquet,timm,onnx,serve,openvino]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -20,6 +20,7 @@ from cnnkit.data.images import is_image_file
 from cnnkit.diagnose.verdict import run_verdict
 from cnnkit.engine.precision import check_precision
 from cnnkit.errors import CnnkitError
+from cnnkit.export.runtime import is_onnx
 from cnnkit.recipes import recipe_for, runner
 from cnnkit.recipes.base import Recipe, TrainResult
 from cnnkit.runs.folder import load_model, open_model, record_test_use, run_file
@@ -107,7 +108,7 @@ def _expand_inputs(inputs: list[str | Path]) -> list[Path]:
 
 def predict(run: str | Path, inputs: list[str | Path], *, top_k: int = 5, batch_size: int = 64,
             threshold: float = 0.5, score_threshold: float | None = None, nms_iou: float | None = None,
-            out: str | Path | None = None, precision: str = "auto") -> list[dict]:
+            out: str | Path | None = None, precision: str = "auto", runtime: str | None = None) -> list[dict]:
     """Each image's prediction; needs only RUN/model.pt. Classes: the top-k {label, probability}; labels: every
     label's probability and those at or above `threshold`; values: {target: value}. A detector gives COCO-style
     results, one dict per box (`score_threshold` and `nms_iou` change its post-processing, `out` gets the
@@ -116,10 +117,12 @@ def predict(run: str | Path, inputs: list[str | Path], *, top_k: int = 5, batch_
     skipped with a warning. An option that does not apply to the run's task is refused in one line. The images
     are decoded by worker processes a batch at a time and the model runs with its batch norms folded, in
     `precision` (auto: bf16 + channels_last where the hardware has it), the probabilities from fp32 outputs.
-    RUN may also be an exported FILE.onnx (`export`): the network then runs on onnxruntime, in fp32, and the
-    JSON is the same."""
+    RUN may also be an exported FILE.onnx (`export`): the network then runs on `runtime` (onnxruntime, fp32, by
+    default; or openvino, in its own precision unless `precision` says) and the JSON is the same."""
     check_precision(precision)
-    model, card = _open_for_inference(run, precision)
+    model, card = open_for_inference(run, precision, runtime)
+    if is_onnx(run):
+        precision = "fp32"  # the runtime has its precision; cnnkit's autocast and channels_last stay out of the way
     recipe = recipe_for(card.problem)
     given = {"top_k": top_k, "batch_size": batch_size, "threshold": threshold, "score_threshold": score_threshold,
              "nms_iou": nms_iou, "out": out, "precision": precision}
@@ -129,15 +132,16 @@ def predict(run: str | Path, inputs: list[str | Path], *, top_k: int = 5, batch_
     return recipe.predict(model, card, _expand_inputs(inputs), **options)
 
 
-def _open_for_inference(target: str | Path, precision: str) -> tuple:
-    """(model, card) of a run folder, pretrained weights or an exported .onnx file (which runs in fp32 only)."""
-    from cnnkit.export.runtime import is_onnx, open_onnx
+def open_for_inference(target: str | Path, precision: str = "auto", runtime: str | None = None) -> tuple:
+    """(model, card) of a run folder, pretrained weights or an exported .onnx file; the file runs on `runtime`
+    (onnxruntime by default, or openvino), which only a file takes."""
+    from cnnkit.export.runtime import open_onnx
 
     if not is_onnx(target):
+        if runtime not in (None, "torch"):
+            raise CnnkitError(f"--runtime {runtime} runs an exported FILE.onnx; `cnnkit export {target}` first")
         return open_model(target)
-    if precision not in ("auto", "fp32"):
-        raise CnnkitError(f"an ONNX file runs in the precision it was exported in; drop --precision {precision}")
-    return open_onnx(target)
+    return open_onnx(target, runtime=runtime or "onnxruntime", precision=precision)
 
 
 def export(run: str | Path, *, format: str = "onnx", int8: bool = False, out: str | Path | None = None) -> Path:
@@ -154,6 +158,10 @@ def export(run: str | Path, *, format: str = "onnx", int8: bool = False, out: st
     target = Path(out) if out is not None else onnx_export.default_path(run, int8)
     if target.suffix.lower() != ".onnx":
         raise CnnkitError(f"--out must end in .onnx, got {target.name}")
+    if not int8 and card.problem not in onnx_export.OUTPUT_MEANING:  # detection, instance segmentation
+        from cnnkit.export.onnx_detection import export_detector
+
+        return export_detector(model, card, target)
     if not int8:
         return onnx_export.export_onnx(model, card, target)
     from cnnkit.export.quantize import quantize_run

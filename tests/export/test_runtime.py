@@ -115,3 +115,21 @@ def test_the_out_flag_and_bad_requests_fail_in_one_line(digits_run: Path, tmp_pa
         assert err.startswith("error: ") and message in err and "\n" not in err, (argv, err)
     with pytest.raises(CnnkitError, match="unknown export format 'tflite'"):
         api.export(run, format="tflite")
+
+
+def test_openvino_runs_the_same_file_to_the_same_json(digits_run: Path, csv_data, capsys) -> None:
+    pytest.importorskip("openvino")
+    path = api.export(digits_run)
+    images = [str(p) for p in sorted(csv_data["binary"].parent.glob("*.png"))[:8]]
+    base = api.predict(path, images)
+    same_json(api.predict(path, images, runtime="openvino", precision="fp32"), base, tol=1e-4)
+    fast = api.predict(path, images, runtime="openvino")  # its own precision: bf16 where the CPU has AMX
+    assert [r["predictions"][0]["label"] for r in fast] == [r["predictions"][0]["label"] for r in base]
+    assert max(abs(a["predictions"][0]["probability"] - b["predictions"][0]["probability"])
+               for a, b in zip(fast, base)) < 0.02
+    model, _ = open_onnx(path, runtime="openvino", precision="fp32")
+    assert "float32" in model.session.precision
+    with pytest.raises(CnnkitError, match="runs an exported FILE.onnx"):
+        api.predict(digits_run, images, runtime="openvino")
+    with pytest.raises(CnnkitError, match="unknown runtime 'tvm'"):
+        open_onnx(path, runtime="tvm")
