@@ -235,6 +235,9 @@ def _predict_parsers(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="detection: each image with its boxes drawn; segmentation: "
                    "NAME_mask.png (class indices) and NAME_overlay.png")
     _inference_precision(p)
+    p.add_argument("--runtime", choices=("onnxruntime", "openvino"),
+                   help="what runs a FILE.onnx (default onnxruntime; openvino: Intel's, bf16 on AMX unless "
+                        "--precision fp32)")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("export", help="the model as one file to use outside cnnkit (ONNX, card in its metadata); "
                                       "prints the file last")
@@ -278,6 +281,64 @@ def _bench_parser(sub) -> None:
     p.add_argument("--remeasure", action="store_true", help="measure this machine's GEMM and convolution peak "
                    "again instead of reading the cached one")
     p.add_argument("--json", action="store_true")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535 (0: any free port), got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _serve_parser(sub) -> None:
+    from cnnkit.serve.limits import MB, Limits  # no torch, no FastAPI: the defaults only
+
+    d = Limits()
+    p = sub.add_parser("serve", help="predictions over HTTP (FastAPI on uvicorn): POST images to /predict, the "
+                                     "API at /docs; Ctrl-C stops")
+    p.add_argument("run", metavar="RUN|FILE.onnx",
+                   help="a run folder, pretrained weights such as efficientnet_lite0.imagenet, or a FILE.onnx written "
+                        "by `cnnkit export`")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine "
+                   "only; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=_port, default=8000, help="default 8000; 0: any free port (printed)")
+    p.add_argument("--max-request-mb", type=_positive_float, metavar="MB", default=d.max_request_bytes / MB,
+                   help=f"largest request body in MB (default {d.max_request_bytes / MB:g})")
+    p.add_argument("--max-image-mpx", type=_positive_float, metavar="MPX", default=d.max_image_pixels / 1e6,
+                   help=f"largest image in megapixels, read from its header before decoding "
+                        f"(default {d.max_image_pixels / 1e6:g})")
+    p.add_argument("--max-images", type=_positive_int, metavar="N", default=d.max_images,
+                   help=f"images per request (default {d.max_images})")
+    p.add_argument("--max-batch", type=_positive_int, metavar="N", default=d.max_batch,
+                   help=f"images per model call; requests that arrive together share one (default {d.max_batch})")
+    p.add_argument("--max-wait-ms", type=float, metavar="MS", default=d.max_wait_s * 1000,
+                   help=f"how long a batch waits for more requests (default {d.max_wait_s * 1000:g})")
+    p.add_argument("--max-queued", type=_positive_int, metavar="N", default=d.max_queued,
+                   help=f"images waiting for the model before requests get 503 (default {d.max_queued})")
+    p.add_argument("--timeout", type=_positive_float, default=d.timeout_s, metavar="SECONDS",
+                   help=f"a request's wait for its predictions before a 503 (default {d.timeout_s:g})")
+    p.add_argument("--top-k", type=_positive_int, help="classes: as for predict (default 5)")
+    p.add_argument("--threshold", type=float, help="multilabel: as for predict (default 0.5)")
+    p.add_argument("--score-threshold", type=float, help="detection: as for predict")
+    p.add_argument("--nms-iou", type=float, help="detection: as for predict")
+    _inference_precision(p)
+    p.add_argument("--runtime", choices=("onnxruntime", "openvino"),
+                   help="what runs a FILE.onnx, as for predict (default onnxruntime)")
+    p.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"),
+                   help="uvicorn's log level (default info, warning with -q)")
 
 
 def _run_tool_parsers(sub) -> None:
@@ -324,5 +385,6 @@ def build_parser() -> argparse.ArgumentParser:
     _diagnose_parser(sub)
     _transfer_parser(sub)
     _run_tool_parsers(sub)
+    _serve_parser(sub)
     _data_tool_parsers(sub)
     return parser

@@ -129,7 +129,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from cnnkit import api
 
     results = api.predict(a.run, a.inputs, top_k=a.top_k, threshold=a.threshold, score_threshold=a.score_threshold,
-                          nms_iou=a.nms_iou, out=a.out, precision=a.precision)
+                          nms_iou=a.nms_iou, out=a.out, precision=a.precision, runtime=a.runtime)
     if a.json:
         print(json.dumps(results))
     else:
@@ -266,12 +266,34 @@ def cmd_augment_preview(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(a: argparse.Namespace) -> int:
+    """Serve RUN over HTTP until Ctrl-C; prints the address first (with --port 0, the port that was free)."""
+    from cnnkit.serve.limits import MB, Limits
+    from cnnkit.serve.server import Service
+
+    limits = Limits(max_request_bytes=int(a.max_request_mb * MB), max_image_pixels=int(a.max_image_mpx * 1e6),
+                    max_images=a.max_images, max_batch=a.max_batch, max_wait_s=a.max_wait_ms / 1000,
+                    max_queued=a.max_queued, timeout_s=a.timeout)
+    options = {"top_k": a.top_k, "threshold": a.threshold, "score_threshold": a.score_threshold,
+               "nms_iou": a.nms_iou}
+    service = Service(a.run, a.host, a.port, limits=limits, precision=a.precision, runtime=a.runtime,
+                      options=options, log_level=a.log_level or ("warning" if a.quiet else "info"))
+    model = service.model
+    try:
+        service.run(on_ready=lambda: print(f"serving {model.target} ({model.card.problem}, {model.runtime}) on "
+                                           f"{service.url}  (API: {service.url}/docs; Ctrl-C stops)", flush=True))
+    finally:  # also when Ctrl-C comes before the server runs
+        service.close()
+    return 0
+
+
 VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train, "lr-find": cmd_lr_find, "demo": cmd_demo, "transfer": cmd_transfer_compare,
     "evaluate": cmd_evaluate, "test": cmd_test, "predict": cmd_predict, "export": cmd_export, "embed": cmd_embed,
     "report": cmd_report,
     "models": cmd_models, "inspect": cmd_inspect, "prune": cmd_prune, "diagnose": cmd_diagnose,
     "convert": cmd_convert, "augment-preview": cmd_augment_preview, "bench": cmd_bench,
+    "serve": cmd_serve,
 }
 
 

@@ -162,10 +162,9 @@ def export_network(model: nn.Module, card: ModelCard, path: Path) -> bool:
 def export_onnx(model: nn.Module, card: ModelCard, out: str | Path) -> Path:
     """Write `model` (as trained, with `card`) to `out` as ONNX with its card in the metadata; the path."""
     out = Path(out)
-    if card.problem not in OUTPUT_MEANING:
-        from cnnkit.export.onnx_detection import export_detector
-
-        return export_detector(model, card, out)
+    if card.problem not in OUTPUT_MEANING:  # api.export sends detectors to onnx_detection, which imports this module
+        raise CnnkitError(f"export_onnx writes classification and segmentation networks, not a {card.problem} "
+                          "model: cnnkit.export.onnx_detection.export_detector writes detectors")
     folded = fold_batch_norm(model.float().cpu())  # a copy, in eval mode
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")

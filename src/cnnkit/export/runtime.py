@@ -72,7 +72,7 @@ class OpenVinoSession:
             config["INFERENCE_NUM_THREADS"] = threads
         try:
             self.compiled = ov.Core().compile_model(str(path), "CPU", config)
-        except Exception as err:  # noqa: BLE001  (OpenVINO raises RuntimeError and its own types)
+        except Exception as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise CnnkitError(f"OpenVINO cannot compile {path}: {first[:200]}") from err
         import onnx
