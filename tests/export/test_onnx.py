@@ -3,6 +3,7 @@ PyTorch model to 1e-4 on real photos, with dynamic batch, dynamic H and W where 
 the model card in the metadata; bad requests are refused in one line."""
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cnnkit.engine.inference import folded_pairs
 from cnnkit.errors import CnnkitError
 from cnnkit.export.onnx import OUTPUT_MEANING, export_onnx
 from cnnkit.export.runtime import OnnxModel
@@ -49,6 +51,22 @@ def card_for(name: str, size: int, channels: int, task: str = "multiclass", clas
                      MEAN[:channels] if channels == 3 else [0.5], STD[:channels] if channels == 3 else [0.25])
 
 
+def assert_matches_torch(model: torch.nn.Module, runtime: OnnxModel, x: torch.Tensor) -> None:
+    """onnxruntime's output is torch's to 1e-4; in the deepest nets (ResNet-101/152, Plain-34, DeepLabV3), where
+    fp32 itself drifts that far (torch fp32 is 1e-4 to 3e-4 from an fp64 evaluation of the same weights), it
+    is as close to the fp64 evaluation as torch fp32 is (within 2×)."""
+    with torch.no_grad():
+        want = model(x)
+    got = runtime(x)
+    assert got.shape == want.shape
+    if float((got - want).abs().max()) <= 1e-4:
+        return
+    with torch.no_grad():
+        exact = copy.deepcopy(model).double()(x.double())
+    torch_error, onnx_error = (want.double() - exact).abs().max(), (got.double() - exact).abs().max()
+    assert onnx_error <= 2 * torch_error + 1e-5, (float(onnx_error), float(torch_error))
+
+
 def _mark(name: str):
     return name if name in FAST else pytest.param(name, marks=pytest.mark.slow)
 
@@ -64,19 +82,16 @@ def test_every_registry_classifier_exports_and_onnxruntime_matches_torch(name: s
     path = export_onnx(model, card, tmp_path / "m.onnx")
     onnx.checker.check_model(str(path))
     runtime = OnnxModel(path)
-    with torch.no_grad():
-        want = model(x)
-    got = runtime(x)
-    assert got.shape == want.shape == (3, 3)
-    assert float((got - want).abs().max()) <= 1e-4, float((got - want).abs().max())
-    assert float((runtime(x[:1]) - want[:1]).abs().max()) <= 1e-4  # the batch axis is dynamic
+    assert runtime(x).shape == (3, 3)
+    assert_matches_torch(model, runtime, x)
+    assert_matches_torch(model, runtime, x[:1])  # the batch axis is dynamic
     assert runtime.card == card and runtime.metadata["cnnkit.output"] == OUTPUT_MEANING["multiclass"]
-    # BN is folded: no BatchNormalization node is left in the graph
-    assert not [n for n in onnx.load(str(path)).graph.node if n.op_type == "BatchNormalization"]
+    # BN is folded into every conv it follows; only the BNs that follow no conv (DenseNet's) stay
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    left = [n for n in onnx.load(str(path)).graph.node if n.op_type == "BatchNormalization"]
+    assert len(left) == len(norms) - len(folded_pairs(model))
     if json.loads(runtime.metadata["cnnkit.dynamic_size"]):  # another size runs, and still matches torch
-        bigger = photos(size + 32, c)
-        with torch.no_grad():
-            assert float((runtime(bigger) - model(bigger)).abs().max()) <= 1e-4
+        assert_matches_torch(model, runtime, photos(size + 32, c))
 
 
 def test_a_fixed_size_net_is_exported_at_the_card_size_and_says_so(tmp_path: Path) -> None:
@@ -99,11 +114,8 @@ def test_every_registry_segmenter_exports_and_matches_torch(name: str, tmp_path:
     model = calibrated(create_model(name, num_classes=4, **SEGMENTERS.get(name, {})), x)
     card = card_for(name, 64, 3, task="segment", classes=4)
     runtime = OnnxModel(export_onnx(model, card, tmp_path / "seg.onnx"))
-    with torch.no_grad():
-        want = model(x)
-    got = runtime(x)
-    assert got.shape == want.shape == (3, 4, 64, 64)
-    assert float((got - want).abs().max()) <= 1e-4
+    assert runtime(x).shape == (3, 4, 64, 64)
+    assert_matches_torch(model, runtime, x)
     assert runtime.metadata["cnnkit.output"] == OUTPUT_MEANING["segment"]
 
 
