@@ -14,7 +14,7 @@ from cnnkit.cli.parser import build_parser
 HEAVY = ("torch", "torchvision", "numpy", "matplotlib", "PIL")
 
 VERBS = ["train", "lr-find", "evaluate", "test", "predict", "embed", "models", "inspect", "prune", "diagnose",
-         "transfer", "transfer compare", "demo", "report", "convert", "augment-preview", "bench"]
+         "transfer", "transfer compare", "demo", "report", "convert", "augment-preview", "bench", "export", "serve"]
 
 # In a fresh interpreter: main(ARGV) for each argv, each a SystemExit(0) with the help on stdout; then which heavy
 # packages were imported, as JSON on the last line.
