@@ -150,3 +150,12 @@ def test_fp32_outputs_casts_nested_reduced_precision_floats_only() -> None:
     found = fp32_outputs([{"boxes": torch.ones(2, 4, dtype=torch.bfloat16), "labels": torch.ones(2, dtype=torch.long)}])
     assert found[0]["boxes"].dtype == torch.float32 and found[0]["labels"].dtype == torch.long
     assert fp32_outputs((torch.ones(1, dtype=torch.float16),))[0].dtype == torch.float32
+
+
+def test_a_folded_model_is_not_copied_or_folded_again() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    folded = fold_batch_norm(model)
+    assert folded is not model and isinstance(folded[1], nn.Identity) and isinstance(model[1], nn.BatchNorm2d)
+    assert fold_batch_norm(folded) is folded  # what predict does to a server's model on every batch
+    kept = fold_batch_norm(folded, keep=["0"])  # another `keep` is another fold (of the folded copy)
+    assert kept is not folded

@@ -29,6 +29,8 @@ from cnnkit.engine.precision import Precision
 
 __all__ = ["fold_batch_norm", "folded_pairs", "for_inference", "fp32_outputs"]
 
+FOLDED = "_cnnkit_folded"  # set on a folded copy: the `keep` it was folded with
+
 
 def _foldable(conv: nn.Module, bn: nn.Module) -> bool:
     """A plain Conv2d and a plain BatchNorm2d with running statistics, neither hooked nor parametrised."""
@@ -105,8 +107,11 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
 def fold_batch_norm(model: nn.Module, keep: Iterable[str] = ()) -> nn.Module:
     """A copy of `model` in eval mode with each Conv2d → BatchNorm2d pair fused into one Conv2d and the
     BatchNorm2d replaced by nn.Identity (see the module docstring); `model` itself is left as it was. Pairs
-    naming a module in `keep` stay unfused (e.g. a layer whose output is read by a hook)."""
-    keep = set(keep)
+    naming a module in `keep` stay unfused (e.g. a layer whose output is read by a hook). A model this
+    function made (with the same `keep`) is returned as it is: there is nothing left to fold."""
+    keep = frozenset(keep)
+    if getattr(model, FOLDED, None) == keep:  # already folded so (a server folds once, then predicts per batch)
+        return model.eval()
     with torch.inference_mode(False), torch.no_grad():  # ordinary tensors, even when called in inference mode
         folded = copy.deepcopy(model).eval()
         for conv_name, bn_name in folded_pairs(folded):
@@ -115,6 +120,7 @@ def fold_batch_norm(model: nn.Module, keep: Iterable[str] = ()) -> nn.Module:
             fused = fuse_conv_bn_eval(folded.get_submodule(conv_name), folded.get_submodule(bn_name))
             _replace(folded, conv_name, fused)
             _replace(folded, bn_name, nn.Identity())
+    setattr(folded, FOLDED, keep)
     return folded
 
 

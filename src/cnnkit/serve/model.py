@@ -43,8 +43,7 @@ class ServedModel:
         self.options = {k: v for k, v in (options or {}).items() if v is not None}
         runner.check_options(self.recipe.predict, self.options, self.recipe)
         self.per_box = self.card.problem in PER_BOX
-        # predict folds the batch norms of (a copy of) the model it is given on every call: folded here once,
-        # the copy it makes of each batch has nothing left to fold (the same weights, the same numbers)
+        # folded here once: predict's own fold_batch_norm then finds it folded and copies nothing per batch
         self.model, mode = for_inference(model, self.precision)
         # what `auto` meant here: fp32, bf16 or fp16 (an ONNX file: the precision asked of its runtime)
         self.resolved_precision = mode.name if self.runtime == "torch" else precision
