@@ -25,9 +25,10 @@ rows alike. Printed, as a markdown table: the median images/s, the ratio to torc
 and the share of the calibration images whose top-1 class equals eager fp32's. --threads sets torch's,
 onnxruntime's and OpenVINO's threads alike (default: torch's, i.e. the cores).
 
-With --run RUN (a classification run, e.g. a hymenoptera fine-tune): RUN's model exported in fp32 and int8
-(`api.export` into a temporary folder; int8 calibrated on RUN's training split) and their top-1 accuracy on
-RUN's val split, with the share of val images on which they agree.
+With --run RUN (a classification run, e.g. a hymenoptera fine-tune; repeatable): RUN's model exported in fp32
+and int8 (`api.export` into a temporary folder; int8 calibrated on RUN's training split), their top-1 accuracy
+on RUN's val split, the share of val images on which they agree, and their images/s on onnxruntime at batch 1
+and 32 (three alternated rounds, the median). --runs-only skips the ResNet-18 rows.
 """
 from __future__ import annotations
 
@@ -229,11 +230,11 @@ def table(medians: dict[tuple[str, int], float], agree: dict[str, float], batche
     return "\n".join(lines)
 
 
-def run_accuracy(run: Path, threads: int, batch: int = 64) -> str:
-    """RUN exported fp32 and int8: their val top-1 accuracy and agreement, as a markdown table."""
+def run_accuracy(run: Path, threads: int, min_time: float, batch: int = 64) -> str:
+    """RUN exported fp32 and int8: size, val top-1 accuracy, agreement, and speed on onnxruntime (batch 1 and 32,
+    the files alternated), as a markdown table."""
     from cnnkit import api
     from cnnkit.diagnose.classification import open_split
-    from cnnkit.export.runtime import session
 
     data = open_split(run, "val")
     transform, channels = data.card.transform(), data.card.input_size[0]
@@ -243,17 +244,25 @@ def run_accuracy(run: Path, threads: int, batch: int = 64) -> str:
         files = {"fp32": api.export(run, out=Path(tmp) / "model.onnx"),
                  "int8": api.export(run, int8=True, out=Path(tmp) / "model.int8.onnx")}
         sizes = {k: p.stat().st_size / 2**20 for k, p in files.items()}
+        runners = {k: ort_runner(p, threads) for k, p in files.items()}
         tops = {}
-        for kind, path in files.items():
-            sess = session(path, threads)
-            out = np.concatenate([sess.run(None, {"images": np.ascontiguousarray(x[i:i + batch])})[0]
-                                  for i in range(0, len(x), batch)])
+        for kind, run_file in runners.items():
+            out = np.concatenate([run_file(np.ascontiguousarray(x[i:i + batch])) for i in range(0, len(x), batch)])
             tops[kind] = (out[:, 0] > 0).astype(np.int64) if out.shape[1] == 1 else out.argmax(1)
-    lines = [f"{run}: {data.card.architecture}, val split of {len(labels)} images",
-             "| file | size MB | val top-1 | top-1 = fp32 |", "|---|---:|---:|---:|"]
+        speed: dict[tuple[str, int], list[float]] = {}
+        for _ in range(3):  # alternated rounds, the median kept
+            for kind, run_file in runners.items():
+                for b in (1, 32):
+                    xb = np.ascontiguousarray(np.resize(x, (b, *x.shape[1:])))
+                    speed.setdefault((kind, b), []).append(rate(run_file, xb, min_time))
+    lines = [f"{run}: {data.card.architecture}, {'×'.join(map(str, data.card.input_size))}, val split of "
+             f"{len(labels)} images, onnxruntime, {threads} threads",
+             "| file | size MB | val top-1 | top-1 = fp32 | batch 1 img/s | batch 32 img/s |",
+             "|---|---:|---:|---:|---:|---:|"]
     for kind, top in tops.items():
-        lines.append(f"| {kind} ONNX | {sizes[kind]:.2f} | {(top == labels).mean():.1%} | "
-                     f"{(top == tops['fp32']).mean():.1%} |")
+        b1, b32 = (statistics.median(speed[(kind, b)]) for b in (1, 32))
+        lines.append(f"| {kind} ONNX | {sizes[kind]:.2f} | {(top == labels).mean():.2%} | "
+                     f"{(top == tops['fp32']).mean():.1%} | {b1:.1f} | {b32:.1f} |")
     return "\n".join(lines)
 
 
@@ -282,7 +291,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batches", default="1,32", help="batch sizes, comma-separated")
     p.add_argument("--activations", default="uint8", help="int8 files' activation types: uint8, int8 or both")
     p.add_argument("--calibration", type=int, default=64, help="calibration images")
-    p.add_argument("--run", type=Path, help="also: val accuracy of RUN's fp32 and int8 ONNX files")
+    p.add_argument("--run", type=Path, action="append", default=[],
+                   help="also: val accuracy and speed of RUN's fp32 and int8 ONNX files (repeatable)")
+    p.add_argument("--runs-only", action="store_true", help="skip the ResNet-18 rows")
     return p.parse_args(argv)
 
 
@@ -292,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     batches = [int(b) for b in a.batches.split(",")]
     activations = [k.strip() for k in a.activations.split(",") if k.strip()]
     warnings.filterwarnings("ignore")
+    for run in a.run if a.runs_only else []:
+        print(run_accuracy(run, a.threads, a.min_time) + "\n")
+    if a.runs_only:
+        return 0
     model, card, weights = resnet18()
     images, calibration = calibration_images(card, a.calibration)
     with tempfile.TemporaryDirectory() as tmp:
@@ -303,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         medians = measure(runners, inputs, a.repeats, a.min_time)
         print(header(weights, calibration, files, a.threads) + "\n")
     print(table(medians, agree, batches))
-    if a.run is not None:
-        print("\n" + run_accuracy(a.run, a.threads))
+    for run in a.run:
+        print("\n" + run_accuracy(run, a.threads, a.min_time))
     return 0
 
 
