@@ -106,7 +106,7 @@ def test_the_out_flag_and_bad_requests_fail_in_one_line(digits_run: Path, tmp_pa
         (["predict", str(tmp_path / "bare.onnx"), str(image)], "has no cnnkit model card"),
         (["predict", str(tmp_path / "missing.onnx"), str(image)], "ONNX file not found"),
         (["predict", str(tmp_path / "x" / "lenet.onnx"), str(image), "--precision", "bf16"],
-         "runs in the precision it was exported in"),
+         "runs on onnxruntime in the precision it was exported in"),
     ]
     for argv, message in cases:
         capsys.readouterr()
