@@ -65,6 +65,19 @@ def one(name: str, precision: str, seed: int = 0) -> dict:
             "metric": metric, "val": round(float(metrics[metric]), 4), "val_count": metrics.get("count")}
 
 
+def measured(name: str, precision: str, seed: int) -> dict:
+    """A run already in runs/bench-parity, evaluated again (its wall time is not known: 0)."""
+    out = OUT / (f"{name}-{precision}" + (f"-s{seed}" if seed else ""))
+    if not (out / "model.pt").is_file():
+        return {"run": name, "precision": precision, "seed": seed, "skipped": f"{out} not found"}
+    env = {k: v for k, v in os.environ.items() if k != "CNNKIT_PRECISION"}
+    evaluated = subprocess.run(CLI + ["evaluate", str(out), "--json", "--precision", "fp32"], cwd=ROOT, env=env,
+                               capture_output=True, text=True, check=True)
+    metric = RUNS[name][2]
+    return {"run": name, "precision": precision, "seed": seed, "resolved": precision, "wall_s": 0.0,
+            "metric": metric, "val": round(float(json.loads(evaluated.stdout)[metric]), 4)}
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| run | seed | metric | fp32 val | auto val | Δ (points) | fp32 wall | auto wall | auto ÷ fp32 |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
@@ -75,7 +88,7 @@ def table(rows: list[dict]) -> str:
         a, b = pair["fp32"], pair["auto"]
         lines.append(f"| {name} | {seed} | {a['metric']} | {a['val']:.4f} | {b['val']:.4f} | "
                      f"{100 * (b['val'] - a['val']):+.2f} | {a['wall_s']:.0f} s | "
-                     f"{b['wall_s']:.0f} s ({b['resolved']}) | {b['wall_s'] / a['wall_s']:.2f} |")
+                     f"{b['wall_s']:.0f} s ({b['resolved']}) | {b['wall_s'] / a['wall_s'] if a['wall_s'] else 0:.2f} |")
     return "\n".join(lines + spread(rows))
 
 
@@ -99,6 +112,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", help=f"some of {', '.join(RUNS)} (default: all)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds, one fp32/auto pair each (default 0)")
+    parser.add_argument("--precisions", default="fp32,auto",
+                        help="which of the pair to (re)run; the other is read from runs/bench-parity")
     args = parser.parse_args()
     names, seeds = args.runs or list(RUNS), [int(s) for s in args.seeds.split(",")]
     unknown = [n for n in names if n not in RUNS]
@@ -109,7 +124,8 @@ def main() -> None:
     for name in names:
         for seed in seeds:
             for precision in ("fp32", "auto"):
-                rows.append(one(name, precision, seed))
+                rows.append(one(name, precision, seed) if precision in args.precisions.split(",")
+                            else measured(name, precision, seed))
             print(json.dumps(rows[-1]), flush=True)
     print(f"load average at end: {os.getloadavg()}")
     print(table(rows))

@@ -62,6 +62,24 @@ def _fp32_conv(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         return forward(conv, x.float())
 
 
+def _as_fp32(value):
+    """Floating tensors (in lists, tuples and dicts too) as fp32; everything else as it is."""
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return {k: _as_fp32(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(_as_fp32(v) for v in value)
+    return value
+
+
+def _fp32_forward(module: torch.nn.Module, *args, **kwargs):
+    """`module`'s own forward in fp32, outside autocast, on fp32 copies of its floating inputs."""
+    device = next(module.parameters(), torch.empty(0)).device.type
+    with torch.autocast(device, enabled=False):
+        return type(module).forward(module, *_as_fp32(args), **_as_fp32(kwargs))
+
+
 def check_precision(name: str) -> str:
     if name not in PRECISIONS:
         raise unknown_name("--precision", name, PRECISIONS)
@@ -123,12 +141,19 @@ class Precision:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The model in this precision's memory format (in place; the weights stay fp32 for the optimiser). On a
-        CPU in bf16, depthwise convolutions that will get a backward run in fp32 (channels_last): oneDNN's bf16
-        depthwise backward is slower than its fp32 one (an EfficientNet-Lite0 step 2.1x fp32 against 1.4x,
-        docs/benchmarks.md §14); their inference forward stays bf16, which is faster."""
+        """The model in this precision's memory format (in place; the weights stay fp32 for the optimiser). The
+        submodules a model names in its `fp32_modules` (a detector's box heads: their coordinates need more than
+        bf16's 8 bits) run in fp32 outside autocast, on fp32 copies of their inputs. On a CPU in bf16, depthwise
+        convolutions that will get a backward run in fp32 (channels_last): oneDNN's bf16 depthwise backward is
+        slower than its fp32 one (an EfficientNet-Lite0 step 2.1x fp32 against 1.4x, docs/benchmarks.md §14);
+        their inference forward stays bf16, which is faster."""
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
+        if self.name != "fp32":
+            for name in getattr(model, "fp32_modules", ()):
+                module = model.get_submodule(name)
+                if not isinstance(module.forward, functools.partial):
+                    module.forward = functools.partial(_fp32_forward, module)
         if self.name == "bf16" and self.device.type == "cpu":
             for module in model.modules():
                 if is_depthwise(module) and not isinstance(module.forward, functools.partial):

@@ -89,6 +89,10 @@ class TorchvisionDetector(nn.Module):
 
 
 class FasterRCNN(TorchvisionDetector):
+    # the layers whose outputs are scores and box offsets run in fp32 under autocast (cnnkit.engine.precision):
+    # bf16 keeps 8 bits, too few for box coordinates (a step of 2 px at 384)
+    fp32_modules = ("detector.rpn.head.cls_logits", "detector.rpn.head.bbox_pred", "detector.roi_heads.box_predictor")
+
     def _postprocess_owner(self):
         return self.detector.roi_heads, {"score_thresh": "score_thresh", "nms_thresh": "nms_thresh",
                                          "detections_per_img": "detections_per_img"}

@@ -35,6 +35,8 @@ MASK_NORMS = {"group": lambda c: nn.GroupNorm(math.gcd(32, c), c), "batch": nn.B
 class MaskRCNN(FasterRCNN):
     """Faster R-CNN's contract, plus "masks" in: (K, H, W) uint8 per target, and out: (D, 1, H, W) float."""
 
+    fp32_modules = (*FasterRCNN.fp32_modules, "detector.roi_heads.mask_predictor")
+
     def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
         if self.training and targets is not None:
             for n, t in enumerate(targets):

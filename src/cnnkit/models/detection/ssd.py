@@ -53,6 +53,7 @@ class SSDBackbone(nn.Module):
 
 class SSDDetector(TorchvisionDetector):
     loss_names = {"bbox_regression": "loss_box_reg", "classification": "loss_classifier"}  # as Faster R-CNN's
+    fp32_modules = ("detector.head",)  # its per-level score and box convs, in fp32 under autocast (as Faster R-CNN)
 
     def _postprocess_owner(self):
         return self.detector, {"score_thresh": "score_thresh", "nms_thresh": "nms_thresh",

@@ -110,6 +110,8 @@ def _nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, nms_th
 class V1Head(nn.Module):
     """Last map → 3×3 conv → pooled to S×S → 3×3 conv → 1×1 conv to B·5 + C per cell."""
 
+    outputs = ("predict",)  # the layers giving scores and boxes: fp32 under autocast (YOLO.fp32_modules)
+
     def __init__(self, in_channels: int, num_classes: int, grid: int = 7, boxes_per_cell: int = 2, width: int = 256):
         super().__init__()
         self.S, self.B, self.C = grid, boxes_per_cell, num_classes
@@ -152,6 +154,8 @@ class AnchorFreeHead(nn.Module):
     """FCOS-style head shared by every pyramid level: two conv towers (GroupNorm, ReLU), then class logits (C),
     l, t, r, b distances (exp, × stride) and centerness, per location."""
 
+    outputs = ("cls_logits", "ltrb", "centerness")  # fp32 under autocast (YOLO.fp32_modules)
+
     def __init__(self, in_channels: list[int], strides: list[int], num_classes: int, width: int = 128,
                  center_radius: float = 2.5, fpn: bool = True):
         super().__init__()
@@ -183,7 +187,7 @@ class AnchorFreeHead(nn.Module):
             ltrb.append(dist.flatten(2).transpose(1, 2))  # (N, h·w, 4)
             ctr.append(self.centerness(b).flatten(1))  # (N, h·w)
             ys, xs = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
-            xy = (torch.stack([xs, ys], dim=-1).reshape(-1, 2).to(x.dtype) + 0.5) * stride  # (h·w, 2) centres
+            xy = (torch.stack([xs, ys], dim=-1).reshape(-1, 2).float() + 0.5) * stride  # (h·w, 2) centres, fp32
             points.append(torch.cat([xy, xy.new_full((h * w, 1), stride)], dim=1))  # (h·w, 3): x, y, stride
         points = torch.cat(points)  # (L, 3)
         ltrb = torch.cat(ltrb, dim=1)  # (N, L, 4)
@@ -250,6 +254,12 @@ class AnchorFreeHead(nn.Module):
 class YOLO(nn.Module):
     """Backbone + head; resizes (or letterboxes) and normalises inside, returns losses (train) or detections in
     the input images' pixels (eval)."""
+
+    @property
+    def fp32_modules(self) -> tuple[str, ...]:
+        """The head's score and box layers, run in fp32 under autocast (cnnkit.engine.precision): bf16's 8 bits
+        are too few for box coordinates."""
+        return tuple(f"head.{name}" for name in getattr(self.head, "outputs", ()))
 
     def __init__(self, body: StageFeatures, head: nn.Module, num_classes: int, image_size: int, letterbox: bool,
                  score_thresh: float, nms_thresh: float, detections_per_img: int):
