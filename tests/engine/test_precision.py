@@ -180,3 +180,34 @@ def test_a_depthwise_subclass_keeps_its_own_forward_in_fp32():
         out = conv(x)
     assert out.shape == reference(x).shape == (2, 4, 5, 5)
     torch.testing.assert_close(out, reference(x))
+
+
+class _BoxNet(nn.Module):
+    """A body and a box layer; the box layer is named in fp32_modules, as a detector's box heads are."""
+
+    fp32_modules = ("box",)
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.box = nn.Linear(8, 16), nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x)
+        return h, self.box(h)
+
+
+def test_the_modules_a_model_names_run_in_fp32_under_bf16() -> None:
+    torch.manual_seed(0)
+    net, x = _BoxNet(), torch.randn(5, 8) * 100
+    Precision.resolve("bf16", torch.device("cpu")).prepare(net)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h, box = net(x)
+    assert h.dtype == torch.bfloat16 and box.dtype == torch.float32  # the body in bf16, the box layer in fp32
+    want = nn.functional.linear(h.float(), net.box.weight, net.box.bias)  # fp32 maths on the bf16 features
+    assert torch.equal(box, want)
+    box.sum().backward()  # gradients flow through the fp32 layer into the bf16 body
+    assert net.body.weight.grad is not None and torch.isfinite(net.body.weight.grad).all()
+    plain = _BoxNet()
+    Precision.resolve("fp32", torch.device("cpu")).prepare(plain)
+    assert "forward" not in vars(plain.box)  # fp32 leaves the modules as they are
+    assert set(copy.deepcopy(net).state_dict()) == set(plain.state_dict())  # the patch is not state

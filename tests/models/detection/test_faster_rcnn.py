@@ -78,3 +78,23 @@ def test_bad_options_are_cnnkit_errors():
         create_model("faster_rcnn", num_classes=2, in_channels=1)
     with pytest.raises(CnnkitError, match="anchor_sizes needs one tuple per feature map"):
         create_model("faster_rcnn", num_classes=2, anchor_sizes=((32,), (64,)))
+
+
+@pytest.mark.parametrize("name, options", [("faster_rcnn", {}), ("mask_rcnn", {}), ("ssd", {}), ("yolo", {}),
+                                           ("yolo", {"head": "anchor-free"})])
+def test_every_detector_scores_and_places_boxes_in_fp32_under_bf16(name: str, options: dict) -> None:
+    """bf16 keeps 8 bits: a box coordinate near 384 px would move in steps of 2 px. Each detector names the layers
+    whose outputs are scores and box offsets (fp32_modules), and cnnkit.engine.precision runs them in fp32."""
+    import functools
+
+    from cnnkit.engine.precision import Precision
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3, **options)
+    assert model.fp32_modules and all(model.get_submodule(n) is not None for n in model.fp32_modules)
+    bf16 = Precision.resolve("bf16", torch.device("cpu"))
+    bf16.prepare(model.eval())
+    assert all(isinstance(model.get_submodule(n).forward, functools.partial) for n in model.fp32_modules)
+    with torch.no_grad(), bf16.autocast():
+        out = model([torch.rand(3, 96, 96)])
+    assert out[0]["boxes"].dtype == out[0]["scores"].dtype == torch.float32
