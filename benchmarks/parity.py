@@ -126,7 +126,7 @@ def main() -> None:
             for precision in ("fp32", "auto"):
                 rows.append(one(name, precision, seed) if precision in args.precisions.split(",")
                             else measured(name, precision, seed))
-            print(json.dumps(rows[-1]), flush=True)
+                print(json.dumps(rows[-1]), flush=True)
     print(f"load average at end: {os.getloadavg()}")
     print(table(rows))
 
