@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from PIL import Image
+from tests.recipes.test_classification import write_csv_data
 
 from cnnkit import api
 from cnnkit.cli.app import main
@@ -17,26 +18,9 @@ from cnnkit.errors import CnnkitError
 from cnnkit.export.runtime import is_onnx, open_onnx
 
 
-def write_csv_data(root: Path, n: int = 48) -> dict[str, Path]:
-    """Grey squares of brightness b and size s: binary (b > 0.5), multilabel (bright, big) and regression (b, s)."""
-    rng = np.random.default_rng(0)
-    rows = {"binary": ["path,label"], "multilabel": ["path,label"], "regression": ["path,brightness,size"]}
-    for i in range(n):
-        b, s = rng.uniform(0.05, 0.95), int(rng.integers(4, 16))
-        img = np.zeros((16, 16), np.uint8)
-        img[:s, :s] = round(b * 255)
-        Image.fromarray(img).save(root / f"{i}.png")
-        rows["binary"].append(f"{i}.png,{'light' if b > 0.5 else 'dark'}")
-        rows["multilabel"].append(f"{i}.png,{';'.join(t for t, on in (('bright', b > 0.5), ('big', s > 10)) if on)}")
-        rows["regression"].append(f"{i}.png,{b:.4f},{s}")
-    for task, lines in rows.items():
-        (root / f"{task}.csv").write_text("\n".join(lines) + "\n")
-    return {task: root / f"{task}.csv" for task in rows}
-
-
 @pytest.fixture(scope="module")
 def csv_data(tmp_path_factory) -> dict[str, Path]:
-    return write_csv_data(tmp_path_factory.mktemp("csv"))
+    return write_csv_data(tmp_path_factory.mktemp("csv"), n=48)
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,8 @@ from cnnkit.errors import CnnkitError
 from cnnkit.runs.card import ModelCard
 from cnnkit.version import __version__
 
-__all__ = ["OPSET", "OUTPUT_MEANING", "export_onnx", "export_network", "write_metadata", "default_path"]
+__all__ = ["OPSET", "OUTPUT_MEANING", "export_onnx", "export_network", "write_metadata", "replace_metadata",
+           "default_path"]
 
 OPSET = 17
 log = logging.getLogger("cnnkit")
@@ -76,18 +77,24 @@ def _atomic_save(proto, out: Path) -> None:
             os.unlink(tmp)
 
 
-def write_metadata(path: Path, card: ModelCard, output: str, dynamic_size: bool, extra: dict | None = None) -> None:
-    """Put the model card and what the output means into the ONNX file's metadata_props (atomically)."""
+def replace_metadata(source: Path, fields: dict[str, str], out: Path) -> None:
+    """Write the ONNX file `source` to `out` (atomically; `out` may be `source`) with `fields` as its
+    metadata_props, in place of what it had, and cnnkit as its producer."""
     import onnx
 
-    proto = onnx.load(str(path))
-    fields = {"cnnkit.card": json.dumps(dataclasses.asdict(card)), "cnnkit.output": output,
-              "cnnkit.dynamic_size": json.dumps(dynamic_size), "cnnkit.version": __version__, **(extra or {})}
+    proto = onnx.load(str(source))
     del proto.metadata_props[:]
     for key, value in fields.items():
         proto.metadata_props.add(key=key, value=value)
     proto.producer_name, proto.producer_version = "cnnkit", __version__
-    _atomic_save(proto, path)
+    _atomic_save(proto, out)
+
+
+def write_metadata(path: Path, card: ModelCard, output: str, dynamic_size: bool, extra: dict | None = None) -> None:
+    """Put the model card and what the output means into the ONNX file's metadata_props (atomically)."""
+    fields = {"cnnkit.card": json.dumps(dataclasses.asdict(card)), "cnnkit.output": output,
+              "cnnkit.dynamic_size": json.dumps(dynamic_size), "cnnkit.version": __version__, **(extra or {})}
+    replace_metadata(path, fields, path)
 
 
 def _trace(model: nn.Module, example: torch.Tensor, path: Path, dynamic_size: bool) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -251,20 +250,11 @@ def _save_with_metadata(int8: Path, fp32: Path, target: Path, count: int) -> Non
     """Write the int8 model with the fp32 file's metadata and `cnnkit.quantized` to `target`, atomically."""
     import onnx
 
+    from cnnkit.export.onnx import replace_metadata
+
     meta = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
     meta["cnnkit.quantized"] = f"int8 static, calibrated on {count} training images"
-    proto = onnx.load(str(int8))
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        proto.metadata_props.add(key=key, value=value)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        onnx.save(proto, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    replace_metadata(int8, meta, target)
 
 
 def quantize_run(run: str | Path, model: nn.Module, card: ModelCard, target: Path,
