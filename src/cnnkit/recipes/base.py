@@ -110,6 +110,10 @@ class Recipe:
         """(indices per split, the split.json record) of a new run; the test split is locked."""
         raise NotImplementedError
 
+    def split_record(self, cfg: Config, source: Any, split: dict[str, np.ndarray]) -> dict:
+        """What split.json holds for `split` (indices per split name) of `source`."""
+        raise NotImplementedError
+
     def read_split(self, source: Any, record: dict, name: str) -> np.ndarray:
         """The indices of split `name` from a run's split.json record."""
         raise NotImplementedError

@@ -60,7 +60,10 @@ class ClassificationRecipe(Recipe):
 
     def new_split(self, cfg: Config, source: Any) -> tuple[dict[str, np.ndarray], dict]:
         split = make_split(source, cfg.data.val, cfg.data.test, cfg.train.seed)
-        return split, split_record(source, split, cfg.train.seed, {"val": cfg.data.val, "test": cfg.data.test})
+        return split, self.split_record(cfg, source, split)
+
+    def split_record(self, cfg: Config, source: Any, split: dict[str, np.ndarray]) -> dict:
+        return split_record(source, split, cfg.train.seed, {"val": cfg.data.val, "test": cfg.data.test})
 
     def read_split(self, source: Any, record: dict, name: str) -> np.ndarray:
         return indices_from_record(source, record, name)

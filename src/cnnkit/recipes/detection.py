@@ -95,6 +95,9 @@ class DetectionRecipe(Recipe):
         split = index_split(cfg, source)
         return split, index_record(cfg, source, split)
 
+    def split_record(self, cfg: Config, source: Any, split: dict[str, np.ndarray]) -> dict:
+        return index_record(cfg, source, split)
+
     def read_split(self, source: Any, record: dict, name: str) -> np.ndarray:
         return read_index_split(source, record, name)
 
