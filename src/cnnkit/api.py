@@ -23,13 +23,15 @@ from cnnkit.errors import CnnkitError
 from cnnkit.export.runtime import is_onnx
 from cnnkit.recipes import recipe_for, runner
 from cnnkit.recipes.base import Recipe, TrainResult
+from cnnkit.recipes.other_data import measure_other
 from cnnkit.runs.folder import load_model, open_model, record_test_use, run_file
 
 log = logging.getLogger("cnnkit")
 
 __all__ = ["TrainResult", "train", "evaluate", "test", "predict", "embed", "demo_config", "augment_preview",
            "models_table", "inspect_model", "inspect_kernels", "inspect_feature_maps", "transfer_compare", "lr_find",
-           "prune", "convert", "check_annotations", "report", "diagnose", "load_config", "bench", "export"]
+           "prune", "convert", "check_annotations", "report", "diagnose", "load_config", "bench", "export",
+           "cross_validate", "audit"]
 
 
 def _recipe_of(run: str | Path) -> Recipe:
@@ -47,16 +49,30 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, **trai
     return runner.train(recipe, cfg, resume=resume, **train_overrides)
 
 
+def cross_validate(cfg: Config | None = None, *, folds: int, group_by: str | None = None, **train_overrides):
+    """K-fold cross-validation of `cfg` for any task: the locked test split made as `train` makes it and kept
+    out; the K folds (stratified for single-label classes; with `group_by`, a column of a CSV source, no group in
+    two folds) partition train+val, fold i the val split of run OUT/fold<i>. Returns a FoldsResult (out, folds,
+    metrics: mean and sample std of each val metric), also written to OUT/folds.json; see
+    cnnkit.experiments.folds."""
+    from cnnkit.experiments.folds import cross_validate as run_folds
+
+    return run_folds(cfg, folds=folds, group_by=group_by, **train_overrides)
+
+
 def evaluate(run: str | Path, *, split: str = "val", attack: str | None = None, eps: float = 0.1,
              target_error: float | None = None, verdict: bool = True, boundary_f1: bool = False,
-             precision: str = "auto") -> dict:
+             precision: str = "auto", data: str | Path | None = None) -> dict:
     """The loss and the metrics of RUN's task on its train or val split: accuracy, F1 ... for classes, COCO mAP
     for boxes and masks, mIoU, Dice ... for pixels. With `attack` ('fgsm' or 'pgd', classifiers), also the
     accuracy on adversarial images within `eps` (pixel units); with `boundary_f1` (segmentation), the boundary
     F1 score. With `verdict`, also "verdict": the bias/variance verdict (train against val, whichever split is
     asked; see cnnkit.diagnose.verdict), bias measured above `target_error` when given. The model runs with its
     batch norms folded, in `precision` (auto: bf16 + channels_last where the hardware has it; fp32 forces fp32),
-    the metrics from fp32 outputs. The test split has its own verb."""
+    the metrics from fp32 outputs. The test split has its own verb. With `data` (a source string the run's recipe
+    opens), all of that other labelled set instead, its classes mapped by name, refused if any of its images is in
+    the run's training split, and its "shift" against the run's test (else val) metric: see
+    cnnkit.recipes.other_data."""
     if split == "test":
         raise CnnkitError("the test split is locked: use `cnnkit test RUN` (it records each use)")
     recipe = _recipe_of(run)
@@ -64,6 +80,11 @@ def evaluate(run: str | Path, *, split: str = "val", attack: str | None = None, 
     if attack is not None:
         options["eps"] = eps
     options["precision"] = check_precision(precision)
+    if data is not None:
+        if split != "val" or target_error is not None:
+            raise CnnkitError("--data evaluates all of the other set and has no verdict: leave out --split and "
+                              "--target-error")
+        return measure_other(recipe, run, str(data), **options)
     metrics = runner.measure(recipe, run, split, **options)
     if verdict:
         other = "train" if split == "val" else "val"
@@ -292,6 +313,20 @@ def check_annotations(src: str | Path, *, images: str | Path | None = None, poli
     from cnnkit.data.detection.source import check_annotations as check
 
     return check(src, images=images, policy=policy)
+
+
+def audit(target: str | Path, *, cfg: Config | None = None, out: str | Path | None = None, folds: int = 5,
+          method: str = "auto", embedder: str | None = None, annotators: str | Path | None = None,
+          seconds_per_item: float | None = None) -> Path:
+    """Audit a data source (a new seeded split from `cfg`, as train makes it) or a run folder (its own split):
+    label issues by confident learning on out-of-fold probabilities (`method` probe | scratch | auto), bad
+    boxes or masks, near-duplicates and leaks across splits, image quality and outliers, class balance,
+    annotator agreement (`annotators`: a CSV with one label column per annotator) and the annotation effort.
+    Writes OUT/audit.json, OUT/relabel.csv and OUT/audit.html (OUT default audit-<name>) and returns OUT."""
+    from cnnkit.audit.run import audit as run_audit
+
+    return run_audit(target, cfg=cfg, out=out, folds=folds, method=method, embedder=embedder,
+                     annotators=annotators, seconds_per_item=seconds_per_item)
 
 
 def report(run: str | Path) -> Path:

@@ -101,8 +101,10 @@ def embeddings(source: Any, indices: np.ndarray, weights: str = DEFAULT_EMBEDDER
 def probe_probabilities(features: np.ndarray, labels: np.ndarray, parts: list[np.ndarray], pool_index: dict,
                         num_classes: int, seed: int = 0) -> np.ndarray:
     """(N, K) out-of-fold probabilities of a standardised logistic regression on `features` (rows indexed by
-    `pool_index[item]`), fitted on K − 1 parts and predicting the K-th, rows in np.concatenate(parts) order."""
+    `pool_index[item]`), fitted on K − 1 parts and predicting the K-th, rows in np.concatenate(parts) order.
+    `labels` (N_all,) class indices, or (N_all, K) multi-hot: then one regression per class."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -112,9 +114,14 @@ def probe_probabilities(features: np.ndarray, labels: np.ndarray, parts: list[np
     for held in parts:
         train = np.setdiff1d(pool, held)
         rows = [pool_index[int(i)] for i in train]
-        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5, random_state=seed))
-        probe.fit(features[rows], labels[train])
-        p = probe.predict_proba(features[[pool_index[int(i)] for i in held]])  # (n, seen classes)
-        out[start:start + len(held), probe[-1].classes_] = p
+        linear = LogisticRegression(max_iter=2000, C=0.5, random_state=seed)
+        if labels.ndim == 2:
+            probe = make_pipeline(StandardScaler(), OneVsRestClassifier(linear))
+            probe.fit(features[rows], labels[train] > 0.5)
+            seen = np.arange(num_classes)
+        else:
+            probe = make_pipeline(StandardScaler(), linear).fit(features[rows], labels[train])
+            seen = probe[-1].classes_
+        out[start:start + len(held), seen] = probe.predict_proba(features[[pool_index[int(i)] for i in held]])
         start += len(held)
     return out

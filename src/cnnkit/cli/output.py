@@ -30,6 +30,27 @@ def report_train(result: TrainResult) -> int:
     return 130 if result.interrupted else 0
 
 
+def report_folds(result) -> int:
+    """`train --folds K`: each val metric's mean ± std over the folds (the main ones first), then OUT/folds.json
+    and the OUT folder as the last line; 130 when interrupted. Under torchrun only rank 0 prints."""
+    if os.environ.get("RANK", "0") != "0":
+        return 130 if result.interrupted else 0
+    done = len(result.folds)
+    print(f"{done}-fold cross-validation, val metrics: mean ± std over the folds (sample std, ddof=1)"
+          if done == result.k else f"{done} of {result.k} folds done, val metrics: mean ± std (ddof=1)")
+    names = [k for k in TRAIN_METRICS if k in result.metrics] + [k for k in result.metrics if k not in TRAIN_METRICS]
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        mean, std = ("n/a" if v is None else f"{v:.4f}" for v in (result.metrics[name]["mean"],
+                                                                    result.metrics[name]["std"]))
+        print(f"  {name:<{width}}  {mean} ± {std}")
+    print(f"folds: {result.file}")
+    if result.interrupted:
+        print(f"interrupted: folds.json holds the {done} finished fold(s)", file=sys.stderr)
+    print(result.out)
+    return 130 if result.interrupted else 0
+
+
 def print_metrics(metrics: dict, as_json: bool) -> None:
     """JSON, or the scalars on one line and each per-class/label/target table below it."""
     if as_json:
@@ -49,6 +70,22 @@ def print_metrics(metrics: dict, as_json: bool) -> None:
                 print(f"{name:<{width}}  " + "  ".join("     n/a" if row[c] is None else f"{row[c]:8.4f}"
                                                        if isinstance(row[c], float) else f"{row[c]:8}"
                                                        for c in columns))
+
+
+def print_other(result: dict, as_json: bool) -> None:
+    """`cnnkit evaluate RUN --data OTHER`: JSON, or the metrics as print_metrics shows them, then the shift line."""
+    if as_json:
+        print(json.dumps(result))
+        return
+    shift = result.get("shift")
+    print_metrics({k: v for k, v in result.items() if k != "shift"}, as_json=False)
+    if shift is None:
+        print("shift: no reference (the run has neither a test result nor a val split)")
+        return
+    against = ("the run's last `cnnkit test`" if shift["reference"] == "test" else
+               "its val split (never tested; `cnnkit test RUN` reads the locked test split)")
+    print(f"shift: {shift['metric']} {shift['value']:.4f} on {result['data']} vs {shift['reference_value']:.4f} "
+          f"on {against}: {shift['delta']:+.4f}")
 
 
 def prediction_line(r: dict) -> str:

@@ -140,7 +140,49 @@ def _train_parser(sub, verb: str = "train", text: str = TRAIN_HELP) -> argparse.
         p.add_argument("--steps", type=_positive_int, default=100, help="batches of the range test")
     elif verb != "compare":  # `transfer compare` starts new runs only
         p.add_argument("--resume", metavar="RUN", help="continue RUN from checkpoints/last.pt")
+    if verb == "train":
+        p.add_argument("--folds", type=int, metavar="K",
+                       help="K-fold cross-validation of train+val (the test split kept out): runs OUT/fold1..foldK, "
+                            "mean ± std of the val metrics in OUT/folds.json")
+        p.add_argument("--group-by", metavar="COLUMN",
+                       help="with --folds: a column of the CSV data source; a group never spans two folds")
     return p
+
+
+def _audit_parser(sub) -> None:
+    p = sub.add_parser("audit", help="question the labels and the split: label errors (confident learning), "
+                                     "duplicates and leaks, quality, bad boxes or masks; prints OUT last")
+    p.add_argument("target", metavar="DATA_OR_RUN", help="a data source as for train --data, or a run folder "
+                   "(its split and config)")
+    p.add_argument("--out", metavar="DIR", help="default audit-<name>: audit.html, audit.json, relabel.csv")
+    p.add_argument("--task", help=f"{TASKS_HELP} (default: inferred from the data)")
+    p.add_argument("--folds", type=_positive_int, default=5, help="cross-fitting folds (default 5)")
+    p.add_argument("--method", choices=("auto", "probe", "scratch"), default="auto",
+                   help="out-of-fold model: probe (logistic regression on pretrained embeddings), scratch (the "
+                        "--model trained from scratch per fold), auto (default: scratch for images of at most "
+                        "64 px, else probe)")
+    p.add_argument("--embedder", metavar="WEIGHTS", help="pretrained weights of the probe's embeddings "
+                   "(default efficientnet_lite0.imagenet)")
+    p.add_argument("--annotators", metavar="CSV", help="a CSV with a path column and one label column per "
+                   "annotator: agreement (Cohen's or Fleiss' kappa), majority and soft labels")
+    p.add_argument("--seconds-per-item", type=float, help="annotation time per item for the effort estimate "
+                   "(default 6 s, the notes' 10 items a minute; 30 s per instance mask, 60 s per semantic mask)")
+    p.add_argument("--model", help="scratch and detection/segmentation audits: the architecture (see `cnnkit "
+                   "models`)")
+    p.add_argument("--model-option", action="append", metavar="KEY=VALUE")
+    p.add_argument("--epochs", type=_positive_int, help="epochs of each out-of-fold model")
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--optimizer")
+    p.add_argument("--image-size", type=_positive_int)
+    p.add_argument("--resize", choices=("resize", "pad", "crop"))
+    p.add_argument("--images", metavar="DIR", help="detection: the images of a COCO JSON file, when not beside it")
+    p.add_argument("--val", type=float, help="validation fraction of a new split (default 0.15)")
+    p.add_argument("--test", type=float, help="test fraction of a new split (default 0.15)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--precision", choices=PRECISIONS)
+    p.add_argument("--config", help="YAML file with data/model/train sections for the out-of-fold models")
 
 
 def _transfer_parser(sub) -> None:
@@ -217,6 +259,10 @@ def _evaluate_parsers(sub) -> None:
                            help="target or human-level error of the verdict (bias = train error − this)")
             p.add_argument("--boundary-f1", action="store_true",
                            help="segmentation: also the boundary F1 score (Csurka et al. 2013)")
+            p.add_argument("--data", metavar="OTHER",
+                           help="evaluate on all of another labelled set (as train's --data), its classes mapped by "
+                                "name; refused if any image is in the run's training split; reports the shift "
+                                "against the run's test (else val) metric")
         _inference_precision(p)
         p.add_argument("--json", action="store_true")
 
@@ -344,6 +390,7 @@ def _serve_parser(sub) -> None:
 def _run_tool_parsers(sub) -> None:
     p = sub.add_parser("demo", help="LeNet-5 on the embedded digits: train, test, plots")
     p.add_argument("--out")
+    _audit_parser(sub)
     p = sub.add_parser("report", help="write RUN/report.html, one self-contained page; prints its path last")
     p.add_argument("run")
 

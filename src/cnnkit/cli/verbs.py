@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cnnkit.cli.output import prediction_line, print_metrics, report_train
+from cnnkit.cli.output import prediction_line, print_metrics, print_other, report_train
 from cnnkit.errors import CnnkitError
 
 
@@ -44,8 +44,17 @@ def train_overrides(a: argparse.Namespace) -> dict:
 # ---------------------------------------------------------------- training: train, lr-find, demo, transfer compare
 
 def cmd_train(a: argparse.Namespace) -> int:
+    if a.group_by is not None and a.folds is None:
+        raise CnnkitError(f"--group-by {a.group_by} chooses the folds of cross-validation; give --folds K too")
+    if a.folds is not None and a.resume:
+        raise CnnkitError("--folds starts K new runs and cannot --resume one; resume a fold's run folder alone")
     from cnnkit import api
 
+    if a.folds is not None:
+        from cnnkit.cli.output import report_folds
+
+        cfg = api.load_config(a.config, train_overrides(a))
+        return report_folds(api.cross_validate(cfg, folds=a.folds, group_by=a.group_by))
     if a.resume:
         extra = train_overrides(a)["train"]
         return report_train(api.train(resume=a.resume, **{k: v for k, v in extra.items() if k == "epochs"}))
@@ -108,7 +117,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from cnnkit import api
 
     metrics = api.evaluate(a.run, split=a.split, attack=a.attack, eps=a.eps, target_error=a.target_error,
-                           boundary_f1=a.boundary_f1, precision=a.precision)
+                           boundary_f1=a.boundary_f1, precision=a.precision, data=a.data)
+    if a.data is not None:  # another labelled set: its metrics and the shift, no verdict
+        print_other(metrics, a.json)
+        return 0
     verdict = metrics.pop("verdict", None) if not a.json else None
     print_metrics(metrics, a.json)
     if verdict is not None:
@@ -149,6 +161,22 @@ def cmd_embed(a: argparse.Namespace) -> int:
     from cnnkit import api
 
     print(api.embed(a.run, a.inputs, out=a.out, batch_size=a.batch_size, layer=a.layer, precision=a.precision))
+    return 0
+
+
+def cmd_audit(a: argparse.Namespace) -> int:
+    from cnnkit import api
+
+    pick = lambda **kv: {k: v for k, v in kv.items() if v is not None}  # noqa: E731
+    overrides = {"data": pick(image_size=a.image_size, resize=a.resize, val=a.val, test=a.test, workers=a.workers,
+                              images=a.images),
+                 "model": pick(name=a.model, options=_model_options(a.model_option)),
+                 "train": pick(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer,
+                               seed=a.seed, precision=a.precision),
+                 **pick(task=a.task)}
+    cfg = api.load_config(a.config, overrides)
+    print(api.audit(a.target, cfg=cfg, out=a.out, folds=a.folds, method=a.method, embedder=a.embedder,
+                    annotators=a.annotators, seconds_per_item=a.seconds_per_item))
     return 0
 
 
@@ -290,7 +318,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
 VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train, "lr-find": cmd_lr_find, "demo": cmd_demo, "transfer": cmd_transfer_compare,
     "evaluate": cmd_evaluate, "test": cmd_test, "predict": cmd_predict, "export": cmd_export, "embed": cmd_embed,
-    "report": cmd_report,
+    "report": cmd_report, "audit": cmd_audit,
     "models": cmd_models, "inspect": cmd_inspect, "prune": cmd_prune, "diagnose": cmd_diagnose,
     "convert": cmd_convert, "augment-preview": cmd_augment_preview, "bench": cmd_bench,
     "serve": cmd_serve,

@@ -1,0 +1,168 @@
+"""`cnnkit audit DATA|RUN`: everything the audit measures, written to OUT/audit.json, OUT/relabel.csv and
+OUT/audit.html.
+
+    out = audit("data/flowers", cfg=Config(), out="audit-flowers")      # a new seeded split, as train makes it
+    out = audit("runs/flowers", cfg=None)                                # the run's own split and config
+
+What runs for which task family (the recipe's name):
+- every task: exact and near-duplicate groups (pixel hashes, perceptual hashes, and embedding cosine where the
+  probe computed embeddings) within and across splits, image quality, the annotation effort;
+- classification: the label audit (confident learning, `cnnkit.audit.labels`), class balance, embedding outliers;
+- detection and instance segmentation: boxes contradicted by an out-of-fold detector, likely missing boxes and
+  boxes of an odd size for their class (`cnnkit.audit.boxes`);
+- semantic segmentation: masks that disagree with out-of-fold predictions, classes absent from a split
+  (`cnnkit.audit.masks`);
+- `annotators=CSV` (any task): agreement between label columns (`cnnkit.audit.annotators`).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from cnnkit.config import Config, config_from_dict
+from cnnkit.errors import CnnkitError
+
+log = logging.getLogger("cnnkit")
+RELABEL_HEADER = ("path", "given_label", "suggested_label", "score")
+SECONDS_PER_ITEM = {"classification": 6.0, "detection": 6.0, "instance segmentation": 30.0,
+                    "semantic segmentation": 60.0}  # the notes' 10 items a minute; a mask costs more
+
+
+@dataclass
+class Target:
+    """What is audited: the recipe, config, data and split (new, or a run's own)."""
+
+    recipe: Any
+    cfg: Config
+    source: Any
+    split: dict[str, np.ndarray]
+    name: str
+    run: Path | None = None
+
+
+@dataclass
+class Findings:
+    """The audit's results, gathered section by section before they are written."""
+
+    target: Target
+    relabel: list[dict] = field(default_factory=list)  # rows of relabel.csv (+ "issue"), most suspicious first
+    sections: dict[str, Any] = field(default_factory=dict)  # audit.json's keys beside label_issues, ...
+    features: np.ndarray | None = None  # (N, F) embeddings of every item, where computed
+
+
+def is_run(path: str | Path) -> bool:
+    return (Path(path) / "split.json").is_file() and (Path(path) / "config.yaml").is_file()
+
+
+def open_target(target: str | Path, cfg: Config | None) -> Target:
+    """A run folder (its config, recipe and recorded split) or a data source (a new split from `cfg`)."""
+    from cnnkit.recipes import recipe_for
+
+    if is_run(target):
+        run = Path(target)
+        cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()) or {})
+        record = json.loads((run / "split.json").read_text())
+        task = cfg.task if cfg.task != "auto" else _card_problem(run)
+        recipe = recipe_for(task)
+        source = recipe.open_source(cfg)
+        split = {name: recipe.read_split(source, record, name) for name in ("train", "val", "test")}
+        return Target(recipe, cfg, source, split, run.name, run)
+    cfg = cfg or Config()
+    cfg.data.source = str(target)
+    recipe = recipe_for(cfg.task)
+    cfg.validate(supported=recipe.supported, reasons=recipe.unsupported_reason)
+    source = recipe.open_source(cfg)
+    split, _ = recipe.new_split(cfg, source)
+    return Target(recipe, cfg, source, split, Path(str(target).rstrip("/")).name.replace(":", "-") or "data")
+
+
+def _card_problem(run: Path) -> str:
+    from cnnkit.runs.folder import load_model
+
+    return load_model(run)[1].problem
+
+
+def split_names(target: Target) -> list[str]:
+    """Each item's split name ('train', 'val', 'test'; 'unused' for items in none)."""
+    names = ["unused"] * len(target.source)
+    for name, idx in target.split.items():
+        for i in idx:
+            names[int(i)] = name
+    return names
+
+
+def write_relabel(path: Path, rows: list[dict]) -> None:
+    """relabel.csv, atomically: RELABEL_HEADER, most suspicious first."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(RELABEL_HEADER)
+        for row in rows:
+            writer.writerow([row["path"], row["given_label"], row["suggested_label"], f"{row['score']:.6f}"])
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, default=_plain)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def default_out(target: Target) -> Path:
+    return Path(f"audit-{target.name}")
+
+
+def audit(target: str | Path, *, cfg: Config | None = None, out: str | Path | None = None, folds: int = 5,
+          method: str = "auto", embedder: str | None = None, annotators: str | Path | None = None,
+          seconds_per_item: float | None = None) -> Path:
+    """Audit a data source or a run (see the module docstring); returns the output folder OUT holding
+    audit.json, relabel.csv and audit.html. Out-of-fold models train in OUT/work."""
+    from cnnkit.audit.crossfit import DEFAULT_EMBEDDER
+    from cnnkit.audit.sections import common_sections, family_sections, pixels_of
+
+    if int(folds) != folds or folds < 2:
+        raise CnnkitError(f"--folds must be an integer of at least 2, got {folds}")
+    if seconds_per_item is not None and not seconds_per_item > 0:
+        raise CnnkitError(f"--seconds-per-item must be above 0, got {seconds_per_item}")
+    found = Findings(open_target(target, cfg))
+    out = Path(out) if out else default_out(found.target)
+    out.mkdir(parents=True, exist_ok=True)
+    family_sections(found, folds=int(folds), method=method, embedder=embedder or DEFAULT_EMBEDDER, work=out / "work")
+    common_sections(found, annotators=annotators, seconds_per_item=seconds_per_item,
+                    images=pixels_of(found.target.source))
+    write_relabel(out / "relabel.csv", found.relabel)
+    write_json(out / "audit.json", audit_json(found))
+    from cnnkit.audit.page import write_page
+
+    write_page(out / "audit.html", found)
+    return out
+
+
+def audit_json(found: Findings) -> dict:
+    """audit.json: the target, the label issues (flagged relabel rows), duplicates, outliers and the rest."""
+    t = found.target
+    head = {"target": str(t.run or t.cfg.data.source), "task": t.recipe.name,
+            "counts": {name: int(len(idx)) for name, idx in t.split.items()}}
+    issues = [{k: v for k, v in row.items() if k != "issue"} for row in found.relabel if row.get("issue")]
+    return {**head, "label_issues": issues, "duplicates": [], "outliers": [], **found.sections}

@@ -1,0 +1,158 @@
+"""What the audit measures, section by section, into `Findings` (cnnkit.audit.run): the task family's own
+audit (labels, boxes or masks, chosen by the recipe's name) and the sections every data set gets."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.audit.labels import item_name
+from cnnkit.data.sources import ImageSource
+
+log = logging.getLogger("cnnkit")
+
+
+def _classification(found: Any, *, folds: int, method: str, embedder: str, work: Path) -> None:
+    from cnnkit.audit.labels import label_audit
+    from cnnkit.audit.quality import class_balance
+
+    t = found.target
+    result = label_audit(t.recipe, t.cfg, t.source, t.split, folds=folds, method=method, embedder=embedder,
+                         work=work, seed=t.cfg.train.seed)
+    found.relabel, found.features = result.rows, result.features
+    found.sections["label_audit"] = {"method": result.method, "folds": result.folds, "noise": result.noise}
+    if t.source.targets is None:
+        names = _split_of(t)
+        found.sections["balance"] = class_balance(t.source.labels, t.source.classes, names)
+
+
+def _detection(found: Any, *, folds: int, method: str, embedder: str, work: Path) -> None:
+    from cnnkit.audit.boxes import audit_detection
+
+    t = found.target
+    pool = np.sort(np.concatenate([t.split["train"], t.split["val"]]))
+    result = audit_detection(t.recipe, t.cfg, t.source, pool, folds=folds, work=work, seed=t.cfg.train.seed)
+    rows = result["issues"]
+    found.sections["boxes"] = rows
+    found.sections["box_audit"] = {k: v for k, v in result.items() if k != "issues"}
+    found.relabel = [{"path": r["path"], "given_label": r.get("label") or "(no box)",
+                      "suggested_label": r.get("suggested") or r["kind"], "score": r["score"], "issue": True,
+                      **{k: r[k] for k in ("kind", "box") if k in r}} for r in rows]
+
+
+def _segmentation(found: Any, *, folds: int, method: str, embedder: str, work: Path) -> None:
+    from cnnkit.audit.masks import audit_segmentation
+
+    t = found.target
+    pool = np.sort(np.concatenate([t.split["train"], t.split["val"]]))
+    result = audit_segmentation(t.recipe, t.cfg, t.source, pool, folds=folds, work=work, seed=t.cfg.train.seed)
+    rows = result["issues"]
+    found.sections["masks"] = rows
+    found.sections["absent_classes"] = result.get("absent", {})
+    found.relabel = [{"path": r["path"], "given_label": "mask", "suggested_label": "check the mask",
+                      "score": r["score"], "issue": True} for r in rows]
+
+
+FAMILIES = {"classification": _classification, "detection": _detection, "instance segmentation": _detection,
+            "semantic segmentation": _segmentation}
+
+
+def family_sections(found: Any, *, folds: int, method: str, embedder: str, work: Path) -> None:
+    """The task family's own audit: labels (classification), boxes (detection, instance) or masks."""
+    FAMILIES[found.target.recipe.name](found, folds=folds, method=method, embedder=embedder, work=work)
+
+
+def _split_of(target: Any) -> list[str]:
+    names = ["unused"] * len(target.source)
+    for name, idx in target.split.items():
+        for i in idx:
+            names[int(i)] = name
+    return names
+
+
+class _Pixels:
+    """What the hashes and quality stats read of a detection or segmentation set: its length and
+    `load(i, channels)`, as an ImageSource offers them."""
+
+    arrays = None
+
+    def __init__(self, source: Any):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def load(self, i: int, channels: int = 3) -> Any:
+        from cnnkit.data.images import rgb_to_grey
+
+        img = self.source.image(i) if hasattr(self.source, "image") else self.source.read(i)[0]  # (3, H, W)
+        return img if channels == 3 else rgb_to_grey(img)
+
+
+def pixels_of(source: Any) -> Any:
+    """`source` itself when it is an ImageSource, else a view that loads its images."""
+    return source if isinstance(source, ImageSource) else _Pixels(source)
+
+
+def _paths(source: Any, items: list[int]) -> list[str]:
+    return [_name(source, i) for i in items]
+
+
+def _name(source: Any, i: int) -> str:
+    """How the audit names item i: its file (or id) for every kind of source."""
+    if isinstance(source, ImageSource):
+        return item_name(source, int(i))
+    if hasattr(source, "items"):  # DetectionSource
+        path = source.items[int(i)].path
+    else:  # SegmentationSource
+        path = source.path(int(i))
+    return str(path) if path is not None else f"{getattr(source, 'name', 'item')}/{int(i)}"
+
+
+def duplicates_section(found: Any, images: Any) -> None:
+    """Exact and near-duplicate groups over every item, leaks (groups across splits) first."""
+    from cnnkit.audit.duplicates import find_duplicates, phash_source
+    from cnnkit.data.fingerprint import pixel_hashes
+
+    names = _split_of(found.target)
+    exact = pixel_hashes(images)
+    groups = find_duplicates(exact, phash_source(images), names, embeddings=found.features)
+    found.sections["duplicate_groups"] = [{**g, "paths": _paths(found.target.source, g["items"])} for g in groups]
+
+
+def quality_section(found: Any, images: Any) -> None:
+    """Image-quality flags, and embedding outliers where embeddings were computed."""
+    from cnnkit.audit.quality import embedding_outliers, image_stats, quality_issues
+
+    names = _split_of(found.target)
+    rows = quality_issues(image_stats(images))
+    found.sections["quality"] = [{**r, "path": _name(found.target.source, r["index"]), "split": names[r["index"]]}
+                                 for r in rows]
+    if found.features is not None:
+        scores, flagged = embedding_outliers(found.features)
+        order = np.argsort(-scores)
+        found.sections["outliers"] = [{"index": int(i), "path": _name(found.target.source, int(i)),
+                                       "split": names[int(i)], "score": float(scores[i])}
+                                      for i in order if flagged[i]]
+
+
+def common_sections(found: Any, *, annotators: str | Path | None, seconds_per_item: float | None,
+                    images: Any) -> None:
+    """Duplicates and leaks, quality and outliers, annotator agreement, the annotation effort."""
+    from cnnkit.audit.effort import annotation_effort
+
+    duplicates_section(found, images)
+    quality_section(found, images)
+    if annotators is not None:
+        from cnnkit.audit.annotators import agreement, read_annotations
+
+        paths, matrix, columns = read_annotations(annotators)
+        found.sections["annotators"] = {"file": str(annotators), "columns": columns,
+                                        **agreement(matrix, items=paths)}
+    items = found.sections.get("box_audit", {}).get("boxes") or len(found.target.source)
+    from cnnkit.audit.run import SECONDS_PER_ITEM
+
+    found.sections["effort"] = annotation_effort(int(items), seconds_per_item or
+                                                 SECONDS_PER_ITEM[found.target.recipe.name])
