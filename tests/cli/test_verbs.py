@@ -67,7 +67,7 @@ def calls(monkeypatch) -> list[tuple[str, tuple, dict]]:
 def test_evaluate_passes_split_and_attack_by_keyword(calls, capsys) -> None:
     assert main(["evaluate", "R", "--split", "train", "--attack", "fgsm", "--eps", "0.2", "--json"]) == 0
     assert calls == [("evaluate", ("R",), {"split": "train", "attack": "fgsm", "eps": 0.2, "target_error": None,
-                                           "boundary_f1": False, "precision": "auto"})]
+                                           "boundary_f1": False, "precision": "auto", "data": None})]
     assert json.loads(capsys.readouterr().out) == {"accuracy": 0.5, "loss": 1.0}
 
 

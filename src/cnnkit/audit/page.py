@@ -23,7 +23,7 @@ def _section(key: str, title: str, body: str) -> str:
 def _summary(found: Any) -> str:
     s, t = found.sections, found.target
     flagged = sum(1 for r in found.relabel if r.get("issue"))
-    dups = s.get("duplicate_groups", [])
+    dups = s.get("duplicates", [])
     leaks = sum(1 for g in dups if g["crosses_splits"])
     lines = [f"{t.recipe.name}: " + ", ".join(f"{n} {name}" for name, n in
                                                ((k, len(v)) for k, v in t.split.items())),
@@ -74,7 +74,7 @@ def _grid(found: Any, rows: list[dict]) -> str:
 
 
 def _duplicates(found: Any) -> str:
-    groups = found.sections.get("duplicate_groups", [])
+    groups = found.sections.get("duplicates", [])
     if not groups:
         return note("No exact or near-duplicate images.")
     rows = [["yes" if g["crosses_splits"] else "no", g["kind"], ", ".join(g["splits"]), len(g["paths"]),
@@ -95,23 +95,22 @@ def _rows_table(key: str, columns: list[str]) -> Callable[[Any], str]:
 
 def _balance(found: Any) -> str:
     b = found.sections["balance"]
-    splits = list(b["counts"])
-    classes = list(b["weights"])
-    rows = [[c] + [b["counts"][s].get(c, 0) for s in splits] + [b["weights"][c]] for c in classes]
-    return (note(f"Imbalance (largest / smallest class in train): {b.get('imbalance_ratio', float('nan')):.3g}. "
-                 "The weights n / (K · n_c) would balance the loss (`class_weight: balanced`).")
+    splits = [k for k in b["counts"] if k != "all"] + ["all"]
+    rows = [[c] + [b["counts"][s][k] for s in splits] + [b["weights"][k]] for k, c in enumerate(b["classes"])]
+    return (note(f"Imbalance (largest / smallest class): {b['imbalance_ratio']:.3g}. The weights n / (K · n_c) over "
+                 f"the {b['weights_from']} split would balance the loss (`class_weight: balanced`).")
             + table(["class", *splits, "balanced weight"], rows))
 
 
 def _annotators(found: Any) -> str:
     a = found.sections["annotators"]
-    kappa = {k: v for k, v in a.items() if "kappa" in k and isinstance(v, float | int)}
-    body = table(["measure", "value"], [[k, v] for k, v in kappa.items()] +
-                 [["percent agreement", a.get("percent_agreement")]])
+    kind = "Cohen's" if a["kappa_kind"] == "cohen" else "Fleiss'"
+    body = table(["measure", "value"], [["annotators", a["annotators"]], ["items", a["items"]],
+                                        [f"{kind} kappa", a["kappa"]], ["percent agreement", a["percent_agreement"]]])
     rows = a.get("disagreements", [])[:SHOW]
     if rows:
-        cols = [c for c in rows[0] if not isinstance(rows[0][c], list | dict)]
-        body += "<h3>Items the annotators disagree on</h3>" + table(cols, [[r[c] for c in cols] for r in rows])
+        body += "<h3>Items the annotators disagree on</h3>" + table(
+            ["path", "votes", "vote entropy"], [[r["path"], r["votes"], r["entropy"]] for r in rows], numeric_from=2)
     return body
 
 
@@ -127,7 +126,7 @@ SECTIONS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("label_audit", "Label issues", _labels),
     ("boxes", "Boxes to check", _rows_table("boxes", ["path", "kind", "label", "suggested", "box", "score"])),
     ("masks", "Masks to check", _rows_table("masks", ["path", "agreement", "score"])),
-    ("duplicate_groups", "Duplicates and leaks", _duplicates),
+    ("duplicates", "Duplicates and leaks", _duplicates),
     ("quality", "Image quality", _rows_table("quality", ["path", "split", "issue", "value", "score"])),
     ("outliers", "Embedding outliers", _rows_table("outliers", ["path", "split", "score"])),
     ("balance", "Class balance", _balance),

@@ -119,40 +119,56 @@ def duplicates_section(found: Any, images: Any) -> None:
     names = _split_of(found.target)
     exact = pixel_hashes(images)
     groups = find_duplicates(exact, phash_source(images), names, embeddings=found.features)
-    found.sections["duplicate_groups"] = [{**g, "paths": _paths(found.target.source, g["items"])} for g in groups]
+    found.sections["duplicates"] = [{**g, "paths": _paths(found.target.source, g["items"])} for g in groups]
 
 
 def quality_section(found: Any, images: Any) -> None:
     """Image-quality flags, and embedding outliers where embeddings were computed."""
-    from cnnkit.audit.quality import embedding_outliers, image_stats, quality_issues
+    from cnnkit.audit.quality import embedding_outliers, image_stats, outlier_flags, quality_issues
 
     names = _split_of(found.target)
     rows = quality_issues(image_stats(images))
     found.sections["quality"] = [{**r, "path": _name(found.target.source, r["index"]), "split": names[r["index"]]}
                                  for r in rows]
     if found.features is not None:
-        scores, flagged = embedding_outliers(found.features)
-        order = np.argsort(-scores)
+        scores = embedding_outliers(found.features)
+        flagged = outlier_flags(scores)
         found.sections["outliers"] = [{"index": int(i), "path": _name(found.target.source, int(i)),
                                        "split": names[int(i)], "score": float(scores[i])}
-                                      for i in order if flagged[i]]
+                                      for i in np.argsort(-scores) if flagged[i]]
+
+
+def annotators_section(found: Any, annotators: str | Path) -> None:
+    """Agreement between the label columns of the CSV `annotators` (one per annotator)."""
+    from cnnkit.audit.annotators import agreement, read_annotations
+
+    paths, matrix = read_annotations(annotators)
+    result = agreement(matrix)
+    for row in result["disagreements"]:
+        row["path"] = paths[row["index"]]
+        row["votes"] = ", ".join(f"{k}: {v}" for k, v in row["votes"].items())
+    result["majority"] = [{"path": p, "majority": m, "tie": t}
+                          for p, m, t in zip(paths, result["majority"], result.pop("tie"))]
+    found.sections["annotators"] = {"file": str(annotators), **result}
+
+
+def effort_items(found: Any) -> int:
+    """What an annotator marks in the whole set: boxes (detection, instance segmentation), else images."""
+    source = found.target.source
+    if hasattr(source, "items"):
+        return int(sum(len(item.boxes) for item in source.items))
+    return len(source)
 
 
 def common_sections(found: Any, *, annotators: str | Path | None, seconds_per_item: float | None,
                     images: Any) -> None:
     """Duplicates and leaks, quality and outliers, annotator agreement, the annotation effort."""
     from cnnkit.audit.effort import annotation_effort
+    from cnnkit.audit.run import SECONDS_PER_ITEM
 
     duplicates_section(found, images)
     quality_section(found, images)
     if annotators is not None:
-        from cnnkit.audit.annotators import agreement, read_annotations
-
-        paths, matrix, columns = read_annotations(annotators)
-        found.sections["annotators"] = {"file": str(annotators), "columns": columns,
-                                        **agreement(matrix, items=paths)}
-    items = found.sections.get("box_audit", {}).get("boxes") or len(found.target.source)
-    from cnnkit.audit.run import SECONDS_PER_ITEM
-
-    found.sections["effort"] = annotation_effort(int(items), seconds_per_item or
+        annotators_section(found, annotators)
+    found.sections["effort"] = annotation_effort(effort_items(found), seconds_per_item or
                                                  SECONDS_PER_ITEM[found.target.recipe.name])
