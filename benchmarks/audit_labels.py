@@ -90,7 +90,8 @@ def score(out: Path, flips: set[str]) -> dict:
     flagged = json.loads((out / "audit.json").read_text())["label_issues"]
     return {"audited": len(rows), "flipped_audited": len(flips & audited), "top": len(top),
             "precision": hits / max(len(top), 1), "recall": hits / max(len(flips & audited), 1),
-            "flagged": len(flagged), "flagged_precision": sum(r["path"] in flips for r in flagged) / max(len(flagged), 1)}
+            "flagged": len(flagged),
+            "flagged_precision": sum(r["path"] in flips for r in flagged) / max(len(flagged), 1)}
 
 
 def run(name: str) -> dict:

@@ -33,8 +33,6 @@ from cnnkit.errors import CnnkitError
 
 log = logging.getLogger("cnnkit")
 RELABEL_HEADER = ("path", "given_label", "suggested_label", "score")
-SECONDS_PER_ITEM = {"classification": 6.0, "detection": 6.0, "instance segmentation": 30.0,
-                    "semantic segmentation": 60.0}  # the notes' 10 items a minute; a mask costs more
 
 
 @dataclass

@@ -12,6 +12,9 @@ from cnnkit.audit.labels import item_name
 from cnnkit.data.sources import ImageSource
 
 log = logging.getLogger("cnnkit")
+MAX_WITH_EMBEDDINGS = 8  # pHash bits when embeddings confirm each pair (twice that with their cosine)
+SECONDS_PER_ITEM = {"classification": 6.0, "detection": 6.0, "instance segmentation": 30.0,
+                    "semantic segmentation": 60.0}  # the notes' 10 items a minute; a mask costs more
 
 
 def _classification(found: Any, *, folds: int, method: str, embedder: str, work: Path) -> None:
@@ -111,6 +114,29 @@ def _name(source: Any, i: int) -> str:
     return str(path) if path is not None else f"{getattr(source, 'name', 'item')}/{int(i)}"
 
 
+def near_radius(phashes: np.ndarray) -> int | None:
+    """The largest pHash radius (MAX_DISTANCE, then fewer bits) at which unrelated pairs of this set are not
+    expected to meet by chance (`chance_pairs` < 1); None where even identical hashes meet by chance, as for
+    MNIST's digits, which pHash cannot tell apart (near-duplicate groups would then mean nothing)."""
+    from cnnkit.audit.duplicates import MAX_DISTANCE, chance_pairs
+
+    for radius in range(MAX_DISTANCE, -1, -2):
+        if chance_pairs(phashes, radius) < 1:
+            return radius
+    return None
+
+
+def exact_groups(exact: list[str], names: list[str]) -> list[dict]:
+    """Groups of items with equal pixel hashes, as find_duplicates gives them (leaks first, then the largest)."""
+    by_hash: dict[str, list[int]] = {}
+    for i, h in enumerate(exact):
+        by_hash.setdefault(h, []).append(i)
+    groups = [{"items": items, "kind": "exact", "crosses_splits": len({names[i] for i in items}) > 1,
+               "splits": sorted({names[i] for i in items}), "distance": 0}
+              for items in by_hash.values() if len(items) > 1]
+    return sorted(groups, key=lambda g: (not g["crosses_splits"], -len(g["items"]), g["items"][0]))
+
+
 def duplicates_section(found: Any, images: Any) -> None:
     """Exact and near-duplicate groups over every item, leaks (groups across splits) first."""
     from cnnkit.audit.duplicates import find_duplicates, phash_source
@@ -118,7 +144,14 @@ def duplicates_section(found: Any, images: Any) -> None:
 
     names = _split_of(found.target)
     exact = pixel_hashes(images)
-    groups = find_duplicates(exact, phash_source(images), names, embeddings=found.features)
+    phashes = phash_source(images)
+    radius = near_radius(phashes) if found.features is None else MAX_WITH_EMBEDDINGS
+    if radius is None:
+        log.warning("audit: perceptual hashes cannot tell this set's images apart; only exact duplicates are listed")
+        groups = exact_groups(exact, names)
+    else:
+        groups = find_duplicates(exact, phashes, names, embeddings=found.features, max_distance=radius)
+    found.sections["near_duplicate_radius"] = radius
     found.sections["duplicates"] = [{**g, "paths": _paths(found.target.source, g["items"])} for g in groups]
 
 
@@ -164,7 +197,6 @@ def common_sections(found: Any, *, annotators: str | Path | None, seconds_per_it
                     images: Any) -> None:
     """Duplicates and leaks, quality and outliers, annotator agreement, the annotation effort."""
     from cnnkit.audit.effort import annotation_effort
-    from cnnkit.audit.run import SECONDS_PER_ITEM
 
     duplicates_section(found, images)
     quality_section(found, images)

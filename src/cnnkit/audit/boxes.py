@@ -1,0 +1,252 @@
+"""Bad boxes: a detector cross-fitted out of fold (it never saw the image's boxes) questions every box.
+
+    rows = box_issues(targets, predictions, classes)       # pure: per-image boxes in, issue rows out
+    audit = audit_detection(recipe, cfg, source, pool, folds=3, work=Path("audit"))
+
+Each issue is a row {"image": position in `targets`, "kind", "box": [x1, y1, x2, y2], "label": class name,
+"suggested", "score", "box_index", "iou"}; audit_detection adds "index" (the source's index), "id" and "path".
+The kinds and their scores (each in [0, 1], higher = more likely a wrong annotation):
+
+- "contradicted": a true box that no confident prediction (score ≥ `min_score`) of its class matches at
+  IoU ≥ `match_iou`. When a confident prediction of its class overlaps it and explains no other true box (the
+  model found the object, elsewhere), score = s · (1 − IoU) ** 0.5 with s its confidence and IoU its overlap
+  (the nearest such prediction; it is "suggested"). When none does (the model saw nothing there),
+  score = `unsupported_weight` · (1 − s') with s' the best score of any prediction of its class at
+  IoU ≥ `match_iou`: weaker evidence, since detectors also miss hard objects; "suggested" is None.
+- "wrong_class": matched (IoU ≥ `match_iou`) only by a confident prediction of another class;
+  score = s_other · (1 − s_same), s_same the best score of its own class there; "suggested" the other class.
+- "missing": a confident prediction with IoU < `missing_iou` with every true box, claimed by no contradicted
+  box (a shifted box's object is one row, not two); score = its confidence; "suggested" the box to add.
+  Overlapping candidates (IoU ≥ `match_iou`, any class) are reported once, the most confident.
+- "size": a box far too small or too large for its class: robust z-score of log(area) over the class's boxes
+  (median and MAD · 1.4826), |z| > `size_z`; score = |z| / (|z| + size_z) (0.5 at the threshold).
+
+Boxes are xyxy. audit_detection reports them in each image's ORIGINAL pixels: the true boxes as the source
+holds them, the predictions mapped back from the letterboxed network input.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnkit.config import Config
+from cnnkit.errors import CnnkitError
+
+log = logging.getLogger("cnnkit")
+KINDS = ("contradicted", "wrong_class", "missing", "size")
+MAD_SCALE = 1.4826  # MAD · 1.4826 estimates σ of a normal distribution
+
+
+@dataclass(frozen=True)
+class BoxRules:
+    """The thresholds of box_issues (see the module docstring)."""
+
+    min_score: float = 0.5  # a prediction this confident counts as the model's opinion
+    match_iou: float = 0.5  # a true box and a prediction agree from this IoU on
+    missing_iou: float = 0.4  # a confident prediction below this IoU with every true box is a missing box
+    unsupported_weight: float = 0.5  # scale of a contradiction with no confident prediction near the box
+    size_z: float = 3.5  # |robust z| of log(area) above which a box is a size outlier
+    min_class_boxes: int = 8  # classes with fewer boxes get no size check
+
+    def check(self) -> None:
+        for name in ("min_score", "match_iou", "missing_iou", "unsupported_weight"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise CnnkitError(f"box audit: {name} must be in [0, 1], got {getattr(self, name)}")
+        if self.size_z <= 0:
+            raise CnnkitError(f"box audit: size_z must be positive, got {self.size_z}")
+
+
+def _tensor(x: Any, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x), dtype=dtype
+                           ).reshape(shape)
+
+
+def _image(target: dict, prediction: dict) -> tuple[torch.Tensor, ...]:
+    """(true boxes (n, 4), true labels (n,), boxes (m, 4), scores (m,), labels (m,)) as float64 / int64."""
+    return (_tensor(target["boxes"], torch.float64, (-1, 4)), _tensor(target["labels"], torch.int64, (-1,)),
+            _tensor(prediction["boxes"], torch.float64, (-1, 4)), _tensor(prediction["scores"], torch.float64, (-1,)),
+            _tensor(prediction["labels"], torch.int64, (-1,)))
+
+
+def _name(classes: list[str], label: int) -> str:
+    return classes[label] if 0 <= label < len(classes) else str(label)
+
+
+def _row(image: int, kind: str, box: torch.Tensor, label: str, suggested: Any, score: float,
+         box_index: int | None = None, iou: float | None = None) -> dict:
+    return {"image": image, "kind": kind, "box": [round(float(v), 2) for v in box], "label": label,
+            "suggested": suggested, "score": round(float(min(max(score, 0.0), 1.0)), 6), "box_index": box_index,
+            "iou": None if iou is None else round(float(iou), 4)}
+
+
+def _true_box_issue(k: int, iou: torch.Tensor, same: torch.Tensor, confident: torch.Tensor, matched: torch.Tensor,
+                    scores: torch.Tensor, rules: BoxRules) -> tuple[str, float, int | None, float] | None:
+    """(kind, score, prediction, IoU with it) for a true box, or None when a confident prediction of its class
+    matches it. iou, same (m,) against every prediction; matched (m,): the prediction matches another true box.
+    Without a prediction, the IoU is the best with any confident prediction."""
+    overlap = iou >= rules.match_iou
+    if bool((confident & same & overlap).any()):
+        return None
+    s_same = float(scores[same & overlap].max()) if bool((same & overlap).any()) else 0.0
+    other = confident & ~same & overlap
+    if bool(other.any()):
+        j = int(torch.where(other, scores, -1.0).argmax())
+        return "wrong_class", float(scores[j]) * (1.0 - s_same), j, float(iou[j])
+    near = confident & same & (iou > 0) & ~matched
+    if bool(near.any()):
+        j = int(torch.where(near, iou, -1.0).argmax())
+        return "contradicted", float(scores[j]) * float(1.0 - iou[j]) ** 0.5, j, float(iou[j])
+    best = float(iou[confident].max()) if bool(confident.any()) else 0.0
+    return "contradicted", rules.unsupported_weight * (1.0 - s_same), None, best
+
+
+def _missing(image: int, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, best_iou: torch.Tensor,
+             candidates: torch.Tensor, classes: list[str], rules: BoxRules) -> list[dict]:
+    """Rows of the confident predictions `candidates` (m,) bool, those overlapping each other kept once."""
+    from torchvision.ops import nms
+
+    idx = torch.nonzero(candidates).flatten()
+    kept = idx[nms(boxes[idx].float(), scores[idx].float(), rules.match_iou)] if len(idx) else idx
+    return [_row(image, "missing", boxes[j], _name(classes, int(labels[j])), [round(float(v), 2) for v in boxes[j]],
+                 float(scores[j]), None, float(best_iou[j])) for j in kept.tolist()]
+
+
+def image_issues(image: int, target: dict, prediction: dict, classes: list[str], rules: BoxRules) -> list[dict]:
+    """The contradicted, wrong-class and missing rows of one image (see the module docstring)."""
+    from torchvision.ops import box_iou
+
+    true_boxes, true_labels, boxes, scores, labels = _image(target, prediction)
+    iou = box_iou(true_boxes, boxes)  # (n, m)
+    same = true_labels[:, None] == labels[None, :]  # (n, m)
+    confident = scores >= rules.min_score  # (m,)
+    good = same & (iou >= rules.match_iou)  # (n, m): prediction j matches true box k
+    claimed = torch.zeros(len(boxes), dtype=torch.bool)
+    rows = []
+    for k in range(len(true_boxes)):
+        matched = (good & (torch.arange(len(true_boxes)) != k)[:, None]).any(0)  # (m,) matches another true box
+        found = _true_box_issue(k, iou[k], same[k], confident, matched, scores, rules)
+        if found is None:
+            continue
+        kind, score, j, overlap = found
+        if j is not None:
+            claimed[j] = True
+        suggested = None if j is None else (_name(classes, int(labels[j])) if kind == "wrong_class" else
+                                            [round(float(v), 2) for v in boxes[j]])
+        rows.append(_row(image, kind, true_boxes[k], _name(classes, int(true_labels[k])), suggested, score, k,
+                         overlap))
+    best = iou.max(0).values if len(true_boxes) else torch.zeros(len(boxes), dtype=torch.float64)  # (m,)
+    return rows + _missing(image, boxes, scores, labels, best, confident & (best < rules.missing_iou) & ~claimed,
+                           classes, rules)
+
+
+def size_outliers(targets: list[dict], classes: list[str], rules: BoxRules) -> list[dict]:
+    """Rows of the boxes whose log(area) is more than `rules.size_z` robust standard deviations from their class's
+    median (median absolute deviation · 1.4826); classes with fewer than `min_class_boxes` boxes are skipped."""
+    where, areas, labels, boxes = [], [], [], []
+    for image, target in enumerate(targets):
+        b = _tensor(target["boxes"], torch.float64, (-1, 4))
+        wh = (b[:, 2:] - b[:, :2]).clamp(min=1e-6)  # (n, 2)
+        where += [(image, k) for k in range(len(b))]
+        areas.append(torch.log(wh[:, 0] * wh[:, 1]))
+        labels.append(_tensor(target["labels"], torch.int64, (-1,)))
+        boxes.append(b)
+    if not where:
+        return []
+    log_area, label, box = torch.cat(areas).numpy(), torch.cat(labels).numpy(), torch.cat(boxes)
+    rows = []
+    for c in np.unique(label):
+        members = np.flatnonzero(label == c)
+        if len(members) < rules.min_class_boxes:
+            continue
+        median = np.median(log_area[members])
+        spread = MAD_SCALE * np.median(np.abs(log_area[members] - median))
+        if spread <= 0:
+            continue
+        z = (log_area[members] - median) / spread
+        for i, zi in zip(members, z):
+            if abs(zi) > rules.size_z:
+                image, k = where[i]
+                rows.append({**_row(image, "size", box[i], _name(classes, int(c)), None,
+                                    abs(zi) / (abs(zi) + rules.size_z), k), "z": round(float(zi), 3)})
+    return rows
+
+
+def box_issues(targets: list[dict], predictions: list[dict], classes: list[str], *, min_score: float = 0.5,
+               match_iou: float = 0.5, missing_iou: float = 0.4, unsupported_weight: float = 0.5,
+               size_z: float = 3.5, min_class_boxes: int = 8) -> list[dict]:
+    """Issue rows of per-image true boxes `targets` [{"boxes" (n, 4) xyxy, "labels" (n,)}] against the
+    out-of-fold `predictions` [{"boxes" (m, 4), "scores" (m,), "labels" (m,)}] of the same images (tensors or
+    arrays, any pixels as long as both agree), sorted by score, highest first. See the module docstring."""
+    if len(targets) != len(predictions):
+        raise CnnkitError(f"box audit: {len(targets)} images of true boxes but {len(predictions)} of predictions")
+    rules = BoxRules(min_score, match_iou, missing_iou, unsupported_weight, size_z, min_class_boxes)
+    rules.check()
+    rows = [row for image, (t, p) in enumerate(zip(targets, predictions))
+            for row in image_issues(image, t, p, list(classes), rules)]
+    rows += size_outliers(targets, list(classes), rules)
+    return sorted(rows, key=lambda r: -r["score"])
+
+
+# -- cross-fitting ------------------------------------------------------------------------------------------------
+
+
+def _in_image_pixels(prediction: dict, height: int, width: int, size: int) -> dict:
+    """A prediction in network pixels (the image letterboxed to size × size) → the image's pixels."""
+    from cnnkit.data.detection.loader import fit_geometry, to_image_coordinates
+
+    _, scale, pad = fit_geometry(height, width, size, "letterbox")  # (sx, sy), (left, top)
+    boxes = to_image_coordinates(prediction["boxes"].float().reshape(-1, 4), torch.tensor(scale),
+                                 torch.tensor(pad, dtype=torch.float32), height, width)
+    return {"boxes": boxes, "scores": prediction["scores"].float(), "labels": prediction["labels"]}
+
+
+def out_of_fold_detections(recipe: Any, cfg: Config, source: Any, parts: list[np.ndarray], work: Path
+                           ) -> list[dict]:
+    """Per image of np.concatenate(parts): the detections, in the image's pixels, of a detector trained (fit_fold)
+    on the other parts."""
+    from cnnkit.audit.crossfit import fit_fold
+    from cnnkit.diagnose.detection import detections, loader_for
+
+    pool = np.concatenate(parts)
+    found: list[dict] = []
+    for i, held in enumerate(parts):
+        log.info("audit: fold %d of %d, training on %d images", i + 1, len(parts), len(pool) - len(held))
+        model, card = fit_fold(recipe, cfg, source, np.setdiff1d(pool, held), work / f"fold{i + 1}")
+        _, predictions, _ = detections(model, loader_for(cfg, card, source, held), card.problem)
+        size = card.input_size[1]
+        found += [_in_image_pixels(p, source.items[int(j)].height, source.items[int(j)].width, size)
+                  for p, j in zip(predictions, held)]
+    return found
+
+
+def detection_issues(source: Any, order: np.ndarray, predictions: list[dict], folds: int = 0, **rules: Any) -> dict:
+    """audit_detection's result from the out-of-fold `predictions` (image pixels) of the images `order` of
+    `source`: box_issues against the source's own boxes, each row given the image's "index", "id" and "path"."""
+    items = [source.items[int(i)] for i in order]
+    targets = [{"boxes": item.boxes, "labels": item.labels} for item in items]
+    rows = box_issues(targets, predictions, source.classes, **rules)
+    for row in rows:
+        item = items[row["image"]]
+        row.update(index=int(order[row["image"]]), id=item.image_id,
+                   path=None if item.path is None else str(item.path))
+    return {"issues": rows, "items": int(sum(len(t["boxes"]) for t in targets)), "images": len(order),
+            "folds": folds, "size_outliers": sum(r["kind"] == "size" for r in rows), "coordinates": "image pixels"}
+
+
+def audit_detection(recipe: Any, cfg: Config, source: Any, pool: np.ndarray, *, folds: int, work: Path,
+                    seed: int = 0, **rules: Any) -> dict:
+    """Cross-fit `folds` detectors (fit_fold, run folders work/fold1...) over the images `pool` of `source` (a
+    DetectionSource) and question every true box. Returns {"issues": rows sorted by score (highest first) with
+    "index" (the source's), "id", "path"; "items": the true boxes audited, "images", "folds", "size_outliers":
+    how many rows are "size", "coordinates": "image pixels"}; `rules` are box_issues' keyword thresholds."""
+    from cnnkit.audit.crossfit import fold_parts
+
+    BoxRules(**rules).check()  # before any training
+    parts = fold_parts(np.asarray(pool, dtype=np.int64), None, folds, seed)
+    predictions = out_of_fold_detections(recipe, cfg, source, parts, Path(work))
+    return detection_issues(source, np.concatenate(parts), predictions, folds, **rules)

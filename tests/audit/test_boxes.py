@@ -1,0 +1,150 @@
+"""The box audit on hand-made boxes and predictions (each kind of issue, its score and the ranking), and
+audit_detection end to end on a tiny synthetic-shapes set."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cnnkit.audit.boxes import audit_detection, box_issues
+from cnnkit.errors import CnnkitError
+
+CLASSES = ["person", "dog"]
+# one image, three people, found by a confident out-of-fold model exactly where they are labelled
+TRUE = torch.tensor([[10.0, 10.0, 50.0, 90.0], [100.0, 20.0, 140.0, 100.0], [200.0, 30.0, 230.0, 90.0]])
+
+
+def _target(boxes, labels=None) -> dict:
+    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    return {"boxes": boxes, "labels": torch.zeros(len(boxes), dtype=torch.int64) if labels is None
+            else torch.tensor(labels)}
+
+
+def _prediction(boxes, scores, labels=None) -> dict:
+    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    return {"boxes": boxes, "scores": torch.tensor(scores, dtype=torch.float32),
+            "labels": torch.zeros(len(boxes), dtype=torch.int64) if labels is None else torch.tensor(labels)}
+
+
+def test_a_perfect_match_gives_no_issue() -> None:
+    assert box_issues([_target(TRUE)], [_prediction(TRUE, [0.9, 0.95, 0.8])], CLASSES) == []
+    # an unconfident extra detection elsewhere is no missing box either
+    extra = torch.cat([TRUE, torch.tensor([[300.0, 10.0, 340.0, 90.0]])])
+    assert box_issues([_target(TRUE)], [_prediction(extra, [0.9, 0.95, 0.8, 0.3])], CLASSES) == []
+
+
+def test_a_shifted_box_is_contradicted_once_with_the_prediction_suggested() -> None:
+    shifted = TRUE.clone()
+    shifted[1, [0, 2]] += 20  # half its width: IoU 1/3 with the object
+    rows = box_issues([_target(shifted)], [_prediction(TRUE, [0.9, 0.9, 0.9])], CLASSES)
+    assert len(rows) == 1  # the object the model found is not also reported as missing
+    row = rows[0]
+    assert row["kind"] == "contradicted" and row["box_index"] == 1 and row["box"] == [120.0, 20.0, 160.0, 100.0]
+    assert row["suggested"] == [100.0, 20.0, 140.0, 100.0] and row["label"] == "person"
+    assert row["iou"] == pytest.approx(1 / 3, abs=1e-3)
+    assert row["score"] == pytest.approx(0.9 * (2 / 3) ** 0.5, abs=1e-4)
+
+
+def test_a_deleted_box_appears_as_missing_with_the_predictions_confidence() -> None:
+    rows = box_issues([_target(TRUE[[0, 2]])], [_prediction(TRUE, [0.9, 0.85, 0.8])], CLASSES)
+    assert [r["kind"] for r in rows] == ["missing"]
+    assert rows[0]["box"] == [100.0, 20.0, 140.0, 100.0] and rows[0]["score"] == pytest.approx(0.85)
+    assert rows[0]["box_index"] is None and rows[0]["iou"] == 0.0
+
+
+def test_a_wrong_class_names_the_predicted_one() -> None:
+    rows = box_issues([_target(TRUE, [0, 1, 0])], [_prediction(TRUE, [0.9, 0.8, 0.9], [0, 0, 0])], CLASSES)
+    assert len(rows) == 1 and rows[0]["kind"] == "wrong_class" and rows[0]["box_index"] == 1
+    assert rows[0]["label"] == "dog" and rows[0]["suggested"] == "person" and rows[0]["score"] == pytest.approx(0.8)
+    # the model also half-believes the given class there: less sure
+    both = _prediction(torch.cat([TRUE, TRUE[1:2]]), [0.9, 0.8, 0.9, 0.4], [0, 0, 0, 1])
+    rows = box_issues([_target(TRUE, [0, 1, 0])], [both], CLASSES)
+    assert rows[0]["kind"] == "wrong_class" and rows[0]["score"] == pytest.approx(0.8 * 0.6)
+
+
+def test_a_box_where_the_model_sees_nothing_is_weaker_evidence() -> None:
+    spurious = torch.cat([TRUE, torch.tensor([[300.0, 10.0, 340.0, 90.0]])])
+    rows = box_issues([_target(spurious)], [_prediction(TRUE, [0.9, 0.9, 0.9])], CLASSES)
+    assert len(rows) == 1 and rows[0]["kind"] == "contradicted" and rows[0]["suggested"] is None
+    assert rows[0]["score"] == pytest.approx(0.5)
+    assert box_issues([_target(spurious)], [_prediction(TRUE, [0.9, 0.9, 0.9])], CLASSES,
+                      unsupported_weight=0.2)[0]["score"] == pytest.approx(0.2)
+
+
+def test_a_neighbours_prediction_does_not_contradict_a_missed_box() -> None:
+    crowd = torch.tensor([[10.0, 10.0, 50.0, 90.0], [35.0, 10.0, 75.0, 90.0]])  # two people overlapping
+    rows = box_issues([_target(crowd)], [_prediction(crowd[:1], [0.95])], CLASSES)
+    assert len(rows) == 1 and rows[0]["box_index"] == 1 and rows[0]["suggested"] is None
+    assert rows[0]["score"] == pytest.approx(0.5)  # not 0.95 · (1 − IoU) from the neighbour's box
+
+
+def test_overlapping_missing_candidates_are_one_row() -> None:
+    person_and_dog = _prediction([[10.0, 10.0, 50.0, 90.0], [100.0, 20.0, 140.0, 100.0], [101.0, 21.0, 141.0, 99.0]],
+                                 [0.9, 0.9, 0.7], [0, 0, 1])
+    rows = box_issues([_target(TRUE[[0]])], [person_and_dog], CLASSES)
+    assert [(r["kind"], r["label"]) for r in rows] == [("missing", "person")]
+
+
+def test_a_size_outlier_is_flagged_and_scored_by_its_robust_z() -> None:
+    rng = np.random.default_rng(0)
+    sides = rng.uniform(30, 40, (40, 2))
+    boxes = [[[0.0, 0.0, w, h]] for w, h in sides] + [[[0.0, 0.0, 400.0, 400.0]]]  # one far too large
+    targets = [_target(b) for b in boxes]
+    predictions = [_prediction(b, [0.9]) for b in boxes]  # the model agrees with every box
+    rows = box_issues(targets, predictions, CLASSES)
+    assert [(r["kind"], r["image"]) for r in rows] == [("size", 40)]
+    assert rows[0]["z"] > 3.5 and rows[0]["score"] == pytest.approx(rows[0]["z"] / (rows[0]["z"] + 3.5), abs=1e-5)
+
+
+def test_scores_rank_the_clearest_errors_first() -> None:
+    far = TRUE[0] + torch.tensor([30.0, 0.0, 30.0, 0.0])  # 3/4 of its width off: IoU 1/7
+    near = TRUE[2] + torch.tensor([12.0, 0.0, 12.0, 0.0])  # 2/5 of its width off: IoU 3/7
+    targets = [_target(far), _target(near), _target(TRUE[0]), _target(TRUE[0])]
+    predictions = [_prediction(TRUE[0], [0.95]), _prediction(TRUE[2], [0.6]),
+                   _prediction(TRUE[:2], [0.9, 0.7]), _prediction(TRUE[:2], [0.9, 0.55])]
+    rows = box_issues(targets, predictions, CLASSES)
+    assert [(r["image"], r["kind"]) for r in rows] == [(0, "contradicted"), (2, "missing"), (3, "missing"),
+                                                       (1, "contradicted")]
+    assert [r["score"] for r in rows] == pytest.approx([0.95 * (6 / 7) ** 0.5, 0.7, 0.55, 0.6 * (4 / 7) ** 0.5],
+                                                       abs=1e-4)
+
+
+def test_bad_inputs_are_one_line_errors() -> None:
+    with pytest.raises(CnnkitError, match="2 images of true boxes but 1"):
+        box_issues([_target(TRUE), _target(TRUE)], [_prediction(TRUE, [0.9] * 3)], CLASSES)
+    with pytest.raises(CnnkitError, match="min_score must be in"):
+        box_issues([_target(TRUE)], [_prediction(TRUE, [0.9] * 3)], CLASSES, min_score=2.0)
+
+
+def test_no_boxes_and_no_predictions() -> None:
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    assert box_issues([empty], [{**empty, "scores": torch.zeros(0)}], CLASSES) == []
+    rows = box_issues([empty], [_prediction(TRUE[:1], [0.9])], CLASSES)
+    assert [r["kind"] for r in rows] == ["missing"]
+
+
+def test_audit_detection_cross_fits_and_reports_in_image_pixels(tmp_path: Path) -> None:
+    from cnnkit.config import load_config
+    from cnnkit.recipes import recipe_for
+
+    cfg = load_config(overrides={
+        "task": "detect", "data": {"source": "synthetic-shapes:count=2,n=12,size=48", "image_size": 64,
+                                   "workers": 0},
+        "model": {"name": "yolo", "options": {"grid": 4}},
+        "train": {"epochs": 1, "batch_size": 8, "device": "cpu"}})
+    recipe = recipe_for("detect")
+    source = recipe.open_source(cfg)
+    pool = np.arange(2, 12)
+    out = audit_detection(recipe, cfg, source, pool, folds=2, work=tmp_path, min_score=0.0)
+    assert out["folds"] == 2 and out["images"] == 10 and out["coordinates"] == "image pixels"
+    assert out["items"] == sum(len(source.items[i].boxes) for i in pool)
+    assert (tmp_path / "fold1" / "model.pt").is_file() and (tmp_path / "fold2" / "model.pt").is_file()
+    scores = [r["score"] for r in out["issues"]]
+    assert scores == sorted(scores, reverse=True)
+    for row in out["issues"]:
+        assert row["index"] in pool and row["id"] == source.items[row["index"]].image_id
+        assert all(0 <= v <= 48 for v in row["box"])  # the 48-pixel images, not the 64-pixel network input
+        if row["box_index"] is not None:
+            assert row["box"] == pytest.approx(source.items[row["index"]].boxes[row["box_index"]].tolist(), abs=0.01)
