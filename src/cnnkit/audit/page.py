@@ -43,7 +43,7 @@ def _labels(found: Any) -> str:
     head = note(f"Out-of-fold probabilities from {s.get('method', '?')} over {s.get('folds', '?')} folds, then "
                 "confident learning (Northcutt et al. 2021). Estimated share of wrong labels: "
                 f"{s.get('noise', {}).get('estimated_rate', 0):.2%}. All rows are in relabel.csv.")
-    body = head + _grid(found, rows)
+    body = head + _grid(found, found.relabel)
     body += table(["path", "given", "suggested", "score"],
                   [[r["path"], r["given_label"], r["suggested_label"], r["score"]] for r in rows], numeric_from=3)
     pairs = s.get("noise", {}).get("pairs", [])
