@@ -93,6 +93,13 @@ def _rows_table(key: str, columns: list[str]) -> Callable[[Any], str]:
     return render
 
 
+def _quality(found: Any) -> str:
+    shared = found.sections.get("quality_of_the_set", [])
+    body = "".join(note(f"{q['share']:.0%} of the images are {q['issue'].replace('_', ' ')}: a property of the set, "
+                        "not listed image by image.") for q in shared)
+    return body + _rows_table("quality", ["path", "split", "issue", "value", "score"])(found)
+
+
 def _balance(found: Any) -> str:
     b = found.sections["balance"]
     splits = [k for k in b["counts"] if k != "all"] + ["all"]
@@ -127,7 +134,7 @@ SECTIONS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("boxes", "Boxes to check", _rows_table("boxes", ["path", "kind", "label", "suggested", "box", "score"])),
     ("masks", "Masks to check", _rows_table("masks", ["path", "agreement", "score"])),
     ("duplicates", "Duplicates and leaks", _duplicates),
-    ("quality", "Image quality", _rows_table("quality", ["path", "split", "issue", "value", "score"])),
+    ("quality", "Image quality", _quality),
     ("outliers", "Embedding outliers", _rows_table("outliers", ["path", "split", "score"])),
     ("balance", "Class balance", _balance),
     ("annotators", "Annotator agreement", _annotators),

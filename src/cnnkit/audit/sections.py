@@ -3,6 +3,7 @@ audit (labels, boxes or masks, chosen by the recipe's name) and the sections eve
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from cnnkit.audit.labels import item_name
 from cnnkit.data.sources import ImageSource
 
 log = logging.getLogger("cnnkit")
+SET_WIDE = 0.5  # a quality flag on more than this share of the images describes the set (e.g. 8×8 digits: tiny)
 CLOSE_SHARE = 0.01  # of random pairs within 2 × MAX_DISTANCE bits, above which pHash cannot tell images apart
 SECONDS_PER_ITEM = {"classification": 6.0, "detection": 6.0, "instance segmentation": 30.0,
                     "semantic segmentation": 60.0}  # the notes' 10 items a minute; a mask costs more
@@ -160,8 +162,12 @@ def quality_section(found: Any, images: Any) -> None:
 
     names = _split_of(found.target)
     rows = quality_issues(image_stats(images))
+    counts = Counter(r["issue"] for r in rows)
+    common = {issue for issue, n in counts.items() if n > SET_WIDE * len(images)}  # the set's, not an image's
+    found.sections["quality_of_the_set"] = [{"issue": issue, "share": counts[issue] / len(images)}
+                                            for issue in sorted(common)]
     found.sections["quality"] = [{**r, "path": _name(found.target.source, r["index"]), "split": names[r["index"]]}
-                                 for r in rows]
+                                 for r in rows if r["issue"] not in common]
     if found.features is not None:
         scores = embedding_outliers(found.features)
         flagged = outlier_flags(scores)
