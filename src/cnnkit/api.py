@@ -317,8 +317,9 @@ def check_annotations(src: str | Path, *, images: str | Path | None = None, poli
 
 def audit(target: str | Path, *, cfg: Config | None = None, out: str | Path | None = None, folds: int = 5,
           method: str = "auto", embedder: str | None = None, annotators: str | Path | None = None,
-          seconds_per_item: float | None = None) -> Path:
-    """Audit a data source (a new seeded split from `cfg`, as train makes it) or a run folder (its own split):
+          seconds_per_item: float | None = None, overrides: dict | None = None) -> Path:
+    """Audit a data source (a new seeded split from `cfg`, as train makes it) or a run folder (its own split and
+    config, with `overrides` such as {'train': {'epochs': 2}} on top):
     label issues by confident learning on out-of-fold probabilities (`method` probe | scratch | auto), bad
     boxes or masks, near-duplicates and leaks across splits, image quality and outliers, class balance,
     annotator agreement (`annotators`: a CSV with one label column per annotator) and the annotation effort.
@@ -326,7 +327,7 @@ def audit(target: str | Path, *, cfg: Config | None = None, out: str | Path | No
     from cnnkit.audit.run import audit as run_audit
 
     return run_audit(target, cfg=cfg, out=out, folds=folds, method=method, embedder=embedder,
-                     annotators=annotators, seconds_per_item=seconds_per_item)
+                     annotators=annotators, seconds_per_item=seconds_per_item, overrides=overrides)
 
 
 def report(run: str | Path) -> Path:

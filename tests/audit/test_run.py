@@ -13,6 +13,7 @@ from tests.conftest import run_cli
 
 from cnnkit.audit.run import RELABEL_HEADER, audit, open_target
 from cnnkit.config import Config
+from cnnkit.errors import CnnkitError
 
 
 def _flipped_digits_cfg() -> Config:
@@ -79,9 +80,12 @@ def test_audit_of_a_run_reuses_its_split(tmp_path: Path) -> None:
     cfg = _flipped_digits_cfg()
     cfg.out, cfg.train.epochs, cfg.train.seed = str(tmp_path / "run"), 1, 7
     api.train(cfg)
-    target = open_target(tmp_path / "run", None)
+    target = open_target(tmp_path / "run", None, {"train": {"epochs": 3}})
     record = json.loads((tmp_path / "run" / "split.json").read_text())
     assert [target.source.ids[i] for i in target.split["test"]] == record["splits"]["test"]["ids"]
+    assert target.cfg.train.seed == 7 and target.cfg.train.epochs == 3  # the run's config, the flags on top
+    with pytest.raises(CnnkitError, match="run folder"):
+        open_target(tmp_path / "run", Config())
 
 
 def test_cli_prints_the_folder_last_and_refuses_bad_input_in_one_line(capsys, tmp_path: Path) -> None:

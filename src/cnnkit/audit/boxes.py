@@ -49,12 +49,14 @@ class BoxRules:
     min_score: float = 0.5  # a prediction this confident counts as the model's opinion
     match_iou: float = 0.5  # a true box and a prediction agree from this IoU on
     missing_iou: float = 0.4  # a confident prediction below this IoU with every true box is a missing box
+    near_iou: float = 0.1  # a confident prediction from this IoU on is near a true box (and may contradict it)
+    cover: float = 0.6  # intersection over the smaller box from which two boxes show one object (or its part)
     unsupported_weight: float = 0.5  # scale of a contradiction with no confident prediction near the box
     size_z: float = 3.5  # |robust z| of log(area) above which a box is a size outlier
     min_class_boxes: int = 8  # classes with fewer boxes get no size check
 
     def check(self) -> None:
-        for name in ("min_score", "match_iou", "missing_iou", "unsupported_weight"):
+        for name in ("min_score", "match_iou", "missing_iou", "near_iou", "cover", "unsupported_weight"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise CnnkitError(f"box audit: {name} must be in [0, 1], got {getattr(self, name)}")
         if self.size_z <= 0:
@@ -84,40 +86,95 @@ def _row(image: int, kind: str, box: torch.Tensor, label: str, suggested: Any, s
             "iou": None if iou is None else round(float(iou), 4)}
 
 
-def _true_box_issue(k: int, iou: torch.Tensor, same: torch.Tensor, confident: torch.Tensor, matched: torch.Tensor,
+def _true_box_issue(iou: torch.Tensor, same: torch.Tensor, confident: torch.Tensor, matched: torch.Tensor,
                     scores: torch.Tensor, rules: BoxRules) -> tuple[str, float, int | None, float] | None:
-    """(kind, score, prediction, IoU with it) for a true box, or None when a confident prediction of its class
-    matches it. iou, same (m,) against every prediction; matched (m,): the prediction matches another true box.
-    Without a prediction, the IoU is the best with any confident prediction."""
+    """(kind, score, prediction, IoU with it) for one true box, or None when the model supports it. iou, same (m,)
+    against every prediction; matched (m,): the prediction matches another true box. Without a prediction, the
+    IoU is the best with any confident prediction. See the module docstring for the rules."""
     overlap = iou >= rules.match_iou
-    if bool((confident & same & overlap).any()):
-        return None
-    s_same = float(scores[same & overlap].max()) if bool((same & overlap).any()) else 0.0
-    other = confident & ~same & overlap
+    s_same = float(scores[same & overlap].max()) if bool((same & overlap).any()) else 0.0  # the support
+    other = confident & ~same & overlap & (scores > s_same)
     if bool(other.any()):
         j = int(torch.where(other, scores, -1.0).argmax())
         return "wrong_class", float(scores[j]) * (1.0 - s_same), j, float(iou[j])
-    near = confident & same & (iou > 0) & ~matched
+    near = confident & same & (iou >= rules.near_iou) & ~overlap & ~matched & (scores > s_same)
     if bool(near.any()):
-        j = int(torch.where(near, iou, -1.0).argmax())
-        return "contradicted", float(scores[j]) * float(1.0 - iou[j]) ** 0.5, j, float(iou[j])
+        strength = torch.where(near, (scores - s_same) * (1.0 - iou).sqrt(), -1.0)  # (m,)
+        j = int(strength.argmax())
+        return "contradicted", float(strength[j]), j, float(iou[j])
+    if s_same >= rules.min_score:
+        return None
     best = float(iou[confident].max()) if bool(confident.any()) else 0.0
     return "contradicted", rules.unsupported_weight * (1.0 - s_same), None, best
 
 
+def _cover(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(n, m) intersection over the smaller box's area of boxes a (n, 4) and b (m, 4): 1 when one holds the other."""
+    lt, rb = torch.max(a[:, None, :2], b[None, :, :2]), torch.min(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)  # (n, m)
+    area_a, area_b = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1), (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
+    return inter / torch.min(area_a[:, None], area_b[None, :]).clamp(min=1e-9)
+
+
+def _shape(boxes: torch.Tensor) -> torch.Tensor:
+    """(n, 2) log(height / width) and log(area) of boxes (n, 4) xyxy."""
+    wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1e-6)  # (n, 2)
+    return torch.stack([torch.log(wh[:, 1] / wh[:, 0]), torch.log(wh[:, 0] * wh[:, 1])], 1)
+
+
+def shape_stats(targets: list[dict], rules: BoxRules) -> dict[int, torch.Tensor]:
+    """{class: (2, 2) [median, MAD · 1.4826] of log(h / w) and log(area) of its true boxes} for the classes with
+    at least `min_class_boxes` boxes and some spread in both."""
+    shapes = torch.cat([_shape(_tensor(t["boxes"], torch.float64, (-1, 4))) for t in targets] or
+                       [torch.zeros(0, 2, dtype=torch.float64)])  # (N, 2)
+    labels = torch.cat([_tensor(t["labels"], torch.int64, (-1,)) for t in targets]
+                       or [torch.zeros(0, dtype=torch.int64)])  # (N,)
+    stats = {}
+    for c in labels.unique().tolist():
+        x = shapes[labels == c]
+        if len(x) >= rules.min_class_boxes:
+            median = x.median(0).values
+            spread = MAD_SCALE * (x - median).abs().median(0).values
+            if bool((spread > 0).all()):
+                stats[int(c)] = torch.stack([median, spread])
+    return stats
+
+
+def plausibility(boxes: torch.Tensor, labels: torch.Tensor, stats: dict[int, torch.Tensor], rules: BoxRules
+                 ) -> torch.Tensor:
+    """(m,) in (0, 1]: 1 for a predicted box whose aspect ratio and area are within `size_z` robust standard
+    deviations of its class's true boxes, else (size_z / z) ** 2 with z the larger |z| of the two: a shape no box
+    of the class has is more likely a fragment (or a merger) of objects than an object."""
+    out = torch.ones(len(boxes), dtype=torch.float64)
+    shapes = _shape(boxes)  # (m, 2)
+    for j, c in enumerate(labels.tolist()):
+        if c in stats:
+            z = float(((shapes[j] - stats[c][0]) / stats[c][1]).abs().max())
+            out[j] = min(1.0, rules.size_z / z) ** 2 if z > 0 else 1.0
+    return out
+
+
 def _missing(image: int, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, best_iou: torch.Tensor,
-             candidates: torch.Tensor, classes: list[str], rules: BoxRules) -> list[dict]:
-    """Rows of the confident predictions `candidates` (m,) bool, those overlapping each other kept once."""
-    from torchvision.ops import nms
+             candidates: torch.Tensor, weight: torch.Tensor, classes: list[str], rules: BoxRules) -> list[dict]:
+    """Rows of the predictions `candidates` (m,) bool, most confident first, each dropped when it overlaps a
+    more confident kept one (IoU ≥ match_iou, or `cover` of the smaller box): one row per object."""
+    from torchvision.ops import box_iou
 
     idx = torch.nonzero(candidates).flatten()
-    kept = idx[nms(boxes[idx].float(), scores[idx].float(), rules.match_iou)] if len(idx) else idx
+    idx = idx[torch.argsort(scores[idx], descending=True)]
+    same_object = (box_iou(boxes[idx], boxes[idx]) >= rules.match_iou) | (_cover(boxes[idx], boxes[idx]) >= rules.cover)
+    kept: list[int] = []
+    for n in range(len(idx)):
+        if not any(bool(same_object[n, q]) for q in kept):
+            kept.append(n)
     return [_row(image, "missing", boxes[j], _name(classes, int(labels[j])), [round(float(v), 2) for v in boxes[j]],
-                 float(scores[j]), None, float(best_iou[j])) for j in kept.tolist()]
+                 float(scores[j] * weight[j]), None, float(best_iou[j])) for j in idx[kept].tolist()]
 
 
-def image_issues(image: int, target: dict, prediction: dict, classes: list[str], rules: BoxRules) -> list[dict]:
-    """The contradicted, wrong-class and missing rows of one image (see the module docstring)."""
+def image_issues(image: int, target: dict, prediction: dict, classes: list[str], rules: BoxRules,
+                 stats: dict[int, torch.Tensor] | None = None) -> list[dict]:
+    """The contradicted, wrong-class and missing rows of one image (see the module docstring); `stats`: the
+    classes' box shapes (shape_stats) that missing boxes are weighed against."""
     from torchvision.ops import box_iou
 
     true_boxes, true_labels, boxes, scores, labels = _image(target, prediction)
@@ -129,10 +186,12 @@ def image_issues(image: int, target: dict, prediction: dict, classes: list[str],
     rows = []
     for k in range(len(true_boxes)):
         matched = (good & (torch.arange(len(true_boxes)) != k)[:, None]).any(0)  # (m,) matches another true box
-        found = _true_box_issue(k, iou[k], same[k], confident, matched, scores, rules)
+        found = _true_box_issue(iou[k], same[k], confident, matched, scores, rules)
         if found is None:
             continue
         kind, score, j, overlap = found
+        if kind == "contradicted":  # the model's boxes of this object are its suggestion, not missing ones
+            claimed |= confident & same[k] & (iou[k] >= rules.near_iou) & ~matched
         if j is not None:
             claimed[j] = True
         suggested = None if j is None else (_name(classes, int(labels[j])) if kind == "wrong_class" else
@@ -140,8 +199,10 @@ def image_issues(image: int, target: dict, prediction: dict, classes: list[str],
         rows.append(_row(image, kind, true_boxes[k], _name(classes, int(true_labels[k])), suggested, score, k,
                          overlap))
     best = iou.max(0).values if len(true_boxes) else torch.zeros(len(boxes), dtype=torch.float64)  # (m,)
-    return rows + _missing(image, boxes, scores, labels, best, confident & (best < rules.missing_iou) & ~claimed,
-                           classes, rules)
+    covered = (_cover(true_boxes, boxes) >= rules.cover).any(0)  # (m,) a part of (or around) a true box
+    candidates = confident & (best < rules.missing_iou) & ~covered & ~claimed
+    weight = plausibility(boxes, labels, stats or {}, rules)  # (m,)
+    return rows + _missing(image, boxes, scores, labels, best, candidates, weight, classes, rules)
 
 
 def size_outliers(targets: list[dict], classes: list[str], rules: BoxRules) -> list[dict]:
@@ -177,17 +238,18 @@ def size_outliers(targets: list[dict], classes: list[str], rules: BoxRules) -> l
 
 
 def box_issues(targets: list[dict], predictions: list[dict], classes: list[str], *, min_score: float = 0.5,
-               match_iou: float = 0.5, missing_iou: float = 0.4, unsupported_weight: float = 0.5,
-               size_z: float = 3.5, min_class_boxes: int = 8) -> list[dict]:
+               match_iou: float = 0.5, missing_iou: float = 0.4, near_iou: float = 0.1, cover: float = 0.6,
+               unsupported_weight: float = 0.5, size_z: float = 3.5, min_class_boxes: int = 8) -> list[dict]:
     """Issue rows of per-image true boxes `targets` [{"boxes" (n, 4) xyxy, "labels" (n,)}] against the
     out-of-fold `predictions` [{"boxes" (m, 4), "scores" (m,), "labels" (m,)}] of the same images (tensors or
     arrays, any pixels as long as both agree), sorted by score, highest first. See the module docstring."""
     if len(targets) != len(predictions):
         raise CnnkitError(f"box audit: {len(targets)} images of true boxes but {len(predictions)} of predictions")
-    rules = BoxRules(min_score, match_iou, missing_iou, unsupported_weight, size_z, min_class_boxes)
+    rules = BoxRules(min_score, match_iou, missing_iou, near_iou, cover, unsupported_weight, size_z, min_class_boxes)
     rules.check()
+    stats = shape_stats(targets, rules)
     rows = [row for image, (t, p) in enumerate(zip(targets, predictions))
-            for row in image_issues(image, t, p, list(classes), rules)]
+            for row in image_issues(image, t, p, list(classes), rules, stats)]
     rows += size_outliers(targets, list(classes), rules)
     return sorted(rows, key=lambda r: -r["score"])
 

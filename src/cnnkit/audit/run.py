@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from cnnkit.config import Config, config_from_dict
+from cnnkit.config import Config, load_config
 from cnnkit.errors import CnnkitError
 
 log = logging.getLogger("cnnkit")
@@ -61,20 +60,26 @@ def is_run(path: str | Path) -> bool:
     return (Path(path) / "split.json").is_file() and (Path(path) / "config.yaml").is_file()
 
 
-def open_target(target: str | Path, cfg: Config | None) -> Target:
-    """A run folder (its config, recipe and recorded split) or a data source (a new split from `cfg`)."""
+def open_target(target: str | Path, cfg: Config | None, overrides: dict | None = None) -> Target:
+    """A run folder (its config with `overrides` on top, its recipe and recorded split) or a data source (a new
+    split from `cfg`, or from the defaults with `overrides`)."""
     from cnnkit.recipes import recipe_for
 
     if is_run(target):
         run = Path(target)
-        cfg = config_from_dict(yaml.safe_load((run / "config.yaml").read_text()) or {})
+        if cfg is not None:
+            raise CnnkitError(f"{run} is a run folder: the audit reads its own config; give overrides instead of "
+                              "a config (e.g. --epochs 2)")
+        cfg = load_config(run / "config.yaml", overrides)
+        if "data" in (overrides or {}) and "source" in overrides["data"]:
+            raise CnnkitError(f"{run} is a run folder: its data is its own; audit the data source instead")
         record = json.loads((run / "split.json").read_text())
         task = cfg.task if cfg.task != "auto" else _card_problem(run)
         recipe = recipe_for(task)
         source = recipe.open_source(cfg)
         split = {name: recipe.read_split(source, record, name) for name in ("train", "val", "test")}
         return Target(recipe, cfg, source, split, run.name, run)
-    cfg = cfg or Config()
+    cfg = cfg or load_config(None, overrides)
     cfg.data.source = str(target)
     recipe = recipe_for(cfg.task)
     cfg.validate(supported=recipe.supported, reasons=recipe.unsupported_reason)
@@ -133,9 +138,10 @@ def default_out(target: Target) -> Path:
 
 def audit(target: str | Path, *, cfg: Config | None = None, out: str | Path | None = None, folds: int = 5,
           method: str = "auto", embedder: str | None = None, annotators: str | Path | None = None,
-          seconds_per_item: float | None = None) -> Path:
+          seconds_per_item: float | None = None, overrides: dict | None = None) -> Path:
     """Audit a data source or a run (see the module docstring); returns the output folder OUT holding
-    audit.json, relabel.csv and audit.html. Out-of-fold models train in OUT/work."""
+    audit.json, relabel.csv and audit.html. Out-of-fold models train in OUT/work. `overrides` ({'train':
+    {'epochs': 2}, ...}) go over a run's own config, or over the defaults when no `cfg` is given."""
     from cnnkit.audit.crossfit import DEFAULT_EMBEDDER
     from cnnkit.audit.sections import common_sections, family_sections, pixels_of
 
@@ -143,7 +149,7 @@ def audit(target: str | Path, *, cfg: Config | None = None, out: str | Path | No
         raise CnnkitError(f"--folds must be an integer of at least 2, got {folds}")
     if seconds_per_item is not None and not seconds_per_item > 0:
         raise CnnkitError(f"--seconds-per-item must be above 0, got {seconds_per_item}")
-    found = Findings(open_target(target, cfg))
+    found = Findings(open_target(target, cfg, overrides))
     out = Path(out) if out else default_out(found.target)
     out.mkdir(parents=True, exist_ok=True)
     family_sections(found, folds=int(folds), method=method, embedder=embedder or DEFAULT_EMBEDDER, work=out / "work")

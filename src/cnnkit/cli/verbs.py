@@ -174,9 +174,9 @@ def cmd_audit(a: argparse.Namespace) -> int:
                  "train": pick(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, optimizer=a.optimizer,
                                seed=a.seed, precision=a.precision),
                  **pick(task=a.task)}
-    cfg = api.load_config(a.config, overrides)
+    cfg = api.load_config(a.config, overrides) if a.config else None  # a run folder: its own config + flags
     print(api.audit(a.target, cfg=cfg, out=a.out, folds=a.folds, method=a.method, embedder=a.embedder,
-                    annotators=a.annotators, seconds_per_item=a.seconds_per_item))
+                    annotators=a.annotators, seconds_per_item=a.seconds_per_item, overrides=overrides))
     return 0
 
 
