@@ -47,6 +47,36 @@ def test_a_shifted_box_is_contradicted_once_with_the_prediction_suggested() -> N
     assert row["score"] == pytest.approx(0.9 * (2 / 3) ** 0.5, abs=1e-4)
 
 
+def test_a_weak_support_lowers_a_contradiction_and_a_stronger_one_clears_it() -> None:
+    shifted = TRUE.clone()
+    shifted[1, [0, 2]] += 20
+    weak = _prediction(torch.cat([TRUE, shifted[1:2]]), [0.9, 0.9, 0.9, 0.4])  # a 0.4 detection on the given box
+    rows = box_issues([_target(shifted)], [weak], CLASSES)
+    assert [r["kind"] for r in rows] == ["contradicted"]
+    assert rows[0]["score"] == pytest.approx(0.9 * 0.6 * (2 / 3) ** 0.5, abs=1e-4)
+    strong = _prediction(torch.cat([TRUE, shifted[1:2]]), [0.9, 0.9, 0.9, 0.95])
+    rows = box_issues([_target(shifted)], [strong], CLASSES)  # the given box stands; the other object may be missing
+    assert [(r["kind"], r["box"]) for r in rows] == [("missing", [100.0, 20.0, 140.0, 100.0])]
+
+
+def test_fragments_of_a_labelled_object_are_not_missing() -> None:
+    legs = torch.tensor([[12.0, 50.0, 30.0, 90.0]])  # inside the first person: IoU 0.22, all of it covered
+    rows = box_issues([_target(TRUE)], [_prediction(torch.cat([TRUE, legs]), [0.9, 0.9, 0.9, 0.8])], CLASSES)
+    assert rows == []
+
+
+def test_a_missing_box_of_an_implausible_shape_scores_lower() -> None:
+    rng = np.random.default_rng(1)
+    people = [[[0.0, 0.0, w, a * w]] for w, a in rng.uniform([30, 2.2], [40, 2.8], (20, 2))]  # 2.2-2.8 × taller
+    targets = [_target(b) for b in people] + [_target(TRUE[0]), _target(TRUE[0])]
+    person, sliver = [100.0, 0.0, 135.0, 87.0], [100.0, 0.0, 104.0, 87.0]  # a person's shape; 4 px wide
+    predictions = [_prediction(b, [0.9]) for b in people] + [_prediction([TRUE[0].tolist(), person], [0.9, 0.8]),
+                                                             _prediction([TRUE[0].tolist(), sliver], [0.9, 0.8])]
+    rows = box_issues(targets, predictions, CLASSES)
+    assert [(r["image"], r["kind"]) for r in rows] == [(20, "missing"), (21, "missing")]
+    assert rows[0]["score"] == pytest.approx(0.8) and rows[1]["score"] < 0.2
+
+
 def test_a_deleted_box_appears_as_missing_with_the_predictions_confidence() -> None:
     rows = box_issues([_target(TRUE[[0, 2]])], [_prediction(TRUE, [0.9, 0.85, 0.8])], CLASSES)
     assert [r["kind"] for r in rows] == ["missing"]

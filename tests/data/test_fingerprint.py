@@ -32,3 +32,15 @@ def test_the_shape_is_part_of_the_hash() -> None:
     assert pixel_hash(flat) != pixel_hash(flat.reshape(1, 6, 4))
     source = from_arrays(np.zeros((3, 4, 4), np.uint8), np.array([0, 1, 0]), ["x", "y"])
     assert len(set(pixel_hashes(source, np.array([0, 2])))) == 1
+
+
+def test_image_view_reads_detection_images_in_either_channel_count() -> None:
+    from cnnkit.data.detection.source import synthetic_detection
+    from cnnkit.data.fingerprint import image_view
+
+    source = synthetic_detection("n=3,size=24")
+    view = image_view(source)
+    rgb, grey = view.load(1, 3), view.load(1, 1)
+    assert len(view) == 3 and rgb.shape == (3, 24, 24) and grey.shape == (1, 24, 24)
+    assert torch.equal(rgb, source.image(1))
+    assert pixel_hashes(source, np.array([1])) == [pixel_hash(source.image(1))]

@@ -5,19 +5,23 @@
 
 Each issue is a row {"image": position in `targets`, "kind", "box": [x1, y1, x2, y2], "label": class name,
 "suggested", "score", "box_index", "iou"}; audit_detection adds "index" (the source's index), "id" and "path".
-The kinds and their scores (each in [0, 1], higher = more likely a wrong annotation):
+The kinds and their scores (each in [0, 1], higher = more likely a wrong annotation). For a true box, its
+support s₊ is the best score of any prediction of its class that matches it (IoU ≥ `match_iou`), 0 if none:
 
-- "contradicted": a true box that no confident prediction (score ≥ `min_score`) of its class matches at
-  IoU ≥ `match_iou`. When a confident prediction of its class overlaps it and explains no other true box (the
-  model found the object, elsewhere), score = s · (1 − IoU) ** 0.5 with s its confidence and IoU its overlap
-  (the nearest such prediction; it is "suggested"). When none does (the model saw nothing there),
-  score = `unsupported_weight` · (1 − s') with s' the best score of any prediction of its class at
-  IoU ≥ `match_iou`: weaker evidence, since detectors also miss hard objects; "suggested" is None.
-- "wrong_class": matched (IoU ≥ `match_iou`) only by a confident prediction of another class;
-  score = s_other · (1 − s_same), s_same the best score of its own class there; "suggested" the other class.
-- "missing": a confident prediction with IoU < `missing_iou` with every true box, claimed by no contradicted
-  box (a shifted box's object is one row, not two); score = its confidence; "suggested" the box to add.
-  Overlapping candidates (IoU ≥ `match_iou`, any class) are reported once, the most confident.
+- "wrong_class": a confident prediction (score ≥ `min_score`) of another class matches it, more confident than
+  s₊; score = s_other · (1 − s₊); "suggested" is that class.
+- "contradicted", the model found the object elsewhere: a confident prediction of its class overlaps it with
+  `near_iou` ≤ IoU < `match_iou`, is more confident than s₊ and matches no other true box (a neighbour's
+  detection contradicts nothing); score = s · (1 − s₊) · (1 − IoU) ** 0.5 for the strongest such prediction,
+  "suggested" its box. (A box shifted by half its width has IoU 1/3 with its object: 0.82 · s.)
+- "contradicted", the model saw nothing there: no confident support and no such prediction;
+  score = `unsupported_weight` · (1 − s₊), "suggested" None: weaker evidence, detectors also miss hard objects.
+- "missing": a confident prediction with IoU < `missing_iou` with every true box, not mostly inside (or around)
+  one (intersection over the smaller box < `cover`: a part of a labelled object), and not near a contradicted
+  box (a shifted box's object is one row, not two); score = its confidence · its plausibility, 1 for a box
+  whose aspect ratio and area lie within `size_z` robust standard deviations of its class's true boxes, else
+  (size_z / z)² (fragments and mergers of objects have shapes no true box has). Of overlapping candidates
+  (IoU ≥ `match_iou` or `cover` of the smaller box) only the most confident is reported; "suggested" its box.
 - "size": a box far too small or too large for its class: robust z-score of log(area) over the class's boxes
   (median and MAD · 1.4826), |z| > `size_z`; score = |z| / (|z| + size_z) (0.5 at the threshold).
 
@@ -40,6 +44,7 @@ from cnnkit.errors import CnnkitError
 log = logging.getLogger("cnnkit")
 KINDS = ("contradicted", "wrong_class", "missing", "size")
 MAD_SCALE = 1.4826  # MAD · 1.4826 estimates σ of a normal distribution
+IOU_POWER = 0.5  # a contradiction's score grows with (1 − IoU) ** IOU_POWER
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,7 @@ def _true_box_issue(iou: torch.Tensor, same: torch.Tensor, confident: torch.Tens
         return "wrong_class", float(scores[j]) * (1.0 - s_same), j, float(iou[j])
     near = confident & same & (iou >= rules.near_iou) & ~overlap & ~matched & (scores > s_same)
     if bool(near.any()):
-        strength = torch.where(near, (scores - s_same) * (1.0 - iou).sqrt(), -1.0)  # (m,)
+        strength = torch.where(near, scores * (1.0 - s_same) * (1.0 - iou) ** IOU_POWER, -1.0)  # (m,)
         j = int(strength.argmax())
         return "contradicted", float(strength[j]), j, float(iou[j])
     if s_same >= rules.min_score:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.audit.labels import item_name
+from cnnkit.data.fingerprint import image_view
 from cnnkit.data.sources import ImageSource
 
 log = logging.getLogger("cnnkit")
@@ -77,28 +78,10 @@ def _split_of(target: Any) -> list[str]:
     return names
 
 
-class _Pixels:
-    """What the hashes and quality stats read of a detection or segmentation set: its length and
-    `load(i, channels)`, as an ImageSource offers them."""
-
-    arrays = None
-
-    def __init__(self, source: Any):
-        self.source = source
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def load(self, i: int, channels: int = 3) -> Any:
-        from cnnkit.data.images import rgb_to_grey
-
-        img = self.source.image(i) if hasattr(self.source, "image") else self.source.read(i)[0]  # (3, H, W)
-        return img if channels == 3 else rgb_to_grey(img)
-
-
 def pixels_of(source: Any) -> Any:
-    """`source` itself when it is an ImageSource, else a view that loads its images."""
-    return source if isinstance(source, ImageSource) else _Pixels(source)
+    """What the hashes and quality stats read: `source` itself, or a view of a detection or segmentation set's
+    images (cnnkit.data.fingerprint.image_view)."""
+    return image_view(source)
 
 
 def _paths(source: Any, items: list[int]) -> list[str]:

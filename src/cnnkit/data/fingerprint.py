@@ -1,15 +1,41 @@
 """Fingerprints of images: an exact hash of the decoded pixels, so that the same picture saved twice (another
-file name, another lossless format) is recognised. Perceptual hashes for near-duplicates live beside it."""
+file name, another lossless format) is recognised (the audit's perceptual hashes are in cnnkit.audit); and
+`image_view`, which reads the images of any kind of source (classification, detection, segmentation) alike."""
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import numpy as np
 import torch
 
+from cnnkit.data.images import rgb_to_grey
 from cnnkit.data.sources import ImageSource
 
-__all__ = ["pixel_hash", "pixel_hashes"]
+__all__ = ["image_view", "pixel_hash", "pixel_hashes"]
+
+
+class _ImageView:
+    """The images of a detection or segmentation source as an ImageSource offers its own: `len` and
+    `load(i, channels)` → uint8 (channels, H, W)."""
+
+    arrays = None  # read image by image (ImageSource's in-memory fast path does not apply)
+
+    def __init__(self, source: Any):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def load(self, i: int, channels: int = 3) -> torch.Tensor:
+        reader = getattr(self.source, "image", None)  # DetectionSource.image; SegmentationSource.read
+        img = reader(i) if reader is not None else self.source.read(i)[0]  # (3, H, W)
+        return img if channels == 3 else rgb_to_grey(img)
+
+
+def image_view(source: Any) -> Any:
+    """`source` itself when it is an ImageSource, else a view with `len` and `load(i, channels)`."""
+    return source if isinstance(source, ImageSource) else _ImageView(source)
 
 
 def pixel_hash(img: torch.Tensor) -> str:
@@ -20,7 +46,8 @@ def pixel_hash(img: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def pixel_hashes(source: ImageSource, indices: np.ndarray | None = None, channels: int = 3) -> list[str]:
-    """pixel_hash of each item `indices` (default: all) of `source`, decoded with `channels` channels."""
-    indices = np.arange(len(source)) if indices is None else np.asarray(indices, dtype=np.int64)
-    return [pixel_hash(source.load(int(i), channels)) for i in indices]
+def pixel_hashes(source: Any, indices: np.ndarray | None = None, channels: int = 3) -> list[str]:
+    """pixel_hash of each item `indices` (default: all) of any source, decoded with `channels` channels."""
+    view = image_view(source)
+    indices = np.arange(len(view)) if indices is None else np.asarray(indices, dtype=np.int64)
+    return [pixel_hash(view.load(int(i), channels)) for i in indices]

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from cnnkit.config import Config, config_from_dict
 from cnnkit.data.detection.annotations.source import DetectionSource
@@ -119,23 +118,6 @@ def _remap_masks(source: SegmentationSource, lookup: np.ndarray, classes: list[s
 
 # -- overlap with the training split ----------------------------------------------------------------------------
 
-class _Pixels:
-    """What pixel_hashes reads of any source: `load(i, channels)`, uint8 (C, H, W)."""
-
-    def __init__(self, source: Any):
-        self.source = source
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def load(self, i: int, channels: int) -> torch.Tensor:
-        if isinstance(self.source, ImageSource):
-            return self.source.load(i, channels)
-        if isinstance(self.source, DetectionSource):
-            return self.source.image(i)
-        return self.source.read(i)[0]
-
-
 def _where(source: Any, i: int, data: str) -> str:
     """Item i of a source, for a message: its file, or the data and the item's id."""
     if isinstance(source, DetectionSource):
@@ -154,8 +136,8 @@ def refuse_overlap(recipe: Recipe, cfg: Config, record: dict, other: Any, channe
         train = recipe.read_split(source, record, "train")
     except CnnkitError as err:
         raise CnnkitError(f"cannot check {data} against the training split of {run}: {err}") from None
-    seen = set(pixel_hashes(_Pixels(source), train, channels))
-    inside = [i for i, h in enumerate(pixel_hashes(_Pixels(other), None, channels)) if h in seen]
+    seen = set(pixel_hashes(source, train, channels))
+    inside = [i for i, h in enumerate(pixel_hashes(other, None, channels)) if h in seen]
     if inside:
         raise CnnkitError(f"{len(inside)} of {len(other)} images of {data} are in {run}'s training split (e.g. "
                           f"{_where(other, inside[0], data)}); remove them from {data}: a model is only measured on "
