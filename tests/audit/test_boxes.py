@@ -44,7 +44,7 @@ def test_a_shifted_box_is_contradicted_once_with_the_prediction_suggested() -> N
     assert row["kind"] == "contradicted" and row["box_index"] == 1 and row["box"] == [120.0, 20.0, 160.0, 100.0]
     assert row["suggested"] == [100.0, 20.0, 140.0, 100.0] and row["label"] == "person"
     assert row["iou"] == pytest.approx(1 / 3, abs=1e-3)
-    assert row["score"] == pytest.approx(0.9 * (2 / 3) ** 0.5, abs=1e-4)
+    assert row["score"] == pytest.approx(0.9, abs=1e-4)  # the object's confidence; nothing supports the box
 
 
 def test_a_weak_support_lowers_a_contradiction_and_a_stronger_one_clears_it() -> None:
@@ -53,7 +53,7 @@ def test_a_weak_support_lowers_a_contradiction_and_a_stronger_one_clears_it() ->
     weak = _prediction(torch.cat([TRUE, shifted[1:2]]), [0.9, 0.9, 0.9, 0.4])  # a 0.4 detection on the given box
     rows = box_issues([_target(shifted)], [weak], CLASSES)
     assert [r["kind"] for r in rows] == ["contradicted"]
-    assert rows[0]["score"] == pytest.approx(0.9 * 0.6 * (2 / 3) ** 0.5, abs=1e-4)
+    assert rows[0]["score"] == pytest.approx(0.9 * (1 - 0.4), abs=1e-4)  # × (1 − the support, at IoU 1)
     strong = _prediction(torch.cat([TRUE, shifted[1:2]]), [0.9, 0.9, 0.9, 0.95])
     rows = box_issues([_target(shifted)], [strong], CLASSES)  # the given box stands; the other object may be missing
     assert [(r["kind"], r["box"]) for r in rows] == [("missing", [100.0, 20.0, 140.0, 100.0])]
@@ -122,10 +122,16 @@ def test_a_size_outlier_is_flagged_and_scored_by_its_robust_z() -> None:
     sides = rng.uniform(30, 40, (40, 2))
     boxes = [[[0.0, 0.0, w, h]] for w, h in sides] + [[[0.0, 0.0, 400.0, 400.0]]]  # one far too large
     targets = [_target(b) for b in boxes]
-    predictions = [_prediction(b, [0.9]) for b in boxes]  # the model agrees with every box
-    rows = box_issues(targets, predictions, CLASSES)
-    assert [(r["kind"], r["image"]) for r in rows] == [("size", 40)]
-    assert rows[0]["z"] > 3.5 and rows[0]["score"] == pytest.approx(rows[0]["z"] / (rows[0]["z"] + 3.5), abs=1e-5)
+    predictions = [_prediction(b, [0.9]) for b in boxes[:40]] + [_prediction(np.zeros((0, 4)), [])]
+    rows = box_issues(targets, predictions, CLASSES)  # the model found nothing there: also "contradicted"
+    assert sorted((r["kind"], r["image"]) for r in rows) == [("contradicted", 40), ("size", 40)]
+    rows = [r for r in rows if r["kind"] == "size"]
+    z = rows[0]["z"]
+    assert z > 3.5 and rows[0]["score"] == pytest.approx(z / (z + 3.5), abs=1e-5)
+    # the same odd box confirmed by the model (0.9 at IoU 1) is a real object of that size: × (1 − 0.9)
+    confirmed = box_issues(targets, [_prediction(b, [0.9]) for b in boxes], CLASSES)
+    assert [r["kind"] for r in confirmed] == ["size"]
+    assert confirmed[0]["score"] == pytest.approx(z / (z + 3.5) * 0.1, abs=1e-5)
 
 
 def test_scores_rank_the_clearest_errors_first() -> None:
@@ -135,10 +141,20 @@ def test_scores_rank_the_clearest_errors_first() -> None:
     predictions = [_prediction(TRUE[0], [0.95]), _prediction(TRUE[2], [0.6]),
                    _prediction(TRUE[:2], [0.9, 0.7]), _prediction(TRUE[:2], [0.9, 0.55])]
     rows = box_issues(targets, predictions, CLASSES)
-    assert [(r["image"], r["kind"]) for r in rows] == [(0, "contradicted"), (2, "missing"), (3, "missing"),
-                                                       (1, "contradicted")]
-    assert [r["score"] for r in rows] == pytest.approx([0.95 * (6 / 7) ** 0.5, 0.7, 0.55, 0.6 * (4 / 7) ** 0.5],
-                                                       abs=1e-4)
+    assert [(r["image"], r["kind"]) for r in rows] == [(0, "contradicted"), (2, "missing"), (1, "contradicted"),
+                                                       (3, "missing")]
+    assert [r["score"] for r in rows] == pytest.approx([0.95, 0.7, 0.6, 0.55], abs=1e-4)
+
+
+def test_a_missing_box_near_a_labelled_one_scores_lower() -> None:
+    beside = [60.0, 10.0, 100.0, 90.0]  # touching the first person: IoU 0 → its full confidence
+    overlapping = [40.0, 10.0, 80.0, 90.0]  # IoU 1/7 with it → × (1 − (1/7) / missing_iou 0.4)
+    rows = box_issues([_target(TRUE[0]), _target(TRUE[0])],
+                      [_prediction([TRUE[0].tolist(), beside], [0.9, 0.8]),
+                       _prediction([TRUE[0].tolist(), overlapping], [0.9, 0.8])], CLASSES)
+    assert [(r["image"], r["kind"]) for r in rows] == [(0, "missing"), (1, "missing")]
+    assert rows[0]["score"] == pytest.approx(0.8) and rows[1]["score"] == pytest.approx(0.8 * (1 - 1 / 7 / 0.4),
+                                                                                          abs=1e-3)
 
 
 def test_bad_inputs_are_one_line_errors() -> None:

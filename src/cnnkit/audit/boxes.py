@@ -12,18 +12,23 @@ support s₊ is the best score of any prediction of its class that matches it (I
   s₊; score = s_other · (1 − s₊); "suggested" is that class.
 - "contradicted", the model found the object elsewhere: a confident prediction of its class overlaps it with
   `near_iou` ≤ IoU < `match_iou`, is more confident than s₊ and matches no other true box (a neighbour's
-  detection contradicts nothing); score = s · (1 − s₊) · (1 − IoU) ** 0.5 for the strongest such prediction,
-  "suggested" its box. (A box shifted by half its width has IoU 1/3 with its object: 0.82 · s.)
+  detection contradicts nothing); score = s · (1 − t₊) for the strongest such prediction, "suggested" its box.
+  t₊ is the tight support: same-class scores weighted by their IoU from 0 at `match_iou` to 1 at
+  `match_iou` + TIGHT_RAMP, so that a loose detection at IoU 0.5 does not vouch for a misplaced box. The IoU
+  of the displaced prediction does not lower the score: any displaced box of the object is the evidence.
 - "contradicted", the model saw nothing there: no confident support and no such prediction;
   score = `unsupported_weight` · (1 − s₊), "suggested" None: weaker evidence, detectors also miss hard objects.
 - "missing": a confident prediction with IoU < `missing_iou` with every true box, not mostly inside (or around)
   one (intersection over the smaller box < `cover`: a part of a labelled object), and not near a contradicted
-  box (a shifted box's object is one row, not two); score = its confidence · its plausibility, 1 for a box
+  box (a shifted box's object is one row, not two); score = its confidence · (1 − its best IoU with a true box
+  / `missing_iou`: a detection overlapping a labelled object may be that object, poorly placed) · its
+  plausibility, 1 for a box
   whose aspect ratio and area lie within `size_z` robust standard deviations of its class's true boxes, else
   (size_z / z)² (fragments and mergers of objects have shapes no true box has). Of overlapping candidates
   (IoU ≥ `match_iou` or `cover` of the smaller box) only the most confident is reported; "suggested" its box.
 - "size": a box far too small or too large for its class: robust z-score of log(area) over the class's boxes
-  (median and MAD · 1.4826), |z| > `size_z`; score = |z| / (|z| + size_z) (0.5 at the threshold).
+  (median and MAD · 1.4826), |z| > `size_z`; score = |z| / (|z| + size_z) (0.5 at the threshold) · (1 − t₊):
+  an odd size that the model confirms is a real object of that size.
 
 Boxes are xyxy. audit_detection reports them in each image's ORIGINAL pixels: the true boxes as the source
 holds them, the predictions mapped back from the letterboxed network input.
@@ -44,7 +49,9 @@ from cnnkit.errors import CnnkitError
 log = logging.getLogger("cnnkit")
 KINDS = ("contradicted", "wrong_class", "missing", "size")
 MAD_SCALE = 1.4826  # MAD · 1.4826 estimates σ of a normal distribution
-IOU_POWER = 0.5  # a contradiction's score grows with (1 − IoU) ** IOU_POWER
+IOU_POWER = 0.0  # a contradiction's score does not fall with its IoU: any displaced box of the object is evidence
+TIGHT_RAMP = 0.25  # a same-class prediction supports a box fully from IoU match_iou + this on
+SUPPORT_POWER = 1.0  # and falls with the support: (1 − s₊) ** SUPPORT_POWER
 
 
 @dataclass(frozen=True)
@@ -104,7 +111,8 @@ def _true_box_issue(iou: torch.Tensor, same: torch.Tensor, confident: torch.Tens
         return "wrong_class", float(scores[j]) * (1.0 - s_same), j, float(iou[j])
     near = confident & same & (iou >= rules.near_iou) & ~overlap & ~matched & (scores > s_same)
     if bool(near.any()):
-        strength = torch.where(near, scores * (1.0 - s_same) * (1.0 - iou) ** IOU_POWER, -1.0)  # (m,)
+        tight = tight_support(iou, same, scores, rules)
+        strength = torch.where(near, scores * (1.0 - tight) ** SUPPORT_POWER * (1.0 - iou) ** IOU_POWER, -1.0)
         j = int(strength.argmax())
         return "contradicted", float(strength[j]), j, float(iou[j])
     if s_same >= rules.min_score:
@@ -173,7 +181,8 @@ def _missing(image: int, boxes: torch.Tensor, scores: torch.Tensor, labels: torc
         if not any(bool(same_object[n, q]) for q in kept):
             kept.append(n)
     return [_row(image, "missing", boxes[j], _name(classes, int(labels[j])), [round(float(v), 2) for v in boxes[j]],
-                 float(scores[j] * weight[j]), None, float(best_iou[j])) for j in idx[kept].tolist()]
+                 float(scores[j] * weight[j] * (1.0 - best_iou[j] / rules.missing_iou)), None, float(best_iou[j]))
+            for j in idx[kept].tolist()]
 
 
 def image_issues(image: int, target: dict, prediction: dict, classes: list[str], rules: BoxRules,
@@ -255,8 +264,28 @@ def box_issues(targets: list[dict], predictions: list[dict], classes: list[str],
     stats = shape_stats(targets, rules)
     rows = [row for image, (t, p) in enumerate(zip(targets, predictions))
             for row in image_issues(image, t, p, list(classes), rules, stats)]
-    rows += size_outliers(targets, list(classes), rules)
+    rows += [_weigh_by_support(row, targets, predictions, rules) for row in size_outliers(targets, list(classes),
+                                                                                         rules)]
     return sorted(rows, key=lambda r: -r["score"])
+
+
+def tight_support(iou: torch.Tensor, same: torch.Tensor, scores: torch.Tensor, rules: BoxRules) -> float:
+    """How well the model confirms a true box: the best same-class score, weighted by its IoU from 0 at
+    `match_iou` to 1 at `match_iou` + TIGHT_RAMP (a loose box at IoU 0.5 barely counts)."""
+    weighted = scores * ((iou - rules.match_iou) / TIGHT_RAMP).clamp(0, 1)
+    return float(weighted[same].max()) if bool(same.any()) else 0.0
+
+
+def _weigh_by_support(row: dict, targets: list[dict], predictions: list[dict], rules: BoxRules) -> dict:
+    """A size row's score × (1 − the model's tight support of that box): an odd size the model confirms is a
+    real object of that size, not a wrong box."""
+    from torchvision.ops import box_iou
+
+    true_boxes, true_labels, boxes, scores, labels = _image(targets[row["image"]], predictions[row["image"]])
+    k = row["box_index"]
+    iou = box_iou(true_boxes[k:k + 1], boxes)[0]  # (m,)
+    support = tight_support(iou, labels == true_labels[k], scores, rules)
+    return {**row, "score": round(row["score"] * (1.0 - support), 6)}
 
 
 # -- cross-fitting ------------------------------------------------------------------------------------------------
