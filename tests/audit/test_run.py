@@ -96,3 +96,22 @@ def test_cli_prints_the_folder_last_and_refuses_bad_input_in_one_line(capsys, tm
     code, out, err = run_cli(capsys, "audit", "digits", "--annotators", str(tmp_path / "none.csv"), "--epochs", "1",
                              "--folds", "2", "--out", str(tmp_path / "y"))
     assert code == 2 and "none.csv" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("task, data, model, key", [
+    pytest.param("detect", "synthetic-shapes:count=2,n=16,size=32", "yolo", "boxes", marks=pytest.mark.slow),
+    ("segment", "synthetic-plants:size=32,count=16", "unet", "masks"),
+])
+def test_detection_and_segmentation_sets_are_audited(tmp_path: Path, task: str, data: str, model: str,
+                                                     key: str) -> None:
+    from cnnkit.config import load_config
+
+    options = {"base": 8} if model == "unet" else {}
+    cfg = load_config(overrides={"task": task, "model": {"name": model, "options": options}, "train": {"epochs": 1}})
+    out = audit(data, cfg=cfg, out=tmp_path / task, folds=2)
+    result = json.loads((out / "audit.json").read_text())
+    with (out / "relabel.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(result[key]) and all(0 <= float(r["score"]) <= 1 for r in rows)
+    assert result["effort"]["items"] > 0 and "duplicates" in result
+    assert (out / "audit.html").read_text().count(f'id="{key}"') == 1

@@ -34,8 +34,9 @@ class _ImageView:
 
 
 def image_view(source: Any) -> Any:
-    """`source` itself when it is an ImageSource, else a view with `len` and `load(i, channels)`."""
-    return source if isinstance(source, ImageSource) else _ImageView(source)
+    """`source` itself when it is an ImageSource (or already a view), else a view with `len` and
+    `load(i, channels)`."""
+    return source if isinstance(source, ImageSource | _ImageView) else _ImageView(source)
 
 
 def pixel_hash(img: torch.Tensor) -> str:
