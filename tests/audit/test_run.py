@@ -113,5 +113,6 @@ def test_detection_and_segmentation_sets_are_audited(tmp_path: Path, task: str, 
     with (out / "relabel.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(result[key]) and all(0 <= float(r["score"]) <= 1 for r in rows)
+    assert all(r["path"] for r in rows)  # generated images are named by their index
     assert result["effort"]["items"] > 0 and "duplicates" in result
     assert (out / "audit.html").read_text().count(f'id="{key}"') == 1

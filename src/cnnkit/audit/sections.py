@@ -40,7 +40,7 @@ def _detection(found: Any, *, folds: int, method: str, embedder: str, work: Path
     t = found.target
     pool = np.sort(np.concatenate([t.split["train"], t.split["val"]]))
     result = audit_detection(t.recipe, t.cfg, t.source, pool, folds=folds, work=work, seed=t.cfg.train.seed)
-    rows = result["issues"]
+    rows = [{**r, "path": r["path"] or _name(t.source, r["index"])} for r in result["issues"]]
     found.sections["boxes"] = rows
     found.sections["box_audit"] = {k: v for k, v in result.items() if k != "issues"}
     found.relabel = [{"path": r["path"], "given_label": r.get("label") or "(no box)",
@@ -53,8 +53,9 @@ def _segmentation(found: Any, *, folds: int, method: str, embedder: str, work: P
 
     t = found.target
     pool = np.sort(np.concatenate([t.split["train"], t.split["val"]]))
-    result = audit_segmentation(t.recipe, t.cfg, t.source, pool, folds=folds, work=work, seed=t.cfg.train.seed)
-    rows = result["issues"]
+    result = audit_segmentation(t.recipe, t.cfg, t.source, pool, folds=folds, work=work, seed=t.cfg.train.seed,
+                                split=t.split)
+    rows = [{**r, "path": r["path"] or _name(t.source, r["index"])} for r in result["issues"]]
     found.sections["masks"] = rows
     found.sections["absent_classes"] = result.get("absent", {})
     found.relabel = [{"path": r["path"], "given_label": "mask", "suggested_label": "check the mask",
