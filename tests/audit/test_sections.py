@@ -46,3 +46,18 @@ def test_a_detection_source_is_read_through_its_images_and_counts_boxes() -> Non
     assert _name(source, 1).endswith("/1")
     digits = open_source("digits")
     assert pixels_of(digits) is digits and effort_items(_Found(digits)) == 1797
+
+
+def test_box_issues_read_as_instructions_in_relabel_csv() -> None:
+    from cnnkit.audit.sections import box_labels
+
+    box = [10.2, 20.0, 50.0, 90.6]
+    assert box_labels({"kind": "missing", "label": "person", "box": box}) == {
+        "given_label": "(no box)", "suggested_label": "add person [10, 20, 50, 91]"}
+    moved = box_labels({"kind": "contradicted", "label": "person", "box": box, "suggested": [30, 20, 70, 91]})
+    assert moved == {"given_label": "person [10, 20, 50, 91]", "suggested_label": "move to [30, 20, 70, 91]"}
+    assert box_labels({"kind": "wrong_class", "label": "person", "box": box, "suggested": "dog"})[
+        "suggested_label"] == "dog [10, 20, 50, 91]"
+    assert "remove" in box_labels({"kind": "contradicted", "label": "person", "box": box, "suggested": None})[
+        "suggested_label"]
+    assert box_labels({"kind": "size", "label": "person", "box": box})["suggested_label"] == "check its size"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,14 @@ def _summary(found: Any) -> str:
     flagged = sum(1 for r in found.relabel if r.get("issue"))
     dups = s.get("duplicates", [])
     leaks = sum(1 for g in dups if g["crosses_splits"])
+    counts = Counter(r["kind"] for r in s.get("boxes", []))
     lines = [f"{t.recipe.name}: " + ", ".join(f"{n} {name}" for name, n in
                                                ((k, len(v)) for k, v in t.split.items())),
-             f"{flagged} label issue(s) flagged of {len(found.relabel)} items audited" if found.relabel else "",
+             f"{flagged} label issue(s) flagged of {len(found.relabel)} items audited" if "label_audit" in s else "",
+             f"{len(s['boxes'])} box(es) to check: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+             if "boxes" in s else "",
+             f"{len(s['masks'])} image(s) ranked by how little their mask agrees with the model" if "masks" in s
+             else "",
              f"{len(dups)} duplicate group(s), {leaks} crossing splits (a leak into val or the locked test split)",
              f"{len(s.get('quality', []))} image-quality flag(s), {len(s.get('outliers', []))} embedding outlier(s)"]
     if "effort" in s:
@@ -144,8 +150,7 @@ SECTIONS: list[tuple[str, str, Callable[[Any], str]]] = [
 
 def write_page(path: Path, found: Any) -> Path:
     """OUT/audit.html with the sections the findings hold (written atomically)."""
-    shown = [(k, title, render) for k, title, render in SECTIONS
-             if k == "summary" or k in found.sections or (k == "label_audit" and found.relabel)]
+    shown = [(k, title, render) for k, title, render in SECTIONS if k == "summary" or k in found.sections]
     body = "\n".join(_section(k, title, render(found)) for k, title, render in shown)
     nav = "".join(f'<a href="#{k}">{esc(title)}</a>' for k, title, _ in shown)
     t = found.target

@@ -43,9 +43,25 @@ def _detection(found: Any, *, folds: int, method: str, embedder: str, work: Path
     rows = [{**r, "path": r["path"] or _name(t.source, r["index"])} for r in result["issues"]]
     found.sections["boxes"] = rows
     found.sections["box_audit"] = {k: v for k, v in result.items() if k != "issues"}
-    found.relabel = [{"path": r["path"], "given_label": r.get("label") or "(no box)",
-                      "suggested_label": r.get("suggested") or r["kind"], "score": r["score"], "issue": True,
-                      **{k: r[k] for k in ("kind", "box") if k in r}} for r in rows]
+    found.relabel = [{"path": r["path"], **box_labels(r), "score": r["score"], "issue": True} for r in rows]
+
+
+def _box_text(box: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.0f}" for v in box) + "]"
+
+
+def box_labels(row: dict) -> dict:
+    """relabel.csv's given and suggested labels of a box issue, in words a person re-checking the image reads."""
+    kind, label, box = row["kind"], row["label"], _box_text(row["box"])
+    if kind == "missing":
+        return {"given_label": "(no box)", "suggested_label": f"add {label} {box}"}
+    if kind == "wrong_class":
+        return {"given_label": f"{label} {box}", "suggested_label": f"{row['suggested']} {box}"}
+    if kind == "contradicted" and row.get("suggested") is not None:
+        return {"given_label": f"{label} {box}", "suggested_label": f"move to {_box_text(row['suggested'])}"}
+    if kind == "contradicted":
+        return {"given_label": f"{label} {box}", "suggested_label": "remove, or check: the model sees nothing"}
+    return {"given_label": f"{label} {box}", "suggested_label": "check its size"}
 
 
 def _segmentation(found: Any, *, folds: int, method: str, embedder: str, work: Path) -> None:
