@@ -106,6 +106,14 @@ def _quality(found: Any) -> str:
     return body + _rows_table("quality", ["path", "split", "issue", "value", "score"])(found)
 
 
+def _masks(found: Any) -> str:
+    absent = {split: names for split, names in found.sections.get("absent_classes", {}).items() if names}
+    body = "".join(note(f"Never in the {split} split: {', '.join(names)}.") for split, names in absent.items())
+    body += note("Agreement: the mean IoU of the given mask and the out-of-fold prediction over the classes in "
+                 "either; the most frequent disagreement as given → predicted.")
+    return body + _rows_table("masks", ["path", "agreement", "label", "suggested", "pixels", "score"])(found)
+
+
 def _balance(found: Any) -> str:
     b = found.sections["balance"]
     splits = [k for k in b["counts"] if k != "all"] + ["all"]
@@ -138,7 +146,7 @@ SECTIONS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("summary", "Summary", _summary),
     ("label_audit", "Label issues", _labels),
     ("boxes", "Boxes to check", _rows_table("boxes", ["path", "kind", "label", "suggested", "box", "score"])),
-    ("masks", "Masks to check", _rows_table("masks", ["path", "agreement", "score"])),
+    ("masks", "Masks to check", _masks),
     ("duplicates", "Duplicates and leaks", _duplicates),
     ("quality", "Image quality", _quality),
     ("outliers", "Embedding outliers", _rows_table("outliers", ["path", "split", "score"])),

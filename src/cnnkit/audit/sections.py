@@ -74,8 +74,9 @@ def _segmentation(found: Any, *, folds: int, method: str, embedder: str, work: P
     rows = [{**r, "path": r["path"] or _name(t.source, r["index"])} for r in result["issues"]]
     found.sections["masks"] = rows
     found.sections["absent_classes"] = result.get("absent", {})
-    found.relabel = [{"path": r["path"], "given_label": "mask", "suggested_label": "check the mask",
-                      "score": r["score"], "issue": True} for r in rows]
+    found.relabel = [{"path": r["path"], "given_label": f"mask: {r['label']}" if r.get("label") else "mask",
+                      "suggested_label": f"{r['suggested']} ({r['pixels']} px)" if r.get("suggested") else
+                      "check the mask", "score": r["score"], "issue": True} for r in rows]
 
 
 FAMILIES = {"classification": _classification, "detection": _detection, "instance segmentation": _detection,
