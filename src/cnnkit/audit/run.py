@@ -94,15 +94,6 @@ def _card_problem(run: Path) -> str:
     return load_model(run)[1].problem
 
 
-def split_names(target: Target) -> list[str]:
-    """Each item's split name ('train', 'val', 'test'; 'unused' for items in none)."""
-    names = ["unused"] * len(target.source)
-    for name, idx in target.split.items():
-        for i in idx:
-            names[int(i)] = name
-    return names
-
-
 def write_relabel(path: Path, rows: list[dict]) -> None:
     """relabel.csv, atomically: RELABEL_HEADER, most suspicious first."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")

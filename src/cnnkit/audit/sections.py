@@ -89,6 +89,7 @@ def family_sections(found: Any, *, folds: int, method: str, embedder: str, work:
 
 
 def _split_of(target: Any) -> list[str]:
+    """Each item's split name ('train', 'val', 'test'; 'unused' for items in none)."""
     names = ["unused"] * len(target.source)
     for name, idx in target.split.items():
         for i in idx:
