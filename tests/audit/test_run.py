@@ -91,6 +91,9 @@ def test_audit_of_a_run_reuses_its_split(tmp_path: Path) -> None:
 def test_cli_prints_the_folder_last_and_refuses_bad_input_in_one_line(capsys, tmp_path: Path) -> None:
     code, out, err = run_cli(capsys, "audit", "digits", "--folds", "1", "--out", str(tmp_path / "x"))
     assert code == 2 and err.count("\n") == 1 and "--folds" in err and "Traceback" not in err
+    code, out, err = run_cli(capsys, "audit", "synthetic-shapes:count=2,n=8,size=32", "--task", "detect",
+                             "--method", "probe", "--out", str(tmp_path / "z"))
+    assert code == 2 and "--method is not supported for a detection audit" in err and err.count("\n") == 1
     code, out, err = run_cli(capsys, "audit", str(tmp_path / "nowhere"))
     assert code == 2 and err.startswith("error:") and err.count("\n") == 1
     code, out, err = run_cli(capsys, "audit", "digits", "--annotators", str(tmp_path / "none.csv"), "--epochs", "1",

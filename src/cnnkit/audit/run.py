@@ -133,7 +133,6 @@ def audit(target: str | Path, *, cfg: Config | None = None, out: str | Path | No
     """Audit a data source or a run (see the module docstring); returns the output folder OUT holding
     audit.json, relabel.csv and audit.html. Out-of-fold models train in OUT/work. `overrides` ({'train':
     {'epochs': 2}, ...}) go over a run's own config, or over the defaults when no `cfg` is given."""
-    from cnnkit.audit.crossfit import DEFAULT_EMBEDDER
     from cnnkit.audit.sections import common_sections, family_sections, pixels_of
 
     if int(folds) != folds or folds < 2:
@@ -143,7 +142,7 @@ def audit(target: str | Path, *, cfg: Config | None = None, out: str | Path | No
     found = Findings(open_target(target, cfg, overrides))
     out = Path(out) if out else default_out(found.target)
     out.mkdir(parents=True, exist_ok=True)
-    family_sections(found, folds=int(folds), method=method, embedder=embedder or DEFAULT_EMBEDDER, work=out / "work")
+    family_sections(found, folds=int(folds), method=method, embedder=embedder, work=out / "work")
     common_sections(found, annotators=annotators, seconds_per_item=seconds_per_item,
                     images=pixels_of(found.target.source))
     write_relabel(out / "relabel.csv", found.relabel)

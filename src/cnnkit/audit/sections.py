@@ -12,6 +12,7 @@ import numpy as np
 from cnnkit.audit.labels import item_name
 from cnnkit.data.fingerprint import image_view
 from cnnkit.data.sources import ImageSource
+from cnnkit.errors import CnnkitError
 
 log = logging.getLogger("cnnkit")
 SET_WIDE = 0.5  # a quality flag on more than this share of the images describes the set (e.g. 8×8 digits: tiny)
@@ -20,13 +21,14 @@ SECONDS_PER_ITEM = {"classification": 6.0, "detection": 6.0, "instance segmentat
                     "semantic segmentation": 60.0}  # the notes' 10 items a minute; a mask costs more
 
 
-def _classification(found: Any, *, folds: int, method: str, embedder: str, work: Path) -> None:
+def _classification(found: Any, *, folds: int, method: str, embedder: str | None, work: Path) -> None:
+    from cnnkit.audit.crossfit import DEFAULT_EMBEDDER
     from cnnkit.audit.labels import label_audit
     from cnnkit.audit.quality import class_balance
 
     t = found.target
-    result = label_audit(t.recipe, t.cfg, t.source, t.split, folds=folds, method=method, embedder=embedder,
-                         work=work, seed=t.cfg.train.seed)
+    result = label_audit(t.recipe, t.cfg, t.source, t.split, folds=folds, method=method,
+                         embedder=embedder or DEFAULT_EMBEDDER, work=work, seed=t.cfg.train.seed)
     found.relabel, found.features = result.rows, result.features
     found.sections["label_audit"] = {"method": result.method, "folds": result.folds, "noise": result.noise}
     if t.source.targets is None:
@@ -34,9 +36,18 @@ def _classification(found: Any, *, folds: int, method: str, embedder: str, work:
         found.sections["balance"] = class_balance(t.source.labels, t.source.classes, names)
 
 
-def _detection(found: Any, *, folds: int, method: str, embedder: str, work: Path) -> None:
+def _refuse_label_options(found: Any, method: str, embedder: str | None) -> None:
+    """--method and --embedder choose the label audit's model; boxes and masks are audited by --model."""
+    if method != "auto" or embedder is not None:
+        flag = "--method" if method != "auto" else "--embedder"
+        raise CnnkitError(f"{flag} is not supported for a {found.target.recipe.name} audit (it chooses the label "
+                          "audit's model; boxes and masks are audited by out-of-fold --model runs)")
+
+
+def _detection(found: Any, *, folds: int, method: str, embedder: str | None, work: Path) -> None:
     from cnnkit.audit.boxes import audit_detection
 
+    _refuse_label_options(found, method, embedder)
     t = found.target
     pool = np.sort(np.concatenate([t.split["train"], t.split["val"]]))
     result = audit_detection(t.recipe, t.cfg, t.source, pool, folds=folds, work=work, seed=t.cfg.train.seed)
@@ -64,9 +75,10 @@ def box_labels(row: dict) -> dict:
     return {"given_label": f"{label} {box}", "suggested_label": "check its size"}
 
 
-def _segmentation(found: Any, *, folds: int, method: str, embedder: str, work: Path) -> None:
+def _segmentation(found: Any, *, folds: int, method: str, embedder: str | None, work: Path) -> None:
     from cnnkit.audit.masks import audit_segmentation
 
+    _refuse_label_options(found, method, embedder)
     t = found.target
     pool = np.sort(np.concatenate([t.split["train"], t.split["val"]]))
     result = audit_segmentation(t.recipe, t.cfg, t.source, pool, folds=folds, work=work, seed=t.cfg.train.seed,
@@ -83,7 +95,7 @@ FAMILIES = {"classification": _classification, "detection": _detection, "instanc
             "semantic segmentation": _segmentation}
 
 
-def family_sections(found: Any, *, folds: int, method: str, embedder: str, work: Path) -> None:
+def family_sections(found: Any, *, folds: int, method: str, embedder: str | None, work: Path) -> None:
     """The task family's own audit: labels (classification), boxes (detection, instance) or masks."""
     FAMILIES[found.target.recipe.name](found, folds=folds, method=method, embedder=embedder, work=work)
 
