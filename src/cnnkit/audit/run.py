@@ -17,6 +17,7 @@ What runs for which task family (the recipe's name):
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -94,23 +95,25 @@ def _card_problem(run: Path) -> str:
     return load_model(run)[1].problem
 
 
-def write_relabel(path: Path, rows: list[dict]) -> None:
-    """relabel.csv, atomically: RELABEL_HEADER, most suspicious first."""
+def _write_atomically(path: Path, text: str) -> None:
+    """`text` to `path` through a temporary file beside it: a reader sees the old file or the new one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(RELABEL_HEADER)
-        for row in rows:
-            writer.writerow([row["path"], row["given_label"], row["suggested_label"], f"{row['score']:.6f}"])
+        f.write(text)
     os.replace(tmp, path)
+
+
+def write_relabel(path: Path, rows: list[dict]) -> None:
+    """relabel.csv, atomically: RELABEL_HEADER, most suspicious first."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(RELABEL_HEADER)
+    writer.writerows([row["path"], row["given_label"], row["suggested_label"], f"{row['score']:.6f}"] for row in rows)
+    _write_atomically(path, buffer.getvalue())
 
 
 def write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, default=_plain)
-        f.write("\n")
-    os.replace(tmp, path)
+    _write_atomically(path, json.dumps(data, indent=1, default=_plain) + "\n")
 
 
 def _plain(value: Any) -> Any:
