@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit.audit.boxes import audit_detection, box_issues
+from cnnkit.audit.boxes import BoxRules, audit_detection, box_issues, given_box_probabilities, size_recall
 from cnnkit.errors import CnnkitError
 
 CLASSES = ["person", "dog"]
@@ -127,11 +127,11 @@ def test_a_size_outlier_is_flagged_and_scored_by_its_robust_z() -> None:
     assert sorted((r["kind"], r["image"]) for r in rows) == [("contradicted", 40), ("size", 40)]
     rows = [r for r in rows if r["kind"] == "size"]
     z = rows[0]["z"]
-    assert z > 3.5 and rows[0]["score"] == pytest.approx(z / (z + 3.5), abs=1e-5)
+    assert z > 3.5 and rows[0]["score"] == pytest.approx(0.5 * z / (z + 3.5), abs=1e-5)  # × unsupported_weight
     # the same odd box confirmed by the model (0.9 at IoU 1) is a real object of that size: × (1 − 0.9)
     confirmed = box_issues(targets, [_prediction(b, [0.9]) for b in boxes], CLASSES)
     assert [r["kind"] for r in confirmed] == ["size"]
-    assert confirmed[0]["score"] == pytest.approx(z / (z + 3.5) * 0.1, abs=1e-5)
+    assert confirmed[0]["score"] == pytest.approx(0.5 * z / (z + 3.5) * 0.1, abs=1e-5)
 
 
 def test_scores_rank_the_clearest_errors_first() -> None:
@@ -155,6 +155,82 @@ def test_a_missing_box_near_a_labelled_one_scores_lower() -> None:
     assert [(r["image"], r["kind"]) for r in rows] == [(0, "missing"), (1, "missing")]
     assert rows[0]["score"] == pytest.approx(0.8) and rows[1]["score"] == pytest.approx(0.8 * (1 - 1 / 7 / 0.4),
                                                                                           abs=1e-3)
+
+
+def test_a_detection_inside_or_around_the_box_is_the_same_object_not_a_contradiction() -> None:
+    around = TRUE[1] + torch.tensor([-12.0, -12.0, 12.0, 12.0])  # holds the given box: IoU 0.48, cover 1
+    rows = box_issues([_target(TRUE[1])], [_prediction(around, [0.95])], CLASSES)
+    # no displaced detection: only the weaker "nothing confirms it" evidence, with no suggested box
+    assert [(r["kind"], r["suggested"], r["score"]) for r in rows] == [("contradicted", None, 0.5)]
+    partly = TRUE[1] + torch.tensor([14.0, 0.0, 14.0, 0.0])  # 7/20 of its width off: IoU 0.48, cover 0.65
+    rows = box_issues([_target(TRUE[1])], [_prediction(partly, [0.8])], CLASSES)
+    assert rows[0]["suggested"] == partly.tolist()
+    assert rows[0]["score"] == pytest.approx(0.8 * (1 - 0.65) / (1 - 0.6), abs=1e-4)  # δ = (1 − c) / (1 − cover)
+
+
+def _with_opinion(prediction: dict, probs) -> dict:
+    return {**prediction, "box_probs": torch.tensor(probs, dtype=torch.float32)}
+
+
+def test_the_box_heads_doubt_joins_the_detections_evidence_by_noisy_or() -> None:
+    shifted = TRUE.clone()
+    shifted[1, [0, 2]] += 20  # IoU 1/3 with the person the model found
+    prediction = _with_opinion(_prediction(TRUE, [0.9, 0.9, 0.9]), [[0.95, 0.0], [0.3, 0.0], [0.9, 0.0]])
+    rho = 2 / 3  # the model detects 2 of the 3 person boxes of this size
+    rows = box_issues([_target(shifted)], [prediction], CLASSES)
+    v = 1 - rho * (1 - 0.3)
+    assert [(r["kind"], r["box_index"]) for r in rows] == [("contradicted", 1)]
+    assert rows[0]["score"] == pytest.approx(1 - v * (1 - 0.9), abs=1e-4)
+    assert rows[0]["suggested"] == TRUE[1].tolist()
+
+
+def test_a_box_only_the_box_head_doubts_is_a_row_and_may_be_another_class() -> None:
+    boxes = [TRUE] * 3  # every box detected: the model sees boxes of this size (ρ = 1)
+    predictions = [_prediction(TRUE, [0.9, 0.9, 0.9]) for _ in boxes]
+    opinions = [[[0.9, 0.1]] * 3, [[0.9, 0.1], [0.2, 0.1], [0.9, 0.1]], [[0.9, 0.1], [0.9, 0.1], [0.1, 0.7]]]
+    rows = box_issues([_target(b) for b in boxes], [_with_opinion(p, o) for p, o in zip(predictions, opinions)],
+                      CLASSES)
+    assert [(r["image"], r["box_index"], r["kind"], r["suggested"]) for r in rows] == [
+        (2, 2, "wrong_class", "dog"), (1, 1, "contradicted", None)]
+    assert [r["score"] for r in rows] == pytest.approx([0.9, 0.8], abs=1e-4)  # 1 − v
+
+
+def test_the_box_heads_opinion_counts_only_at_sizes_the_model_detects() -> None:
+    big = [[[0.0, 0.0, w, 2 * w]] for w in np.linspace(40, 50, 60)]
+    tiny = [[[0.0, 0.0, w, 2 * w]] for w in np.linspace(3, 4, 60)]
+    targets = [_target(b) for b in big + tiny]
+    predictions = [_prediction(b, [0.9]) for b in big] + [_prediction(np.zeros((0, 4)), []) for _ in tiny]
+    recall = torch.cat(size_recall(targets, predictions, BoxRules(), neighbours=5))
+    assert recall[5:60].eq(1).all() and recall[60:115].eq(0).all()  # 5 neighbours each side: pure away from the edge
+    doubted = [_with_opinion(p, [[0.01, 0.0]]) for p in predictions]  # the head sees no person in any box
+    rows = {r["image"]: r for r in box_issues(targets, doubted, CLASSES) if r["kind"] != "size"}
+    # the big ones are doubted (ρ = 1); the 40 smallest keep the unsupported score: ρ = 0 among their 41
+    # neighbours, and the head's doubt of a size the model cannot see adds nothing
+    assert all(rows[i]["score"] == pytest.approx(0.99) for i in range(20, 60))
+    assert all(rows[i]["score"] == 0.5 and rows[i]["suggested"] is None for i in range(60, 100))
+
+
+def test_given_box_probabilities_sends_the_true_boxes_in_network_pixels() -> None:
+    from types import SimpleNamespace
+
+    class Head:
+        def __init__(self):
+            self.seen = []
+
+        def box_probabilities(self, images, boxes):
+            self.seen += boxes
+            return [torch.full((len(b), 2), 0.5) for b in boxes]
+
+    items = [SimpleNamespace(width=200, height=100, boxes=np.array([[0.0, 0.0, 200.0, 100.0]])),
+             SimpleNamespace(width=50, height=100, boxes=np.array([[10.0, 20.0, 30.0, 40.0], [0, 0, 50, 100]]))]
+    loader = [SimpleNamespace(images=[torch.zeros(3, 64, 64), torch.zeros(3, 64, 64)])]
+    head = Head()
+    out = given_box_probabilities(head, loader, SimpleNamespace(items=items), np.array([0, 1]), 64)
+    assert [o["box_probs"].shape for o in out] == [(1, 2), (2, 2)]
+    # 200 × 100 → 64 × 32, padded 16 on top; 50 × 100 → 32 × 64, padded 16 on the left
+    assert head.seen[0].tolist() == [[0.0, 16.0, 64.0, 48.0]]
+    assert head.seen[1].flatten().tolist() == pytest.approx([22.4, 12.8, 35.2, 25.6, 16.0, 0.0, 48.0, 64.0], abs=1e-4)
+    assert given_box_probabilities(object(), loader, SimpleNamespace(items=items), np.array([0, 1]), 64) == [{}, {}]
 
 
 def test_bad_inputs_are_one_line_errors() -> None:

@@ -12,12 +12,22 @@ support s₊ is the best score of any prediction of its class that matches it (I
   s₊; score = s_other · (1 − s₊); "suggested" is that class.
 - "contradicted", the model found the object elsewhere: a confident prediction of its class overlaps it with
   `near_iou` ≤ IoU < `match_iou`, is more confident than s₊ and matches no other true box (a neighbour's
-  detection contradicts nothing); score = s · (1 − t₊) for the strongest such prediction, "suggested" its box.
-  t₊ is the tight support: same-class scores weighted by their IoU from 0 at `match_iou` to 1 at
-  `match_iou` + TIGHT_RAMP, so that a loose detection at IoU 0.5 does not vouch for a misplaced box. The IoU
-  of the displaced prediction does not lower the score: any displaced box of the object is the evidence.
+  detection contradicts nothing); score = s · (1 − t₊) · δ for the strongest such prediction, "suggested" its
+  box. t₊ is the tight support: same-class scores weighted by their IoU from 0 at `match_iou` to 1 at
+  `match_iou` + TIGHT_RAMP, so that a loose detection at IoU 0.5 does not vouch for a misplaced box. δ, the
+  displacement, is (1 − c) / (1 − `cover`) clipped to [0, 1], with c the intersection over the smaller box:
+  a box moved off its object leaves part of each outside the other (c = 1/2 for half a width), while a
+  detection inside or around the given box (c → 1) shows the same object framed otherwise, which is no
+  evidence. The IoU itself does not lower the score: any displaced box of the object is the evidence.
 - "contradicted", the model saw nothing there: no confident support and no such prediction;
   score = `unsupported_weight` · (1 − s₊), "suggested" None: weaker evidence, detectors also miss hard objects.
+- The box head's own opinion, where the detector has one (a two-stage detector's `box_probabilities`: the
+  given box run through its region classifier as a proposal; predictions carry it as "box_probs" (n, C)). Its
+  probability v of the box's own class joins the finding above by noisy-OR: score = 1 − v′ · (1 − d), with d
+  the finding's score (0 if none) and v′ = 1 − ρ · (1 − v), where ρ is the model's recall on boxes of that
+  size (size_recall: the share of the 41 boxes of its class nearest in area that a confident prediction
+  matches): a model that never detects boxes that small has no opinion of them. A box that nothing else
+  questions becomes a row once v′ < 1/2: "wrong_class" when another class is likelier, else "contradicted".
 - "missing": a confident prediction with IoU < `missing_iou` with every true box, not mostly inside (or around)
   one (intersection over the smaller box < `cover`: a part of a labelled object), and not near a contradicted
   box (a shifted box's object is one row, not two); score = its confidence · (1 − its best IoU with a true box
@@ -27,8 +37,9 @@ support s₊ is the best score of any prediction of its class that matches it (I
   (size_z / z)² (fragments and mergers of objects have shapes no true box has). Of overlapping candidates
   (IoU ≥ `match_iou` or `cover` of the smaller box) only the most confident is reported; "suggested" its box.
 - "size": a box far too small or too large for its class: robust z-score of log(area) over the class's boxes
-  (median and MAD · 1.4826), |z| > `size_z`; score = |z| / (|z| + size_z) (0.5 at the threshold) · (1 − t₊):
-  an odd size that the model confirms is a real object of that size.
+  (median and MAD · 1.4826), |z| > `size_z`; score = `unsupported_weight` · |z| / (|z| + size_z) · (1 − t₊):
+  a size alone is weak evidence (crowds hold small distant people, rightly boxed), and an odd size that the
+  model confirms is a real object of that size.
 
 Boxes are xyxy. audit_detection reports them in each image's ORIGINAL pixels: the true boxes as the source
 holds them, the predictions mapped back from the letterboxed network input.
@@ -49,9 +60,7 @@ from cnnkit.errors import CnnkitError
 log = logging.getLogger("cnnkit")
 KINDS = ("contradicted", "wrong_class", "missing", "size")
 MAD_SCALE = 1.4826  # MAD · 1.4826 estimates σ of a normal distribution
-IOU_POWER = 0.0  # a contradiction's score does not fall with its IoU: any displaced box of the object is evidence
 TIGHT_RAMP = 0.25  # a same-class prediction supports a box fully from IoU match_iou + this on
-SUPPORT_POWER = 1.0  # and falls with the support: (1 − s₊) ** SUPPORT_POWER
 
 
 @dataclass(frozen=True)
@@ -98,8 +107,9 @@ def _row(image: int, kind: str, box: torch.Tensor, label: str, suggested: Any, s
             "iou": None if iou is None else round(float(iou), 4)}
 
 
-def _true_box_issue(iou: torch.Tensor, same: torch.Tensor, confident: torch.Tensor, matched: torch.Tensor,
-                    scores: torch.Tensor, rules: BoxRules) -> tuple[str, float, int | None, float] | None:
+def _true_box_issue(iou: torch.Tensor, cover: torch.Tensor, same: torch.Tensor, confident: torch.Tensor,
+                    matched: torch.Tensor, scores: torch.Tensor, rules: BoxRules
+                    ) -> tuple[str, float, int | None, float] | None:
     """(kind, score, prediction, IoU with it) for one true box, or None when the model supports it. iou, same (m,)
     against every prediction; matched (m,): the prediction matches another true box. Without a prediction, the
     IoU is the best with any confident prediction. See the module docstring for the rules."""
@@ -112,13 +122,33 @@ def _true_box_issue(iou: torch.Tensor, same: torch.Tensor, confident: torch.Tens
     near = confident & same & (iou >= rules.near_iou) & ~overlap & ~matched & (scores > s_same)
     if bool(near.any()):
         tight = tight_support(iou, same, scores, rules)
-        strength = torch.where(near, scores * (1.0 - tight) ** SUPPORT_POWER * (1.0 - iou) ** IOU_POWER, -1.0)
+        displaced = ((1.0 - cover) / (1.0 - rules.cover)).clamp(0, 1)  # 0 for a box inside or around it
+        strength = torch.where(near, scores * (1.0 - tight) * displaced, -1.0)
         j = int(strength.argmax())
-        return "contradicted", float(strength[j]), j, float(iou[j])
+        if float(strength[j]) > 0:  # else only boxes inside or around it: the same object, framed otherwise
+            return "contradicted", float(strength[j]), j, float(iou[j])
     if s_same >= rules.min_score:
         return None
     best = float(iou[confident].max()) if bool(confident.any()) else 0.0
     return "contradicted", rules.unsupported_weight * (1.0 - s_same), None, best
+
+
+def _verified(found: tuple[str, float, int | None, float] | None, probs: torch.Tensor, label: int, best_iou: float,
+              seen: float = 1.0) -> tuple[str, float, int | None, float] | None:
+    """Merge the box head's opinion of the given box, probs (C,), into the detections' finding: noisy-OR of two
+    pieces of evidence, score = 1 − v · (1 − d) with v the box's probability of its own class and d the finding's
+    score (0 if none). A box the detections do not question becomes a row once v < 1/2: "wrong_class" when
+    another class is likelier, else "contradicted" with no suggested box."""
+    v = 1.0 - seen * (1.0 - (float(probs[label]) if 0 <= label < len(probs) else 0.0))
+    if found is not None:
+        kind, d, j, overlap = found
+        return kind, 1.0 - v * (1.0 - d), j, overlap
+    if v >= 0.5:
+        return None
+    other = int(probs.argmax())
+    if other != label and float(probs[other]) > v:
+        return "wrong_class", 1.0 - v, -1 - other, best_iou  # j < 0: the class -1 - j, not a prediction
+    return "contradicted", 1.0 - v, None, best_iou
 
 
 def _cover(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -186,34 +216,38 @@ def _missing(image: int, boxes: torch.Tensor, scores: torch.Tensor, labels: torc
 
 
 def image_issues(image: int, target: dict, prediction: dict, classes: list[str], rules: BoxRules,
-                 stats: dict[int, torch.Tensor] | None = None) -> list[dict]:
+                 stats: dict[int, torch.Tensor] | None = None, seen: torch.Tensor | None = None) -> list[dict]:
     """The contradicted, wrong-class and missing rows of one image (see the module docstring); `stats`: the
     classes' box shapes (shape_stats) that missing boxes are weighed against."""
     from torchvision.ops import box_iou
 
     true_boxes, true_labels, boxes, scores, labels = _image(target, prediction)
-    iou = box_iou(true_boxes, boxes)  # (n, m)
+    iou, cover = box_iou(true_boxes, boxes), _cover(true_boxes, boxes)  # (n, m)
     same = true_labels[:, None] == labels[None, :]  # (n, m)
     confident = scores >= rules.min_score  # (m,)
     good = same & (iou >= rules.match_iou)  # (n, m): prediction j matches true box k
     claimed = torch.zeros(len(boxes), dtype=torch.bool)
     rows = []
+    given = prediction.get("box_probs")  # (n, C): the box head's opinion of each true box, where it has one
     for k in range(len(true_boxes)):
         matched = (good & (torch.arange(len(true_boxes)) != k)[:, None]).any(0)  # (m,) matches another true box
-        found = _true_box_issue(iou[k], same[k], confident, matched, scores, rules)
+        found = _true_box_issue(iou[k], cover[k], same[k], confident, matched, scores, rules)
+        if given is not None:
+            found = _verified(found, _tensor(given[k], torch.float64, (-1,)), int(true_labels[k]), float(iou[k].max(
+                ) if len(boxes) else 0.0), 1.0 if seen is None else float(seen[k]))
         if found is None:
             continue
         kind, score, j, overlap = found
         if kind == "contradicted":  # the model's boxes of this object are its suggestion, not missing ones
             claimed |= confident & same[k] & (iou[k] >= rules.near_iou) & ~matched
-        if j is not None:
+        if j is not None and j >= 0:
             claimed[j] = True
-        suggested = None if j is None else (_name(classes, int(labels[j])) if kind == "wrong_class" else
-                                            [round(float(v), 2) for v in boxes[j]])
+        suggested = (None if j is None else _name(classes, -1 - j) if j < 0 else _name(classes, int(labels[j]))
+                     if kind == "wrong_class" else [round(float(v), 2) for v in boxes[j]])
         rows.append(_row(image, kind, true_boxes[k], _name(classes, int(true_labels[k])), suggested, score, k,
                          overlap))
     best = iou.max(0).values if len(true_boxes) else torch.zeros(len(boxes), dtype=torch.float64)  # (m,)
-    covered = (_cover(true_boxes, boxes) >= rules.cover).any(0)  # (m,) a part of (or around) a true box
+    covered = (cover >= rules.cover).any(0)  # (m,) a part of (or around) a true box
     candidates = confident & (best < rules.missing_iou) & ~covered & ~claimed
     weight = plausibility(boxes, labels, stats or {}, rules)  # (m,)
     return rows + _missing(image, boxes, scores, labels, best, candidates, weight, classes, rules)
@@ -246,8 +280,9 @@ def size_outliers(targets: list[dict], classes: list[str], rules: BoxRules) -> l
         for i, zi in zip(members, z):
             if abs(zi) > rules.size_z:
                 image, k = where[i]
-                rows.append({**_row(image, "size", box[i], _name(classes, int(c)), None,
-                                    abs(zi) / (abs(zi) + rules.size_z), k), "z": round(float(zi), 3)})
+                score = rules.unsupported_weight * abs(zi) / (abs(zi) + rules.size_z)
+                rows.append({**_row(image, "size", box[i], _name(classes, int(c)), None, score, k),
+                             "z": round(float(zi), 3)})
     return rows
 
 
@@ -262,11 +297,36 @@ def box_issues(targets: list[dict], predictions: list[dict], classes: list[str],
     rules = BoxRules(min_score, match_iou, missing_iou, near_iou, cover, unsupported_weight, size_z, min_class_boxes)
     rules.check()
     stats = shape_stats(targets, rules)
+    seen = size_recall(targets, predictions, rules)  # per image (n,): the model's recall at each box's size
     rows = [row for image, (t, p) in enumerate(zip(targets, predictions))
-            for row in image_issues(image, t, p, list(classes), rules, stats)]
+            for row in image_issues(image, t, p, list(classes), rules, stats, seen[image])]
     rows += [_weigh_by_support(row, targets, predictions, rules) for row in size_outliers(targets, list(classes),
                                                                                          rules)]
     return sorted(rows, key=lambda r: -r["score"])
+
+
+def size_recall(targets: list[dict], predictions: list[dict], rules: BoxRules, neighbours: int = 20
+                ) -> list[torch.Tensor]:
+    """Per image (n,): how well the model sees boxes of each true box's size: the share of detected boxes (support
+    ≥ min_score) among the 2 · `neighbours` + 1 boxes of its class nearest in log(area)."""
+    from torchvision.ops import box_iou
+
+    found, log_area, label = [], [], []
+    for t, p in zip(targets, predictions):
+        true_boxes, true_labels, boxes, scores, labels = _image(t, p)
+        ok = (box_iou(true_boxes, boxes) >= rules.match_iou) & (true_labels[:, None] == labels[None, :])  # (n, m)
+        found.append((ok & (scores >= rules.min_score)[None, :]).any(1).double())
+        log_area.append(_shape(true_boxes)[:, 1])
+        label.append(true_labels)
+    empty = [torch.zeros(0)]
+    f, a, c = torch.cat(found or empty), torch.cat(log_area or empty), torch.cat(label or empty)
+    recall = torch.ones_like(f)
+    for cls in c.unique().tolist():
+        members = torch.nonzero(c == cls).flatten()
+        members = members[torch.argsort(a[members])]
+        for r, i in enumerate(members.tolist()):
+            recall[i] = f[members[max(0, r - neighbours):r + neighbours + 1]].mean()
+    return list(recall.split([len(x) for x in found]))
 
 
 def tight_support(iou: torch.Tensor, same: torch.Tensor, scores: torch.Tensor, rules: BoxRules) -> float:
@@ -315,9 +375,31 @@ def out_of_fold_detections(recipe: Any, cfg: Config, source: Any, parts: list[np
         model, card = fit_fold(recipe, cfg, source, np.setdiff1d(pool, held), work / f"fold{i + 1}")
         _, predictions, _ = detections(model, loader_for(cfg, card, source, held), card.problem)
         size = card.input_size[1]
-        found += [_in_image_pixels(p, source.items[int(j)].height, source.items[int(j)].width, size)
-                  for p, j in zip(predictions, held)]
+        opinions = given_box_probabilities(model, loader_for(cfg, card, source, held), source, held, size)
+        found += [{**_in_image_pixels(p, source.items[int(j)].height, source.items[int(j)].width, size), **o}
+                  for p, j, o in zip(predictions, held, opinions)]
     return found
+
+
+def given_box_probabilities(model: Any, loader: Any, source: Any, held: np.ndarray, size: int) -> list[dict]:
+    """Per image of `held` (the loader's images, in order): {"box_probs": (n, C)}, the model's class probabilities
+    of the image's own true boxes (box_probabilities: a two-stage detector's region classifier), or {} for a
+    model without one."""
+    from cnnkit.data.detection.loader import fit_geometry
+
+    if not hasattr(model, "box_probabilities"):
+        return [{} for _ in held]
+    out, n = [], 0
+    for batch in loader:
+        boxes = []
+        for j in held[n:n + len(batch.images)]:
+            item = source.items[int(j)]
+            _, (sx, sy), (left, top) = fit_geometry(item.height, item.width, size, "letterbox")
+            boxes.append(torch.as_tensor(np.asarray(item.boxes, dtype=np.float32)).reshape(-1, 4)
+                         * torch.tensor([sx, sy, sx, sy]) + torch.tensor([left, top, left, top], dtype=torch.float32))
+        out += [{"box_probs": p.cpu()} for p in model.box_probabilities(list(batch.images), boxes)]
+        n += len(batch.images)
+    return out
 
 
 def detection_issues(source: Any, order: np.ndarray, predictions: list[dict], folds: int = 0, **rules: Any) -> dict:

@@ -106,8 +106,9 @@ def check_thresholds(key: str) -> None:
         assert len(build(key, score_thresh=1.01).eval()(images)[0]["scores"]) == 0  # the constructor option too
 
 
-def check_overfit(key: str) -> None:
-    """A few Adam steps on one fixed batch lower the loss and find every box (IoU > 0.5, the right class)."""
+def check_overfit(key: str) -> torch.nn.Module:
+    """A few Adam steps on one fixed batch lower the loss and find every box (IoU > 0.5, the right class).
+    Returns the trained model, in eval mode."""
     steps, lr, factor = OVERFIT[key]
     model = build(key).train()
     images, targets = synthetic_batch()
@@ -130,6 +131,7 @@ def check_overfit(key: str) -> None:
         best, which = iou.max(dim=1)
         assert (best > 0.5).all(), best
         assert torch.equal(det["labels"][confident][which], target["labels"])
+    return model
 
 
 @pytest.fixture

@@ -98,3 +98,39 @@ def test_every_detector_scores_and_places_boxes_in_fp32_under_bf16(name: str, op
     with torch.no_grad(), bf16.autocast():
         out = model([torch.rand(3, 96, 96)])
     assert out[0]["boxes"].dtype == out[0]["scores"].dtype == torch.float32
+
+
+def test_box_probabilities_are_torchvisions_region_scores_of_the_given_boxes(detectors):
+    """box_probabilities(images, boxes) equals torchvision's own RoI head run with those boxes as the proposals
+    (no score threshold, no NMS): per class, the same scores."""
+    model = detectors.build("faster_rcnn").eval()
+    images, targets = detectors.batch()
+    boxes = [t["boxes"] for t in targets]
+    probs = model.box_probabilities(images, boxes)
+    assert [p.shape for p in probs] == [(len(b), detectors.num_classes) for b in boxes]
+    det = model.detector
+    model.set_postprocess(score_thresh=0.0, nms_thresh=1.01, detections_per_img=1000)
+    with torch.no_grad():
+        sized, _ = det.transform(images)
+        scale = [torch.tensor([nw / img.shape[2], nh / img.shape[1]] * 2) for img, (nh, nw) in
+                 zip(images, sized.image_sizes)]
+        found, _ = det.roi_heads(det.backbone(sized.tensors), [b * s for b, s in zip(boxes, scale)],
+                                 sized.image_sizes)
+    for p, f in zip(probs, found):
+        for c in range(detectors.num_classes):
+            theirs = f["scores"][f["labels"] == c + 1].sort().values
+            assert torch.allclose(p[:, c].sort().values, theirs, atol=1e-5)
+
+
+def test_box_probabilities_doubt_a_box_moved_off_its_object(detectors):
+    """After fitting the batch, the model gives its true boxes their class and doubts the same boxes shifted
+    sideways by half their width (IoU 1/3 with the object: background to Faster R-CNN's sampler)."""
+    model = detectors.overfit("faster_rcnn")
+    images, targets = detectors.batch()
+    true = model.box_probabilities(images, [t["boxes"] for t in targets])
+    moved = [t["boxes"] + torch.stack([w / 2, 0 * w, w / 2, 0 * w], 1)
+             for t in targets for w in [t["boxes"][:, 2] - t["boxes"][:, 0]]]
+    doubted = model.box_probabilities(images, moved)
+    for p, q, t in zip(true, doubted, targets):
+        own = torch.arange(len(t["labels"])), t["labels"]
+        assert (p[own] > 0.5).all() and (q[own] < p[own]).all(), (p[own], q[own])

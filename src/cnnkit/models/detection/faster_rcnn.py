@@ -97,6 +97,21 @@ class FasterRCNN(TorchvisionDetector):
         return self.detector.roi_heads, {"score_thresh": "score_thresh", "nms_thresh": "nms_thresh",
                                          "detections_per_img": "detections_per_img"}
 
+    @torch.inference_mode()
+    def box_probabilities(self, images: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The box head's opinion of GIVEN boxes, R-CNN's region classifier with these boxes as the proposals:
+        per image, (K, C) class probabilities (softmax over background + C classes, background dropped) of its
+        boxes (K, 4) xyxy in the image's pixels. images as for forward, (3, H, W) in [0, 1]."""
+        check_inputs(images, None, False)
+        det = self.detector
+        sized, _ = det.transform(list(images))  # resized to min_size and normalised, as in forward
+        scaled = [b.to(sized.tensors).reshape(-1, 4) * b.new_tensor([nw / w, nh / h, nw / w, nh / h]).to(sized.tensors)
+                  for b, img, (nh, nw) in zip(boxes, images, sized.image_sizes) for h, w in [img.shape[-2:]]]
+        features = det.backbone(sized.tensors)
+        pooled = det.roi_heads.box_roi_pool(features, scaled, sized.image_sizes)  # (ΣK, C_feat, 7, 7)
+        logits, _ = det.roi_heads.box_predictor(det.roi_heads.box_head(pooled))  # (ΣK, 1 + C)
+        return list(logits.float().softmax(-1)[:, 1:].split([len(b) for b in scaled]))
+
 
 def rcnn_backbone(backbone: str, weights: str | Path | None, *, fpn: bool, levels: int,
                   trainable_layers: int | None, out_channels: int, anchor_sizes: tuple | None,
