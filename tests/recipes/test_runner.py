@@ -104,3 +104,21 @@ def test_diagnoses_of_classifiers_are_refused_for_a_detector_in_one_line(detecto
         with pytest.raises(CnnkitError, match=r"^--[a-z-]+ is not supported for a detection run"):
             api.diagnose(detector, **option)
     assert Path(api.diagnose(detector)["plots"]["learning_curves"]).is_file()
+
+
+def test_a_models_own_training_recipe_applies_where_the_run_keeps_the_global_defaults(monkeypatch) -> None:
+    from dataclasses import replace as set_fields
+
+    from cnnkit.config import TrainConfig
+    from cnnkit.models import registry
+    from cnnkit.recipes.runner import model_train_defaults
+
+    spec = registry.registered("ssd")
+    monkeypatch.setitem(registry._REGISTRY, "ssd", set_fields(spec, train={"optimizer": "sgd", "lr": 0.01,
+                                                                           "warmup_epochs": 1.0}))
+    got = model_train_defaults("ssd", TrainConfig(epochs=3))
+    assert (got.optimizer, got.lr, got.warmup_epochs, got.epochs) == ("sgd", 0.01, 1.0, 3)
+    mine = model_train_defaults("ssd", TrainConfig(lr=0.5, optimizer="adamw"))  # set by the user: kept
+    assert (mine.optimizer, mine.lr, mine.warmup_epochs) == ("adamw", 0.5, 1.0)
+    assert model_train_defaults("lenet5", TrainConfig()) == TrainConfig()  # no recipe of its own
+    assert model_train_defaults("no-such-model", TrainConfig()) == TrainConfig()  # refused later, by name

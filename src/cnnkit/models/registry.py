@@ -22,6 +22,9 @@ class ModelSpec:
     head: str | tuple[str, ...] = "fc"  # the classifier's path(s), dropped from weights when num_classes differs
     input_size: tuple[int, int, int] = (3, 224, 224)  # (C, H, W) the paper trains at
     defaults: dict = field(default_factory=dict)
+    # the model's own training recipe: TrainConfig values (optimizer, lr, schedule, warmup_epochs, ...) that
+    # apply where the run keeps cnnkit's global default (cnnkit.recipes.runner.model_train_defaults)
+    train: dict = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -34,6 +37,7 @@ def register_model(
     paper: str = "",
     head: str | tuple[str, ...] = "fc",
     input_size: tuple[int, int, int] = (3, 224, 224),
+    train: dict | None = None,
     **defaults,
 ) -> Callable[[ModelFn], ModelFn]:
     """Decorator: add an architecture under `name`. Registering a name twice raises."""
@@ -41,7 +45,7 @@ def register_model(
     def add(fn: ModelFn) -> ModelFn:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelSpec(name, fn, task, paper, head, input_size, dict(defaults))
+        _REGISTRY[name] = ModelSpec(name, fn, task, paper, head, input_size, dict(defaults), dict(train or {}))
         return fn
 
     return add

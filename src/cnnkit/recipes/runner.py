@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from cnnkit.config import Config, config_from_dict, save_config
+from cnnkit.config import Config, TrainConfig, config_from_dict, save_config
 from cnnkit.data.split import write_split
 from cnnkit.diagnose.verdict import Verdict, make_verdict, write_diagnosis
 from cnnkit.engine import optimizers, schedules
@@ -111,12 +111,28 @@ def train(recipe: Recipe, cfg: Config | None = None, *, resume: str | Path | Non
         resumed = (state, record)
     cfg = cfg or Config()
     cfg.train = replace(cfg.train, **train_overrides)
+    if resume is None:
+        cfg.train = model_train_defaults(cfg.model.name, cfg.train)
     cfg.validate(supported=recipe.supported, reasons=recipe.unsupported_reason)
     recipe.check(cfg)
     schedules.check_options(cfg.train.schedule, cfg.train.schedule_options)  # before any data is read
     ctx = start(recipe, cfg, resume, resumed)
     direct = recipe.fit_directly(ctx) if resume is None else None
     return direct if direct is not None else fit(recipe, ctx)
+
+
+def model_train_defaults(model: str, train: TrainConfig) -> TrainConfig:
+    """`train` with the model's own training recipe (its registry spec's `train`: optimizer, lr, schedule,
+    warm-up, ...) wherever `train` keeps cnnkit's global default: SSD, for one, needs another optimiser and a
+    warm-up than the classifiers. A value the user set (one that differs from the global default) stays."""
+    from cnnkit.models.registry import registered
+
+    spec = registered(model)
+    if spec is None or not spec.train:
+        return train
+    base = TrainConfig()
+    kept = {k: v for k, v in spec.train.items() if getattr(train, k) == getattr(base, k)}
+    return replace(train, **kept)
 
 
 def fit(recipe: Recipe, ctx: Context) -> TrainResult:

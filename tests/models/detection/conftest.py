@@ -20,6 +20,9 @@ SMALL = {
     "ssd": ("ssd", dict(image_size=96)),
     "yolo-v1": ("yolo", dict(image_size=96, grid=3)),
     "yolo-anchor-free": ("yolo", dict(image_size=96, head="anchor-free")),
+    "fast_rcnn": ("fast_rcnn", dict(proposals=200, representation_size=128)),
+    "spp_net": ("spp_net", dict(proposals=200, representation_size=128)),
+    "rcnn": ("rcnn", dict(proposals=100, crop=64, context=4)),
 }
 NUM_CLASSES = 2
 COLOURS = (torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0]))  # class 0 red, class 1 green
@@ -31,6 +34,9 @@ OVERFIT = {
     "ssd": (60, 1e-3, 50),
     "yolo-v1": (30, 1e-3, 20),
     "yolo-anchor-free": (30, 1e-3, 3),
+    "fast_rcnn": (40, 3e-4, 5),
+    "spp_net": (60, 1e-3, 3),
+    "rcnn": (40, 1e-2, 5),
 }
 
 
@@ -132,6 +138,12 @@ def check_overfit(key: str) -> torch.nn.Module:
         assert (best > 0.5).all(), best
         assert torch.equal(det["labels"][confident][which], target["labels"])
     return model
+
+
+@pytest.fixture(autouse=True)
+def _region_cache(tmp_path_factory, monkeypatch) -> None:
+    """The R-CNN line caches proposals and features under $CNNKIT_CACHE: a fresh folder per test, never ~/.cache."""
+    monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path_factory.mktemp("cnnkit-cache")))
 
 
 @pytest.fixture

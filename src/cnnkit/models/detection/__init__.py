@@ -1,4 +1,5 @@
-"""Detectors on registry backbones: faster_rcnn, ssd, yolo (task="detect"), and mask_rcnn (task="instance":
+"""Detectors on registry backbones: the R-CNN line (rcnn, spp_net, fast_rcnn, faster_rcnn), ssd and yolo
+(task="detect"), and mask_rcnn (task="instance":
 boxes plus a mask per object, see cnnkit.models.detection.mask_rcnn). Importing registers them.
 
 Every detector takes a list of (3, H, W) float images in [0, 1]; in train mode with targets
@@ -6,6 +7,6 @@ Every detector takes a list of (3, H, W) float images in [0, 1]; in train mode w
 in eval mode [{"boxes": (D, 4), "scores": (D,), "labels": (D,)}, ...] in each image's pixels. Thresholds:
 constructor options score_thresh, nms_thresh, detections_per_img, or model.set_postprocess(...) later.
 """
-from cnnkit.models.detection import backbones, faster_rcnn, mask_rcnn, ssd, yolo
+from cnnkit.models.detection import backbones, faster_rcnn, mask_rcnn, proposals, rcnn, region, ssd, yolo
 
-__all__ = ["backbones", "faster_rcnn", "mask_rcnn", "ssd", "yolo"]
+__all__ = ["backbones", "faster_rcnn", "mask_rcnn", "proposals", "rcnn", "region", "ssd", "yolo"]
