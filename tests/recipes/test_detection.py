@@ -90,3 +90,31 @@ def test_bad_detection_runs_fail_in_one_line(tmp_path: Path, capsys, extra: list
     assert main(TRAIN + ["--epochs", "1", "--out", str(tmp_path / "bad")] + extra) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+TINY_REGION = {"fast_rcnn": ["proposals=100", "representation_size=64"],
+               "spp_net": ["proposals=100", "representation_size=64"],
+               "rcnn": ["proposals=100", "crop=64", "context=4"]}
+
+
+@pytest.mark.parametrize("name", [pytest.param("fast_rcnn"), pytest.param("spp_net", marks=pytest.mark.slow),
+                                  pytest.param("rcnn", marks=pytest.mark.slow)])
+def test_the_rcnn_line_trains_evaluates_and_predicts_through_the_usual_verbs(name: str, tmp_path: Path, capsys,
+                                                                              monkeypatch) -> None:
+    """No special verb: `train --task detect --model NAME`, `evaluate --json` with COCO's keys, `predict`."""
+    monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / name
+    options = [arg for option in TINY_REGION[name] for arg in ("--model-option", option)]
+    assert main(["-q", "train", "--task", "detect", "--data", "synthetic-shapes:count=2,n=24,size=64", "--model", name,
+                 "--image-size", "64", "--batch-size", "8", "--epochs", "1", *options, "--out", str(out)]) == 0
+    assert list((tmp_path / "cache" / "regions" / "proposals").rglob("*.pt"))  # proposals cached on disk
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert {"map", "map50", "map75", "per_class"} <= set(metrics) and 0 <= metrics["map50"] <= 1
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 96, 3), dtype=np.uint8)).save(image)
+    assert main(["predict", str(out), str(image), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    classes = load_model(out)[1].classes
+    assert rows and all(row["path"] == str(image) and row["label"] in classes for row in rows)

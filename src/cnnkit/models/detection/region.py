@@ -66,8 +66,8 @@ class RoIMaxPool(nn.Module):
         self.output_size, self.spatial_scale = output_size, spatial_scale
 
     def forward(self, features: dict, proposals: list[torch.Tensor], image_shapes: list) -> torch.Tensor:
-        x = features["0"]
-        return roi_pool(x, [p.to(x.dtype) for p in proposals], self.output_size, self.spatial_scale)  # (K, C, s, s)
+        x = features["0"].float()  # torchvision's CPU roi_pool has no bf16 kernel
+        return roi_pool(x, [p.float() for p in proposals], self.output_size, self.spatial_scale)  # (K, C, s, s)
 
 
 class SpatialPyramidPool(nn.Module):
@@ -79,8 +79,8 @@ class SpatialPyramidPool(nn.Module):
         self.levels, self.spatial_scale = tuple(levels), spatial_scale
 
     def forward(self, features: dict, proposals: list[torch.Tensor], image_shapes: list) -> torch.Tensor:
-        x = features["0"]
-        boxes = [p.to(x.dtype) for p in proposals]
+        x = features["0"].float()  # torchvision's CPU roi_pool has no bf16 kernel
+        boxes = [p.float() for p in proposals]
         return torch.cat([roi_pool(x, boxes, n, self.spatial_scale).flatten(1) for n in self.levels], 1)
 
 
