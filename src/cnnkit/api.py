@@ -129,24 +129,31 @@ def _expand_inputs(inputs: list[str | Path]) -> list[Path]:
 
 def predict(run: str | Path, inputs: list[str | Path], *, top_k: int = 5, batch_size: int = 64,
             threshold: float = 0.5, score_threshold: float | None = None, nms_iou: float | None = None,
-            out: str | Path | None = None, precision: str = "auto", runtime: str | None = None) -> list[dict]:
+            out: str | Path | None = None, precision: str = "auto", runtime: str | None = None,
+            proposals: int | None = None) -> list[dict]:
     """Each image's prediction; needs only RUN/model.pt. Classes: the top-k {label, probability}; labels: every
     label's probability and those at or above `threshold`; values: {target: value}. A detector gives COCO-style
     results, one dict per box (`score_threshold` and `nms_iou` change its post-processing, `out` gets the
-    images with boxes drawn); a segmentation model each class's pixel share (`out` gets the masks and
-    overlays). RUN may also name pretrained weights, e.g. efficientnet_lite0.imagenet. Unreadable images are
-    skipped with a warning. An option that does not apply to the run's task is refused in one line. The images
-    are decoded by worker processes a batch at a time and the model runs with its batch norms folded, in
-    `precision` (auto: bf16 + channels_last where the hardware has it), the probabilities from fp32 outputs.
+    images with boxes drawn, and with `proposals` the first that many region proposals of an R-CNN-line model,
+    rcnn, spp_net or fast_rcnn, drawn thin and grey under them); a segmentation model each class's pixel share
+    (`out` gets the masks and overlays). RUN may also name pretrained weights, e.g. efficientnet_lite0.imagenet.
+    Unreadable images are skipped with a warning. An option that does not apply to the run's task is refused in
+    one line. The images are decoded by worker processes a batch at a time and the model runs with its batch
+    norms folded, in `precision` (auto: bf16 + channels_last where the hardware has it), the probabilities from
+    fp32 outputs.
     RUN may also be an exported FILE.onnx (`export`): the network then runs on `runtime` (onnxruntime, fp32, by
     default; or openvino, in its own precision unless `precision` says) and the JSON is the same."""
     check_precision(precision)
     model, card = open_for_inference(run, precision, runtime)
     if is_onnx(run):
         precision = "fp32"  # the runtime has its precision; cnnkit's autocast and channels_last stay out of the way
+    if proposals is not None:  # refused in one line, naming the models that have them, unless there are some to draw
+        from cnnkit.recipes.detection import check_proposals
+
+        check_proposals(model, card, proposals, out)
     recipe = recipe_for(card.problem)
     given = {"top_k": top_k, "batch_size": batch_size, "threshold": threshold, "score_threshold": score_threshold,
-             "nms_iou": nms_iou, "out": out, "precision": precision}
+             "nms_iou": nms_iou, "out": out, "precision": precision, "proposals": proposals}
     defaults = inspect.signature(predict).parameters
     options = {k: v for k, v in given.items() if v != defaults[k].default}  # only what the caller set
     runner.check_options(recipe.predict, options, recipe)
@@ -220,7 +227,8 @@ def demo_config(*, out: str | None = None) -> Config:
 def augment_preview(source: str, out: str | Path, *, preset: str = "standard", n: int = 16, size: int | None = None,
                     seed: int = 0, task: str = "classify", **options) -> Path:
     """A grid PNG: each row one training image, then augmented copies of it (for segmentation, each picture
-    beside its mask, so one sees the mask move with the image)."""
+    beside its mask, so one sees the mask move with the image; for detection, task="detect" or "instance", each
+    picture with its boxes and class names drawn where the augmentation moved them, instance masks blended in)."""
     return recipe_for(task).augment_preview(source, out, preset=preset, n=n, size=size, seed=seed, **options)
 
 

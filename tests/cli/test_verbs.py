@@ -93,7 +93,7 @@ def test_predict_embed_test_report_take_the_run_and_inputs_positionally(calls, c
     assert [(name, args) for name, args, _ in calls] == [("predict", ("R", ["a.png"])), ("embed", ("R", ["a.png"])),
                                                          ("test", ("R",)), ("report", ("R",))]
     assert calls[0][2] == {"top_k": 2, "threshold": 0.5, "score_threshold": None, "nms_iou": None, "out": None,
-                           "precision": "auto", "runtime": None}
+                           "precision": "auto", "runtime": None, "proposals": None}
     assert calls[1][2] == {"out": "e.npz", "batch_size": 64, "layer": None, "precision": "auto"}
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "a.png  cat 0.900" and out[1] == "e.npz" and out[-1] == str(Path("R/report.html"))

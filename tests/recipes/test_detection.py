@@ -118,3 +118,70 @@ def test_the_rcnn_line_trains_evaluates_and_predicts_through_the_usual_verbs(nam
     rows = json.loads(capsys.readouterr().out)
     classes = load_model(out)[1].classes
     assert rows and all(row["path"] == str(image) and row["label"] in classes for row in rows)
+
+
+def test_predict_draws_an_rcnn_line_models_first_proposals_in_grey_under_its_boxes(tmp_path: Path, capsys,
+                                                                                    monkeypatch) -> None:
+    from torchvision.utils import draw_bounding_boxes
+
+    from cnnkit.data.detection.loader import FitDetection, fit_geometry, to_image_coordinates
+    from cnnkit.data.images import read_image
+    from cnnkit.recipes.detection import PROPOSAL_GREY
+
+    monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "fast_rcnn"
+    options = [arg for option in TINY_REGION["fast_rcnn"] for arg in ("--model-option", option)]
+    assert main(["-q", "train", "--task", "detect", "--data", "synthetic-shapes:count=2,n=24,size=64", "--model",
+                 "fast_rcnn", "--image-size", "64", "--batch-size", "8", "--epochs", "1", *options,
+                 "--out", str(out)]) == 0
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 96, 3), dtype=np.uint8)).save(image)
+
+    def drawn(folder: str, *extra: str) -> np.ndarray:
+        assert main(["predict", str(out), str(image), "--out", str(tmp_path / folder), *extra]) == 0
+        return np.asarray(Image.open(tmp_path / folder / "photo_boxes.png").convert("RGB"))
+
+    # no detections (score > 1): the image alone, then with the first 20 proposals mapped to its pixels
+    plain, shown = drawn("plain", "--score-threshold", "1.0"), drawn("shown", "--score-threshold", "1.0",
+                                                                       "--proposals", "20")
+    pixels = read_image(image)  # uint8 (3, 48, 96)
+    np.testing.assert_array_equal(plain, pixels.permute(1, 2, 0).numpy())
+    model, _ = load_model(out)
+    first = model.propose(FitDetection(64)(pixels).float().div(255)[None])[0][:20]
+    _, scale, pad = fit_geometry(48, 96, 64, "letterbox")
+    boxes = to_image_coordinates(first, torch.tensor(scale), torch.tensor(pad), 48, 96)
+    boxes = boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
+    expected = draw_bounding_boxes(pixels, boxes, colors=PROPOSAL_GREY, width=1).permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(shown, expected)
+    grey = np.all(shown == PROPOSAL_GREY, axis=-1)
+    assert grey.sum() > 50 and np.array_equal(np.any(shown != plain, axis=-1), grey)
+    capsys.readouterr()  # nothing to draw on without --out: refused in one line
+    assert main(["predict", str(out), str(image), "--proposals", "20"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --proposals draws on the images that --out DIR gets; add --out DIR"
+    # with detections: the proposals' grey appears, under the boxes (every red pixel of theirs stays red)
+    with_boxes, under = drawn("boxes"), drawn("under", "--proposals", "20")
+    red = np.all(with_boxes == (255, 0, 0), axis=-1)
+    assert red.any() and np.all(under[red] == (255, 0, 0))
+    assert np.all(under == PROPOSAL_GREY, axis=-1).sum() > np.all(with_boxes == PROPOSAL_GREY, axis=-1).sum()
+
+
+def test_proposals_are_refused_in_one_line_where_there_are_none_to_draw(run: Path, tmp_path: Path, capsys,
+                                                                        tiny_folder: Path) -> None:
+    from cnnkit import api
+    from cnnkit.errors import CnnkitError
+
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(image)
+    classifier = tmp_path / "classifier"
+    assert main(["-q", "train", "--data", str(tiny_folder), "--model", "lenet5", "--epochs", "1",
+                 "--out", str(classifier)]) == 0
+    capsys.readouterr()
+    for target, kind in [(run, "a yolo run (--task detect)"), (classifier, "a lenet5 run (--task binary)")]:
+        assert main(["predict", str(target), str(image), "--proposals", "5", "--out", str(tmp_path / "d")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert "region proposals of rcnn, spp_net, fast_rcnn runs" in err and f"{kind} has none" in err
+    with pytest.raises(CnnkitError, match="region proposals of rcnn, spp_net, fast_rcnn"):
+        api.predict(run, [image], out=tmp_path / "d", proposals=5)
+    assert not (tmp_path / "d").exists()

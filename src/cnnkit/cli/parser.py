@@ -280,6 +280,9 @@ def _predict_parsers(sub) -> None:
     p.add_argument("--nms-iou", type=float, help="detection: non-maximum suppression's IoU threshold")
     p.add_argument("--out", metavar="DIR", help="detection: each image with its boxes drawn; segmentation: "
                    "NAME_mask.png (class indices) and NAME_overlay.png")
+    p.add_argument("--proposals", type=_positive_int, metavar="N",
+                   help="rcnn, spp_net, fast_rcnn: also draw the first N region proposals (thin, grey) under the "
+                        "boxes; needs --out")
     _inference_precision(p)
     p.add_argument("--runtime", choices=("onnxruntime", "openvino"),
                    help="what runs a FILE.onnx (default onnxruntime; openvino: Intel's, bf16 on AMX unless "
@@ -411,8 +414,9 @@ def _data_tool_parsers(sub) -> None:
     p.add_argument("--augment", default="standard")
     p.add_argument("--out", default="augment_preview.png")
     p.add_argument("-n", type=_positive_int, default=8, help="how many source images (rows)")
-    p.add_argument("--task", choices=("classify", "segment"), default="classify",
-                   help="segment: segmentation data, each picture beside its mask")
+    p.add_argument("--task", choices=("classify", "segment", "detect", "instance"), default="classify",
+                   help="segment: segmentation data, each picture beside its mask; detect: detection data, the "
+                        "boxes drawn with their class names (instance: and the masks)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -141,7 +141,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from cnnkit import api
 
     results = api.predict(a.run, a.inputs, top_k=a.top_k, threshold=a.threshold, score_threshold=a.score_threshold,
-                          nms_iou=a.nms_iou, out=a.out, precision=a.precision, runtime=a.runtime)
+                          nms_iou=a.nms_iou, out=a.out, precision=a.precision, runtime=a.runtime,
+                          proposals=a.proposals)
     if a.json:
         print(json.dumps(results))
     else:

@@ -39,6 +39,8 @@ from cnnkit.tasks.detection import DetectionTask, InstanceTask
 
 POSTPROCESS = ("score_thresh", "nms_thresh")
 TASK_CLASSES = {"detect": DetectionTask, "instance": InstanceTask}
+PROPOSERS = ("rcnn", "spp_net", "fast_rcnn")  # the R-CNN line: selective-search proposals, model.propose(images)
+PROPOSAL_GREY = (160, 160, 160)
 
 
 def _card(cfg: Config, source) -> ModelCard:
@@ -133,9 +135,17 @@ class DetectionRecipe(Recipe):
 
     def predict(self, model: torch.nn.Module, card: ModelCard, paths: list[Path], *,
                 score_threshold: float | None = None, nms_iou: float | None = None,
-                out: str | Path | None = None, batch_size: int = 8, precision: str = "auto") -> list[dict]:
+                out: str | Path | None = None, batch_size: int = 8, precision: str = "auto",
+                proposals: int | None = None) -> list[dict]:
         return predict_detector(model, card, paths, score_thresh=score_threshold, nms_thresh=nms_iou, out=out,
-                                batch_size=batch_size, precision=precision)
+                                batch_size=batch_size, precision=precision, proposals=proposals)
+
+    def augment_preview(self, source: str, out: str | Path, *, preset: str = "standard", n: int = 8,
+                        size: int | None = None, seed: int = 0) -> Path:
+        """Each image with its boxes, then augmented copies with their moved boxes (an instance run: masks too)."""
+        from cnnkit.data.detection.preview import augment_preview
+
+        return augment_preview(source, out, preset, n=n, size=size or 128, seed=seed, masks="instance" in self.tasks)
 
 
 class InstanceRecipe(DetectionRecipe):
@@ -193,34 +203,55 @@ def set_postprocess(model: torch.nn.Module, score_thresh: float | None, nms_thre
         model.set_postprocess(**options)
 
 
+def check_proposals(model: torch.nn.Module, card: ModelCard, proposals: int | None, out: str | Path | None
+                    ) -> None:
+    """Refuse `--proposals` in one line where there is nothing to draw: no `out`, or a model without proposals."""
+    if proposals is None:
+        return
+    if not callable(getattr(model, "propose", None)):
+        what = "an exported file" if type(model).__name__ == "OnnxModel" else f"a {card.architecture} run"
+        raise CnnkitError(f"--proposals draws the region proposals of {', '.join(PROPOSERS)} runs (selective "
+                          f"search); {what} (--task {card.problem}) has none")
+    if proposals < 1:
+        raise CnnkitError(f"--proposals must be at least 1, got {proposals}")
+    if out is None:
+        raise CnnkitError("--proposals draws on the images that --out DIR gets; add --out DIR")
+
+
 @torch.inference_mode()
 def predict_detector(model: torch.nn.Module, card: ModelCard, paths: list[Path], *, score_thresh: float | None = None,
                      nms_thresh: float | None = None, out: str | Path | None = None, batch_size: int = 8,
-                     precision: str = "auto") -> list[dict]:
+                     precision: str = "auto", proposals: int | None = None) -> list[dict]:
     """COCO-style results, one dict per detection: path, label, category_id (1-based, as COCO), bbox [x, y, w, h]
-    in the image's pixels, score. With `out`, each image is saved there with its boxes drawn (NAME_boxes.png).
+    in the image's pixels, score. With `out`, each image is saved there with its boxes drawn (NAME_boxes.png);
+    with `proposals` (the R-CNN line: models with `propose`), the first that many region proposals drawn too,
+    thin and grey, under the detections.
     An instance model's rows also hold "segmentation": the object's mask in the image's pixels as COCO RLE
     {"size": [H, W], "counts": str}, and `out` gets NAME_instances.png (masks blended, boxes drawn).
     Images are decoded by worker processes and letterboxed `batch_size` at a time into one forward pass of the
     model with its batch norms folded, in `precision` (boxes read as fp32)."""
     if batch_size < 1:
         raise CnnkitError(f"--batch-size must be at least 1, got {batch_size}")
+    check_proposals(model, card, proposals, out)
     set_postprocess(model, score_thresh, nms_thresh)
     model, mode = for_inference(model, precision)
     fit = FitDetection(card.input_size[1], "letterbox")
     results = []
     for kept, images in readable_batches(paths, batch_size):  # uint8 (3, H, W) each
-        x = torch.stack([fit(image) for image in images]).float().div(255)  # (n, 3, S, S)
+        x = mode.input(torch.stack([fit(image) for image in images]).float().div(255).to(mode.device))  # (n, 3, S, S)
         with mode.autocast():
-            found = fp32_outputs(model(mode.input(x.to(mode.device))))
-        for path, image, detections in zip(kept, images, found):
-            results += _image_results(path, image, {k: v.cpu() for k, v in detections.items()}, card, out)
+            found = fp32_outputs(model(x))
+        # the proposals the forward pass just made (cached on disk), in network pixels
+        regions = [p[:proposals].float().cpu() for p in model.propose(x)] if proposals else [None] * len(kept)
+        for path, image, detections, region in zip(kept, images, found, regions):
+            results += _image_results(path, image, {k: v.cpu() for k, v in detections.items()}, card, out, region)
     return results
 
 
-def _image_results(path: Path, image: torch.Tensor, found: dict, card: ModelCard, out: str | Path | None
-                   ) -> list[dict]:
-    """One image's rows (see predict_detector) from the model's detections in network pixels; drawn to `out`."""
+def _image_results(path: Path, image: torch.Tensor, found: dict, card: ModelCard, out: str | Path | None,
+                   proposals: torch.Tensor | None = None) -> list[dict]:
+    """One image's rows (see predict_detector) from the model's detections in network pixels; drawn to `out`
+    (with `proposals` (P, 4) in network pixels under the detections)."""
     h, w = image.shape[-2:]
     shape, scale, pad = fit_geometry(h, w, card.input_size[1], "letterbox")  # (nh, nw), (sx, sy), (left, top)
     boxes = to_image_coordinates(found["boxes"].float(), torch.tensor(scale), torch.tensor(pad), h, w)
@@ -235,7 +266,10 @@ def _image_results(path: Path, image: torch.Tensor, found: dict, card: ModelCard
         if out is not None:
             _draw(image, boxes, rows, Path(out) / f"{Path(path).stem}_instances.png", masks)
     elif out is not None:
-        _draw(image, boxes, rows, Path(out) / f"{Path(path).stem}_boxes.png")
+        if proposals is not None:  # in the image's pixels; those wholly on the letterbox's padding leave
+            proposals = to_image_coordinates(proposals, torch.tensor(scale), torch.tensor(pad), h, w)
+            proposals = proposals[(proposals[:, 2] > proposals[:, 0]) & (proposals[:, 3] > proposals[:, 1])]
+        _draw(image, boxes, rows, Path(out) / f"{Path(path).stem}_boxes.png", proposals=proposals)
     return rows
 
 
@@ -259,7 +293,7 @@ def _rles(masks: torch.Tensor) -> list[dict]:
 
 
 def _draw(image: torch.Tensor, boxes: torch.Tensor, rows: list[dict], path: Path,
-          masks: torch.Tensor | None = None) -> None:
+          masks: torch.Tensor | None = None, proposals: torch.Tensor | None = None) -> None:
     from torchvision.io import write_png
     from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
@@ -270,6 +304,8 @@ def _draw(image: torch.Tensor, boxes: torch.Tensor, rows: list[dict], path: Path
                    (70, 240, 240), (240, 50, 230)]  # one colour per object, cycling
         image = draw_segmentation_masks(image, masks, alpha=0.5, colors=[palette[i % len(palette)]
                                                                           for i in range(len(masks))])
+    if proposals is not None and len(proposals):  # thin and grey, under the detections
+        image = draw_bounding_boxes(image, proposals, colors=PROPOSAL_GREY, width=1)
     drawn = draw_bounding_boxes(image, boxes, labels=labels, colors="red", width=2) if rows else image
     tmp = path.with_name(f".{path.name}.tmp")
     write_png(drawn, str(tmp))
