@@ -10,7 +10,7 @@ Measured: of the top 20 % of issue rows (20 % of the audited true boxes), the sh
 "missing" row of IoU ≥ 0.5 with the deleted box) and of shifted boxes found (a "contradicted" row on the shifted
 box). Target ≥ 70 % of both.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/audit_detection.py [--folds 3] [--epochs 4] [--out DIR]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/audit_detection.py [--folds 3] [--epochs 6] [--out DIR]
 
 Needs $CNNKIT_DATA/pennfudan or ../shared/data/pennfudan (Annotation/, PNGImages/).
 """
@@ -123,7 +123,7 @@ def report(out: dict, deleted: list, shifted: list, seconds: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--image-size", type=int, default=384)
     parser.add_argument("--fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnnkit.audit.boxes import BoxRules, audit_detection, box_issues, given_box_probabilities, size_recall
+from cnnkit.audit.boxes import BoxRules, audit_detection, box_issues, given_box_probabilities, precision_at, size_recall
 from cnnkit.errors import CnnkitError
 
 CLASSES = ["person", "dog"]
@@ -74,13 +74,15 @@ def test_a_missing_box_of_an_implausible_shape_scores_lower() -> None:
                                                              _prediction([TRUE[0].tolist(), sliver], [0.9, 0.8])]
     rows = box_issues(targets, predictions, CLASSES)
     assert [(r["image"], r["kind"]) for r in rows] == [(20, "missing"), (21, "missing")]
-    assert rows[0]["score"] == pytest.approx(0.8) and rows[1]["score"] < 0.2
+    # the person-shaped one scores the detector's precision at 0.8: 22 of the 24 predictions at ≥ 0.8 match
+    assert rows[0]["score"] == pytest.approx(22 / 24) and rows[1]["score"] < 0.2
 
 
-def test_a_deleted_box_appears_as_missing_with_the_predictions_confidence() -> None:
+def test_a_deleted_box_appears_as_missing_with_the_detectors_precision_at_its_confidence() -> None:
     rows = box_issues([_target(TRUE[[0, 2]])], [_prediction(TRUE, [0.9, 0.85, 0.8])], CLASSES)
     assert [r["kind"] for r in rows] == ["missing"]
-    assert rows[0]["box"] == [100.0, 20.0, 140.0, 100.0] and rows[0]["score"] == pytest.approx(0.85)
+    # of the predictions scoring at least 0.85 (0.9 and 0.85), one matches a true box: precision 1/2
+    assert rows[0]["box"] == [100.0, 20.0, 140.0, 100.0] and rows[0]["score"] == pytest.approx(0.5)
     assert rows[0]["box_index"] is None and rows[0]["iou"] == 0.0
 
 
@@ -141,20 +143,22 @@ def test_scores_rank_the_clearest_errors_first() -> None:
     predictions = [_prediction(TRUE[0], [0.95]), _prediction(TRUE[2], [0.6]),
                    _prediction(TRUE[:2], [0.9, 0.7]), _prediction(TRUE[:2], [0.9, 0.55])]
     rows = box_issues(targets, predictions, CLASSES)
-    assert [(r["image"], r["kind"]) for r in rows] == [(0, "contradicted"), (2, "missing"), (1, "contradicted"),
+    assert [(r["image"], r["kind"]) for r in rows] == [(0, "contradicted"), (1, "contradicted"), (2, "missing"),
                                                        (3, "missing")]
-    assert [r["score"] for r in rows] == pytest.approx([0.95, 0.7, 0.6, 0.55], abs=1e-4)
+    # the missing ones score the precision at their confidence: 2 of the 4 predictions at ≥ 0.7 match, 2 of 6
+    assert [r["score"] for r in rows] == pytest.approx([0.95, 0.6, 2 / 4, 2 / 6], abs=1e-4)
 
 
 def test_a_missing_box_near_a_labelled_one_scores_lower() -> None:
-    beside = [60.0, 10.0, 100.0, 90.0]  # touching the first person: IoU 0 → its full confidence
+    beside = [60.0, 10.0, 100.0, 90.0]  # touching the first person: IoU 0 → its full (calibrated) confidence
     overlapping = [40.0, 10.0, 80.0, 90.0]  # IoU 1/7 with it → × (1 − (1/7) / missing_iou 0.4)
     rows = box_issues([_target(TRUE[0]), _target(TRUE[0])],
                       [_prediction([TRUE[0].tolist(), beside], [0.9, 0.8]),
                        _prediction([TRUE[0].tolist(), overlapping], [0.9, 0.8])], CLASSES)
     assert [(r["image"], r["kind"]) for r in rows] == [(0, "missing"), (1, "missing")]
-    assert rows[0]["score"] == pytest.approx(0.8) and rows[1]["score"] == pytest.approx(0.8 * (1 - 1 / 7 / 0.4),
-                                                                                          abs=1e-3)
+    precision = 2 / 4  # of the four predictions at ≥ 0.8, the two on the labelled person match
+    assert rows[0]["score"] == pytest.approx(precision)
+    assert rows[1]["score"] == pytest.approx(precision * (1 - 1 / 7 / 0.4), abs=1e-3)
 
 
 def test_a_detection_inside_or_around_the_box_is_the_same_object_not_a_contradiction() -> None:
@@ -231,6 +235,29 @@ def test_given_box_probabilities_sends_the_true_boxes_in_network_pixels() -> Non
     assert head.seen[0].tolist() == [[0.0, 16.0, 64.0, 48.0]]
     assert head.seen[1].flatten().tolist() == pytest.approx([22.4, 12.8, 35.2, 25.6, 16.0, 0.0, 48.0, 64.0], abs=1e-4)
     assert given_box_probabilities(object(), loader, SimpleNamespace(items=items), np.array([0, 1]), 64) == [{}, {}]
+
+
+def test_precision_at_is_the_share_of_predictions_at_least_that_confident_that_match() -> None:
+    targets = [_target(TRUE), _target(TRUE[:1])]
+    far = [300.0, 10.0, 340.0, 90.0]
+    predictions = [_prediction([*TRUE.tolist(), far], [0.95, 0.7, 0.5, 0.9]), _prediction([far], [0.6])]
+    trust = precision_at(targets, predictions, BoxRules())
+    # ranked: 0.95 hit, 0.9 miss, 0.7 hit, 0.6 miss, 0.5 hit
+    got = trust(torch.tensor([0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.1]).double())  # fp32 scores, as predicted
+    assert got.tolist() == pytest.approx([1.0, 1.0, 1 / 2, 1 / 2, 2 / 3, 2 / 4, 3 / 5, 3 / 5])
+
+
+def test_an_overconfident_detectors_unmatched_detections_score_its_precision_not_its_confidence() -> None:
+    """Two detectors find the same unboxed person at 0.9; the one whose other 0.9 detections are mostly
+    unboxed things (crowds the annotators skip, or false alarms) is believed less."""
+    person = [300.0, 10.0, 340.0, 90.0]
+    elsewhere = [[400.0 + 50 * i, 10.0, 440.0 + 50 * i, 90.0] for i in range(3)]  # more unmatched detections
+    targets = [_target(TRUE)] * 2
+    careful = [_prediction([*TRUE.tolist(), person], [0.9] * 4), _prediction(TRUE, [0.9] * 3)]
+    eager = [_prediction([*TRUE.tolist(), person], [0.9] * 4), _prediction([*TRUE.tolist(), *elsewhere], [0.9] * 6)]
+    first = [r for r in box_issues(targets, careful, CLASSES) if r["image"] == 0]
+    second = [r for r in box_issues(targets, eager, CLASSES) if r["image"] == 0]
+    assert first[0]["score"] == pytest.approx(6 / 7) and second[0]["score"] == pytest.approx(6 / 10)
 
 
 def test_bad_inputs_are_one_line_errors() -> None:

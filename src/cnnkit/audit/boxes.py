@@ -30,7 +30,11 @@ support s₊ is the best score of any prediction of its class that matches it (I
   questions becomes a row once v′ < 1/2: "wrong_class" when another class is likelier, else "contradicted".
 - "missing": a confident prediction with IoU < `missing_iou` with every true box, not mostly inside (or around)
   one (intersection over the smaller box < `cover`: a part of a labelled object), and not near a contradicted
-  box (a shifted box's object is one row, not two); score = its confidence · (1 − its best IoU with a true box
+  box (a shifted box's object is one row, not two); score = its calibrated confidence, the detector's precision
+  at that confidence (precision_at: the share of all its out-of-fold predictions scoring at least as much that
+  match a true box; a missing box claims that the annotators would have boxed this, and the precision measures
+  how often such a detection is an object they box: it falls where the detector is overconfident, and where
+  the data set leaves objects unboxed by policy, such as crowds) · (1 − its best IoU with a true box
   / `missing_iou`: a detection overlapping a labelled object may be that object, poorly placed) · its
   plausibility, 1 for a box
   whose aspect ratio and area lie within `size_z` robust standard deviations of its class's true boxes, else
@@ -216,7 +220,8 @@ def _missing(image: int, boxes: torch.Tensor, scores: torch.Tensor, labels: torc
 
 
 def image_issues(image: int, target: dict, prediction: dict, classes: list[str], rules: BoxRules,
-                 stats: dict[int, torch.Tensor] | None = None, seen: torch.Tensor | None = None) -> list[dict]:
+                 stats: dict[int, torch.Tensor] | None = None, seen: torch.Tensor | None = None,
+                 trust: Any = None) -> list[dict]:
     """The contradicted, wrong-class and missing rows of one image (see the module docstring); `stats`: the
     classes' box shapes (shape_stats) that missing boxes are weighed against."""
     from torchvision.ops import box_iou
@@ -250,6 +255,8 @@ def image_issues(image: int, target: dict, prediction: dict, classes: list[str],
     covered = (cover >= rules.cover).any(0)  # (m,) a part of (or around) a true box
     candidates = confident & (best < rules.missing_iou) & ~covered & ~claimed
     weight = plausibility(boxes, labels, stats or {}, rules)  # (m,)
+    if trust is not None:  # its confidence read as the detector's measured precision at that confidence
+        weight = weight * trust(scores) / scores.clamp(min=1e-9)
     return rows + _missing(image, boxes, scores, labels, best, candidates, weight, classes, rules)
 
 
@@ -298,11 +305,36 @@ def box_issues(targets: list[dict], predictions: list[dict], classes: list[str],
     rules.check()
     stats = shape_stats(targets, rules)
     seen = size_recall(targets, predictions, rules)  # per image (n,): the model's recall at each box's size
+    trust = precision_at(targets, predictions, rules)  # c ↦ the detector's precision at confidence c
     rows = [row for image, (t, p) in enumerate(zip(targets, predictions))
-            for row in image_issues(image, t, p, list(classes), rules, stats, seen[image])]
+            for row in image_issues(image, t, p, list(classes), rules, stats, seen[image], trust)]
     rows += [_weigh_by_support(row, targets, predictions, rules) for row in size_outliers(targets, list(classes),
                                                                                          rules)]
     return sorted(rows, key=lambda r: -r["score"])
+
+
+def precision_at(targets: list[dict], predictions: list[dict], rules: BoxRules):
+    """c ↦ the detector's precision at confidence c: the share of its predictions scoring at least c that match
+    a true box of their class (IoU ≥ match_iou), over every audited image (out of fold)."""
+    from torchvision.ops import box_iou
+
+    scores, hits = [], []
+    for t, p in zip(targets, predictions):
+        true_boxes, true_labels, boxes, s, labels = _image(t, p)
+        ok = (box_iou(true_boxes, boxes) >= rules.match_iou) & (true_labels[:, None] == labels[None, :])
+        scores.append(s)
+        hits.append(ok.any(0).double() if len(true_boxes) else torch.zeros(len(s), dtype=torch.float64))
+    s, h = torch.cat(scores or [torch.zeros(0)]), torch.cat(hits or [torch.zeros(0)])
+    order = torch.argsort(s, descending=True)
+    s, precision = s[order], torch.cumsum(h[order], 0) / torch.arange(1, len(s) + 1)  # at least s[i]
+
+    def trust(c: torch.Tensor) -> torch.Tensor:
+        if not len(s):
+            return c
+        i = torch.searchsorted(-s, -c, right=True).clamp(1, len(s)) - 1  # the last prediction scoring ≥ c
+        return precision[i].to(c.dtype)
+
+    return trust
 
 
 def size_recall(targets: list[dict], predictions: list[dict], rules: BoxRules, neighbours: int = 20
