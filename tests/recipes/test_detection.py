@@ -185,3 +185,19 @@ def test_proposals_are_refused_in_one_line_where_there_are_none_to_draw(run: Pat
     with pytest.raises(CnnkitError, match="region proposals of rcnn, spp_net, fast_rcnn"):
         api.predict(run, [image], out=tmp_path / "d", proposals=5)
     assert not (tmp_path / "d").exists()
+
+
+def test_augmenting_a_frozen_region_model_warns_that_its_cache_will_not_serve(tmp_path: Path) -> None:
+    from cnnkit.config import load_config
+    from cnnkit.recipes import recipe_for
+
+    recipe = recipe_for("detect")
+    with pytest.warns(UserWarning, match="--augment none keeps its epochs fast"):
+        recipe.check(load_config(overrides={"task": "detect", "model": {"name": "spp_net"},
+                                            "data": {"augment": "light"}}))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        recipe.check(load_config(overrides={"task": "detect", "model": {"name": "fast_rcnn"},
+                                            "data": {"augment": "light"}}))  # it trains its backbone: no cache

@@ -18,6 +18,7 @@ by image, seeded, recorded in split.json (the test share locked, as for classifi
 from __future__ import annotations
 
 import inspect
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from cnnkit.tasks.detection import DetectionTask, InstanceTask
 
 POSTPROCESS = ("score_thresh", "nms_thresh")
 TASK_CLASSES = {"detect": DetectionTask, "instance": InstanceTask}
+FROZEN_REGIONS = ("rcnn", "spp_net")  # frozen backbones whose region features are cached per image
 PROPOSERS = ("rcnn", "spp_net", "fast_rcnn")  # the R-CNN line: selective-search proposals, model.propose(images)
 PROPOSAL_GREY = (160, 160, 160)
 
@@ -89,6 +91,12 @@ class DetectionRecipe(Recipe):
     report_sections = ("summary", "verdict", "curves", "detection", "data", "timing", "config")
     curve_metric = "map"
     unsupported_reason = {"train.loss": "a detector trains with its own losses"}
+
+    def check(self, cfg: Config) -> None:
+        if cfg.model.name in FROZEN_REGIONS and cfg.data.augment != "none":
+            warnings.warn(f"{cfg.model.name} caches each training image's region features once; with --augment "
+                          f"{cfg.data.augment} every augmented image is new to the cache (computed again and "
+                          "stored every epoch): --augment none keeps its epochs fast", stacklevel=2)
 
     def open_source(self, cfg: Config) -> Any:
         return open_source(cfg)
