@@ -81,7 +81,10 @@ def image_key(image: torch.Tensor, *parts: object) -> str:
 def module_key(module: torch.nn.Module) -> str:
     """A hex key of a module's parameters and buffers (names, shapes and values): features cached under it
     belong to exactly these weights, however they were loaded (load_state_dict bumps the tensors' versions)."""
-    versions = tuple(t._version for t in [*module.parameters(), *module.buffers()])
+    tensors = [*module.parameters(), *module.buffers()]
+    if any(t.is_inference() for t in tensors):  # made under inference_mode: no version counters to watch
+        return _hash_module(module)
+    versions = tuple(t._version for t in tensors)
     known = module.__dict__.get("_region_key")  # (versions, key): hashed again only after a change
     if known is None or known[0] != versions:
         module.__dict__["_region_key"] = known = (versions, _hash_module(module))
