@@ -107,15 +107,18 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
 def fold_batch_norm(model: nn.Module, keep: Iterable[str] = ()) -> nn.Module:
     """A copy of `model` in eval mode with each Conv2d → BatchNorm2d pair fused into one Conv2d and the
     BatchNorm2d replaced by nn.Identity (see the module docstring); `model` itself is left as it was. Pairs
-    naming a module in `keep` stay unfused (e.g. a layer whose output is read by a hook). A model this
+    naming a module in `keep` stay unfused (e.g. a layer whose output is read by a hook), and so do the pairs
+    inside the submodules the model names in its `unfolded` attribute (R-CNN's frozen backbone, whose features
+    are cached on disk under a hash of its weights: folded weights would miss that cache). A model this
     function made (with the same `keep`) is returned as it is: there is nothing left to fold."""
     keep = frozenset(keep)
     if getattr(model, FOLDED, None) == keep:  # already folded so (a server folds once, then predicts per batch)
         return model.eval()
     with torch.inference_mode(False), torch.no_grad():  # ordinary tensors, even when called in inference mode
         folded = copy.deepcopy(model).eval()
+        kept = tuple(f"{name}." for name in getattr(model, "unfolded", ()))  # e.g. a backbone whose outputs are cached
         for conv_name, bn_name in folded_pairs(folded):
-            if conv_name in keep or bn_name in keep:
+            if conv_name in keep or bn_name in keep or conv_name.startswith(kept):
                 continue
             fused = fuse_conv_bn_eval(folded.get_submodule(conv_name), folded.get_submodule(bn_name))
             _replace(folded, conv_name, fused)

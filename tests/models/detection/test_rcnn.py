@@ -126,3 +126,18 @@ def test_bad_options_are_one_line_errors() -> None:
         create_model("rcnn", num_classes=2, crop=64, context=40)
     with pytest.raises(CnnkitError, match="at least 1"):
         create_model("rcnn", num_classes=2, hard_negatives=0)
+
+
+def test_evaluation_with_folded_batch_norms_reads_the_training_cache(detectors) -> None:
+    """evaluate and predict fold batch norms into the convolutions; R-CNN's backbone stays unfolded
+    (`unfolded`), so its weights, and the cache keys, are the ones training wrote."""
+    from cnnkit.engine.inference import fold_batch_norm
+
+    model = detectors.build("rcnn").eval()
+    images, _ = detectors.batch()
+    with torch.no_grad():
+        model(images)
+        folded = fold_batch_norm(model)
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.body.modules())
+        folded(images)
+    assert (folded.cache.hits, folded.cache.misses) == (2, 2)  # the copy's counters went on from the model's

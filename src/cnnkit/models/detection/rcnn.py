@@ -63,6 +63,7 @@ class RCNN(nn.Module):
     """See the module docstring. `body`: a frozen StageFeatures (levels=1) of an ImageNet classifier."""
 
     fp32_modules = ("svm", "regressor")
+    unfolded = ("body",)  # batch norms stay unfused at inference: the cached features are keyed by these weights
 
     def __init__(self, body: StageFeatures, num_classes: int, proposer: Proposer, *, crop: int = 224,
                  context: int = 16, hard_negatives: int = 64, svm_l2: float = 1e-3, reg_l2: float = 1e-2,

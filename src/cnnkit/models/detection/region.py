@@ -96,6 +96,7 @@ class RegionDetector(nn.Module):
         super().__init__()
         self.body, self.proposer, self.num_classes = body, proposer, num_classes
         self.feature_cache = RegionCache("feature_maps") if cache_features else None
+        self.unfolded = ("body",) if cache_features else ()  # fold_batch_norm leaves the cached backbone as it is
         self.roi_heads = RoIHeads(pool, TwoMLPHead(pooled, representation_size),
                                   FastRCNNPredictor(representation_size, num_classes + 1),
                                   fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=rois_per_image,
