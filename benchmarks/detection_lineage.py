@@ -147,6 +147,7 @@ def measure(name: str, run: Path, threads: int) -> dict:
     from cnnkit.runs.folder import load_model
 
     torch.set_num_threads(threads)
+    os.environ["CNNKIT_CACHE"] = tempfile.mkdtemp(prefix=f"lineage-{name}-")  # cold: as on a first call
     model, card = load_model(run)
     model.eval()
     test = json.loads((run / "split.json").read_text())["splits"]["test"]
@@ -180,7 +181,6 @@ def main() -> None:
         if name not in DETECTORS:
             raise SystemExit(f"unknown detector {name!r}; choose from {', '.join(DETECTORS)}")
     trained = {name: train(name, args.out / name) for name in names}
-    os.environ["CNNKIT_CACHE"] = tempfile.mkdtemp(prefix="lineage-cache-")  # cold: computed as on a first call
     print(f"Penn-Fudan test images, 384 px, batch 1, fp32, {args.threads} threads; seconds per image")
     print("| detector | total | proposals | features | heads | NMS | other | test mAP@0.5 | training |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
