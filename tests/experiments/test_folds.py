@@ -210,3 +210,14 @@ def test_a_missing_group_column_is_one_line(capsys: pytest.CaptureFixture, tmp_p
     code, _, err = run_cli(capsys, "-q", "train", "--data", str(csv_path), "--model", "lenet5", "--epochs", "1",
                            "--folds", "2", "--group-by", "site", "--out", str(tmp_path / "cv"))
     assert_one_line_error(code, err, "has no column 'site'", "path,label,patient")
+
+
+def test_folds_train_with_the_models_own_recipe_as_train_does() -> None:
+    from cnnkit.config import load_config
+    from cnnkit.experiments.folds import _prepared
+
+    cfg = load_config(overrides={"task": "detect", "model": {"name": "ssd"}})
+    _, prepared = _prepared(cfg, 3, None, {})
+    assert (prepared.train.optimizer, prepared.train.lr, prepared.train.schedule) == ("adamw", 1e-3, "cosine")
+    _, mine = _prepared(cfg, 3, None, {"lr": 0.05})
+    assert mine.train.lr == 0.05

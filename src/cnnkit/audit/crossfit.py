@@ -48,11 +48,11 @@ def fit_fold(recipe: Any, cfg: Config, source: Any, train: np.ndarray, folder: P
     """Train `cfg` with `recipe` on the indices `train` into the run folder `folder` (no val split, so the last
     epoch is kept; no report) and return its (model, card). Ctrl-C stops the audit."""
     from cnnkit.recipes.base import Context
-    from cnnkit.recipes.runner import fit
+    from cnnkit.recipes.runner import fit, model_train_defaults
     from cnnkit.runs.folder import load_model
 
     split = {"train": np.asarray(train, dtype=np.int64), "val": np.empty(0, dtype=np.int64)}
-    fold_cfg = replace(cfg, out=str(folder))
+    fold_cfg = replace(cfg, out=str(folder), train=model_train_defaults(cfg.model.name, cfg.train))  # as `train`
     card = recipe.card(fold_cfg, source, split)
     record = recipe.split_record(fold_cfg, source, {**split, "test": np.empty(0, dtype=np.int64)})
     result = fit(recipe, Context(fold_cfg, source, split, card, Path(folder), record, report=False))

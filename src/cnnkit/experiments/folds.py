@@ -191,10 +191,11 @@ def _prepared(cfg: Config | None, folds: Any, group_by: str | None, train_overri
     """(recipe, config) with every option checked as runner.train checks it, before any data is read."""
     from cnnkit.engine import schedules
     from cnnkit.recipes import recipe_for
+    from cnnkit.recipes.runner import model_train_defaults
 
     check_folds(folds)
     cfg = copy.deepcopy(cfg or Config())
-    cfg.train = replace(cfg.train, **train_overrides)
+    cfg.train = model_train_defaults(cfg.model.name, replace(cfg.train, **train_overrides))  # as runner.train
     recipe = recipe_for(cfg.task)
     cfg.validate(supported=recipe.supported, reasons=recipe.unsupported_reason)
     recipe.check(cfg)
