@@ -313,15 +313,21 @@ def box_issues(targets: list[dict], predictions: list[dict], classes: list[str],
     return sorted(rows, key=lambda r: -r["score"])
 
 
+def _matches(true_boxes: torch.Tensor, true_labels: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
+             rules: BoxRules) -> torch.Tensor:
+    """(n, m) bool: prediction j matches true box k (same class, IoU ≥ match_iou)."""
+    from torchvision.ops import box_iou
+
+    return (box_iou(true_boxes, boxes) >= rules.match_iou) & (true_labels[:, None] == labels[None, :])
+
+
 def precision_at(targets: list[dict], predictions: list[dict], rules: BoxRules):
     """c ↦ the detector's precision at confidence c: the share of its predictions scoring at least c that match
     a true box of their class (IoU ≥ match_iou), over every audited image (out of fold)."""
-    from torchvision.ops import box_iou
-
     scores, hits = [], []
     for t, p in zip(targets, predictions):
         true_boxes, true_labels, boxes, s, labels = _image(t, p)
-        ok = (box_iou(true_boxes, boxes) >= rules.match_iou) & (true_labels[:, None] == labels[None, :])
+        ok = _matches(true_boxes, true_labels, boxes, labels, rules)  # (n, m)
         scores.append(s)
         hits.append(ok.any(0).double() if len(true_boxes) else torch.zeros(len(s), dtype=torch.float64))
     s, h = torch.cat(scores or [torch.zeros(0)]), torch.cat(hits or [torch.zeros(0)])
@@ -341,12 +347,10 @@ def size_recall(targets: list[dict], predictions: list[dict], rules: BoxRules, n
                 ) -> list[torch.Tensor]:
     """Per image (n,): how well the model sees boxes of each true box's size: the share of detected boxes (support
     ≥ min_score) among the 2 · `neighbours` + 1 boxes of its class nearest in log(area)."""
-    from torchvision.ops import box_iou
-
     found, log_area, label = [], [], []
     for t, p in zip(targets, predictions):
         true_boxes, true_labels, boxes, scores, labels = _image(t, p)
-        ok = (box_iou(true_boxes, boxes) >= rules.match_iou) & (true_labels[:, None] == labels[None, :])  # (n, m)
+        ok = _matches(true_boxes, true_labels, boxes, labels, rules)  # (n, m)
         found.append((ok & (scores >= rules.min_score)[None, :]).any(1).double())
         log_area.append(_shape(true_boxes)[:, 1])
         label.append(true_labels)

@@ -125,5 +125,7 @@ def test_the_recipes_warm_up_leaves_a_one_epoch_run_possible():
     warmup = TRAIN["warmup_epochs"]
     for steps in range(1, 40):  # as cnnkit.recipes.runner converts warmup_epochs to batches
         opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-        schedules.get(TRAIN["schedule"], opt, steps_per_epoch=steps, epochs=1, interval="batch",
-                      warmup=round(warmup * steps))
+        assert round(warmup * steps) < steps  # the warm-up ends inside the one epoch
+        schedule = schedules.get(TRAIN["schedule"], opt, steps_per_epoch=steps, epochs=1, interval="batch",
+                                 warmup=round(warmup * steps))  # the scheduler accepts it (raises otherwise)
+        assert schedule is not None
