@@ -39,7 +39,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models.detection.backbones import StageFeatures
 from cnnkit.models.detection.faster_rcnn import check_inputs
 from cnnkit.models.detection.proposals import RegionCache, autocast_of, image_key, module_key
-from cnnkit.models.detection.region import Proposer
+from cnnkit.models.detection.region import Proposer, set_thresholds
 from cnnkit.models.pretrained import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.models.registry import register_model
 
@@ -172,10 +172,7 @@ class RCNN(nn.Module):
 
     def set_postprocess(self, *, score_thresh: float | None = None, nms_thresh: float | None = None,
                         detections_per_img: int | None = None) -> None:
-        for name, value in (("score_thresh", score_thresh), ("nms_thresh", nms_thresh),
-                            ("detections_per_img", detections_per_img)):
-            if value is not None:
-                setattr(self, name, value)
+        set_thresholds(self, score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img)
 
 
 @register_model("rcnn", task="detect", paper="Girshick et al. 2014 (R-CNN)", head=("svm", "regressor"),

@@ -36,7 +36,8 @@ from cnnkit.models.detection.proposals import RegionCache, autocast_of, image_ke
 from cnnkit.models.pretrained import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.models.registry import register_model
 
-__all__ = ["Proposer", "RegionDetector", "RoIMaxPool", "SpatialPyramidPool", "fast_rcnn", "spp_net"]
+__all__ = ["Proposer", "RegionDetector", "RoIMaxPool", "SpatialPyramidPool", "fast_rcnn", "set_thresholds",
+           "spp_net"]
 
 
 class Proposer:
@@ -138,10 +139,15 @@ class RegionDetector(nn.Module):
 
     def set_postprocess(self, *, score_thresh: float | None = None, nms_thresh: float | None = None,
                         detections_per_img: int | None = None) -> None:
-        for name, value in (("score_thresh", score_thresh), ("nms_thresh", nms_thresh),
-                            ("detections_per_img", detections_per_img)):
-            if value is not None:
-                setattr(self.roi_heads, name, value)
+        set_thresholds(self.roi_heads, score_thresh=score_thresh, nms_thresh=nms_thresh,
+                       detections_per_img=detections_per_img)
+
+
+def set_thresholds(owner: object, **values: float | int | None) -> None:
+    """Set each of `values` that is not None as an attribute of `owner` (the eval-mode thresholds)."""
+    for name, value in values.items():
+        if value is not None:
+            setattr(owner, name, value)
 
 
 def _padded(images: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
