@@ -82,7 +82,7 @@ class Model:
         if task == "binary" and len(self.classes) != 2:
             raise CnnkitError(f"a binary model has 2 classes, got {len(self.classes)}; use task='multiclass'")
         self.network = create_model(architecture, num_classes=self.card.outputs, in_channels=channels,
-                                    weights=weights, **options)
+                                    input_size=self.card.input_size, weights=weights, **options)
         self._compiled: dict | None = None
 
     def compile(self, optimizer: str = "adam", loss: str | None = None,

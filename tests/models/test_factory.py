@@ -94,3 +94,20 @@ def test_list_models_by_task_and_pattern() -> None:
     for name in list_models(task="segment"):
         spec = get_spec(name)
         assert spec.input_size == (3, 256, 256) and spec.paper
+
+
+def test_spec_names_build_networks_sized_by_the_input() -> None:
+    spec = get_spec("spec:conv4k3-pool2-fc")  # cnnkit.models.spec, built on the fly like 'tv/...' names
+    assert spec.name == "spec:conv4k3-pool2-fc" and spec.head == "fc1" and spec.input_size == (3, 32, 32)
+    for size in (16, 24):  # the first fc's width follows the image size
+        model = create_model(spec.name, num_classes=5, in_channels=1, input_size=(1, size, size))
+        assert model.fc1.in_features == 4 * ((size - 2) // 2) ** 2
+        assert model(torch.zeros(2, 1, size, size)).shape == (2, 5)
+    assert not [m for m in list_models() if m.startswith("spec:")]  # nothing is registered
+
+
+def test_input_size_is_ignored_by_architectures_that_do_not_take_it() -> None:
+    model = create_model("lenet5", num_classes=3, input_size=(1, 32, 32))
+    assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 3)
+    with pytest.raises(CnnkitError, match="bad option for model 'spec:flatten-fc'"):
+        create_model("spec:flatten-fc", depth=3)

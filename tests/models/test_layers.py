@@ -1,5 +1,6 @@
-"""Building blocks (cnnkit.models.layers): activations by name in every zoo model, the learned ones (maxout, PReLU)
-following their formulas, conv-BN-activation, and the paper's local response normalisation."""
+"""Building blocks (cnnkit.models.layers): activations by name in every zoo model, the learned ones (maxout as the
+notes define it, the per-channel maxout, PReLU) following their formulas, conv-BN-activation, and the paper's local
+response normalisation."""
 from __future__ import annotations
 
 import pytest
@@ -9,7 +10,15 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.factory import create_model, get_spec, list_models
-from cnnkit.models.layers import Maxout, conv_bn_act, make_activation, paper_lrn
+from cnnkit.models.layers import (
+    ChannelMaxout,
+    Maxout,
+    conv_bn_act,
+    make_activation,
+    maxout_conv,
+    maxout_linear,
+    paper_lrn,
+)
 from cnnkit.models.xception import XceptionBlock
 
 SMALL = ("lenet5", "resnet18", "alexnet", "densenet121")
@@ -39,21 +48,74 @@ def test_every_model_takes_an_activation_by_name(name: str) -> None:
     assert out.shape == (1, 3) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("activation", [{"name": "maxout", "k": 3}, "prelu"])
-@pytest.mark.parametrize("name", SMALL)
-def test_learned_activations_fit_their_channels(name: str, activation: str | dict) -> None:
-    model = create_model(name, num_classes=3, activation=activation)  # a wrong channel count fails the forward
-    kind = Maxout if isinstance(activation, dict) else nn.PReLU
+LEARNED = {"maxout": Maxout, "channel_maxout": ChannelMaxout, "prelu": nn.PReLU}
+
+
+# maxout's k·C² weights per activation are 100M+ in AlexNet's 4096-wide layers: the small nets show it fits
+@pytest.mark.parametrize(("name", "activation"), [(n, a) for a in ("channel_maxout", "prelu") for n in SMALL]
+                         + [("lenet5", "maxout"), ("resnet18", "maxout")])
+def test_learned_activations_fit_their_channels(name: str, activation: str) -> None:
+    model = create_model(name, num_classes=3, activation={"name": activation, "k": 3} if "maxout" in activation
+                         else activation)  # a wrong channel count fails the forward
+    kind = LEARNED[activation]
     assert not any(isinstance(m, nn.ReLU) for m in model.modules())
     assert any(isinstance(m, kind) for m in model.modules())
     out = run_small(model, name)
     assert out.shape == (1, 3) and torch.isfinite(out).all()
 
 
-def test_maxout_is_the_max_of_its_pieces() -> None:
+def test_maxout_linear_is_the_notes_formula() -> None:
     torch.manual_seed(0)
-    m = make_activation({"name": "maxout", "k": 3}, 2)
-    assert isinstance(m, Maxout) and m.weight.shape == m.bias.shape == (2, 3)
+    m = maxout_linear(5, 4, k=3)  # h_c(x) = max_j (w_cjᵀ x + b_cj): 3 affine maps of the whole input per unit
+    assert isinstance(m, Maxout) and m.affine.weight.shape == (12, 5)
+    x = torch.randn(6, 5)
+    w, b = m.affine.weight.view(4, 3, 5), m.affine.bias.view(4, 3)  # unit c's pieces are outputs 3c .. 3c + 2
+    expected = torch.stack([torch.stack([x @ w[c, j] + b[c, j] for j in range(3)]).max(0).values
+                            for c in range(4)], dim=1)
+    torch.testing.assert_close(m(x), expected)
+
+
+def test_maxout_conv_is_the_notes_formula() -> None:
+    torch.manual_seed(0)
+    m = maxout_conv(3, 4, k=2, kernel=3, stride=2, padding=1)
+    x = torch.randn(2, 3, 7, 7)
+    w, b = m.affine.weight.view(4, 2, 3, 3, 3), m.affine.bias.view(4, 2)
+    patches = torch.nn.functional.unfold(x, 3, padding=1, stride=2)  # (N, 27, 16): every window's input
+    expected = torch.empty(2, 4, 16)
+    for c in range(4):  # max over the pieces of w_cjᵀ(window) + b_cj
+        pieces = [torch.einsum("f,nfl->nl", w[c, j].flatten(), patches) + b[c, j] for j in range(2)]
+        expected[:, c] = torch.maximum(pieces[0], pieces[1])
+    torch.testing.assert_close(m(x), expected.view(2, 4, 4, 4))
+
+
+def test_maxout_activation_keeps_the_width_and_maps_the_whole_input() -> None:
+    m = make_activation({"name": "maxout", "k": 3}, 4)
+    assert isinstance(m, Maxout) and m.affine.weight.shape == (12, 4)  # k·C affine maps of all C inputs
+    torch.manual_seed(0)
+    with torch.no_grad():
+        m.affine.weight.normal_()
+    x = torch.randn(2, 4, 3, 3)
+    expected = torch.stack([maxout_at(m, x[:, :, i, j]) for i in range(3) for j in range(3)], -1).view(2, 4, 3, 3)
+    torch.testing.assert_close(m(x), expected)  # at every position: the linear maxout of its channel vector
+
+
+def maxout_at(m: Maxout, v: torch.Tensor) -> torch.Tensor:
+    return (v @ m.affine.weight.T + m.affine.bias).view(len(v), -1, m.k).amax(2)
+
+
+def test_maxout_needs_two_pieces_and_a_width() -> None:
+    with pytest.raises(CnnkitError, match="at least 2 pieces"):
+        make_activation({"name": "maxout", "k": 1}, 4)
+    with pytest.raises(CnnkitError, match="width of its input"):
+        make_activation("maxout")
+    with pytest.raises(CnnkitError, match="k ≥ 2"):
+        Maxout(nn.Linear(3, 5), 2)  # 5 outputs are not 2 pieces per unit
+
+
+def test_channel_maxout_is_the_max_of_its_pieces() -> None:
+    torch.manual_seed(0)
+    m = make_activation({"name": "channel_maxout", "k": 3}, 2)
+    assert isinstance(m, ChannelMaxout) and m.weight.shape == m.bias.shape == (2, 3)
     with torch.no_grad():
         m.weight.copy_(torch.tensor([[-1.0, 0.5, 2.0], [0.0, 1.0, -3.0]]))
         m.bias.copy_(torch.tensor([[0.0, 1.0, -1.0], [0.5, 0.0, 0.25]]))
@@ -69,9 +131,12 @@ def test_maxout_is_the_max_of_its_pieces() -> None:
     torch.testing.assert_close(m(flat), expected_flat)
 
 
-def test_maxout_starts_as_relu() -> None:
+@pytest.mark.parametrize("name", ["maxout", "channel_maxout"])
+@pytest.mark.parametrize("k", [2, 4])
+def test_maxouts_start_as_relu(name: str, k: int) -> None:
     x = torch.randn(3, 4, 5, 5)
-    torch.testing.assert_close(make_activation("maxout", 4)(x), torch.relu(x))
+    torch.testing.assert_close(make_activation({"name": name, "k": k}, 4)(x), torch.relu(x))
+    torch.testing.assert_close(make_activation({"name": name, "k": k}, 4)(x[:, :, 0, 0]), torch.relu(x[:, :, 0, 0]))
 
 
 def test_prelu_has_one_slope_per_channel() -> None:

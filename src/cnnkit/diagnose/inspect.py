@@ -306,7 +306,8 @@ def resolve(target: str | Path | nn.Module, input_size=None, num_classes: int | 
                 raise  # unknown model, with did-you-mean
         else:
             size = parse_input_size(input_size) if input_size is not None else spec.input_size
-            model = create_model(name, num_classes=num_classes or default_num_classes(spec), in_channels=size[0])
+            model = create_model(name, num_classes=num_classes or default_num_classes(spec), in_channels=size[0],
+                                 input_size=size)
             return model.eval(), name, size, None, None
     model, card = load_model(folder)  # a folder without model.pt: the run-folder error says so
     size = parse_input_size(input_size) if input_size is not None else tuple(card.input_size)

@@ -50,6 +50,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.experiments.peak import SECONDS, measured_peaks, peak_gflops
 from cnnkit.models.factory import create_model, get_spec
 from cnnkit.models.registry import registered
+from cnnkit.models.spec import is_spec
 from cnnkit.runs.folder import open_model
 from cnnkit.tasks import Task, make_task
 
@@ -128,7 +129,7 @@ def open_subject(target: str | Path, input_size: str | tuple | None = None) -> t
     ('3x128x128') overrides the size. Only classifiers: their outputs meet a multiclass loss."""
     size = parse_input_size(input_size) if input_size is not None else None
     name = str(target)
-    if Path(target).exists() or (registered(name) is None and "." in name):
+    if Path(target).exists() or (registered(name) is None and "." in name and not is_spec(name)):
         model, card = open_model(target)
         if card.problem in ("detect", "segment", "instance"):
             raise CnnkitError(f"bench measures classifiers; {name} is a {card.problem} model")
@@ -138,7 +139,7 @@ def open_subject(target: str | Path, input_size: str | tuple | None = None) -> t
     if spec.task != "classify":
         raise CnnkitError(f"bench measures classifiers; {name} is a {spec.task} model (see `cnnkit models`)")
     size = size or tuple(spec.input_size)
-    return create_model(name, num_classes=default_num_classes(spec), in_channels=size[0]), name, size
+    return create_model(name, num_classes=default_num_classes(spec), in_channels=size[0], input_size=size), name, size
 
 
 def probe(model: nn.Module, size: tuple, label: str) -> tuple[int, int]:

@@ -8,6 +8,8 @@ The zoo registers itself when the cnnkit.models package is imported, which Pytho
 from __future__ import annotations
 
 import fnmatch
+import inspect
+from collections.abc import Sequence
 from pathlib import Path
 
 from torch import nn
@@ -16,14 +18,18 @@ from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.models.external import external_names, external_spec
 from cnnkit.models.pretrained import load_pretrained, load_state, lookup, read_state_dict
 from cnnkit.models.registry import ModelSpec, registered, registered_names
+from cnnkit.models.spec import is_spec, spec_model
 from cnnkit.models.tweaks import BATCH_NORM_MODES, set_batch_norm
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The spec of a registered name, or of a prefixed one ('tv/<name>', 'timm/<name>') built on the fly."""
+    """The spec of a registered name, or of a prefixed one ('tv/<name>', 'timm/<name>', 'spec:<layers>' or
+    'spec:<file.yaml>', cnnkit.models.spec) built on the fly."""
     spec = registered(name)
     if spec is not None:
         return spec
+    if is_spec(name):
+        return spec_model(name)
     if "." in name:  # named weights, 'efficientnet_lite0.imagenet': the spec of their architecture
         return get_spec(lookup(name).architecture)
     if "/" in name:
@@ -47,15 +53,18 @@ def create_model(
     in_channels: int | None = None,
     weights: str | Path | None = None,
     batch_norm_mode: str = "on",
+    input_size: Sequence[int] | None = None,
     **kwargs,
 ) -> nn.Module:
     """Build `name`; load `weights` (a state-dict file) when given, dropping a head of another size; then
     `batch_norm_mode` "off" or "frozen" changes its BN layers (cnnkit.models.tweaks.set_batch_norm).
+    `input_size` (C, H, W) of the images reaches the architectures whose layers depend on it (a spec network's
+    first fc after its maps); the others ignore it.
     A name of pretrained weights, 'efficientnet_lite0.imagenet' (cnnkit.models.pretrained), builds their
     architecture with those weights (a new head when `num_classes` differs)."""
     if batch_norm_mode not in BATCH_NORM_MODES:
         raise unknown_name("batch-norm mode", batch_norm_mode, BATCH_NORM_MODES)
-    pretrained = None if registered(name) is not None else lookup(name)
+    pretrained = None if registered(name) is not None or is_spec(name) else lookup(name)
     if pretrained is not None:
         if weights is not None:
             raise CnnkitError(f"{name!r} names its weights already; give the architecture "
@@ -65,6 +74,8 @@ def create_model(
     in_channels = spec.input_size[0] if in_channels is None else in_channels
     if num_classes < 1 or in_channels < 1:
         raise CnnkitError(f"num_classes and in_channels must be positive, got {num_classes} and {in_channels}")
+    if input_size is not None and "input_size" in inspect.signature(spec.fn).parameters:
+        kwargs = {"input_size": tuple(input_size)[-2:], **kwargs}
     try:
         model = spec.fn(num_classes=num_classes, in_channels=in_channels, **{**spec.defaults, **kwargs})
     except (TypeError, ValueError) as err:

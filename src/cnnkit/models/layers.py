@@ -1,4 +1,4 @@
-"""Building blocks shared by the zoo: activations by name, conv-BN-activation, local response norm."""
+"""Building blocks shared by the zoo: activations by name, maxout, conv-BN-activation, local response norm."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -10,11 +10,67 @@ from cnnkit.errors import CnnkitError, unknown_name
 
 
 class Maxout(nn.Module):
-    """Maxout with k linear pieces per channel (Goodfellow et al. 2013): y_c = max_j (a_cj x_c + b_cj).
+    """Maxout as the notes define it (Goodfellow et al. 2013): h_c(x) = max_j (w_cjᵀ x + b_cj), j = 1..k.
 
-    Each channel gets its own learned convex piecewise-linear function, so the layer keeps its input's
-    shape and can stand wherever an activation stands. Initialised near ReLU: pieces 0·x and 1·x, the
-    others with small slopes around them.
+    `affine` maps the whole input to k·C outputs: an nn.Linear (flat inputs; on maps it acts on each position's
+    channel vector, a 1×1 convolution) or an nn.Conv2d (maps). Outputs c·k .. c·k + k − 1 are unit c's k
+    pieces; the layer keeps their max, C outputs. Built by `maxout_linear`, `maxout_conv` or, as an activation
+    that keeps its input's width, `make_activation("maxout", C)`.
+    """
+
+    def __init__(self, affine: nn.Linear | nn.Conv2d, k: int):
+        super().__init__()
+        outputs = affine.out_features if isinstance(affine, nn.Linear) else affine.out_channels
+        if k < 2 or outputs % k:
+            raise CnnkitError(f"maxout needs k ≥ 2 pieces dividing its {outputs} affine outputs, got k={k}")
+        self.affine, self.k = affine, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, D) or (N, C_in, H, W)
+        if isinstance(self.affine, nn.Linear) and x.ndim > 2:  # the same affine map at every position
+            last = x.ndim - 1  # permute with positive axes: ONNX's Transpose takes no negative ones
+            y = self.affine(x.permute(0, *range(2, x.ndim), 1)).permute(0, last, *range(1, last))  # (N, k·C, H, W)
+        else:
+            y = self.affine(x)  # (N, k·C) or (N, k·C, H', W')
+        return y.unflatten(1, (-1, self.k)).amax(2)  # (N, C, ...)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}"
+
+
+def maxout_linear(in_features: int, units: int, k: int = 2) -> Maxout:
+    """`units` maxout units over a flat input: nn.Linear(in_features, k·units), then the max of each k."""
+    return Maxout(nn.Linear(in_features, k * units), k)
+
+
+def maxout_conv(in_channels: int, units: int, k: int = 2, kernel: int = 1, stride: int = 1, padding: int = 0,
+                dilation: int = 1) -> Maxout:
+    """`units` maxout maps: a convolution with k·units output maps, then the max of each k at every position."""
+    return Maxout(nn.Conv2d(in_channels, k * units, kernel, stride, padding, dilation), k)
+
+
+def maxout_activation(channels: int | None, k: int = 2) -> Maxout:
+    """Maxout where an activation stands: C units over the C inputs (k·C² + k·C parameters), initialised as ReLU
+    (pieces s_j·x_c with slopes s_j from 0 to 1, no bias), so a zoo net starts as its ReLU version."""
+    if not channels:
+        raise CnnkitError("the maxout activation needs the width of its input; give the layer's channel count")
+    if k < 2:
+        raise CnnkitError(f"maxout needs at least 2 pieces, got k={k}")
+    m = maxout_linear(channels, channels, k)
+    weight = torch.zeros(channels, k, channels)  # (unit c, piece j, input i)
+    units = torch.arange(channels)
+    weight[units, :, units] = torch.linspace(0.0, 1.0, k)
+    with torch.no_grad():
+        m.affine.weight.copy_(weight.view(k * channels, channels))
+        m.affine.bias.zero_()
+    return m
+
+
+class ChannelMaxout(nn.Module):
+    """Not Goodfellow's maxout (that is `Maxout`): k affine maps of one scalar per channel,
+    y_c = max_j (a_cj x_c + b_cj), a learned convex piecewise-linear function of each channel alone.
+
+    It keeps its input's shape with 2k parameters per channel, so it stands wherever an activation stands at
+    little cost (activation "channel_maxout"). Initialised as ReLU: slopes from 0 to 1, no bias.
     """
 
     def __init__(self, channels: int, k: int = 2):
@@ -46,14 +102,16 @@ ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {
     "selu": lambda c, **o: nn.SELU(inplace=True),
     "gelu": lambda c, **o: nn.GELU(),
     "silu": lambda c, **o: nn.SiLU(inplace=True),
-    "maxout": lambda c, k=2, **o: Maxout(c or 1, k),
+    "maxout": lambda c, k=2, **o: maxout_activation(c, k),  # Goodfellow's: k·C affine maps of the C inputs
+    "channel_maxout": lambda c, k=2, **o: ChannelMaxout(c or 1, k),  # per channel: not Goodfellow's maxout
 }
 
 
 def make_activation(name: str | dict, channels: int | None = None) -> nn.Module:
     """A fresh activation from its name, or from {'name': 'leaky_relu', 'slope': 0.1} / {'name': 'maxout', 'k': 3}.
 
-    `channels` sizes the learned activations (prelu: one slope per channel; maxout: k pieces per channel).
+    `channels` sizes the learned activations (prelu: one slope per channel; maxout: k·C affine maps of the C
+    inputs; channel_maxout: k pieces per channel).
     """
     options = dict(name) if isinstance(name, dict) else {"name": name}
     key = options.pop("name", None)

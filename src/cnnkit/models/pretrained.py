@@ -143,7 +143,7 @@ def lookup(name: str) -> Pretrained | None:
     if name in _WEIGHTS:
         return _WEIGHTS[name]
     arch, dot, tag = name.partition(".")
-    if not dot:
+    if not dot or name.startswith("spec:"):  # an architecture, or a spec network (dropout0.5 has a dot)
         return None
     if arch in TORCHVISION_RESNETS and tag == "imagenet":
         return _torchvision_entry(name, arch, arch)

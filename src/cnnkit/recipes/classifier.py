@@ -24,6 +24,7 @@ from cnnkit.errors import CnnkitError, did_you_mean
 from cnnkit.metrics.core import task_metrics
 from cnnkit.models.factory import create_model, get_spec
 from cnnkit.models.pretrained import lookup as lookup_pretrained
+from cnnkit.models.spec import canonical_name, is_spec
 from cnnkit.runs.card import ModelCard
 from cnnkit.tasks.adversarial import fgsm, input_range, pgd, pixel_eps
 from cnnkit.tasks.base import Task
@@ -52,13 +53,21 @@ def card_for(cfg: Config, source: ImageSource, split: dict, seed: int) -> ModelC
     if weights is not None:
         return _pretrained_card(cfg, source, split, weights)
     spec = get_spec(cfg.model.name)
-    channels = cfg.data.channels or spec.input_size[0]
+    channels = cfg.data.channels or _spec_channels(cfg, source) or spec.input_size[0]
     size = cfg.data.image_size or spec.input_size[1]
     mean, std = train_stats(source, split["train"], channels, size, cfg.data.resize, seed=seed)
     bn = {} if cfg.model.batch_norm == "on" else {"batch_norm_mode": cfg.model.batch_norm}  # "off" changes the keys
     scaling = _target_scaling(cfg, source, split["train"]) if cfg.task == "regression" else {}
-    return ModelCard(cfg.model.name, cfg.task, list(source.classes), [channels, size, size], mean, std,
-                     cfg.data.whiten, cfg.data.resize, {**cfg.model.options, **bn}, **scaling)
+    return ModelCard(canonical_name(cfg.model.name), cfg.task, list(source.classes), [channels, size, size], mean,
+                     std, cfg.data.whiten, cfg.data.resize, {**cfg.model.options, **bn}, **scaling)
+
+
+def _spec_channels(cfg: Config, source: ImageSource) -> int | None:
+    """A spec network takes the channels of in-memory images (digits: 1); other sources say None (3)."""
+    arrays = getattr(source, "arrays", None)
+    if is_spec(cfg.model.name) and arrays is not None and arrays.shape[1] in (1, 3):
+        return int(arrays.shape[1])
+    return None
 
 
 def _pretrained_card(cfg: Config, source: ImageSource, split: dict, weights) -> ModelCard:
@@ -129,7 +138,8 @@ def _check_regularizers(cfg: Config) -> None:
 def new_model(cfg: Config, card: ModelCard) -> torch.nn.Module:
     """The network `cfg` asks for, sized by the card (outputs, input channels), with its weights and BN mode."""
     return create_model(cfg.model.name, num_classes=card.outputs, in_channels=card.input_size[0],
-                         weights=cfg.model.weights, batch_norm_mode=cfg.model.batch_norm, **cfg.model.options)
+                         input_size=card.input_size, weights=cfg.model.weights, batch_norm_mode=cfg.model.batch_norm,
+                         **cfg.model.options)
 
 
 def make_classifier_task(cfg: Config, card: ModelCard, model: torch.nn.Module, train_labels: np.ndarray) -> Task:

@@ -35,6 +35,7 @@ from cnnkit.engine.checkpoint import load_checkpoint
 from cnnkit.engine.distributed import barrier, broadcast_object, init_distributed
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
+from cnnkit.models.spec import run_label
 from cnnkit.recipes.base import Build, Context, Recipe, TrainResult
 from cnnkit.runs.card import ModelCard
 from cnnkit.runs.folder import new_run_dir, open_run, run_file, save_model
@@ -56,7 +57,7 @@ def start(recipe: Recipe, cfg: Config, resume: str | Path | None = None,
     source = recipe.open_source(cfg)
     if resume is None:
         split, record = recipe.new_split(cfg, source)  # seeded: equal on every rank
-        name = f"{cfg.model.name}-{getattr(source, 'name', 'data')}"
+        name = f"{run_label(cfg.model.name)}-{getattr(source, 'name', 'data')}"
         run_dir = broadcast_object(Path(cfg.out) if cfg.out else new_run_dir(name), info)
         card = recipe.card(cfg, source, split)
         return recipe.prepare(Context(cfg, source, split, card, run_dir, record))

@@ -61,7 +61,7 @@ class ModelCard:
 
     def build_model(self) -> nn.Module:
         model = create_model(self.architecture, num_classes=self.outputs, in_channels=self.input_size[0],
-                             **(self.options or {}))
+                             input_size=self.input_size, **(self.options or {}))
         if self.transfer and self.transfer.get("strategy") == "partial":
             from cnnkit.models.factory import get_spec
             from cnnkit.models.stages import truncate
