@@ -69,10 +69,11 @@ def test_features_have_the_papers_norm_and_the_cache_serves_a_second_pass(detect
     assert model.cache.misses == 5
 
 
-def test_the_svm_loss_is_the_hinge_on_positives_and_mined_hard_negatives(detectors) -> None:
+@pytest.mark.parametrize("negative_iou", [0.3, 0.5])
+def test_the_svm_loss_is_the_hinge_on_positives_and_mined_hard_negatives(detectors, negative_iou) -> None:
     """loss_classifier = (Σ max(0, 1 − s⁺) over true boxes + Σ max(0, 1 + s⁻) over each class's k highest-
-    scoring proposals with IoU < 0.3 with its true boxes) / examples + λ/2 ‖w‖²."""
-    model = detectors.build("rcnn", hard_negatives=5, svm_l2=0.01).train()
+    scoring proposals with IoU < negative_iou (the paper's 0.3) with its true boxes) / examples + λ/2 ‖w‖²."""
+    model = detectors.build("rcnn", hard_negatives=5, svm_l2=0.01, negative_iou=negative_iou).train()
     torch.nn.init.normal_(model.svm.weight, std=0.1)
     images, targets = detectors.batch()
     losses = model(images, targets)
@@ -85,7 +86,7 @@ def test_the_svm_loss_is_the_hinge_on_positives_and_mined_hard_negatives(detecto
             total += F.relu(1 - truth_scores[own, c]).sum()
             count += int(own.sum())
             near = box_iou(boxes, target["boxes"][own]).max(1).values if own.any() else torch.zeros(len(boxes))
-            hard = scores[near < 0.3, c].sort(descending=True).values[:5]
+            hard = scores[near < negative_iou, c].sort(descending=True).values[:5]
             total += F.relu(1 + hard).sum()
             count += len(hard)
     expected = total / count + 0.01 / 2 * model.svm.weight.pow(2).sum()
@@ -126,6 +127,27 @@ def test_bad_options_are_one_line_errors() -> None:
         create_model("rcnn", num_classes=2, crop=64, context=40)
     with pytest.raises(CnnkitError, match="at least 1"):
         create_model("rcnn", num_classes=2, hard_negatives=0)
+    with pytest.raises(CnnkitError, match="grid must be at least 1"):
+        create_model("rcnn", num_classes=2, grid=0)
+    with pytest.raises(CnnkitError, match=r"negative_iou must be in \(0, 1\]"):
+        create_model("rcnn", num_classes=2, negative_iou=1.5)
+
+
+@pytest.mark.parametrize("grid", [1, 2])
+def test_features_are_the_last_map_average_pooled_to_grid_cells(detectors, grid) -> None:
+    """A region's feature is the backbone's last map of its warp, averaged over grid × grid cells and flattened
+    (grid 1: the global average), then scaled to norm 20; each cell keeps the region's layout."""
+    model = detectors.build("rcnn", grid=grid).eval()
+    images, _ = detectors.batch()
+    boxes = torch.tensor([[10.0, 12, 70, 90], [50, 40, 120, 110]])
+    with torch.no_grad():
+        features = model.region_features(images[0], boxes)
+        x = (images[0] - model.mean) / model.std
+        last = model.body(warp_regions(x, boxes, model.crop, model.context))["0"]  # (2, C, h, w)
+    c, h, w = last.shape[1:]
+    cells = last.view(2, c, grid, h // grid, grid, w // grid).mean((3, 5)).flatten(1)  # (2, C · grid²)
+    assert features.shape == (2, model.body.out_channels[-1] * grid ** 2) == cells.shape
+    assert torch.allclose(features, FEATURE_NORM * F.normalize(cells, dim=1), atol=1e-4)
 
 
 def test_evaluation_with_folded_batch_norms_reads_the_training_cache(detectors) -> None:

@@ -8,13 +8,16 @@ CNN on its own; one-vs-rest linear SVMs on the features, class-specific box regr
 As in the paper:
 - each proposal is dilated so that `context` pixels of image surround it once warped (16 at 227 px), then
   warped, anisotropically, to `crop` × `crop` (bilinear, torchvision.ops.roi_align on the image);
-- the CNN is an ImageNet classifier, frozen; its pooled last map is the feature (R-CNN used fc7 after
-  fine-tuning; cnnkit skips the fine-tuning, the cost of which is the point of the next papers). Features are
-  scaled to L2 norm 20 (the paper's code scales them to a mean norm of 20) and cached on disk per image, so
-  the second epoch and `evaluate` do not recompute them;
+- the CNN is an ImageNet classifier, frozen; its last map, averaged over `grid` × `grid` cells and flattened,
+  is the feature. R-CNN's fc6/fc7 see pool5's 6 × 6 layout; a global average (grid=1) throws the layout away
+  and cannot tell a whole pedestrian from its upper half, so the default keeps 2 × 2 cells. (R-CNN used fc7
+  after fine-tuning; cnnkit skips the fine-tuning, the cost of which is the point of the next papers.)
+  Features are scaled to L2 norm 20 (the paper's code scales them to a mean norm of 20) and cached on disk
+  per image, so the second epoch and `evaluate` do not recompute them;
 - one linear SVM per class, trained with hard-negative mining: positives are the true boxes, negatives the
-  proposals with IoU < 0.3 with every true box of the class; of those, each step uses the `hard_negatives`
-  that the current SVM scores highest (the ones inside or beyond the margin); hinge loss + `svm_l2` · ‖w‖²/2;
+  proposals with IoU < `negative_iou` (the paper's 0.3, chosen by a grid search; 0.5 cost 5 points there, 10
+  here) with every true box of the class; of those, each step uses the `hard_negatives` that the current SVM
+  scores highest (the ones inside or beyond the margin); hinge loss + `svm_l2` · ‖w‖²/2;
 - class-specific box regression (ridge: squared error + `reg_l2` · ‖W‖²/2) of the offsets (t_x, t_y, t_w, t_h)
   from proposals with IoU ≥ 0.6 to their true box;
 - at test time every proposal is scored by every SVM and regressed, then per-class NMS at IoU 0.3. The SVM
@@ -39,14 +42,13 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models.detection.backbones import StageFeatures
 from cnnkit.models.detection.faster_rcnn import check_inputs
 from cnnkit.models.detection.proposals import RegionCache, autocast_of, image_key, module_key
-from cnnkit.models.detection.region import Proposer, set_thresholds
+from cnnkit.models.detection.region import CACHED_TRAIN, Proposer, set_thresholds
 from cnnkit.models.pretrained import IMAGENET_MEAN, IMAGENET_STD
 from cnnkit.models.registry import register_model
 
 __all__ = ["RCNN", "rcnn", "warp_regions"]
 
 FEATURE_NORM = 20.0  # R-CNN's code scales the features to this mean L2 norm
-NEGATIVE_IOU = 0.3  # below this IoU with every true box of a class, a proposal is that SVM's negative
 REGRESSION_IOU = 0.6  # from this IoU with a true box on, a proposal trains the box regressor
 
 
@@ -66,17 +68,19 @@ class RCNN(nn.Module):
     unfolded = ("body",)  # batch norms stay unfused at inference: the cached features are keyed by these weights
 
     def __init__(self, body: StageFeatures, num_classes: int, proposer: Proposer, *, crop: int = 224,
-                 context: int = 16, hard_negatives: int = 64, svm_l2: float = 1e-3, reg_l2: float = 1e-2,
-                 chunk: int = 64, score_thresh: float = 0.05, nms_thresh: float = 0.3, detections_per_img: int = 100):
+                 context: int = 16, grid: int = 2, hard_negatives: int = 64, negative_iou: float = 0.3,
+                 svm_l2: float = 1e-3, reg_l2: float = 1e-2, chunk: int = 64, score_thresh: float = 0.05,
+                 nms_thresh: float = 0.3, detections_per_img: int = 100):
         super().__init__()
         self.body, self.proposer, self.num_classes = body.requires_grad_(False), proposer, num_classes
-        width = body.out_channels[-1]
+        width = body.out_channels[-1] * grid ** 2  # the last map average-pooled to grid × grid, flattened
         self.svm = nn.Linear(width, num_classes)  # one linear SVM per class: w_c · φ(x) + b_c
         self.regressor = nn.Linear(width, 4 * num_classes)  # (t_x, t_y, t_w, t_h) per class
         nn.init.zeros_(self.regressor.weight)
         nn.init.zeros_(self.regressor.bias)
-        self.crop, self.context, self.chunk = crop, context, chunk
-        self.hard_negatives, self.svm_l2, self.reg_l2 = hard_negatives, svm_l2, reg_l2
+        self.crop, self.context, self.grid, self.chunk = crop, context, grid, chunk
+        self.hard_negatives, self.negative_iou = hard_negatives, negative_iou
+        self.svm_l2, self.reg_l2 = svm_l2, reg_l2
         self.score_thresh, self.nms_thresh, self.detections_per_img = score_thresh, nms_thresh, detections_per_img
         self.coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
         self.cache = RegionCache("rcnn_features")
@@ -93,14 +97,16 @@ class RCNN(nn.Module):
         out = []
         for part in boxes.split(self.chunk):
             crops = warp_regions(x, part, self.crop, self.context)  # (n, 3, crop, crop)
-            out.append(self.body(crops)["0"].float().mean((2, 3)))  # (n, D): the last map, average-pooled
+            pooled = F.adaptive_avg_pool2d(self.body(crops)["0"].float(), self.grid)  # (n, C, grid, grid)
+            out.append(pooled.flatten(1))  # (n, D = C · grid²)
         features = torch.cat(out) if out else x.new_zeros(0, self.svm.in_features, dtype=torch.float32)
         return FEATURE_NORM * F.normalize(features, dim=1)
 
     def proposal_features(self, image: torch.Tensor, proposals: torch.Tensor) -> torch.Tensor:
         """region_features of the image's proposals, from the disk cache when these weights saw this image."""
         boxes = hashlib.sha256(proposals.detach().float().cpu().numpy().tobytes()).hexdigest()[:16]
-        key = image_key(image, "rcnn", module_key(self.body), self.crop, self.context, boxes, autocast_of(image))
+        key = image_key(image, "rcnn", module_key(self.body), self.crop, self.context,
+                        *(() if self.grid == 1 else (self.grid,)), boxes, autocast_of(image))
         return self.cache.get_or_make(key, lambda: self.region_features(image, proposals).half()).float().to(
             image.device)
 
@@ -138,7 +144,7 @@ class RCNN(nn.Module):
             own = labels == c
             positives = truth_scores[own, c]
             near = iou[:, own].max(1).values if bool(own.any()) else boxes.new_zeros(len(boxes))
-            negatives = scores[near < NEGATIVE_IOU, c]
+            negatives = scores[near < self.negative_iou, c]
             hard = negatives.topk(min(self.hard_negatives, len(negatives))).values  # the mined ones
             total = total + F.relu(1 - positives).sum() + F.relu(1 + hard).sum()
             count += len(positives) + len(hard)
@@ -176,11 +182,12 @@ class RCNN(nn.Module):
 
 
 @register_model("rcnn", task="detect", paper="Girshick et al. 2014 (R-CNN)", head=("svm", "regressor"),
-                input_size=(3, 384, 384))
+                input_size=(3, 384, 384), train=CACHED_TRAIN)
 def rcnn(*, num_classes: int = 20, in_channels: int = 3, backbone: str = "resnet18",
-         backbone_weights: str | Path | None = None, crop: int = 224, context: int = 16, proposals: int = 2000,
-         search: str = "fast", hard_negatives: int = 64, svm_l2: float = 1e-3, reg_l2: float = 1e-2,
-         score_thresh: float = 0.05, nms_thresh: float = 0.3, detections_per_img: int = 100) -> nn.Module:
+         backbone_weights: str | Path | None = None, crop: int = 224, context: int = 16, grid: int = 2,
+         proposals: int = 2000, search: str = "fast", hard_negatives: int = 64, negative_iou: float = 0.3,
+         svm_l2: float = 1e-3, reg_l2: float = 1e-2, score_thresh: float = 0.05, nms_thresh: float = 0.3,
+         detections_per_img: int = 100) -> nn.Module:
     """R-CNN on a frozen registry `backbone` (e.g. 'efficientnet_lite0.imagenet', 'resnet18.imagenet'):
     `proposals` selective-search boxes (`search` mode) per image, each dilated by `context` px and warped to
     `crop` px, one SVM per class trained with `hard_negatives` mined per class and image, ridge box regression,
@@ -190,9 +197,12 @@ def rcnn(*, num_classes: int = 20, in_channels: int = 3, backbone: str = "resnet
     if crop < 32 or not 0 <= 2 * context < crop:
         raise CnnkitError(f"crop must be at least 32 px and context under crop / 2, got crop={crop}, "
                           f"context={context}")
-    if proposals < 1 or hard_negatives < 1:
-        raise CnnkitError(f"proposals and hard_negatives must be at least 1, got {proposals}, {hard_negatives}")
+    if proposals < 1 or hard_negatives < 1 or grid < 1:
+        raise CnnkitError(f"proposals, hard_negatives and grid must be at least 1, got {proposals}, "
+                          f"{hard_negatives}, {grid}")
+    if not 0 < negative_iou <= 1:
+        raise CnnkitError(f"negative_iou must be in (0, 1] (the paper's 0.3), got {negative_iou}")
     body = StageFeatures.from_registry(backbone, weights=backbone_weights, levels=1, trainable_layers=0)
-    return RCNN(body, num_classes, Proposer(search, proposals), crop=crop, context=context,
-                hard_negatives=hard_negatives, svm_l2=svm_l2, reg_l2=reg_l2, score_thresh=score_thresh,
-                nms_thresh=nms_thresh, detections_per_img=detections_per_img)
+    return RCNN(body, num_classes, Proposer(search, proposals), crop=crop, context=context, grid=grid,
+                hard_negatives=hard_negatives, negative_iou=negative_iou, svm_l2=svm_l2, reg_l2=reg_l2,
+                score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img)
