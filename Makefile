@@ -15,7 +15,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[dev,pretrained,parquet,timm,onnx,serve,openvino,proposals]"
+	$(PY) -m pip install --quiet -e ".[dev,pretrained,parquet,timm,onnx,serve,openvino,proposals,sweep]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -132,3 +132,41 @@ def test_parse_key_values_reads_literals_and_bare_words() -> None:
         "n": 600, "size": 32, "name": "a", "r": 0.5, "on": True}
     with pytest.raises(CnnkitError, match="bad option 'size'; write key=value"):
         parse_key_values("n=1,size")
+
+
+# ---------------------------------------------------------------- the optimisation knobs (issue 19)
+
+def test_parse_key_value_keeps_commas_inside_a_value() -> None:
+    from cnnkit.config import parse_key_value
+
+    assert parse_key_value("betas=(0.9, 0.99)") == {"betas": (0.9, 0.99)}
+    assert parse_key_value("milestones=[3,6]") == {"milestones": [3, 6]}
+    assert parse_key_value("nesterov=true") == {"nesterov": True}
+    assert parse_key_value("mode=max") == {"mode": "max"}
+    with pytest.raises(CnnkitError, match="write key=value"):
+        parse_key_value("gamma")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"train": {"accumulate": 0}}, "--accumulate"),
+    ({"train": {"schedule_interval": "epochs"}}, "did you mean 'epoch'"),
+    ({"data": {"normalize": "meen"}}, "did you mean 'mean'"),
+    ({"train": {"grad_clip": 0}}, "--grad-clip"),
+    ({"train": {"label_smoothing": 1.0}}, "--label-smoothing"),
+    ({"train": {"warmup_epochs": -1}}, "--warmup-epochs"),
+    ({"train": {"weight_decay": -0.1}}, "--weight-decay"),
+    ({"model": {"insert_dropout": {"c1": 2}}}, "dropout rate"),
+    ({"model": {"insert_dropout": 0.3}}, "GLOB=RATE"),
+])
+def test_bad_knob_values_are_one_line(overrides, message) -> None:
+    with pytest.raises(CnnkitError, match=message) as err:
+        load_config(None, overrides)
+    assert "\n" not in str(err.value)
+
+
+def test_flags_add_to_the_files_options(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {optimizer: sgd, optimizer_options: {momentum: 0.9}, schedule_options: {gamma: 0.5}}\n")
+    cfg = load_config(path, {"train": {"optimizer_options": {"nesterov": True}}})
+    assert cfg.train.optimizer_options == {"momentum": 0.9, "nesterov": True}
+    assert cfg.train.schedule_options == {"gamma": 0.5}

@@ -109,3 +109,58 @@ def test_binary_task_has_one_sigmoid_output(data) -> None:
     np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-6)
     with pytest.raises(CnnkitError, match="did you mean 'binary'"):
         cnnkit.Model("lenet5", "binari")
+
+
+def _fit_one_epoch(model, data) -> None:
+    x, y = data
+    model.fit(x[:64], y[:64], epochs=1, batch_size=32, verbose=0)
+
+
+def test_compile_passes_optimizer_options_by_keyword(data, monkeypatch) -> None:
+    from cnnkit.engine.trainer import Trainer
+
+    made = []
+    real_init = Trainer.__init__
+    monkeypatch.setattr(Trainer, "__init__", lambda self, task, opt, **kw: (made.append(opt),
+                                                                          real_init(self, task, opt, **kw))[1])
+    model = cnnkit.Model("lenet5", num_classes=10)
+    model.compile(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    _fit_one_epoch(model, data)
+    group = made[-1].param_groups[0]
+    assert isinstance(made[-1], torch.optim.SGD)
+    assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.9, True, 1e-4)
+    model.compile(optimizer=torch.optim.RMSprop, lr=1e-3, momentum=0.5)  # a class
+    _fit_one_epoch(model, data)
+    assert isinstance(made[-1], torch.optim.RMSprop) and made[-1].param_groups[0]["momentum"] == 0.5
+    mine = torch.optim.SGD(model.network.parameters(), lr=0.01)  # an optimiser made over the model
+    model.compile(optimizer=mine)
+    _fit_one_epoch(model, data)
+    assert made[-1] is mine
+    with pytest.raises(CnnkitError, match="optimizer 'adam' has no option 'momentum'"):
+        model.compile(optimizer="adam", momentum=0.9)
+
+
+def test_compile_schedule_counts_epochs_or_batches(data) -> None:
+    model = cnnkit.Model("lenet5", num_classes=10)
+    model.compile(optimizer="sgd", lr=0.1, schedule="step_decay", schedule_options={"step_size": 1, "gamma": 0.5})
+    x, y = data
+    history = model.fit(x[:64], y[:64], epochs=3, batch_size=16, verbose=0)
+    assert history.history["lr"] == pytest.approx([0.1, 0.05, 0.025])  # per epoch, the default
+    model.compile(optimizer="sgd", lr=0.1, schedule="step_decay", schedule_interval="batch",
+                  schedule_options={"step_size": 4, "gamma": 0.5})
+    history = model.fit(x[:64], y[:64], epochs=2, batch_size=16, verbose=0)
+    assert history.history["lr"] == pytest.approx([0.05, 0.025])  # 4 batches an epoch; read at the epoch's end
+    with pytest.raises(CnnkitError, match="did you mean 'batch'"):
+        model.compile(schedule="cosine", schedule_interval="batches")
+
+
+def test_summary_prints_the_inspect_table(capsys) -> None:
+    from cnnkit.diagnose.inspect import format_report, inspect_model
+
+    model = cnnkit.Model("lenet5", num_classes=10, in_channels=1, image_size=32)
+    text = model.summary()
+    assert capsys.readouterr().out.strip() == text.strip()
+    expected = format_report(inspect_model("lenet5", (1, 32, 32)))
+    assert text.splitlines()[1:] == expected.splitlines()[1:]  # the first line names the model
+    assert "61,706" in text or "61706" in text.replace(",", "")
+    assert model.network.training  # left as it was

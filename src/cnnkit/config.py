@@ -26,7 +26,8 @@ class DataConfig:
     test: float = 0.15
     augment: str = "none"  # none | light | standard | strong
     augment_options: dict = field(default_factory=dict)  # knob overrides, e.g. {hflip: 0.0}
-    whiten: bool = False  # per-image standardisation instead of the dataset mean/std
+    whiten: bool = False  # per-image standardisation instead of the dataset mean/std (normalize: whiten)
+    normalize: str = "standard"  # standard: (x − mean)/std of the training split | mean: x − mean | whiten
     max_bad_fraction: float = 0.1  # above this share of unreadable images, fail instead of skipping
     workers: int | None = None  # DataLoader processes that decode; None: from the core count (data.cache.auto_workers)
     images: str | None = None  # detection: the images of a COCO JSON file, when not beside it
@@ -39,6 +40,8 @@ class ModelConfig:
     weights: str | None = None  # a state-dict file to start from
     dropout: float | dict | None = None  # rate of every dropout layer, or {module glob: rate}, e.g. {classifier.*: 0.5}
     batch_norm: str = "on"  # on | off (BN layers removed) | frozen (running statistics fixed, γ and β not trained)
+    insert_dropout: dict | None = None  # {module glob: rate}: dropout added after the matching modules (in the card)
+    init: str | None = None  # weight init of a fresh model: he | glorot | normal:std=0.01,bias=0.1 | ...
 
 
 @dataclass
@@ -49,8 +52,10 @@ class TrainConfig:
     optimizer_options: dict = field(default_factory=dict)  # e.g. {momentum: 0.9, nesterov: true} for sgd
     lr: float | None = None  # None: the optimiser's default (Keras' defaults)
     weight_decay: float | None = None
-    schedule: str = "cosine"  # cnnkit.engine.schedules: cosine, step_decay, linear_decay, one_cycle, ... (per batch)
-    schedule_options: dict = field(default_factory=dict)  # e.g. {gamma: 0.5, step_size: 100} for step_decay
+    schedule: str = "cosine"  # cnnkit.engine.schedules: cosine, step_decay, linear_decay, decay, one_cycle, ...
+    schedule_options: dict = field(default_factory=dict)  # e.g. {gamma: 0.5, step_size: 3} for step_decay
+    schedule_interval: str | None = None  # epoch | batch: what the schedule counts; None: the schedule's default
+    accumulate: int = 1  # gradient accumulation: one optimiser step every N batches (their mean gradient)
     warmup_epochs: float = 0.0
     loss: str | None = None  # None: the problem type's loss (binary/multilabel: binary_crossentropy, ...)
     label_smoothing: float = 0.0
@@ -62,7 +67,7 @@ class TrainConfig:
     adversarial: str | None = None  # fgsm | pgd: train on ½ clean + ½ adversarial loss (Goodfellow et al. 2015)
     adv_eps: float = 0.1  # the attack's L∞ budget in pixel units ([0, 1] images)
     adv_steps: int = 7  # PGD steps (step size 2.5·eps/steps, Madry et al. 2018)
-    class_weight: str | None = None  # None or 'balanced'
+    class_weight: str | None = None  # None, 'balanced', or a CSV/JSON file of class → weight
     patience: int | None = None  # early stopping when set: stop after `patience` epochs without improvement
     monitor: str = "val_loss"  # what early stopping watches: val_loss, val_accuracy, val_mae, ...
     min_delta: float = 0.0  # a smaller change is no improvement
@@ -91,6 +96,7 @@ class DiagnoseConfig:
     variance_threshold: float = 0.02  # val − train error that counts as high variance (at least 2 SE of val error)
     alarm_patience: int = 3  # the alarm fires after this many epochs of rising val loss while the train loss falls
     alarm_stop: bool = False  # and then stops training
+    alarm_on: str = "both"  # rise | plateau (no new low beyond train.min_delta) | both: what the alarm counts
 
 
 @dataclass
@@ -116,6 +122,7 @@ class Config:
             raise CnnkitError(f"--lr must be positive, got {t.lr}")
         if self.data.image_size is not None and self.data.image_size < 8:
             raise CnnkitError(f"--image-size must be at least 8, got {self.data.image_size}")
+        self._validate_knobs()
         if self.data.channels not in (None, 1, 3):
             raise CnnkitError(f"--channels must be 1 or 3, got {self.data.channels}")
         if self.model.batch_norm not in ("on", "off", "frozen"):
@@ -125,6 +132,8 @@ class Config:
         d = self.diagnose
         if d.alarm_patience < 1:
             raise CnnkitError(f"diagnose.alarm_patience must be at least 1, got {d.alarm_patience}")
+        if d.alarm_on not in ("rise", "plateau", "both"):
+            raise unknown_name("--alarm-on", d.alarm_on, ("rise", "plateau", "both"))
         if min(d.bias_threshold, d.variance_threshold, 0.0 if d.target_error is None else d.target_error) < 0:
             raise CnnkitError("diagnose.target_error, bias_threshold and variance_threshold must be 0 or more")
         if t.strategy is not None:
@@ -140,6 +149,33 @@ class Config:
             if name not in ("tensorboard", "mlflow"):
                 raise unknown_name("logger", name, ("tensorboard", "mlflow"))
 
+    def _validate_knobs(self) -> None:
+        """The flags of the optimisation knobs: --accumulate, --schedule-interval, --normalize, --grad-clip, ..."""
+        t, d = self.train, self.data
+        if isinstance(t.accumulate, bool) or not isinstance(t.accumulate, int) or t.accumulate < 1:
+            raise CnnkitError(f"--accumulate must be a whole number of batches (1 or more), got {t.accumulate!r}")
+        if t.schedule_interval not in (None, "epoch", "batch"):
+            raise unknown_name("--schedule-interval", t.schedule_interval, ("epoch", "batch"))
+        if d.normalize not in NORMALIZATIONS:
+            raise unknown_name("--normalize", d.normalize, NORMALIZATIONS)
+        if d.whiten and d.normalize == "mean":
+            raise CnnkitError("--whiten and --normalize mean contradict each other; choose one")
+        if t.grad_clip is not None and t.grad_clip <= 0:
+            raise CnnkitError(f"--grad-clip must be a positive gradient norm, got {t.grad_clip}")
+        if not 0 <= t.label_smoothing < 1:
+            raise CnnkitError(f"--label-smoothing must be in [0, 1), got {t.label_smoothing}")
+        if t.warmup_epochs < 0:
+            raise CnnkitError(f"--warmup-epochs must be 0 or more, got {t.warmup_epochs}")
+        if t.weight_decay is not None and t.weight_decay < 0:
+            raise CnnkitError(f"--weight-decay must be 0 or more, got {t.weight_decay}")
+        if self.model.insert_dropout is not None:
+            if not isinstance(self.model.insert_dropout, Mapping):
+                raise CnnkitError("--insert-dropout takes GLOB=RATE pairs such as 'features.*.conv=0.1', got "
+                                  f"{self.model.insert_dropout!r}")
+            check_dropout_spec(self.model.insert_dropout)
+
+
+NORMALIZATIONS = ("standard", "mean", "whiten")  # --normalize
 
 # the options with a `cnnkit train` flag (the others are config-file keys); errors name an option by its flag
 FLAGS = {
@@ -155,7 +191,14 @@ FLAGS = {
     "train.mixup": "--mixup", "train.cutmix": "--cutmix", "train.adversarial": "--adversarial",
     "train.adv_eps": "--adv-eps", "train.log": "--log", "train.strategy": "--strategy",
     "train.keep_stages": "--keep-stages", "train.unfreeze_every": "--unfreeze-every", "train.probe": "--probe",
-    "train.head_init": "--head-init", "diagnose.alarm_stop": "--alarm-stop", "diagnose.target_error": "--target-error",
+    "train.head_init": "--head-init", "diagnose.alarm_stop": "--alarm-stop",
+    "diagnose.alarm_on": "--alarm-on", "diagnose.target_error": "--target-error",
+    "train.schedule_interval": "--schedule-interval", "train.schedule_options": "--schedule-option",
+    "train.optimizer_options": "--optimizer-option", "train.weight_decay": "--weight-decay",
+    "train.label_smoothing": "--label-smoothing", "train.grad_clip": "--grad-clip",
+    "train.warmup_epochs": "--warmup-epochs", "data.whiten": "--whiten", "data.normalize": "--normalize",
+    "train.class_weight": "--class-weight", "train.accumulate": "--accumulate", "model.init": "--init",
+    "model.insert_dropout": "--insert-dropout",
 }
 
 
@@ -204,6 +247,8 @@ def _merge(obj, updates: dict, where: str) -> None:
             if not isinstance(value, dict):
                 raise CnnkitError(f"config key {where}.{key} must be a mapping, got {value!r}")
             _merge(current, value, f"{where}.{key}")
+        elif where.startswith("flags") and isinstance(current, dict) and isinstance(value, dict):
+            setattr(obj, key, {**current, **value})  # --optimizer-option k=v adds to the file's options
         else:
             setattr(obj, key, value)
 
@@ -244,14 +289,30 @@ def parse_key_values(text: str, example: str = "key=value,key2=value2") -> dict:
     Parsed with ast.literal_eval, never eval."""
     options = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
-        if "=" not in part:
-            raise CnnkitError(f"bad option {part!r}; write key=value, e.g. {example}")
-        key, value = (t.strip() for t in part.split("=", 1))
-        try:
-            options[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            options[key] = value
+        options.update(parse_key_value(part, example))
     return options
+
+
+def parse_key_value(text: str, example: str = "key=value") -> dict:
+    """'key=value' → {'key': value}, the value a Python literal (number, bool, list, ...) or else a bare word:
+    'milestones=[3, 6]' → {'milestones': [3, 6]}, 'nesterov=True' → {'nesterov': True}."""
+    if "=" not in text:
+        raise CnnkitError(f"bad option {text!r}; write key=value, e.g. {example}")
+    key, value = (t.strip() for t in text.split("=", 1))
+    if not key:
+        raise CnnkitError(f"bad option {text!r}: no key before '='; write key=value, e.g. {example}")
+    return {key: literal(value)}
+
+
+def literal(value: str) -> object:
+    """A flag's value: a Python literal where it reads as one (0.5, 3, True, [1, 2]), else the word itself;
+    `true`/`false` as in YAML."""
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
 
 
 def _check_rate(rate: object, where: str) -> float:

@@ -1,7 +1,10 @@
 """A Keras-like façade over the core: Model(...).compile(...).fit(...), evaluate, predict, save.
 
     model = cnnkit.Model("lenet5", num_classes=10)
+    model.summary()                                           # the layer table of `cnnkit inspect`
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer="sgd", lr=0.01, momentum=0.9, nesterov=True)   # optimiser options by keyword
+    model.compile(optimizer=torch.optim.SGD, lr=0.01, momentum=0.9)      # or a class, a factory, an object
     history = model.fit(x, y, epochs=20, batch_size=64, validation_split=0.15,
                         callbacks=[cnnkit.callbacks.EarlyStopping(patience=3)])
 
@@ -11,7 +14,7 @@ indices), "binary" (y: 0/1, one sigmoid output), "multilabel" (y: (N, K) 0/1 row
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,20 +88,44 @@ class Model:
                                     input_size=self.card.input_size, weights=weights, **options)
         self._compiled: dict | None = None
 
-    def compile(self, optimizer: str = "adam", loss: str | None = None,
-                metrics: Sequence[str] = ("accuracy",), *, lr: float | None = None, weight_decay: float | None = None,
-                schedule: str = "none", device: str = "auto", amp: bool = False,
-                precision: str = "auto") -> None:
-        """As Keras' compile; `precision` (auto, fp32, bf16, fp16) is cnnkit.engine.precision's: auto trains in
-        bf16 with channels_last where the hardware has bf16."""
+    def compile(self, optimizer: str | type[torch.optim.Optimizer] | Callable | torch.optim.Optimizer = "adam",
+                loss: str | None = None, metrics: Sequence[str] = ("accuracy",), *, lr: float | None = None,
+                weight_decay: float | None = None, schedule: str = "none", schedule_interval: str | None = None,
+                schedule_options: dict | None = None, device: str = "auto", amp: bool = False,
+                precision: str = "auto", **options) -> None:
+        """As Keras' compile. `optimizer`: a name of cnnkit.engine.optimizers, a torch.optim.Optimizer class, a
+        factory params → optimiser, or an optimiser made over `model.network.parameters()`; `options` are the
+        optimiser's (momentum=0.9, nesterov=True, betas=(0.9, 0.99), ...). `schedule` with its
+        `schedule_options` counts per `schedule_interval` (epoch | batch; default: the schedule's own).
+        `precision` (auto, fp32, bf16, fp16) is cnnkit.engine.precision's: auto trains in bf16 with
+        channels_last where the hardware has bf16."""
         unknown = [m for m in metrics if m not in SUPPORTED_METRICS]
         if unknown:
             raise CnnkitError(f"unknown metric {unknown[0]!r}; fit logs the task's per-batch metric and the loss, "
                               "evaluate adds all the task's metrics")
-        optimizers.get(optimizer, [torch.zeros(1, requires_grad=True)], lr=lr)  # fail now on a bad name
+        if not isinstance(optimizer, torch.optim.Optimizer):  # fail now on a bad name or option
+            optimizers.build(optimizer, [torch.zeros(1, requires_grad=True)], lr=lr, weight_decay=weight_decay,
+                             **options)
+        schedules.check_options(schedule, schedule_options)
+        schedules.run_interval(schedule, schedule_interval, schedule_options)
         check_precision(precision)
         self._compiled = dict(optimizer=optimizer, loss=loss, lr=lr, weight_decay=weight_decay, schedule=schedule,
-                              device=device, amp=amp, precision=precision)
+                              schedule_interval=schedule_interval, schedule_options=dict(schedule_options or {}),
+                              options=options, device=device, amp=amp, precision=precision)
+
+    def summary(self, print_fn: Callable[[str], None] | None = print) -> str:
+        """The layer table of `cnnkit inspect` (shapes, parameters, FLOPs, receptive fields) at the card's input
+        size, printed with `print_fn` (None: not printed) and returned."""
+        from cnnkit.diagnose.inspect import format_report, inspect_model
+
+        was_training = self.network.training
+        try:
+            text = format_report(inspect_model(self.network.eval(), tuple(self.card.input_size)))
+        finally:
+            self.network.train(was_training)
+        if print_fn is not None:
+            print_fn(text)
+        return text
 
     def _loader(self, source: ImageSource, idx: np.ndarray, batch_size: int, shuffle: bool = False,
                 augment: Augment | None = None, seed: int = 0):
@@ -151,11 +178,11 @@ class Model:
             for k, w in class_weight.items():
                 weight[int(k)] = float(w)
         task = self.card.make_task(self.network, cfg["loss"], class_weight=weight)
-        optimizer = optimizers.get(cfg["optimizer"], self.network.parameters(), lr=cfg["lr"],
-                                   weight_decay=cfg["weight_decay"])
+        optimizer = optimizers.build(cfg["optimizer"], self.network.parameters(), lr=cfg["lr"],
+                                     weight_decay=cfg["weight_decay"], **cfg["options"])
         steps = -(-n_train // batch_size)  # per epoch
-        scheduler = schedules.get(cfg["schedule"], optimizer, steps_per_epoch=steps, epochs=epochs,
-                                  interval="epoch" if cfg["schedule"] == "reduce_on_plateau" else "batch")
+        scheduler = schedules.for_run(cfg["schedule"], optimizer, steps_per_epoch=steps, epochs=epochs,
+                                      interval=cfg["schedule_interval"], options=cfg["schedule_options"])
         cbs = list(callbacks) + ([ProgressBar(echo=True)] if verbose else [])
         return Trainer(task, optimizer, epochs=epochs, scheduler=scheduler, callbacks=cbs, device=cfg["device"],
                        amp=cfg["amp"], seed=seed, precision=cfg["precision"])

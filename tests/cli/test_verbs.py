@@ -21,6 +21,7 @@ from PIL import Image
 import cnnkit
 from cnnkit.cli.app import main
 from cnnkit.data.builtin import digits
+from cnnkit.errors import CnnkitError
 
 # verb → (how many positional arguments it accepts, what it returns)
 FAKES = {
@@ -366,3 +367,17 @@ def test_demo_trains_tests_and_prints_the_run(tmp_path: Path, capsys, monkeypatc
     out = capsys.readouterr().out
     assert "test accuracy" in out and f"cnnkit predict {tmp_path / 'demo'} IMAGE" in out
     assert (tmp_path / "demo" / "test_log.jsonl").is_file()
+
+
+def test_alarm_on_reaches_the_config_and_the_alarm_of_a_run(tmp_path: Path, tiny_folder: Path) -> None:
+    assert _overrides("--alarm-on", "plateau")["diagnose"] == {"alarm_on": "plateau"}
+    from cnnkit.config import load_config
+
+    assert load_config().diagnose.alarm_on == "both"  # the default (docs/diagnosis.md says why)
+    with pytest.raises(CnnkitError, match="unknown --alarm-on 'flat'"):
+        load_config(overrides={"diagnose": {"alarm_on": "flat"}})
+    out = tmp_path / "run"
+    assert main(["-q", "train", "--data", str(tiny_folder), "--epochs", "2", "--alarm-on", "plateau",
+                 "--out", str(out)]) == 0
+    alarm = json.loads((out / "diagnosis.json").read_text())["alarm"]
+    assert alarm["on"] == "plateau" and alarm["fired_epoch"] is None

@@ -55,7 +55,7 @@ def test_fires_at_the_third_rising_epoch_of_the_two_epoch_means_and_names_the_be
             alarm.on_epoch_end(trainer, {"epoch": epoch, "train_loss": t, "val_loss": v})
     assert not trainer.stop_training and alarm.as_dict()["fired_epoch"] == 7
     alarm.on_epoch_end(trainer, {"epoch": 8, "train_loss": 0.1, "val_loss": 0.4})  # a new best after the alarm
-    assert alarm.as_dict() == {"patience": 3, "stop": False, "fired_epoch": 7, "best_epoch": 3,
+    assert alarm.as_dict() == {"patience": 3, "stop": False, "on": "rise", "fired_epoch": 7, "best_epoch": 3,
                                "best_epoch_overall": 8}
 
 
@@ -90,6 +90,38 @@ def test_state_survives_a_resume() -> None:
         for epoch in (6, 7):
             second.on_epoch_end(trainer, {"epoch": epoch, "train_loss": TRAIN[epoch - 1], "val_loss": VAL[epoch - 1]})
     assert second.best_epoch == 3
+
+
+# the training loss falls all along while the val loss flattens at 0.39, with noise: the notes' overfitting
+FLAT_TRAIN = [1.0, 0.7, 0.5, 0.4, 0.32, 0.26, 0.21, 0.17, 0.14, 0.12]
+FLAT_VAL = [0.9, 0.6, 0.45, 0.40, 0.39, 0.396, 0.392, 0.395, 0.393, 0.396]
+# recorded by `cnnkit demo` (LeNet-5 on the embedded digits, 30 epochs, cosine, seed 0): a good fit (val error 0.007)
+# whose val loss wanders around 0.04 at the end while the augmented training loss still falls
+DEMO_TRAIN = [1.5891, 0.6059, 0.4027, 0.3338, 0.2009, 0.1745, 0.1788, 0.1371, 0.1186, 0.12, 0.0902, 0.0903, 0.0897,
+              0.0711, 0.0559, 0.062, 0.0585, 0.0398, 0.0293, 0.0394, 0.0246, 0.0306, 0.0309, 0.0249, 0.0247, 0.0265,
+              0.0278, 0.0199, 0.0143, 0.0139]
+DEMO_VAL = [0.5971, 0.2435, 0.1718, 0.1662, 0.1047, 0.0769, 0.0741, 0.0673, 0.0817, 0.0784, 0.0612, 0.0552, 0.0443,
+            0.0462, 0.0621, 0.0454, 0.0326, 0.0533, 0.0288, 0.0483, 0.0544, 0.0485, 0.0471, 0.0385, 0.0411, 0.0401,
+            0.0408, 0.0415, 0.0424, 0.0424]
+
+
+def test_the_plateau_alarm_fires_when_the_val_loss_flattens_while_the_training_loss_falls() -> None:
+    # 2-epoch means of val: .75 .525 .425 .395 .393 .394 .3935 .394 .3945: the last new low at epoch 6
+    alarm = OverfittingAlarm(patience=3, on="plateau")
+    assert _feed(alarm, FLAT_TRAIN, FLAT_VAL) == [9] and alarm.as_dict()["on"] == "plateau"
+    assert _feed(OverfittingAlarm(patience=3, on="rise"), FLAT_TRAIN, FLAT_VAL) == []  # up and down: no 3 rises
+    assert _feed(OverfittingAlarm(patience=3, on="both"), FLAT_TRAIN, FLAT_VAL) == [9]
+    # min_delta: a new low by less than it is no improvement (.395 → .393 at epoch 6 counts as flat)
+    assert _feed(OverfittingAlarm(patience=3, on="plateau", min_delta=0.01), FLAT_TRAIN, FLAT_VAL) == [8]
+    assert _feed(OverfittingAlarm(patience=3, on="plateau"), [0.5] * 10, FLAT_VAL) == []  # train flat too
+
+
+def test_the_plateau_alarm_stays_silent_on_the_demo_run_and_on_a_rising_curve() -> None:
+    assert _feed(OverfittingAlarm(patience=3, on="plateau"), DEMO_TRAIN, DEMO_VAL) == []
+    assert _feed(OverfittingAlarm(patience=3, on="plateau"), TRAIN, VAL) == []  # a climb is the rise alarm's case
+    assert _feed(OverfittingAlarm(patience=3, on="both"), TRAIN, VAL) == [7]
+    with pytest.raises(CnnkitError, match="unknown --alarm-on 'flat'"):
+        OverfittingAlarm(on="flat")
 
 
 def _memorising_trainer(callbacks: list, epochs: int) -> tuple[Trainer, list, list]:
@@ -205,3 +237,17 @@ def test_progress_bar_prints_one_line_per_epoch(capsys) -> None:
     bar = ProgressBar(live=False, echo=True)
     bar.on_epoch_end(SimpleNamespace(epochs=3), {"epoch": 2, "train_loss": 0.123456, "lr": 0.1, "time": 1.34})
     assert capsys.readouterr().out == "epoch 2/3  train_loss 0.1235  (1.3s)\n"
+
+
+def test_epoch_reporter_hands_each_epoch_over_and_stops_when_told() -> None:
+    from cnnkit.engine.callbacks import EpochReporter
+
+    seen: list[tuple[int, float]] = []
+    reporter = EpochReporter(lambda epoch, value: seen.append((epoch, value)) or epoch == 2, "val_loss")
+    trainer = SimpleNamespace(stop_training=False)
+    reporter.on_epoch_end(trainer, {"epoch": 1, "val_loss": 0.5})
+    assert not trainer.stop_training
+    reporter.on_epoch_end(trainer, {"epoch": 2, "val_loss": 0.4})
+    assert trainer.stop_training and reporter.stopped_epoch == 2 and seen == [(1, 0.5), (2, 0.4)]
+    with pytest.raises(CnnkitError, match="'val_mae' is not logged; logged: val_loss"):
+        EpochReporter(lambda e, v: False, "val_mae").on_epoch_end(trainer, {"epoch": 1, "val_loss": 0.4})

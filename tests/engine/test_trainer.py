@@ -204,3 +204,40 @@ def test_a_mixed_batch_is_scored_against_its_soft_targets() -> None:
     lam = drawn.lam
     expected = lam * ce(logits, y) + (1 - lam) * ce(logits, y[drawn.perm])
     assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def _tiny(accumulate: int, clip: float | None = None) -> Trainer:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(108, 2))
+    opt = optimizers.get("sgd", model.parameters(), lr=0.1, momentum=0.9)
+    return Trainer(ClassificationTask(model), opt, epochs=2, device="cpu", accumulate=accumulate, grad_clip=clip)
+
+
+@pytest.mark.parametrize("clip", [None, 0.5])
+def test_accumulating_4_batches_of_8_equals_one_batch_of_32(clip) -> None:
+    """--accumulate N: the optimiser steps every N batches with their mean gradient, as one batch of N·B."""
+    x, y = _separable(64)
+    small, big = _tiny(4, clip), _tiny(1, clip)
+    small.fit(TensorLoader(x, y, 8))
+    big.fit(TensorLoader(x, y, 32))
+    for a, b in zip(small.model.parameters(), big.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+    assert small.optimizer.state_dict()["state"][0]["momentum_buffer"].shape == (3, 1, 3, 3)
+
+
+def test_accumulation_steps_after_the_epochs_last_batches_and_the_schedule_with_the_optimiser() -> None:
+    """5 batches with accumulate 2: steps after batches 2, 4 and 5 (the last group of 1 is its own mean)."""
+    from cnnkit.engine import schedules
+
+    x, y = _separable(40)
+    trainer = _tiny(2)
+    steps = []
+    trainer.optimizer.register_step_post_hook(lambda opt, args, kwargs: steps.append(trainer.batch_index))
+    trainer.scheduler = schedules.get("step_decay", trainer.optimizer, steps_per_epoch=3, epochs=2,
+                                      interval="batch", step_size=1, gamma=0.5)
+    trainer.epochs = 1
+    trainer.fit(TensorLoader(x, y, 8))
+    assert steps == [1, 3, 4]
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** 3)  # 3 schedule steps
+    with pytest.raises(CnnkitError, match="accumulate"):
+        Trainer(trainer.task, trainer.optimizer, epochs=1, accumulate=0)

@@ -151,3 +151,52 @@ def test_the_toggle_survives_save_and_load_of_a_run(tmp_path: Path):
         warnings.simplefilter("error")
         frozen = ModelCard(**{**card.__dict__, "options": {"batch_norm_mode": "frozen"}}).build_model()
     assert all(not p.requires_grad for m in batch_norm_layers(frozen).values() for p in m.parameters())
+
+
+# ---------------------------------------------------------------- dropout placed by glob (--insert-dropout)
+
+def test_insert_dropout_after_convolutions_is_spatial_and_after_linear_layers_elementwise():
+    from cnnkit.models.tweaks import PlacedDropout, insert_dropout
+
+    model = create_model("lenet5", num_classes=3)
+    keys = set(model.state_dict())
+    assert insert_dropout(model, {"c3": 0.5, "f*": 0.5}) == {"c3": 0.5, "f6": 0.5}
+    assert set(model.state_dict()) == keys  # no new parameter or buffer: weights load as before
+    seen = {}
+    model.c3.placed_dropout.register_forward_hook(lambda m, i, o: seen.update(c3=o))
+    model.f6.placed_dropout.register_forward_hook(lambda m, i, o: seen.update(f6=o))
+    model.train()
+    torch.manual_seed(0)
+    model(torch.randn(8, 1, 32, 32))
+    c3 = seen["c3"]  # (8, 16, 10, 10): whole channels are zero (Dropout2d), the others scaled by 2
+    zero_maps = (c3 == 0).flatten(2).all(2)
+    assert zero_maps.any() and not ((c3 == 0) & ~zero_maps[..., None, None]).flatten(2).all(2).any()
+    f6 = seen["f6"]
+    assert (f6 == 0).any() and isinstance(model.f6.placed_dropout, PlacedDropout)
+    model.eval()
+    x = torch.randn(2, 1, 32, 32)
+    assert torch.equal(model(x), model(x))
+
+
+def test_insert_dropout_appends_to_a_sequential_and_refuses_an_unmatched_glob():
+    from cnnkit.models.tweaks import PlacedDropout, insert_dropout
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sequential(nn.Flatten(), nn.Linear(8, 2)))
+    insert_dropout(model, {"1": 0.3})
+    assert isinstance(model[1][-1], PlacedDropout) and len(model[1]) == 3
+    insert_dropout(model, {"1": 0.1})  # again: the same module, a new rate
+    assert len(model[1]) == 3 and model[1][-1].p == 0.1
+    with pytest.raises(CnnkitError, match=r"no module matches 'features\.\*'; the modules include 0, 1") as err:
+        insert_dropout(model, {"features.*": 0.1})
+    assert "\n" not in str(err.value)
+
+
+def test_inserted_dropout_is_rerated_by_set_dropout_and_rebuilt_from_the_card(tmp_path: Path):
+    model = create_model("lenet5", num_classes=3, insert_dropout={"c5": 0.2})
+    assert set_dropout(model, {"c5.*": 0.4}) == {"c5.placed_dropout": 0.4}
+    card = ModelCard("lenet5", "classify", ["a", "b", "c"], [1, 32, 32], [0.5], [0.25],
+                     options={"insert_dropout": {"c5": 0.2}})
+    (tmp_path / "run").mkdir()
+    save_model(tmp_path / "run" / "model.pt", model, card)
+    loaded, _ = load_model(tmp_path / "run")
+    assert [n for n, _ in loaded.named_modules()] == [n for n, _ in model.named_modules()]

@@ -159,4 +159,5 @@ def test_every_flag_an_error_names_is_a_real_train_flag() -> None:
     subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     train_flags = set(subparsers.choices["train"]._option_string_actions)
     assert set(FLAGS.values()) <= train_flags
-    assert flag_of("train.weight_decay") == "train.weight_decay"  # a config-file key keeps its name
+    assert flag_of("train.weight_decay") == "--weight-decay"
+    assert flag_of("train.penalty_layers") == "train.penalty_layers"  # a config-file key keeps its name

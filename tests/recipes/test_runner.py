@@ -90,12 +90,12 @@ def test_a_run_written_as_classify_still_evaluates_and_predicts(tmp_path: Path) 
 
 def test_a_schedule_option_that_cnnkit_sets_is_one_line_before_any_work(tmp_path: Path, capsys) -> None:
     config = tmp_path / "bad.yaml"
-    config.write_text("train:\n  schedule_options: {interval: epoch}\n")
+    config.write_text("train:\n  schedule_options: {epochs: 3}\n")
     out = tmp_path / "run"
     assert main(["-q", "train", "--config", str(config), "--data", "digits", "--model", "lenet5", "--epochs", "1",
                  "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "schedule_options cannot set 'interval'" in err
+    assert len(err.splitlines()) == 1 and "schedule_options cannot set 'epochs'" in err
     assert not out.exists()
 
 

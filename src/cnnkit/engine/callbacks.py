@@ -8,12 +8,13 @@ import math
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cnnkit.engine.checkpoint import atomic_save
 from cnnkit.engine.hooks import Callback
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, unknown_name
 
 if TYPE_CHECKING:
     from cnnkit.engine.trainer import Trainer
@@ -71,30 +72,53 @@ class EarlyStopping(Callback):
         self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
 
 
+ALARM_MODES = ("rise", "plateau", "both")  # what counts as overfitting (--alarm-on; see docs/diagnosis.md)
+PLATEAU_BAND = 0.05  # a val mean up to 5 % above its lowest is still on the plateau; further up it is climbing
+
+
+_WHAT = {"rise": "risen", "plateau": "made no new low (a plateau)", "both": "risen or made no new low"}
+
+
 class OverfittingAlarm(Callback):
-    """Warn at the epoch where the val loss has risen for `patience` consecutive epochs while the training loss
-    kept falling (the notes' definition of overfitting), naming the best epoch (lowest val loss); with `stop`,
-    stop training there. `fired_epoch` and `best_epoch` record it. Runs on every rank so all ranks stop together.
+    """Warn at the epoch where, for `patience` consecutive epochs, the training loss kept falling while the val loss
+    rose (`on="rise"`), or stayed flat: no new low beyond `min_delta`, within PLATEAU_BAND of the lowest
+    (`on="plateau"`, the notes' "the validation error flattens"), or did either (`on="both"`); name the best epoch
+    (lowest val loss) and, with `stop`, stop training there. `fired_epoch` and `best_epoch` record it. Runs on every
+    rank so all ranks stop together.
 
     Both losses are compared as running means of the last `window` epochs (2 by default), so one lucky epoch in a
     rising val curve does not reset the count; a real new low does. The price is one epoch of delay on a clean
-    curve."""
+    curve. A val mean that climbs beyond the band counts toward `rise` only."""
 
     all_ranks = True
 
-    def __init__(self, patience: int = 3, stop: bool = False, window: int = 2):
+    def __init__(self, patience: int = 3, stop: bool = False, window: int = 2, on: str = "rise",
+                 min_delta: float = 0.0):
         if patience < 1:
             raise CnnkitError(f"alarm patience must be at least 1, got {patience}")
         if window < 1:
             raise CnnkitError(f"alarm window must be at least 1, got {window}")
-        self.patience, self.stop, self.window = patience, stop, window
-        self.best, self.best_epoch, self.rises = math.inf, 0, 0
+        if on not in ALARM_MODES:
+            raise unknown_name("--alarm-on", on, ALARM_MODES)
+        self.patience, self.stop, self.window, self.on, self.min_delta = patience, stop, window, on, min_delta
+        self.best, self.best_epoch, self.rises = math.inf, 0, 0  # rises: the epochs counted in a row
+        self.best_mean = math.inf  # the lowest running mean of the val loss so far (the plateau's reference)
         self.recent: list[tuple[float, float]] = []  # (val_loss, train_loss) of the last `window` + 1 epochs
         self.fired_epoch: int | None = None
         self.fired_best_epoch: int | None = None  # the best epoch as the warning named it
 
     def _mean(self, pairs: list[tuple[float, float]]) -> tuple[float, float]:
         return sum(v for v, _ in pairs) / len(pairs), sum(t for _, t in pairs) / len(pairs)
+
+    def counts(self, val_then: float, val_now: float, train_then: float, train_now: float) -> bool:
+        """Whether an epoch whose running means moved from (val_then, train_then) to (val_now, train_now) counts
+        toward the alarm: the training loss fell and the val loss rose (rise), or stayed on its plateau: no new low
+        beyond min_delta and within PLATEAU_BAND of the lowest mean (plateau)."""
+        self.best_mean = min(self.best_mean, val_then)
+        rising = val_now > val_then
+        flat = self.best_mean - self.min_delta <= val_now <= self.best_mean + PLATEAU_BAND * abs(self.best_mean)
+        self.best_mean = min(self.best_mean, val_now)
+        return train_now < train_then and {"rise": rising, "plateau": flat, "both": rising or flat}[self.on]
 
     def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
         val, train = logs.get("val_loss"), logs.get("train_loss")
@@ -103,32 +127,49 @@ class OverfittingAlarm(Callback):
         self.recent = (self.recent + [(float(val), float(train))])[-(self.window + 1):]
         if len(self.recent) == self.window + 1:
             (val_then, train_then), (val_now, train_now) = self._mean(self.recent[:-1]), self._mean(self.recent[1:])
-            self.rises = self.rises + 1 if val_now > val_then and train_now < train_then else 0
+            self.rises = self.rises + 1 if self.counts(val_then, val_now, train_then, train_now) else 0
         if val < self.best:
             self.best, self.best_epoch = val, logs["epoch"]
         if self.rises >= self.patience and self.fired_epoch is None:
             self.fired_epoch, self.fired_best_epoch = logs["epoch"], self.best_epoch
             if trainer.dist.is_main:
-                warnings.warn(f"overfitting at epoch {self.fired_epoch}: the val loss has risen for {self.rises} "
-                              f"epochs while the training loss fell (means of {self.window} epochs); the best epoch "
-                              f"was {self.best_epoch} (val loss {self.best:.4g})"
+                warnings.warn(f"overfitting at epoch {self.fired_epoch}: the val loss has {_WHAT[self.on]} for "
+                              f"{self.rises} epochs while the training loss fell (means of {self.window} epochs); "
+                              f"the best epoch was {self.best_epoch} (val loss {self.best:.4g})"
                               + ("; stopping" if self.stop else "; --alarm-stop stops here"), stacklevel=2)
             trainer.stop_training = trainer.stop_training or self.stop
 
     def as_dict(self) -> dict:
         """fired_epoch (None: never), best_epoch as the warning named it, and the best epoch of the whole run."""
-        return {"patience": self.patience, "stop": self.stop, "fired_epoch": self.fired_epoch,
+        return {"patience": self.patience, "stop": self.stop, "on": self.on, "fired_epoch": self.fired_epoch,
                 "best_epoch": self.fired_best_epoch, "best_epoch_overall": self.best_epoch or None}
 
     def state_dict(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch, "rises": self.rises,
                 "recent": [list(pair) for pair in self.recent], "fired_epoch": self.fired_epoch,
-                "fired_best_epoch": self.fired_best_epoch}
+                "fired_best_epoch": self.fired_best_epoch, "best_mean": self.best_mean}
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.best_epoch, self.rises = state["best"], state["best_epoch"], state["rises"]
         self.recent = [tuple(pair) for pair in state.get("recent", [])]
         self.fired_epoch, self.fired_best_epoch = state["fired_epoch"], state.get("fired_best_epoch")
+        self.best_mean = state.get("best_mean", math.inf)
+
+
+class EpochReporter(Callback):
+    """Hand `monitor` to `report(epoch, value)` after every epoch; when it answers True, stop training there
+    (`stopped_epoch`). A sweep reports each trial's learning curve so that its pruner can stop a hopeless one."""
+
+    def __init__(self, report: Callable[[int, float], bool], monitor: str = "val_loss"):
+        self.report, self.monitor = report, monitor
+        self.stopped_epoch: int | None = None
+
+    def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
+        if self.monitor not in logs:
+            raise CnnkitError(f"{self.monitor!r} is not logged; logged: {', '.join(k for k in logs if k != 'epoch')}")
+        if self.report(int(logs["epoch"]), float(logs[self.monitor])):
+            self.stopped_epoch = int(logs["epoch"])
+            trainer.stop_training = True
 
 
 class ModelCheckpoint(Callback):

@@ -21,14 +21,15 @@ Known differences from Keras by definition (tests/engine/test_optimizers.py chec
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-from cnnkit.errors import CnnkitError, unknown_name
+from cnnkit.errors import CnnkitError, did_you_mean, unknown_name
 
-__all__ = ["FTRL", "OPTIMIZERS", "get", "list_optimizers"]
+__all__ = ["FTRL", "OPTIMIZERS", "build", "get", "list_optimizers", "options_of"]
 
 
 class FTRL(torch.optim.Optimizer):
@@ -145,6 +146,7 @@ def get(name: str, params: Iterable, lr: float | None = None, weight_decay: floa
     if name not in OPTIMIZERS:
         raise unknown_name("optimizer", name, OPTIMIZERS)
     cls, default_lr, defaults = OPTIMIZERS[name]
+    _check_options(name, options)
     kwargs = {**defaults, **options}
     if weight_decay is not None:
         kwargs["weight_decay"] = weight_decay
@@ -155,3 +157,57 @@ def get(name: str, params: Iterable, lr: float | None = None, weight_decay: floa
         return cls(params, lr=lr, **kwargs)
     except (TypeError, ValueError) as err:
         raise CnnkitError(f"bad option for optimizer {name!r}: {err}") from None
+
+
+def options_of(name: str) -> list[str]:
+    """The options optimiser `name` takes besides lr and weight_decay (torch's names), e.g. sgd: momentum,
+    dampening, nesterov, ..."""
+    if name not in OPTIMIZERS:
+        raise unknown_name("optimizer", name, OPTIMIZERS)
+    params = inspect.signature(OPTIMIZERS[name][0].__init__).parameters
+    return [k for k, p in params.items() if k not in ("self", "params", "lr", "weight_decay")
+            and p.kind is not p.VAR_KEYWORD and p.kind is not p.VAR_POSITIONAL]
+
+
+def _check_options(name: str, options: dict[str, Any]) -> None:
+    """One line for an option the optimiser has not, naming those it has (--momentum goes with sgd, rmsprop)."""
+    allowed = options_of(name)
+    for key in options:
+        if key not in allowed:
+            raise CnnkitError(f"optimizer {name!r} has no option {key!r}{did_you_mean(str(key), allowed)}; it takes "
+                              f"{', '.join(allowed)} (momentum: sgd, rmsprop; nesterov: sgd)")
+
+
+def build(optimizer: str | type[torch.optim.Optimizer] | Callable[..., Any] | torch.optim.Optimizer,
+          params: Iterable, lr: float | None = None, weight_decay: float | None = None,
+          **options: Any) -> torch.optim.Optimizer:
+    """An optimiser from a name (`get`), a torch.optim.Optimizer class (`cls(params, lr=..., **options)`), a
+    factory (`factory(params, **options)`, e.g. functools.partial(torch.optim.SGD, lr=0.1)) or an optimiser
+    already made over `params`."""
+    params = list(params)
+    if isinstance(optimizer, str):
+        return get(optimizer, params, lr=lr, weight_decay=weight_decay, **options)
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return _made(optimizer, params, lr, weight_decay, options)
+    if not callable(optimizer):
+        raise CnnkitError(f"optimizer must be a name, a torch.optim.Optimizer class or a factory, got {optimizer!r}")
+    extra = {k: v for k, v in (("lr", lr), ("weight_decay", weight_decay)) if v is not None}
+    try:
+        made = optimizer(params, **extra, **options)
+    except (TypeError, ValueError) as err:
+        raise CnnkitError(f"bad option for optimizer {getattr(optimizer, '__name__', optimizer)!r}: {err}") from None
+    if not isinstance(made, torch.optim.Optimizer):
+        raise CnnkitError(f"the optimizer factory gave {type(made).__name__}, not a torch.optim.Optimizer")
+    return made
+
+
+def _made(optimizer: torch.optim.Optimizer, params: list, lr: float | None, weight_decay: float | None,
+          options: dict[str, Any]) -> torch.optim.Optimizer:
+    """An optimiser made by the caller: it must drive these parameters, and takes no further options."""
+    if lr is not None or weight_decay is not None or options:
+        raise CnnkitError("an optimizer object has its options already; give lr and the others to its constructor")
+    own = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    if not own or not {id(p) for p in params} <= own:
+        raise CnnkitError("the optimizer object does not hold this model's parameters; make it over "
+                          "model.network.parameters(), or pass its class instead")
+    return optimizer

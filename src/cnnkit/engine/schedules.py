@@ -1,12 +1,15 @@
 """Learning-rate schedules by name: `cnnkit.engine.schedules.get('cosine', optimizer, steps_per_epoch=..., epochs=...)`.
 
-Every schedule counts time t in units of its `interval`: epochs (`interval="epoch"`, the default) or optimiser
-steps (`interval="batch"`). T is the length of the run in those units (`epochs`, or `epochs · steps_per_epoch`)
-less the warm-up. lr0 is each parameter group's learning rate when the schedule is made.
+Every schedule counts time t in units of its `interval`: epochs (`interval="epoch"`, the default of `get`) or
+optimiser steps (`interval="batch"`). T is the length of the run in those units (`epochs`, or
+`epochs · steps_per_epoch`) less the warm-up. lr0 is each parameter group's learning rate when the schedule is made.
+A run (`for_run`) takes each schedule's own default interval, DEFAULT_INTERVALS, unless told otherwise.
 
     step_decay         lr = lr0 · γ^⌊t/n⌋                                    (gamma=0.1, step_size=⌈T/3⌉)
     linear_decay       lr = (1 − α) ε0 + α ετ, α = t/τ for t ≤ τ; ετ after τ  (tau=T, final_factor=0.01 | final_lr)
     exponential        lr = lr0 · γ^t                                        (gamma=0.95)
+    decay              lr = lr0 / (1 + r · t/s), Keras' InverseTimeDecay        (decay_rate=r, decay_steps=s=1,
+                       (staircase: ⌊t/s⌋); r defaults to 9/T, so that lr ends at lr0/10   staircase=False)
     cosine             lr = η_min + (lr0 − η_min) · ½(1 + cos(π t/T))          (eta_min=0, T_max=T)
     cosine_restarts    the same with T = T_i restarting at 0; T_{i+1} = T_mult · T_i (SGDR; T_0 required, T_mult=1)
     one_cycle          OneCycleLR (Smith 2018)                               (max_lr=lr0, pct_start=0.3, ...)
@@ -91,6 +94,28 @@ def _exponential(optimizer: Optimizer, total: int, *, gamma: float = 0.95) -> LR
     return ExponentialLR(optimizer, gamma=_positive("gamma", gamma))
 
 
+def _inverse_time(optimizer: Optimizer, total: int, *, decay_rate: float | None = None, decay_steps: int = 1,
+                  staircase: bool = False) -> LRScheduler:
+    """lr = lr0 / (1 + r · t/s) (⌊t/s⌋ with `staircase`): Keras' InverseTimeDecay, and the `decay` argument of
+    Keras' older optimisers (s = 1, t in optimiser steps). r defaults to 9·s/T: lr reaches lr0/10 at the end."""
+    steps = _positive_int("decay_steps", decay_steps)
+    rate = 9 * steps / total if decay_rate is None else decay_rate
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0:
+        raise CnnkitError(f"decay_rate must be a number of at least 0, got {rate!r}")
+    return LambdaLR(optimizer, _InverseTime(float(rate), steps, bool(staircase)))
+
+
+class _InverseTime:
+    """t ↦ 1 / (1 + r · t/s): the factor of lr0 (a class, so that the scheduler's state pickles)."""
+
+    def __init__(self, rate: float, steps: int, staircase: bool):
+        self.rate, self.steps, self.staircase = rate, steps, staircase
+
+    def __call__(self, t: int) -> float:
+        p = t // self.steps if self.staircase else t / self.steps
+        return 1.0 / (1.0 + self.rate * p)
+
+
 def _cosine(optimizer: Optimizer, total: int, *, eta_min: float = 0.0, T_max: int | None = None) -> LRScheduler:
     """lr = η_min + (lr0 − η_min) · ½(1 + cos(π t/T)), T = T_max (default: the run): CosineAnnealingLR."""
     period = _positive_int("T_max", T_max if T_max is not None else total)
@@ -137,12 +162,22 @@ def _reduce_on_plateau(optimizer: Optimizer, total: int, *, mode: str = "min", f
                              threshold_mode=threshold_mode, cooldown=cooldown, min_lr=min_lr)
 
 
+# What a run's schedule counts unless --schedule-interval says otherwise (docs/training.md has the table): the
+# schedules whose options count time (step_size, tau, T_0, γ per unit) count epochs, as the notes do; those that
+# shape the whole run smoothly (cosine, one_cycle) or follow Keras' per-iteration `decay` count optimiser steps.
+DEFAULT_INTERVALS = {
+    "constant": "epoch", "none": "epoch", "step_decay": "epoch", "linear_decay": "epoch", "exponential": "epoch",
+    "cosine_restarts": "epoch", "reduce_on_plateau": "epoch",
+    "cosine": "batch", "one_cycle": "batch", "decay": "batch",
+}
+
 SCHEDULES: dict[str, Callable[..., Any]] = {
     "constant": _constant,
     "none": _constant,
     "step_decay": _step_decay,
     "linear_decay": _linear_decay,
     "exponential": _exponential,
+    "decay": _inverse_time,
     "cosine": _cosine,
     "cosine_restarts": _cosine_restarts,
     "one_cycle": _one_cycle,
@@ -268,17 +303,50 @@ def _check_warmup(name: str, interval: str, warmup: int, start_factor: float, to
 
 # Keywords of `get` that cnnkit's runs set themselves (from train.epochs, the batch count, train.warmup_epochs,
 # train.optimizer); a config's schedule_options holding one would end in Python's "got multiple values for
-# keyword argument" TypeError at the call, before `get` runs. `interval` is not a user option either: a run's
-# schedule steps per batch (reduce_on_plateau per epoch) and its warm-up is converted to those units.
+# keyword argument" TypeError at the call, before `get` runs. `interval` is an option (`for_run` takes it out
+# of the options and passes it itself), the same as train.schedule_interval (--schedule-interval).
 RESERVED = {
     "optimizer": "set train.optimizer (and train.optimizer_options)",
     "steps_per_epoch": "cnnkit counts it from the data and train.batch_size",
     "epochs": "set train.epochs",
-    "interval": "cnnkit steps the schedule per batch (reduce_on_plateau per epoch), so counts such as step_size, "
-                "T_max, T_0 and tau are in batches",
     "warmup": "set train.warmup_epochs",
 }
-COMMON_OPTIONS = ("start_factor",)  # the warm-up's start, for every schedule (a keyword of `get`)
+COMMON_OPTIONS = ("start_factor", "interval")  # for every schedule: the warm-up's start; epoch | batch
+
+
+def default_interval(name: str) -> str:
+    """What schedule `name` counts in a run unless told otherwise: 'epoch' or 'batch' (DEFAULT_INTERVALS)."""
+    if name not in SCHEDULES:
+        raise unknown_name("schedule", name, SCHEDULES)
+    return DEFAULT_INTERVALS[name]
+
+
+def run_interval(name: str, interval: str | None = None, options: dict | None = None) -> str:
+    """The interval of a run's schedule: `interval` (--schedule-interval), else `options['interval']`, else the
+    schedule's default; the two given and different is a one-line error."""
+    own = (options or {}).get("interval")
+    if interval is not None and own is not None and interval != own:
+        raise CnnkitError(f"--schedule-interval {interval} and schedule option interval={own} disagree; give one")
+    chosen = interval or own or default_interval(name)
+    if chosen not in INTERVALS:
+        raise unknown_name("schedule interval", chosen, INTERVALS)
+    return chosen
+
+
+def for_run(name: str, optimizer: Optimizer, *, steps_per_epoch: int, epochs: int, interval: str | None = None,
+            warmup_epochs: float = 0.0, options: dict | None = None) -> Schedule:
+    """A run's schedule: `get` with the run's interval (`run_interval`) and its warm-up of `warmup_epochs`
+    converted to that unit (whole epochs per epoch; rounded to whole batches per batch)."""
+    options = dict(options or {})
+    check_options(name, options)
+    unit = run_interval(name, interval, options)
+    options.pop("interval", None)
+    if unit == "epoch" and warmup_epochs != int(warmup_epochs):
+        raise CnnkitError(f"a warm-up of {warmup_epochs} epochs is not whole epochs, and schedule {name!r} steps per "
+                          "epoch; give whole epochs or --schedule-interval batch")
+    warmup = int(warmup_epochs) if unit == "epoch" else round(warmup_epochs * steps_per_epoch)
+    return get(name, optimizer, steps_per_epoch=steps_per_epoch, epochs=epochs, interval=unit, warmup=warmup,
+               **options)
 
 
 def options_of(name: str) -> list[str]:
@@ -292,10 +360,10 @@ def options_of(name: str) -> list[str]:
 
 def check_options(name: str, options: Any, *, reserved: bool = True) -> None:
     """Refuse, with a one-line CnnkitError, a config's schedule_options that `get` cannot take: not a mapping,
-    an unknown schedule, a key cnnkit sets itself (see RESERVED: optimizer, steps_per_epoch, epochs, interval,
-    warmup; they are refused, not taken as overrides), or a key the schedule has no option of (naming the valid
-    ones). Call it before `get(name, optimizer, ..., **options)`: a reserved key fails at that call as a
-    TypeError before `get` can see it.
+    an unknown schedule, a key cnnkit sets itself (see RESERVED: optimizer, steps_per_epoch, epochs, warmup;
+    they are refused, not taken as overrides), or a key the schedule has no option of (naming the valid ones).
+    Call it before `get(name, optimizer, ..., **options)`: a reserved key fails at that call as a TypeError
+    before `get` can see it. `interval` is an option here (for_run takes it out), epoch or batch.
     """
     allowed = options_of(name)
     if options is None:
@@ -310,8 +378,8 @@ def check_options(name: str, options: Any, *, reserved: bool = True) -> None:
             close = did_you_mean(str(key), allowed)
             hint = f" ({close[2:]})" if close.startswith("; did you mean") else ""
             own = [k for k in allowed if k not in COMMON_OPTIONS]
-            takes = (f"it takes {', '.join(own)} (and start_factor, the warm-up's start)" if own else
-                     "it takes no options (only start_factor, the warm-up's start)")
+            takes = (f"it takes {', '.join(own)} (and start_factor, the warm-up's start; interval)" if own else
+                     "it takes no options (only start_factor, the warm-up's start; interval)")
             raise CnnkitError(f"schedule {name!r} has no option {key!r}{hint}; {takes}")
 
 

@@ -31,15 +31,20 @@ class Trainer:
     Loaders yield `Batch`es and may have `set_epoch(epoch)` and `set_device(device)` (to augment on the
     model's device). Metrics are summed on the device and read once per epoch, so the loop does not wait for
     the GPU after every batch. `precision` (cnnkit.engine.precision): auto, fp32, bf16 or fp16; `amp=True`
-    is the older alias for mixed precision.
+    is the older alias for mixed precision. `accumulate` N: the optimiser steps every N batches (and after the
+    epoch's last) with the mean of their gradients, so N batches of B train as one batch of N·B for a loss that
+    averages over its batch; a per-batch schedule then steps with the optimiser.
     """
 
     def __init__(self, task: Task, optimizer: torch.optim.Optimizer | None, *, epochs: int,
                  scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
                  callbacks: Sequence[Callback] = (), device: str | None = "auto", amp: bool = False,
-                 grad_clip: float | None = None, seed: int = 0, precision: str = "auto"):
+                 grad_clip: float | None = None, seed: int = 0, precision: str = "auto", accumulate: int = 1):
         if epochs < 1:
             raise CnnkitError(f"epochs must be at least 1, got {epochs}")
+        if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+            raise CnnkitError(f"accumulate must be a whole number of batches (1 or more), got {accumulate!r}")
+        self.accumulate = accumulate
         self.dist: DistInfo = init_distributed()
         self.device = resolve_device(device, self.dist)
         self.task, self.optimizer, self.scheduler = task, optimizer, scheduler
@@ -102,24 +107,24 @@ class Trainer:
         self.task.model.train()
         self._logs, self._sizes = [], []
         batch_hooks = [c for c in self.callbacks if type(c).on_train_batch_end is not Callback.on_train_batch_end]
+        total = len(loader) if hasattr(loader, "__len__") else None
         for self.batch_index, batch in enumerate(loader):
             batch = self._to_device(batch)
+            first, group = self._group(self.batch_index, total)
+            if self.batch_index == first:
+                self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
                 out = self.task.training_step(batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(out.loss).backward()
-            if self.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self._batch_schedule:
-                self.scheduler.step()
+            self.scaler.scale(out.loss / group if group > 1 else out.loss).backward()
+            if self.batch_index == first + group - 1:
+                self._optimizer_step()
             self._accumulate(out.logs, len(batch))
             for c in batch_hooks:
                 c.on_train_batch_end(self)
         if not self._logs:
             raise CnnkitError("the training loader gave no batches; the training split is empty or the batch too big")
+        if total is None and (self.batch_index + 1) % self.accumulate:  # a loader of unknown length: the rest
+            self._optimizer_step()
         logs = self._reduce()
         if not all(map(math.isfinite, logs.values())):
             raise CnnkitError("the training loss became NaN or infinite; lower the learning rate (--lr)")
@@ -154,6 +159,22 @@ class Trainer:
                 wanted.append(batch.targets.cpu())
         predictions = torch.cat(outs) if outs else torch.empty(0)
         return (predictions, torch.cat(wanted) if wanted else torch.empty(0)) if targets else predictions
+
+    def _group(self, index: int, total: int | None) -> tuple[int, int]:
+        """(first batch, size) of the accumulation group of batch `index`: N batches, fewer at the epoch's end."""
+        first = index - index % self.accumulate
+        size = self.accumulate if total is None else min(self.accumulate, total - first)
+        return first, size
+
+    def _optimizer_step(self) -> None:
+        """Clip, step the optimiser (through the gradient scaler) and a per-batch schedule."""
+        if self.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self._batch_schedule:
+            self.scheduler.step()
 
     # -- helpers ----------------------------------------------------------------------------------
     @property

@@ -20,6 +20,7 @@ from cnnkit.models.pretrained import load_pretrained, load_state, lookup, read_s
 from cnnkit.models.registry import ModelSpec, registered, registered_names
 from cnnkit.models.spec import is_spec, spec_model
 from cnnkit.models.tweaks import BATCH_NORM_MODES, set_batch_norm
+from cnnkit.models.tweaks import insert_dropout as place_dropout
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -54,12 +55,14 @@ def create_model(
     weights: str | Path | None = None,
     batch_norm_mode: str = "on",
     input_size: Sequence[int] | None = None,
+    insert_dropout: dict[str, float] | None = None,
     **kwargs,
 ) -> nn.Module:
     """Build `name`; load `weights` (a state-dict file) when given, dropping a head of another size; then
     `batch_norm_mode` "off" or "frozen" changes its BN layers (cnnkit.models.tweaks.set_batch_norm).
     `input_size` (C, H, W) of the images reaches the architectures whose layers depend on it (a spec network's
-    first fc after its maps); the others ignore it.
+    first fc after its maps); the others ignore it. `insert_dropout` {module glob: rate} adds dropout after the
+    matching modules (cnnkit.models.tweaks.insert_dropout), as a run's card asks.
     A name of pretrained weights, 'efficientnet_lite0.imagenet' (cnnkit.models.pretrained), builds their
     architecture with those weights (a new head when `num_classes` differs)."""
     if batch_norm_mode not in BATCH_NORM_MODES:
@@ -85,6 +88,8 @@ def create_model(
     elif pretrained is not None:
         load_pretrained(model, pretrained, head=spec.head)
     set_batch_norm(model, batch_norm_mode)
+    if insert_dropout:
+        place_dropout(model, insert_dropout)
     return model
 
 

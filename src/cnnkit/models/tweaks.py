@@ -4,23 +4,29 @@
     set_dropout(model, {"classifier.*": 0.5, "fc6": 0.3})     # fnmatch globs over model.named_modules() names
     set_batch_norm(model, "off")      # every BatchNorm1d/2d/3d becomes nn.Identity (the state-dict keys change)
     set_batch_norm(model, "frozen")   # BN uses its running statistics, never updates them; γ and β do not train
+    insert_dropout(model, {"features.*.conv": 0.1})  # new dropout after the matching modules (spatial on 4-D maps)
 
 Dropout only acts in training, so a saved model need not remember its rates; "off" changes the architecture,
-so `registry.create_model(..., batch_norm_mode="off")` applies it and a run's model card carries it.
+so `registry.create_model(..., batch_norm_mode="off")` applies it and a run's model card carries it. Inserted
+dropout adds modules, so `create_model(..., insert_dropout={glob: rate})` applies it and the card carries it
+too; it adds no parameter or buffer, so the state-dict keys (and pretrained weights) stay as they are.
 """
 from __future__ import annotations
 
 import fnmatch
 import warnings
 from collections.abc import Mapping
+from typing import Any
 
+import torch
 from torch import nn
+from torch.nn import functional as F
 
 from cnnkit.config import check_dropout_spec
 from cnnkit.errors import CnnkitError, unknown_name
 
-__all__ = ["BATCH_NORM_MODES", "batch_norm_layers", "check_dropout_spec", "dropout_layers", "set_batch_norm",
-           "set_dropout"]
+__all__ = ["BATCH_NORM_MODES", "PlacedDropout", "batch_norm_layers", "check_dropout_spec", "dropout_layers",
+           "insert_dropout", "set_batch_norm", "set_dropout"]
 
 BATCH_NORM_MODES = ("on", "off", "frozen")
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
@@ -100,3 +106,59 @@ def set_batch_norm(model: nn.Module, mode: str) -> int:
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent), child, nn.Identity())
     return len(found)
+
+
+class PlacedDropout(nn.Dropout):
+    """Dropout inserted after a module (`insert_dropout`): spatial (Dropout2d: whole channels) on a 4-D feature
+    map, element-wise on anything else; the identity in eval mode. An nn.Dropout, so --dropout re-rates it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if x.dim() == 4:
+            return F.dropout2d(x, self.p, True, self.inplace)
+        return F.dropout(x, self.p, True, self.inplace)
+
+
+PLACED = "placed_dropout"  # the child's name on the module it follows
+
+
+def _drop_output(module: nn.Module, args: Any, output: Any) -> Any:
+    """Forward hook of a module with inserted dropout: its output through that dropout (tensors only)."""
+    return getattr(module, PLACED)(output) if isinstance(output, torch.Tensor) else output
+
+
+def insert_dropout(model: nn.Module, spec: Mapping[str, float]) -> dict[str, float]:
+    """Add dropout after every module whose qualified name matches a glob of `spec` ({glob: rate}; a later glob
+    wins where two match): a PlacedDropout child applied to the module's output by a forward hook (appended
+    as its last layer to an nn.Sequential), so no state-dict key changes. A glob that matches nothing is a
+    one-line error naming some modules. Returns {module path: rate}."""
+    spec = check_dropout_spec(spec)
+    if not isinstance(spec, Mapping):
+        raise CnnkitError(f"insert_dropout takes GLOB=RATE pairs such as features.*.conv=0.1, got {spec!r}")
+    skip = (*_DROPOUT, nn.ModuleList, nn.ModuleDict)  # no output of their own to drop
+    names = [name for name, m in model.named_modules() if name and not isinstance(m, skip)]
+    rates: dict[str, float] = {}
+    for glob, rate in spec.items():
+        hits = [name for name in names if fnmatch.fnmatchcase(name, glob)]
+        if not hits:
+            raise CnnkitError(f"--insert-dropout {glob}={rate}: no module matches {glob!r}; the modules include "
+                              f"{_shown(names)}")
+        rates.update(dict.fromkeys(hits, rate))
+    for name, rate in rates.items():
+        _place(model.get_submodule(name), rate)
+    return rates
+
+
+def _place(module: nn.Module, rate: float) -> None:
+    """Dropout at `rate` after `module`, or the rate of the one placed there already."""
+    if isinstance(module, nn.Sequential):
+        if len(module) and isinstance(module[-1], PlacedDropout):
+            module[-1].p = rate
+        else:
+            module.append(PlacedDropout(rate))
+    elif hasattr(module, PLACED):
+        getattr(module, PLACED).p = rate
+    else:
+        module.add_module(PLACED, PlacedDropout(rate))
+        module.register_forward_hook(_drop_output)

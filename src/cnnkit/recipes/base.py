@@ -38,7 +38,7 @@ COMMON_OPTIONS = frozenset({
     "train.epochs", "train.batch_size", "train.optimizer", "train.optimizer_options", "train.lr",
     "train.weight_decay", "train.schedule", "train.schedule_options", "train.warmup_epochs", "train.loss",
     "train.patience", "train.monitor", "train.min_delta", "train.restore_best", "train.grad_clip", "train.amp",
-    "train.precision",
+    "train.precision", "train.schedule_interval", "train.accumulate",
     "train.device", "train.seed", "train.log",
     "diagnose.target_error", "diagnose.bias_threshold", "diagnose.variance_threshold",
 })
@@ -77,6 +77,7 @@ class Context:
     record: dict
     state: dict | None = None  # checkpoints/last.pt of a run being resumed
     report: bool = True  # write report.html at the end (the data curve's subset runs do not)
+    callbacks: list[Callback] = field(default_factory=list)  # the caller's own, e.g. a sweep's pruning reporter
 
 
 class Recipe:

@@ -23,7 +23,15 @@ from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError
 from cnnkit.models.tweaks import set_dropout
 from cnnkit.recipes.base import Build, Context, Recipe, TrainResult
-from cnnkit.recipes.classifier import card_for, make_attack, make_classifier_task, new_model, prediction, split_metrics
+from cnnkit.recipes.classifier import (
+    card_for,
+    check_model_knobs,
+    make_attack,
+    make_classifier_task,
+    new_model,
+    prediction,
+    split_metrics,
+)
 from cnnkit.recipes.transfer import fit_probe, probe_head, settle_strategy, transfer_plan, wants_probe_head
 from cnnkit.runs.card import ModelCard
 from cnnkit.runs.inputs import image_batches
@@ -41,7 +49,8 @@ class ClassificationRecipe(Recipe):
     embeds = True
 
     def check(self, cfg: Config) -> None:
-        """The transfer options that only make sense together."""
+        """The transfer options that only make sense together; --init and --insert-dropout."""
+        check_model_knobs(cfg)
         t = cfg.train
         trained_heads = ("fine-tune", "feature-extractor", "head-only", "partial", "auto")
         if t.head_init == "probe" and t.strategy not in trained_heads:

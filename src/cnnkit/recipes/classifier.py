@@ -9,8 +9,11 @@ the experiments (data curve, pruning, transfer comparison) reuse them.
 """
 from __future__ import annotations
 
+import csv
+import json
 import logging
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +26,7 @@ from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError, did_you_mean
 from cnnkit.metrics.core import task_metrics
 from cnnkit.models.factory import create_model, get_spec
+from cnnkit.models.initializers import apply_init, parse_init
 from cnnkit.models.pretrained import lookup as lookup_pretrained
 from cnnkit.models.spec import canonical_name, is_spec
 from cnnkit.runs.card import ModelCard
@@ -56,10 +60,29 @@ def card_for(cfg: Config, source: ImageSource, split: dict, seed: int) -> ModelC
     channels = cfg.data.channels or _spec_channels(cfg, source) or spec.input_size[0]
     size = cfg.data.image_size or spec.input_size[1]
     mean, std = train_stats(source, split["train"], channels, size, cfg.data.resize, seed=seed)
-    bn = {} if cfg.model.batch_norm == "on" else {"batch_norm_mode": cfg.model.batch_norm}  # "off" changes the keys
     scaling = _target_scaling(cfg, source, split["train"]) if cfg.task == "regression" else {}
     return ModelCard(canonical_name(cfg.model.name), cfg.task, list(source.classes), [channels, size, size], mean,
-                     std, cfg.data.whiten, cfg.data.resize, {**cfg.model.options, **bn}, **scaling)
+                     _std(cfg, std), _whiten(cfg), cfg.data.resize, _card_options(cfg), **scaling)
+
+
+def _card_options(cfg: Config, base: dict | None = None) -> dict:
+    """The card's architecture options: `base` (pretrained weights' own), the model options, a batch-norm mode
+    other than "on" (off changes the state-dict keys) and the inserted dropout (it adds modules)."""
+    options = {**(base or {}), **cfg.model.options}
+    if cfg.model.batch_norm != "on":
+        options["batch_norm_mode"] = cfg.model.batch_norm
+    if cfg.model.insert_dropout:
+        options["insert_dropout"] = dict(cfg.model.insert_dropout)
+    return options
+
+
+def _std(cfg: Config, std: list[float]) -> list[float]:
+    """The card's std: the training split's, or 1 per channel for mean-only normalisation (--normalize mean)."""
+    return [1.0] * len(std) if cfg.data.normalize == "mean" else list(std)
+
+
+def _whiten(cfg: Config) -> bool:
+    return bool(cfg.data.whiten or cfg.data.normalize == "whiten")
 
 
 def _spec_channels(cfg: Config, source: ImageSource) -> int | None:
@@ -75,24 +98,90 @@ def _pretrained_card(cfg: Config, source: ImageSource, split: dict, weights) -> 
     if cfg.data.channels not in (None, c):
         raise CnnkitError(f"{cfg.model.name} takes {c}-channel images; drop --channels {cfg.data.channels}")
     size = cfg.data.image_size or h
-    bn = {} if cfg.model.batch_norm == "on" else {"batch_norm_mode": cfg.model.batch_norm}
     scaling = _target_scaling(cfg, source, split["train"]) if cfg.task == "regression" else {}
     fields = weights.card_fields()
     return ModelCard(weights.architecture, cfg.task, list(source.classes), [c, size, size], fields["mean"],
-                     fields["std"], cfg.data.whiten, cfg.data.resize, {**weights.options, **cfg.model.options, **bn},
+                     _std(cfg, fields["std"]), _whiten(cfg), cfg.data.resize, _card_options(cfg, weights.options),
                      interpolation=weights.interpolation, **scaling)
 
 
-def _class_weight(cfg: Config, labels: np.ndarray, k: int) -> torch.Tensor | None:
-    if cfg.train.class_weight is None:
+def _class_weight(cfg: Config, labels: np.ndarray, classes: list[str]) -> torch.Tensor | None:
+    """None, 'balanced' (n / (K·n_c)), or the weights of a CSV/JSON file of class → weight (missing: 1)."""
+    given, k = cfg.train.class_weight, len(classes)
+    if given is None:
         return None
-    if cfg.train.class_weight != "balanced":
-        raise CnnkitError(f"class_weight must be 'balanced' or empty, got {cfg.train.class_weight!r}")
     if cfg.task in ("multilabel", "regression"):
-        raise CnnkitError(f"class_weight='balanced' weighs single-label classes; a {cfg.task} task has none "
+        raise CnnkitError(f"--class-weight {given} weighs single-label classes; a {cfg.task} task has none "
                           "(use sample weights)")
+    if given != "balanced":
+        return torch.tensor(read_class_weights(given, classes), dtype=torch.float32)
     counts = np.bincount(labels, minlength=k).astype(np.float64)
     return torch.tensor(len(labels) / (k * np.maximum(counts, 1)), dtype=torch.float32)  # n / (K n_c)
+
+
+def read_class_weights(path: str | Path, classes: list[str]) -> list[float]:
+    """One weight per class from a JSON file ({class: weight}, or a list of K weights) or a CSV file (rows
+    class,weight; a header row allowed). Classes are named, or given by index; a class left out weighs 1."""
+    path = Path(path)
+    if not path.is_file():
+        raise CnnkitError(f"--class-weight {path}: neither 'balanced' nor a file (a CSV or JSON of class → weight)")
+    try:
+        pairs = _json_weights(path, len(classes)) if path.suffix.lower() == ".json" else _csv_weights(path)
+    except (ValueError, csv.Error, UnicodeDecodeError) as err:
+        raise CnnkitError(f"--class-weight {path}: not a CSV of class,weight rows or a JSON mapping "
+                          f"({str(err).splitlines()[0]})") from None
+    weights = [1.0] * len(classes)
+    for key, value in pairs:
+        weights[_class_index(str(key).strip(), classes, path)] = _weight(value, key, path)
+    return weights
+
+
+def _json_weights(path: Path, k: int) -> list[tuple]:
+    data = json.loads(path.read_text())
+    if isinstance(data, list):
+        if len(data) != k:
+            raise ValueError(f"a list of {len(data)} weights for {k} classes")
+        return list(enumerate(data))
+    if not isinstance(data, dict):
+        raise ValueError("expected {class: weight} or a list of weights")
+    return list(data.items())
+
+
+def _csv_weights(path: Path) -> list[tuple]:
+    rows = [r for r in csv.reader(path.read_text().splitlines()) if r and any(c.strip() for c in r)]
+    if any(len(r) != 2 for r in rows):
+        raise ValueError("every row must be class,weight")
+    if len(rows) > 1 and not _is_number(rows[0][1]):
+        rows = rows[1:]  # a header
+    return [(c, w) for c, w in rows]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _class_index(key: str, classes: list[str], path: Path) -> int:
+    if key in classes:
+        return classes.index(key)
+    if key.isdigit() and int(key) < len(classes):
+        return int(key)
+    raise CnnkitError(f"--class-weight {path}: unknown class {key!r}{did_you_mean(key, classes)} (classes: "
+                      f"{', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})")
+
+
+def _weight(value: object, key: object, path: Path) -> float:
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        weight = -1.0
+    if isinstance(value, bool) or not weight >= 0 or weight == float("inf"):
+        raise CnnkitError(f"--class-weight {path}: the weight of {key!r} must be a number of at least 0, got "
+                          f"{value!r}")
+    return weight
 
 
 def make_attack(name: str | None, eps: float, card: ModelCard, steps: int = 7):
@@ -136,10 +225,30 @@ def _check_regularizers(cfg: Config) -> None:
 
 
 def new_model(cfg: Config, card: ModelCard) -> torch.nn.Module:
-    """The network `cfg` asks for, sized by the card (outputs, input channels), with its weights and BN mode."""
-    return create_model(cfg.model.name, num_classes=card.outputs, in_channels=card.input_size[0],
+    """The network `cfg` asks for, sized by the card (outputs, input channels), with its weights, BN mode and
+    inserted dropout; a fresh one initialised by --init where given."""
+    placed = {"insert_dropout": cfg.model.insert_dropout} if cfg.model.insert_dropout else {}
+    model = create_model(cfg.model.name, num_classes=card.outputs, in_channels=card.input_size[0],
                          input_size=card.input_size, weights=cfg.model.weights, batch_norm_mode=cfg.model.batch_norm,
-                         **cfg.model.options)
+                         **cfg.model.options, **placed)
+    if cfg.model.init:
+        check_model_knobs(cfg)
+        apply_init(model, cfg.model.init)
+    return model
+
+
+def check_model_knobs(cfg: Config) -> None:
+    """Refuse, before any data is read, a bad --init (or one for pretrained weights, which it would overwrite)
+    and a --insert-dropout that is not GLOB=RATE pairs."""
+    m = cfg.model
+    if m.init:
+        parse_init(m.init)
+        if m.weights is not None or lookup_pretrained(m.name) is not None:
+            raise CnnkitError(f"--init {m.init} initialises a fresh model; {m.weights or m.name} brings trained "
+                              "weights, which it would overwrite: drop --init or the weights")
+    if m.insert_dropout is not None and not isinstance(m.insert_dropout, dict):
+        raise CnnkitError(f"--insert-dropout takes GLOB=RATE pairs such as 'features.*.conv=0.1', got "
+                          f"{m.insert_dropout!r}")
 
 
 def make_classifier_task(cfg: Config, card: ModelCard, model: torch.nn.Module, train_labels: np.ndarray) -> Task:
@@ -151,7 +260,7 @@ def make_classifier_task(cfg: Config, card: ModelCard, model: torch.nn.Module, t
     return card.make_task(model, t.loss, label_smoothing=t.label_smoothing, penalty=penalty,
                           mix=_mixer(t.mixup, t.cutmix, len(card.classes)),
                           attack=make_attack(t.adversarial, t.adv_eps, card, t.adv_steps),
-                          class_weight=_class_weight(cfg, train_labels, len(card.classes)))
+                          class_weight=_class_weight(cfg, train_labels, list(card.classes)))
 
 
 def split_metrics(trainer: Trainer, card: ModelCard, loader) -> dict:

@@ -14,6 +14,7 @@ import inspect
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from cnnkit.engine.callbacks import (
 )
 from cnnkit.engine.checkpoint import load_checkpoint
 from cnnkit.engine.distributed import barrier, broadcast_object, init_distributed
+from cnnkit.engine.hooks import Callback
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
 from cnnkit.models.spec import run_label
@@ -69,21 +71,22 @@ def start(recipe: Recipe, cfg: Config, resume: str | Path | None = None,
 
 def make_trainer(cfg: Config, built: Build, steps: int, run_dir: Path) -> Trainer:
     """The Trainer of a recipe's task: the configured optimiser over its parameter groups, the schedule
-    (per batch; per epoch for reduce_on_plateau, which needs the val loss), early stopping when --patience is
-    set, the overfitting alarm, checkpoints selected on the task's own metric, history.csv, a progress bar,
-    the recipe's callbacks and any --log loggers. (The Trainer seeds each epoch itself.)"""
+    (per epoch or per optimiser step: --schedule-interval, else the schedule's default; with --accumulate N an
+    optimiser step is N batches), early stopping when --patience is set, the overfitting alarm, checkpoints
+    selected on the task's own metric, history.csv, a progress bar, the recipe's callbacks and any --log
+    loggers. (The Trainer seeds each epoch itself.)"""
     t = cfg.train
     params = built.param_groups
     if params is None:
         params = [p for p in built.task.model.parameters() if p.requires_grad]
     optimizer = optimizers.get(t.optimizer, params, lr=t.lr, weight_decay=t.weight_decay, **t.optimizer_options)
-    per_epoch = t.schedule == "reduce_on_plateau"
-    scheduler = schedules.get(t.schedule, optimizer, steps_per_epoch=steps, epochs=t.epochs,
-                              interval="epoch" if per_epoch else "batch",
-                              warmup=round(t.warmup_epochs * (1 if per_epoch else steps)), **t.schedule_options)
+    scheduler = schedules.for_run(t.schedule, optimizer, steps_per_epoch=-(-steps // t.accumulate), epochs=t.epochs,
+                                  interval=t.schedule_interval, warmup_epochs=t.warmup_epochs,
+                                  options=t.schedule_options)
     monitor = built.monitor or t.monitor
     callbacks = [EarlyStopping(monitor, t.patience, t.min_delta, restore_best=t.restore_best)] if t.patience else []
-    callbacks += [OverfittingAlarm(cfg.diagnose.alarm_patience, cfg.diagnose.alarm_stop),  # before the checkpoint
+    callbacks += [OverfittingAlarm(cfg.diagnose.alarm_patience, cfg.diagnose.alarm_stop,  # before the checkpoint
+                                   on=cfg.diagnose.alarm_on, min_delta=t.min_delta),
                   ModelCheckpoint(run_dir / "checkpoints", monitor=built.task.monitor),
                   CSVLogger(run_dir / "history.csv"), ProgressBar()] + list(built.callbacks)
     if t.log:
@@ -91,7 +94,8 @@ def make_trainer(cfg: Config, built: Build, steps: int, run_dir: Path) -> Traine
 
         callbacks += make_loggers(t.log, run_dir, {"model": cfg.model.name, "data": cfg.data.source})
     return Trainer(built.task, optimizer, epochs=t.epochs, scheduler=scheduler, callbacks=callbacks,
-                   device=t.device, amp=t.amp, grad_clip=t.grad_clip, seed=t.seed, precision=t.precision)
+                   device=t.device, amp=t.amp, grad_clip=t.grad_clip, seed=t.seed, precision=t.precision,
+                   accumulate=t.accumulate)
 
 
 def write_start(ctx: Context) -> None:
@@ -103,9 +107,10 @@ def write_start(ctx: Context) -> None:
 
 
 def train(recipe: Recipe, cfg: Config | None = None, *, resume: str | Path | None = None,
-          **train_overrides) -> TrainResult:
+          callbacks: Sequence[Callback] = (), **train_overrides) -> TrainResult:
     """Train as `cfg` says with `recipe`; or, with `resume=RUN`, continue RUN from checkpoints/last.pt.
-    The test split is written to split.json and never read here."""
+    `callbacks` join the Trainer's own (a sweep's pruning reporter). The test split is written to split.json and
+    never read here."""
     resumed = None
     if resume is not None:
         cfg, state, record = resume_state(resume)
@@ -117,7 +122,9 @@ def train(recipe: Recipe, cfg: Config | None = None, *, resume: str | Path | Non
     cfg.validate(supported=recipe.supported, reasons=recipe.unsupported_reason)
     recipe.check(cfg)
     schedules.check_options(cfg.train.schedule, cfg.train.schedule_options)  # before any data is read
+    schedules.run_interval(cfg.train.schedule, cfg.train.schedule_interval, cfg.train.schedule_options)
     ctx = start(recipe, cfg, resume, resumed)
+    ctx.callbacks = list(callbacks)
     direct = recipe.fit_directly(ctx) if resume is None else None
     return direct if direct is not None else fit(recipe, ctx)
 
@@ -143,7 +150,9 @@ def fit(recipe: Recipe, ctx: Context) -> TrainResult:
     model = recipe.model(cfg, card, fresh=ctx.state is None)
     info = init_distributed()
     train_loader = recipe.loader(cfg, ctx.source, split["train"], card, train=True, dist=info)
-    trainer = make_trainer(cfg, recipe.build(ctx, model), len(train_loader), ctx.run_dir)
+    built = recipe.build(ctx, model)
+    built.callbacks = [*built.callbacks, *ctx.callbacks]
+    trainer = make_trainer(cfg, built, len(train_loader), ctx.run_dir)
     cfg.train.precision, cfg.train.amp = trainer.precision.name, False  # config.yaml keeps what ran
     if trainer.dist.is_main:  # only now: a bad model option has failed before the run folder exists
         write_start(ctx)

@@ -96,7 +96,8 @@ class SegmentationRecipe(Recipe):
 
     name = "semantic segmentation"
     tasks = ("segment",)
-    options = frozenset({"train.class_weight", "diagnose.alarm_patience", "diagnose.alarm_stop"})
+    options = frozenset({"train.class_weight", "diagnose.alarm_patience", "diagnose.alarm_stop",
+                         "diagnose.alarm_on"})
     report_sections = ("summary", "verdict", "curves", "alarm", "segmentation", "data", "timing", "model", "config")
     curve_metric = "miou"
 
