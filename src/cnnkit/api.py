@@ -31,7 +31,7 @@ log = logging.getLogger("cnnkit")
 __all__ = ["TrainResult", "train", "evaluate", "test", "predict", "embed", "demo_config", "augment_preview",
            "models_table", "inspect_model", "inspect_kernels", "inspect_feature_maps", "transfer_compare", "lr_find",
            "prune", "convert", "check_annotations", "report", "diagnose", "load_config", "bench", "export",
-           "cross_validate", "audit"]
+           "cross_validate", "audit", "sweep", "compare_runs"]
 
 
 def _recipe_of(run: str | Path) -> Recipe:
@@ -294,13 +294,26 @@ def lr_find(cfg: Config, *, steps: int = 100, out: str | Path | None = None, **o
 
 
 def prune(run: str | Path, sparsities: list[float], *, scope: str = "global", finetune_epochs: int = 0,
-          out: str | Path | None = None) -> list[dict]:
+          out: str | Path | None = None, structured: bool = False, criterion: str = "l1",
+          latency_batch: int = 1) -> list[dict]:
     """Magnitude pruning of RUN's model (L1, unstructured, the Conv/Linear weights; see cnnkit.models.prune): for
     each sparsity, RUN's model is pruned (`scope` "global" ranks all weights together, "layer" prunes each layer
     by the same fraction), fine-tuned `finetune_epochs` epochs on RUN's train split with RUN's config (pruned
     weights stay zero), saved as the run folder OUT/s<percent> (OUT defaults to RUN/pruned; `evaluate` and
     `predict` read it) and evaluated on the val split, never on test. Rows {"sparsity_target", "sparsity"
-    (measured), "val_accuracy", "val_loss", "val_accuracy_before_ft", "run"}, also written to OUT/prune.json."""
+    (measured), "val_accuracy", "val_loss", "val_accuracy_before_ft", "run"}, also written to OUT/prune.json.
+
+    `structured=True` removes whole filters instead (cnnkit.models.structured; classification runs of ResNets and
+    plain conv stacks): the fraction `sparsity` of each prunable conv's filters with the lowest `criterion` ("l1":
+    the filter's L1 norm, "bn": |γ| of its BatchNorm), the model rebuilt smaller (the kept widths in the card's
+    `pruned`), fine-tuned, saved and measured. Rows, the unpruned model first: {"sparsity_target", "params",
+    "flops", "latency_ms" (median CPU forward pass at `latency_batch`, timed in this process), "speedup",
+    "val_accuracy", "val_loss", "val_accuracy_before_ft", "run"}."""
+    if structured:
+        from cnnkit.experiments.structured import structured_prune_run
+
+        return structured_prune_run(run, sparsities, criterion=criterion, finetune_epochs=finetune_epochs, out=out,
+                                    latency_batch=latency_batch)
     from cnnkit.experiments.prune import prune_run
 
     return prune_run(run, sparsities, scope=scope, finetune_epochs=finetune_epochs, out=out)
@@ -393,3 +406,21 @@ def diagnose(run: str | Path, *, data_curve: list[float] | None = None, landscap
             raise CnnkitError("Grad-CAM is not available in this cnnkit (cnnkit.diagnose.gradcam is missing)") from None
         result["plots"]["gradcam"] = str(plot_gradcam(run, run / "plots" / "gradcam.png"))
     return result
+
+
+def sweep(space: str | Path, *, trials: int, out: str | Path, sampler: str = "tpe", pruner: str = "median",
+          metric: str = "val_loss", seed: int | None = None):
+    """A hyperparameter search with Optuna over the settings of SPACE.yaml (base: fixed, search: tuned), until
+    `trials` trials have finished in `out` (its SQLite study resumes); every trial an ordinary run folder
+    OUT/trial-NNNN. Returns a SweepResult (rows, best, importance, files); see cnnkit.experiments.sweep."""
+    from cnnkit.experiments.sweep import sweep as run_sweep
+
+    return run_sweep(space, trials=trials, out=out, sampler=sampler, pruner=pruner, metric=metric, seed=seed)
+
+
+def compare_runs(runs: list[str | Path], *, out: str | Path | None = None) -> dict:
+    """Runs side by side: final metrics, config differences, verdicts, and the learning curves overlaid; writes
+    OUT/compare.png, compare.html and compare.json. See cnnkit.diagnose.compare_runs."""
+    from cnnkit.diagnose.compare_runs import compare_runs as compare
+
+    return compare(runs, out=out)

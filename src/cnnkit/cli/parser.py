@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from cnnkit.cli.parser_experiments import prune_parser
 from cnnkit.errors import CnnkitError
 from cnnkit.version import __version__
 
@@ -45,13 +46,6 @@ def _dropout_spec(text: str) -> float | dict:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _sparsities(text: str) -> list[float]:
-    try:
-        return [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected fractions such as 0.5,0.8,0.9, got {text!r}") from None
-
-
 TRAIN_HELP = ("train a model for any task: classification, regression, detection, instance or semantic "
               "segmentation (--task); prints the run folder last")
 
@@ -69,7 +63,7 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--optimizer", help="sgd | adagrad | adadelta | rmsprop | adam | adamw | adamax | nadam | ftrl")
     p.add_argument("--schedule", help="constant | cosine | cosine_restarts | step_decay | linear_decay | exponential | "
-                                      "one_cycle | reduce_on_plateau")
+                                      "decay | one_cycle | reduce_on_plateau")
     p.add_argument("--task", help=f"{TASKS_HELP} (default: inferred from the data)")
     p.add_argument("--loss",
                    help="a loss of cnnkit.losses.core, e.g. focal, multiclass_svm, huber (default: the task's)")
@@ -98,6 +92,28 @@ def _regularization_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adv-eps", type=float, help="the attack's budget in pixel units (default 0.1)")
 
 
+def _knob_flags(p: argparse.ArgumentParser) -> None:
+    """The optimisation knobs (docs/training.md has the table); KEY=VALUE values parse as numbers, bools, lists."""
+    kv, add = "KEY=VALUE", p.add_argument
+    add("--schedule-interval", choices=("epoch", "batch"), help="what the schedule counts (default: its own)")
+    add("--schedule-option", action="append", metavar=kv, help="repeatable: --schedule-option step_size=3")
+    add("--optimizer-option", action="append", metavar=kv, help="repeatable, torch's names: betas=(0.9,0.99)")
+    add("--momentum", type=float, help="momentum of sgd or rmsprop (default 0)")
+    add("--nesterov", action="store_true", default=None, help="sgd: Nesterov momentum")
+    add("--weight-decay", type=float, help="the optimiser's weight decay (coupled L2; adamw: decoupled)")
+    add("--label-smoothing", type=float, metavar="EPS", help="soft targets: 1 − ε on the class, ε/K spread")
+    add("--grad-clip", type=float, metavar="NORM", help="clip the gradients' global L2 norm to NORM")
+    add("--warmup-epochs", type=float, help="linear warm-up of the learning rate before the schedule")
+    add("--whiten", action="store_true", default=None, help="each image by its own mean and std (--normalize whiten)")
+    add("--normalize", choices=("standard", "mean", "whiten"), help="standard (default): (x−mean)/std; mean: x−mean")
+    add("--class-weight", metavar="balanced|FILE", help="balanced (n / (K·n_c)), or a CSV/JSON of class → weight")
+    add("--accumulate", type=_positive_int, metavar="N", help="one optimiser step per N batches (as N × batch size)")
+    add("--init", metavar="SCHEME[:K=V,...]", help="a fresh model's conv/linear layers: he | glorot | lecun | "
+        "normal:std=0.01,bias=0.1 | uniform:low=-0.05,high=0.05")
+    add("--insert-dropout", action="append", metavar="GLOB=RATE",
+        help="dropout after the matching modules (spatial on 4-D maps), repeatable: 'features.*.conv=0.1'")
+
+
 def _transfer_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", help="transfer learning: feature-extractor | head-only | fine-tune | partial | "
                                       "linear-probe | auto (see docs/transfer.md)")
@@ -123,6 +139,9 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file with data/model/train sections; flags override it")
     p.add_argument("--alarm-stop", action="store_true", default=None,
                    help="stop when the overfitting alarm fires (val loss rising while the train loss falls)")
+    p.add_argument("--alarm-on", choices=("rise", "plateau", "both"),
+                   help="what the overfitting alarm counts while the train loss falls: a rising val loss, a plateau "
+                        "(no new low beyond --min-delta), or both (default; see docs/diagnosis.md)")
     p.add_argument("--target-error", type=float, metavar="ERROR",
                    help="target or human-level error of the verdict (bias = train error − this)")
     p.add_argument("--log", action="append", choices=("tensorboard", "mlflow"),
@@ -134,6 +153,7 @@ def _train_parser(sub, verb: str = "train", text: str = TRAIN_HELP) -> argparse.
     p = sub.add_parser(verb, help=text)
     _data_flags(p)
     _regularization_flags(p)
+    _knob_flags(p)
     _transfer_flags(p)
     _run_flags(p)
     if verb == "lr-find":
@@ -193,19 +213,6 @@ def _transfer_parser(sub) -> None:
     p.add_argument("--strategies", metavar="S1,S2,...",
                    help="default feature-extractor,head-only,fine-tune,partial,linear-probe,scratch "
                         "(scratch: the same architecture from random weights; auto also allowed)")
-    p.add_argument("--json", action="store_true")
-
-
-def _prune_parser(sub) -> None:
-    p = sub.add_parser("prune", help="magnitude pruning of a run's model: val accuracy against sparsity")
-    p.add_argument("run")
-    p.add_argument("--sparsity", type=_sparsities, required=True, metavar="S1,S2,...",
-                   help="fractions of the Conv/Linear weights set to zero, e.g. 0.5,0.8,0.9")
-    p.add_argument("--scope", choices=("global", "layer"), default="global",
-                   help="global: rank all weights together; layer: the same fraction in every layer")
-    p.add_argument("--finetune-epochs", type=int, default=0, metavar="N",
-                   help="epochs of training after pruning, with the run's config (pruned weights stay zero)")
-    p.add_argument("--out", help="folder of the pruned models, one run folder s<percent> each (default RUN/pruned)")
     p.add_argument("--json", action="store_true")
 
 
@@ -390,6 +397,33 @@ def _serve_parser(sub) -> None:
                    help="uvicorn's log level (default info, warning with -q)")
 
 
+# ---------------------------------------------------------------- sweep and compare (several runs)
+
+def _sweep_compare_parsers(sub) -> None:
+    p = sub.add_parser("sweep", help="a hyperparameter search with Optuna over SPACE.yaml (base: fixed settings, "
+                                     "search: tuned ones); every trial a run folder; prints DIR last")
+    p.add_argument("space", metavar="SPACE.yaml")
+    p.add_argument("--trials", type=_positive_int, required=True, help="finished trials wanted in DIR (a rerun with "
+                   "the same DIR goes on from its study.db)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the sweep's folder: study.db, trials.csv, "
+                   "parallel.png, importance.json, trial-0000/ ...")
+    p.add_argument("--sampler", choices=("tpe", "random", "grid"), default="tpe",
+                   help="tpe (default), random, or grid (every search setting a list)")
+    p.add_argument("--pruner", choices=("median", "none"), default="median",
+                   help="median (default): stop a trial whose val metric is below the median of earlier trials at "
+                        "the same epoch")
+    p.add_argument("--metric", default="val_loss", help="the history column optimised (default val_loss; "
+                   "val_accuracy is maximised)")
+    p.add_argument("--seed", type=int, help="the sampler's seed")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("compare", help="runs side by side: learning curves overlaid, final metrics, config "
+                                       "differences and verdicts (table, compare.html, compare.json)")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--out", metavar="DIR", help="where compare.png, compare.html and compare.json go "
+                   "(default compare-<first run's name>)")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
+
 def _run_tool_parsers(sub) -> None:
     p = sub.add_parser("demo", help="LeNet-5 on the embedded digits: train, test, plots")
     p.add_argument("--out")
@@ -432,10 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
     _models_parser(sub)
     _inspect_parser(sub)
     _bench_parser(sub)
-    _prune_parser(sub)
+    prune_parser(sub)
     _diagnose_parser(sub)
     _transfer_parser(sub)
     _run_tool_parsers(sub)
     _serve_parser(sub)
     _data_tool_parsers(sub)
+    _sweep_compare_parsers(sub)
     return parser

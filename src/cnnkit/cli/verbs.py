@@ -25,7 +25,7 @@ def _model_options(items: list[str] | None) -> dict | None:
 def train_overrides(a: argparse.Namespace) -> dict:
     """The config sections set by the training flags (those not given are left to the YAML file and defaults)."""
     pick = lambda **kv: {k: v for k, v in kv.items() if v is not None}  # noqa: E731
-    return {
+    return _with_knobs(a, {
         "data": pick(source=a.data, augment=a.augment, image_size=a.image_size, channels=a.channels, resize=a.resize,
                      val=a.val, test=a.test, workers=a.workers, images=a.images),
         "model": pick(name=a.model, options=_model_options(a.model_option), dropout=a.dropout,
@@ -36,9 +36,42 @@ def train_overrides(a: argparse.Namespace) -> dict:
                       adversarial=a.adversarial, adv_eps=a.adv_eps, log=a.log, strategy=a.strategy,
                       keep_stages=a.keep_stages, unfreeze_every=a.unfreeze_every, probe=a.probe,
                       head_init=a.head_init),
-        "diagnose": pick(alarm_stop=a.alarm_stop, target_error=a.target_error),
+        "diagnose": pick(alarm_stop=a.alarm_stop, alarm_on=a.alarm_on, target_error=a.target_error),
         **pick(out=a.out, task=a.task),
-    }
+    })
+
+
+def _key_values(items: list[str] | None, flag: str, example: str) -> dict:
+    """Repeated KEY=VALUE flags → {key: value}, each value a number, bool or list where it reads as one."""
+    from cnnkit.config import parse_key_value
+
+    options: dict = {}
+    for item in items or []:
+        options.update(parse_key_value(item, example=f"{flag} {example}"))
+    return options
+
+
+def _with_knobs(a: argparse.Namespace, sections: dict) -> dict:
+    """`sections` with the optimisation knobs' flags (--momentum, --schedule-option, --init, ...) added; a
+    namespace without them (a verb of its own) adds nothing."""
+    k = argparse.Namespace(**{name: getattr(a, name, None) for name in KNOBS})
+    pick = lambda **kv: {key: v for key, v in kv.items() if v is not None}  # noqa: E731
+    optimizer = {**_key_values(k.optimizer_option, "--optimizer-option", "betas=(0.9,0.99)"),
+                 **pick(momentum=k.momentum, nesterov=k.nesterov)}
+    schedule = _key_values(k.schedule_option, "--schedule-option", "step_size=3")
+    placed = _key_values(k.insert_dropout, "--insert-dropout", "'features.*.conv=0.1'")
+    sections["data"].update(pick(whiten=k.whiten, normalize=k.normalize or ("whiten" if k.whiten else None)))
+    sections["model"].update(pick(init=k.init, insert_dropout=placed or None))
+    sections["train"].update(pick(
+        schedule_interval=k.schedule_interval, schedule_options=schedule or None, optimizer_options=optimizer or None,
+        weight_decay=k.weight_decay, label_smoothing=k.label_smoothing, grad_clip=k.grad_clip,
+        warmup_epochs=k.warmup_epochs, class_weight=k.class_weight, accumulate=k.accumulate))
+    return sections
+
+
+KNOBS = ("optimizer_option", "momentum", "nesterov", "schedule_option", "insert_dropout", "whiten", "normalize",
+         "init", "schedule_interval", "weight_decay", "label_smoothing", "grad_clip", "warmup_epochs", "class_weight",
+         "accumulate")  # the parser's _knob_flags
 
 
 # ---------------------------------------------------------------- training: train, lr-find, demo, transfer compare
@@ -239,9 +272,16 @@ def cmd_bench(a: argparse.Namespace) -> int:
 def cmd_prune(a: argparse.Namespace) -> int:
     from cnnkit import api
 
-    rows = api.prune(a.run, sparsities=a.sparsity, scope=a.scope, finetune_epochs=a.finetune_epochs, out=a.out)
+    extra = {"structured": True, "criterion": a.criterion, "latency_batch": a.latency_batch} if a.structured else {}
+    rows = api.prune(a.run, sparsities=a.sparsity, scope=a.scope, finetune_epochs=a.finetune_epochs, out=a.out,
+                     **extra)
     if a.json:
         print(json.dumps(rows))
+        return 0
+    if a.structured:
+        from cnnkit.experiments.structured import format_structured
+
+        print(format_structured(rows))
         return 0
     tuned = a.finetune_epochs > 0
     print("sparsity  measured  val acc  val loss" + ("  acc before ft" if tuned else ""))
@@ -316,13 +356,43 @@ def cmd_serve(a: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- several runs: sweep, compare
+
+def cmd_sweep(a: argparse.Namespace) -> int:
+    """The table of trials, the importance and the best configuration (or JSON), then DIR as the last line."""
+    from cnnkit import api
+    from cnnkit.experiments.sweep_report import format_sweep
+
+    result = api.sweep(a.space, trials=a.trials, out=a.out, sampler=a.sampler, pruner=a.pruner, metric=a.metric,
+                       seed=a.seed)
+    if a.json:
+        print(json.dumps({"metric": result.metric, "direction": result.direction, "trials": result.rows,
+                          "best": result.best, "importance": result.importance}, default=str))
+    else:
+        print(format_sweep(result))
+    print(result.out)
+    return 0
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    """The side-by-side table (or JSON), then the page's path as the last line."""
+    from cnnkit import api
+    from cnnkit.diagnose.compare_runs import format_comparison
+
+    result = api.compare_runs(a.runs, out=a.out)
+    print(json.dumps(result) if a.json else format_comparison(result))
+    if not a.json:
+        print(result["files"]["html"])
+    return 0
+
+
 VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train, "lr-find": cmd_lr_find, "demo": cmd_demo, "transfer": cmd_transfer_compare,
     "evaluate": cmd_evaluate, "test": cmd_test, "predict": cmd_predict, "export": cmd_export, "embed": cmd_embed,
     "report": cmd_report, "audit": cmd_audit,
     "models": cmd_models, "inspect": cmd_inspect, "prune": cmd_prune, "diagnose": cmd_diagnose,
     "convert": cmd_convert, "augment-preview": cmd_augment_preview, "bench": cmd_bench,
-    "serve": cmd_serve,
+    "serve": cmd_serve, "sweep": cmd_sweep, "compare": cmd_compare,
 }
 
 

@@ -1,0 +1,76 @@
+"""Structured pruning of a ResNet-20 on digits: parameters, FLOPs, measured CPU latency and val accuracy per
+sparsity (docs/benchmarks.md §19, issue 19 item 6).
+
+Trains ResNet-20 on the built-in `digits` (1,797 8×8 scans, resized to 32×32) through cnnkit.api.train, then
+`cnnkit.api.prune(run, [0.25, 0.5], structured=True, criterion=..., finetune_epochs=...)`: the fraction of each
+BasicBlock's inner conv filters with the smallest L1 norm is removed, the model rebuilt smaller, fine-tuned with
+the run's config and saved as a run folder. Latency is the median of 100 forward passes after 10 warm-up ones
+(torch.inference_mode, eval mode, BN folded into the convs as `predict` runs it, CPU), timed in this process
+round-robin with the unpruned model, at batch 1 and at `--batch`. Accuracy is on the val split (the test split
+stays locked).
+
+    .venv/bin/python benchmarks/structured_pruning.py [--epochs 8] [--finetune-epochs 3] [--criterion l1]
+        [--threads 2] [--batch 16] [--out benchmarks/out/structured_pruning]
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from cnnkit import api
+from cnnkit.config import load_config
+from cnnkit.experiments.structured import latencies_ms
+from cnnkit.runs.folder import load_model
+
+
+def _train(out: Path, epochs: int) -> Path:
+    cfg = load_config(overrides={"data": {"source": "digits"}, "model": {"name": "resnet20"},
+                                 "train": {"epochs": epochs, "batch_size": 64, "lr": 0.003, "schedule": "cosine",
+                                           "seed": 0},
+                                 "out": str(out)})
+    return api.train(cfg).run_dir
+
+
+def _table(rows: list[dict], batch: int) -> str:
+    head = (f"| sparsity | params | MFLOPs | latency b1 (ms) | speed-up b1 | latency b{batch} (ms) | speed-up b{batch} "
+            "| val acc before ft | val acc after ft |")
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        label = "unpruned" if r is rows[0] else f"{r['sparsity_target']:.2f}"
+        lines.append(f"| {label} | {r['params']:,} | {r['flops'] / 1e6:.1f} | {r['latency_ms']:.2f} | "
+                     f"{r['speedup']:.2f}× | {r['latency_b']:.2f} | {r['speedup_b']:.2f}× | "
+                     f"{r['val_accuracy_before_ft']:.4f} | {r['val_accuracy']:.4f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--finetune-epochs", type=int, default=3)
+    p.add_argument("--criterion", choices=("l1", "bn"), default="l1")
+    p.add_argument("--sparsity", default="0.25,0.5")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--out", default="benchmarks/out/structured_pruning")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    start = time.perf_counter()
+    run = _train(Path(a.out) / "resnet20", a.epochs)
+    rows = api.prune(run, [float(s) for s in a.sparsity.split(",")], structured=True, criterion=a.criterion,
+                     finetune_epochs=a.finetune_epochs, latency_batch=1)
+    models = [load_model(r["run"])[0] for r in rows]
+    for r, ms in zip(rows, latencies_ms(models, [a.batch, 3, 32, 32])):
+        r["latency_b"] = ms
+    for r in rows:
+        r["speedup_b"] = rows[0]["latency_b"] / r["latency_b"]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+          f", {time.perf_counter() - start:.0f} s in all")
+    print(_table(rows, a.batch))
+
+
+if __name__ == "__main__":
+    main()
