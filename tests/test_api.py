@@ -142,7 +142,7 @@ def test_class_weight_balanced_follows_sklearn(tmp_path: Path) -> None:
 
     labels = np.array([0, 0, 0, 1, 2, 2])
     cfg = _cfg(tmp_path, class_weight="balanced")
-    ours = _class_weight(cfg, labels, 3).numpy()
+    ours = _class_weight(cfg, labels, ["a", "b", "c"]).numpy()
     theirs = compute_class_weight("balanced", classes=np.arange(3), y=labels)
     np.testing.assert_allclose(ours, theirs, rtol=1e-6)
 

@@ -124,6 +124,20 @@ def test_the_plateau_alarm_stays_silent_on_the_demo_run_and_on_a_rising_curve() 
         OverfittingAlarm(on="flat")
 
 
+@pytest.mark.slow  # the demo itself: 30 epochs of LeNet-5 on the embedded digits, about 15 s
+def test_the_plateau_alarm_stays_silent_on_a_real_demo_run(tmp_path) -> None:
+    import json
+    from dataclasses import replace
+
+    from cnnkit.api import demo_config, train
+
+    cfg = demo_config(out=str(tmp_path / "demo"))
+    cfg = replace(cfg, diagnose=replace(cfg.diagnose, alarm_on="plateau"))
+    train(cfg)
+    alarm = json.loads((tmp_path / "demo" / "diagnosis.json").read_text())["alarm"]
+    assert alarm["on"] == "plateau" and alarm["fired_epoch"] is None
+
+
 def _memorising_trainer(callbacks: list, epochs: int) -> tuple[Trainer, list, list]:
     """A wide MLP on 32 random-label noise images: the training loss falls, the val loss (other noise) rises."""
     torch.manual_seed(0)
