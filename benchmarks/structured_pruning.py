@@ -11,6 +11,7 @@ stays locked).
 
     .venv/bin/python benchmarks/structured_pruning.py [--epochs 8] [--finetune-epochs 3] [--criterion l1]
         [--threads 2] [--batch 16] [--out benchmarks/out/structured_pruning]
+        [--data synthetic-shapes:n=1200,size=64 --image-size 64]
 """
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ from cnnkit.experiments.structured import latencies_ms
 from cnnkit.runs.folder import load_model
 
 
-def _train(out: Path, epochs: int) -> Path:
-    cfg = load_config(overrides={"data": {"source": "digits"}, "model": {"name": "resnet20"},
+def _train(out: Path, epochs: int, data: str, size: int) -> Path:
+    cfg = load_config(overrides={"data": {"source": data, "image_size": size}, "model": {"name": "resnet20"},
                                  "train": {"epochs": epochs, "batch_size": 64, "lr": 0.003, "schedule": "cosine",
                                            "seed": 0},
                                  "out": str(out)})
@@ -56,14 +57,17 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--out", default="benchmarks/out/structured_pruning")
+    p.add_argument("--data", default="digits", help="a classification source, e.g. synthetic-shapes:n=1200,size=64")
+    p.add_argument("--image-size", type=int, default=32, help="the input size it trains, prunes and is timed at")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     start = time.perf_counter()
-    run = _train(Path(a.out) / "resnet20", a.epochs)
+    run = _train(Path(a.out) / "resnet20", a.epochs, a.data, a.image_size)
     rows = api.prune(run, [float(s) for s in a.sparsity.split(",")], structured=True, criterion=a.criterion,
                      finetune_epochs=a.finetune_epochs, latency_batch=1)
     models = [load_model(r["run"])[0] for r in rows]
-    for r, ms in zip(rows, latencies_ms(models, [a.batch, 3, 32, 32])):
+    channels = load_model(run)[1].input_size[0]
+    for r, ms in zip(rows, latencies_ms(models, [a.batch, channels, a.image_size, a.image_size])):
         r["latency_b"] = ms
     for r in rows:
         r["speedup_b"] = rows[0]["latency_b"] / r["latency_b"]
