@@ -94,6 +94,17 @@ def test_a_model_pt_without_a_valid_card_is_a_one_line_error(tmp_path: Path) -> 
     assert "\n" not in str(err.value)
 
 
+def test_weights_that_do_not_fit_the_cards_model_are_a_one_line_error(tmp_path: Path) -> None:
+    """A model.pt written by an older version of its architecture (other shapes) is refused in one line."""
+    run, _ = _saved_run(tmp_path / "run")
+    saved = torch.load(run / "model.pt", weights_only=True)
+    saved["state_dict"]["f6.weight"] = torch.zeros(84, 100)  # an older layer of another width
+    torch.save(saved, run / "model.pt")
+    with pytest.raises(CnnkitError, match=r"does not fit the lenet5 that its card describes \(size mismatch") as err:
+        load_model(run)
+    assert "\n" not in str(err.value)
+
+
 def test_record_test_use_counts_the_earlier_uses(tmp_path: Path) -> None:
     assert record_test_use(tmp_path, {"accuracy": 0.5}) == 0
     assert record_test_use(tmp_path, {"accuracy": 0.75, "loss": 0.6}) == 1

@@ -57,7 +57,12 @@ def load_model(run: str | Path) -> tuple[nn.Module, ModelCard]:
     """The trained model (eval mode, CPU) and its card, from RUN/model.pt alone."""
     card, saved = read_model_file(run)
     model = card.build_model()
-    model.load_state_dict(saved["state_dict"])
+    try:
+        model.load_state_dict(saved["state_dict"])
+    except RuntimeError as err:  # the card's architecture has changed since the file was written
+        first = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
+        raise CnnkitError(f"{run}/model.pt does not fit the {card.architecture} that its card describes ({first}); "
+                          "it was saved by an older version of that model: train it again") from None
     return model.eval(), card
 
 

@@ -105,8 +105,9 @@ class RCNN(nn.Module):
     def proposal_features(self, image: torch.Tensor, proposals: torch.Tensor) -> torch.Tensor:
         """region_features of the image's proposals, from the disk cache when these weights saw this image."""
         boxes = hashlib.sha256(proposals.detach().float().cpu().numpy().tobytes()).hexdigest()[:16]
-        key = image_key(image, "rcnn", module_key(self.body), self.crop, self.context,
-                        *(() if self.grid == 1 else (self.grid,)), boxes, autocast_of(image))
+        cells = () if self.grid == 1 else (self.grid,)  # grid 1 keeps the keys of caches written before `grid`
+        key = image_key(image, "rcnn", module_key(self.body), self.crop, self.context, *cells, boxes,
+                        autocast_of(image))
         return self.cache.get_or_make(key, lambda: self.region_features(image, proposals).half()).float().to(
             image.device)
 
