@@ -295,7 +295,7 @@ def lr_find(cfg: Config, *, steps: int = 100, out: str | Path | None = None, **o
 
 def prune(run: str | Path, sparsities: list[float], *, scope: str = "global", finetune_epochs: int = 0,
           out: str | Path | None = None, structured: bool = False, criterion: str = "l1",
-          latency_batch: int = 1) -> list[dict]:
+          latency_batch: int = 1, residual: bool | None = None) -> list[dict]:
     """Magnitude pruning of RUN's model (L1, unstructured, the Conv/Linear weights; see cnnkit.models.prune): for
     each sparsity, RUN's model is pruned (`scope` "global" ranks all weights together, "layer" prunes each layer
     by the same fraction), fine-tuned `finetune_epochs` epochs on RUN's train split with RUN's config (pruned
@@ -308,12 +308,17 @@ def prune(run: str | Path, sparsities: list[float], *, scope: str = "global", fi
     the filter's L1 norm, "bn": |γ| of its BatchNorm), the model rebuilt smaller (the kept widths in the card's
     `pruned`), fine-tuned, saved and measured. Rows, the unpruned model first: {"sparsity_target", "params",
     "flops", "latency_ms" (median CPU forward pass at `latency_batch`, timed in this process), "speedup",
-    "val_accuracy", "val_loss", "val_accuracy_before_ft", "run"}."""
+    "val_accuracy", "val_loss", "val_accuracy_before_ft", "run"}. In CIFAR ResNets (resnet20..110) each stage's
+    residual width is pruned too, as one dependency group (cnnkit.models.structured_groups), unless
+    `residual=False`; `residual=True` on another architecture is refused (None: wherever it applies)."""
+    if residual is not None and not structured:
+        raise CnnkitError("residual= (--residual/--no-residual) applies to structured pruning only; add "
+                          "structured=True (--structured)")
     if structured:
         from cnnkit.experiments.structured import structured_prune_run
 
         return structured_prune_run(run, sparsities, criterion=criterion, finetune_epochs=finetune_epochs, out=out,
-                                    latency_batch=latency_batch)
+                                    latency_batch=latency_batch, residual=residual)
     from cnnkit.experiments.prune import prune_run
 
     return prune_run(run, sparsities, scope=scope, finetune_epochs=finetune_epochs, out=out)

@@ -14,7 +14,10 @@ def test_structured_flags_parse() -> None:
                                    "--latency-batch", "8", "--finetune-epochs", "2"])
     assert a.structured and a.sparsity == [0.25, 0.5] and a.criterion == "bn" and a.latency_batch == 8
     b = build_parser().parse_args(["prune", "R", "--sparsity", "0.5"])
-    assert not b.structured and b.criterion == "l1" and b.latency_batch == 1
+    assert not b.structured and b.criterion == "l1" and b.latency_batch == 1 and b.residual is None
+    c = build_parser().parse_args(["prune", "R", "--structured", "--sparsity", "0.5", "--no-residual"])
+    assert c.residual is False
+    assert build_parser().parse_args(["prune", "R", "--structured", "--sparsity", "0.5", "--residual"]).residual
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -48,3 +51,9 @@ def test_cli_refuses_an_unsupported_layer(capsys, tmp_path: Path) -> None:
     code, _, err = run_cli(capsys, "prune", str(run), "--structured", "--sparsity", "0.5")
     assert_one_line_error(code, err, "structured pruning takes plain conv stacks and ResNet blocks",
                           "gap1 does not simply read maxout1.affine")
+
+
+def test_cli_refuses_residual_without_structured(capsys, tmp_path: Path) -> None:
+    run = _fake_run(tmp_path / "r", "resnet20", "multiclass", [3, 32, 32])
+    code, _, err = run_cli(capsys, "prune", str(run), "--sparsity", "0.5", "--no-residual")
+    assert_one_line_error(code, err, "residual= (--residual/--no-residual) applies to structured pruning only")

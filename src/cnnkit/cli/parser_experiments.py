@@ -32,6 +32,9 @@ def prune_parser(sub) -> None:
     p.add_argument("--criterion", choices=("l1", "bn"), default="l1",
                    help="--structured: which filters go: l1 (smallest L1 norm) or bn (smallest |BN γ|, network "
                         "slimming)")
+    p.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
+                   help="--structured: also prune each stage's residual width as one group (CIFAR ResNets; the "
+                        "default where it applies); --no-residual: the blocks' inner convs only")
     p.add_argument("--latency-batch", type=_batch, default=1, metavar="N",
                    help="--structured: the batch of the timed CPU forward passes (default 1)")
     p.add_argument("--finetune-epochs", type=int, default=0, metavar="N",

@@ -273,6 +273,8 @@ def cmd_prune(a: argparse.Namespace) -> int:
     from cnnkit import api
 
     extra = {"structured": True, "criterion": a.criterion, "latency_batch": a.latency_batch} if a.structured else {}
+    if a.residual is not None:
+        extra["residual"] = a.residual  # without --structured api.prune refuses it in one line
     rows = api.prune(a.run, sparsities=a.sparsity, scope=a.scope, finetune_epochs=a.finetune_epochs, out=a.out,
                      **extra)
     if a.json:

@@ -1,6 +1,7 @@
-"""`cnnkit prune RUN --structured --sparsity 0.25,0.5`: whole filters removed (L1 norm or BN γ), a physically
-smaller model fine-tuned with the run's config and saved as a run folder (the kept widths in its card), then
-parameters, FLOPs, the CPU latency measured in this process against the unpruned model, and val accuracy."""
+"""`cnnkit prune RUN --structured --sparsity 0.25,0.5`: whole filters removed (L1 norm or BN γ; in CIFAR ResNets
+each stage's residual width too, unless --no-residual), a physically smaller model fine-tuned with the run's
+config and saved as a run folder (the kept widths in its card), then parameters, FLOPs, the CPU latency measured
+in this process against the unpruned model, and val accuracy."""
 from __future__ import annotations
 
 import json
@@ -20,7 +21,8 @@ from cnnkit.diagnose.inspect import trace_model
 from cnnkit.engine.inference import fold_batch_norm
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.experiments.prune import check_sparsities, finetune
-from cnnkit.models.structured import CRITERIA, prunable_groups, prune_filters
+from cnnkit.models.structured import CRITERIA, prunable_groups
+from cnnkit.models.structured_groups import merge_pruned, prune_model, residual_streams
 from cnnkit.recipes import recipe_for
 from cnnkit.recipes.base import Context, Recipe
 from cnnkit.recipes.runner import measure
@@ -65,13 +67,16 @@ def _check(run: Path, card: ModelCard, criterion: str, finetune_epochs: int) -> 
 
 
 def structured_prune_run(run: str | Path, sparsities: list[float], criterion: str = "l1", finetune_epochs: int = 0,
-                         out: str | Path | None = None, latency_batch: int = 1) -> list[dict]:
+                         out: str | Path | None = None, latency_batch: int = 1,
+                         residual: bool | None = None) -> list[dict]:
     """See cnnkit.api.prune (structured=True). The first row is the unpruned model."""
     amounts = check_sparsities(sparsities)
     run = Path(run)
     model, card = load_model(run)
     _check(run, card, criterion, finetune_epochs)
     prunable_groups(model, card.input_size)  # an architecture it cannot prune fails here, before any data is read
+    if residual:
+        residual_streams(model)
     recipe = recipe_for(card.problem)
     base = measure(recipe, run, "val")
     if "accuracy" not in base:
@@ -85,21 +90,24 @@ def structured_prune_run(run: str | Path, sparsities: list[float], criterion: st
              "val_accuracy": base["accuracy"], "val_loss": base["loss"], "run": str(run)}]
     for amount in amounts:
         ctx = Context(cfg, source, split, card, out / f"s{amount * 100:g}", record)
-        rows.append(_prune_one(recipe, run, amount, criterion, finetune_epochs, ctx))
+        rows.append(_prune_one(recipe, run, amount, (criterion, residual), finetune_epochs, ctx))
     _add_latency(rows, [int(latency_batch), *card.input_size])
-    report = {"run": str(run), "structured": True, "criterion": criterion, "finetune_epochs": finetune_epochs,
+    report = {"run": str(run), "structured": True, "criterion": criterion, "residual": residual,
+              "finetune_epochs": finetune_epochs,
               "latency_batch": latency_batch, "threads": torch.get_num_threads(), "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "prune.json").write_text(json.dumps(report, indent=2) + "\n")
     return rows
 
 
-def _prune_one(recipe: Recipe, run: Path, amount: float, criterion: str, epochs: int, ctx: Context) -> dict:
-    """A fresh copy of RUN's model with `amount` of each prunable conv's filters removed, fine-tuned, saved as a
-    run folder whose card carries the kept widths, measured on val."""
+def _prune_one(recipe: Recipe, run: Path, amount: float, how: tuple[str, bool | None], epochs: int,
+               ctx: Context) -> dict:
+    """A fresh copy of RUN's model with `amount` of each prunable conv's filters (and, `how` = (criterion,
+    residual), of each residual stream's channels) removed, fine-tuned, saved as a run folder whose card carries
+    the kept widths, measured on val."""
     model, card = load_model(run)
-    widths = prune_filters(model, amount, criterion, card.input_size)
-    card = replace(card, pruned={**(card.pruned or {}), **widths})
+    widths = prune_model(model, amount, how[0], card.input_size, residual=how[1])
+    card = replace(card, pruned=merge_pruned(card.pruned, widths))
     folder: Path = ctx.run_dir
     folder.mkdir(parents=True, exist_ok=True)
     ctx = replace(ctx, card=card)

@@ -31,7 +31,7 @@ class ModelCard:
     transfer: dict | None = None  # a transfer strategy's architecture change: {strategy: partial, keep_stages: 2}
     palette: list[list[int]] | None = None  # segmentation: one RGB colour per class, for masks and overlays
     ignore_index: int | None = None  # segmentation: the mask value that counts nowhere (255)
-    pruned: dict[str, int] | None = None  # structured pruning: {conv path: filters kept}, applied by build_model
+    pruned: dict | None = None  # structured pruning: {conv path: filters kept, "streams": [kept residual channels]}
 
     @property
     def problem(self) -> str:
@@ -69,7 +69,7 @@ class ModelCard:
 
             model = truncate(model, get_spec(self.architecture), self.transfer["keep_stages"], tuple(self.input_size))
         if self.pruned:
-            from cnnkit.models.structured import shrink
+            from cnnkit.models.structured_groups import rebuild
 
-            shrink(model, self.pruned, self.input_size)
+            rebuild(model, self.pruned, self.input_size)
         return model
