@@ -233,12 +233,13 @@ def augment_preview(source: str, out: str | Path, *, preset: str = "standard", n
 
 
 def models_table(*, task: str | None = None, bench: bool = False, budget_s: float = 90.0,
-                 threads: int | None = None) -> list[dict]:
+                 threads: int | None = None, names: list[str] | None = None) -> list[dict]:
     """The zoo as rows {"name", "task", "paper", "input_size", "num_classes", "params", "depth", "size_mb",
-    "gflops"}; `bench` adds "latency_ms_b1" and "latency_ms_b32" (CPU ms per image) within `budget_s`."""
+    "gflops"}; `bench` adds "latency_ms_b1" and "latency_ms_b32" (CPU ms per image) within `budget_s`. `names`:
+    only these models (zoo names, named weights, 'tv/...', 'timm/...' or 'spec:...' networks)."""
     from cnnkit.diagnose.zoo import models_table as table
 
-    return table(task=task, bench=bench, budget_s=budget_s, threads=threads)
+    return table(task=task, bench=bench, budget_s=budget_s, threads=threads, names=names)
 
 
 def bench(model: str | Path, *, input: str | tuple | None = None, batch_size: int = 32, steps: int = 10,

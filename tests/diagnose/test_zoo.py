@@ -61,6 +61,17 @@ def test_text_table_and_task_filter(table: dict, capsys) -> None:
     assert capsys.readouterr().err.startswith("error: no registered models for task 'nope'")
 
 
+def test_named_models_and_spec_networks_get_their_own_rows(capsys) -> None:
+    """`cnnkit models NAME ...` gives the rows of those names only; a spec network is counted at its default
+    input, 3×32×32: the LeNet-5 spec has 61,706 parameters on one channel, 150 more weights on three."""
+    lenet = "spec:conv6k5-tanh-avgpool2-conv16k5-tanh-avgpool2-fc120-tanh-fc84-tanh-fc10"
+    assert main(["models", "lenet5", lenet, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == ["lenet5", lenet]
+    assert rows[1]["params"] == 61_706 + 6 * 25 * 2 and rows[1]["input_size"] == [3, 32, 32]
+    assert main(["models", "spec:conv6k5-nonsense"]) == 2  # a bad spec: one line, exit 2
+
+
 def test_bench_gives_latencies_at_batch_1_and_32(table: dict) -> None:
     rows = [dict(table["lenet5"])]
     bench_rows(rows, budget_s=3.0, threads=1)

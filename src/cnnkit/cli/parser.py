@@ -316,6 +316,7 @@ def _predict_parsers(sub) -> None:
 
 def _models_parser(sub) -> None:
     p = sub.add_parser("models", help="the registered architectures: parameters, depth, size, GFLOPs")
+    p.add_argument("names", nargs="*", help="only these: zoo names, named weights, tv/..., timm/... or spec:...")
     p.add_argument("--task", help="only the architectures of this task: classify | detect | segment | instance")
     p.add_argument("--json", action="store_true")
     p.add_argument("--bench", action="store_true", help="add CPU latency per image at batch 1 and 32")

@@ -228,7 +228,7 @@ def cmd_models(a: argparse.Namespace) -> int:
     from cnnkit.diagnose.zoo import format_table
 
     start = time.perf_counter()
-    rows = api.models_table(task=a.task, bench=a.bench, budget_s=a.budget, threads=a.threads)
+    rows = api.models_table(task=a.task, bench=a.bench, budget_s=a.budget, threads=a.threads, names=a.names)
     if a.json:
         print(json.dumps(rows))
     else:

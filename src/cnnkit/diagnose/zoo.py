@@ -58,10 +58,11 @@ def model_row(name: str) -> dict:
 
 
 def models_table(task: str | None = None, bench: bool = False, budget_s: float = BENCH_BUDGET_S,
-                 threads: int | None = None) -> list[dict]:
-    """Rows of model_row for every registered model (of one task); with `bench`, CPU latency columns too,
-    measured with `threads` intra-op threads (default: torch's)."""
-    names = list_models(task=task)
+                 threads: int | None = None, names: list[str] | None = None) -> list[dict]:
+    """Rows of model_row for every registered model (of one task), or for `names` (any name create_model takes,
+    'spec:...' networks included); with `bench`, CPU latency columns too, measured with `threads` intra-op
+    threads (default: torch's)."""
+    names = list(names) if names else list_models(task=task)
     if not names:
         raise CnnkitError(f"no registered models for task {task!r}")
     rows = [model_row(n) for n in names]
