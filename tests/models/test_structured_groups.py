@@ -121,3 +121,22 @@ def test_residual_pruning_of_other_architectures_is_refused() -> None:
         prune_model(model, 0.5, "l1", SIZE, residual=True)
     widths = prune_model(model, 0.5, "l1", SIZE)  # None: inner convs only where no streams are understood
     assert STREAMS not in widths and model.fc.in_features == 512
+
+
+def test_a_model_with_a_channel_scatter_exports_to_onnx(tmp_path) -> None:
+    """Option A's shortcut after pruning (ChannelScatter: subsample, then index_copy into the kept positions)
+    runs in onnxruntime as in torch."""
+    pytest.importorskip("onnxruntime")
+    from cnnkit.export.onnx import export_onnx
+    from cnnkit.export.runtime import OnnxModel
+    from cnnkit.runs.card import ModelCard
+
+    model = _resnet20("A")
+    pruned = prune_model(model, 0.5, "l1", SIZE)
+    assert any(isinstance(m, ChannelScatter) for m in model.modules())
+    card = ModelCard("resnet20", "multiclass", [str(i) for i in range(10)], list(SIZE), [0.5] * 3, [0.25] * 3,
+                     pruned=pruned)
+    runtime = OnnxModel(export_onnx(model.eval(), card, tmp_path / "pruned.onnx"))
+    x = torch.randn(2, *SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(runtime(x), model(x), atol=1e-4, rtol=1e-4)
