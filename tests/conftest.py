@@ -91,3 +91,16 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
     assert err.endswith("\n") and err.count("\n") == 1, f"not one line: {err!r}"
     for fragment in fragments:
         assert fragment in err, (fragment, err)
+
+
+def randomise_batch_norms(model) -> None:
+    """Give every BatchNorm2d of `model` non-trivial statistics and affine parameters (a fresh one is the
+    identity in eval mode), so that a wrongly sliced channel changes the output."""
+    from torch import nn
+
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.conftest import randomise_batch_norms
 from torch import nn
 
 from cnnkit.errors import CnnkitError
@@ -33,15 +34,6 @@ def _zero_filters(model: nn.Module, size: tuple[int, int, int], amount: float) -
             bn.weight[:gone], bn.bias[:gone] = 0, 0
 
 
-def _randomise_norms(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-
-
 @pytest.mark.parametrize(("name", "size", "criterion"), [
     ("resnet20", (3, 32, 32), "l1"), ("resnet20", (3, 32, 32), "bn"), ("lenet5", (1, 32, 32), "l1"),
     (SPEC, (1, 8, 8), "bn"), ("spec:conv6k3p1-relu-pool2-conv8k3p1-relu-flatten-fc10", (1, 8, 8), "l1"),
@@ -49,7 +41,7 @@ def _randomise_norms(model: nn.Module) -> None:
 def test_removing_zero_filters_keeps_the_outputs(name: str, size: tuple, criterion: str) -> None:
     torch.manual_seed(0)
     model = create_model(name, num_classes=10, in_channels=size[0], input_size=size).eval()
-    _randomise_norms(model)
+    randomise_batch_norms(model)
     _zero_filters(model, size, 0.5)
     x = torch.randn(4, *size)  # (N, C, H, W)
     with torch.no_grad():

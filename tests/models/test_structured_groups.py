@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.conftest import randomise_batch_norms
 from torch import nn
 
 from cnnkit.errors import CnnkitError
@@ -24,12 +25,7 @@ SIZE = (3, 32, 32)
 def _resnet20(shortcut: str) -> nn.Module:
     torch.manual_seed(0)
     model = create_model("resnet20", num_classes=10, in_channels=3, input_size=SIZE, shortcut=shortcut).eval()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
+    randomise_batch_norms(model)
     return model
 
 
