@@ -372,3 +372,25 @@ def test_check_options_accepts_the_valid_ones_and_get_agrees():
         schedules.get(name, sgd(), steps_per_epoch=2, epochs=5, **(options or {}))
     with pytest.raises(CnnkitError, match="did you mean 'gamma'"):  # get itself: a one-liner, not a TypeError
         schedules.get("step_decay", sgd(), steps_per_epoch=2, epochs=5, gama=0.5)
+
+
+@pytest.mark.parametrize(("name", "warmup"), [("one_cycle", 0), ("cosine", 3), ("step_decay", 0), ("linear_decay", 2),
+                                              ("reduce_on_plateau", 2)])
+def test_scale_lr_halves_the_rest_of_the_schedule(name: str, warmup: int) -> None:
+    """--on-nan skip's halving: from the moment it happens, every rate is half the unscaled twin's."""
+    from cnnkit.engine.schedules import scale_lr
+
+    def make():
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.4)
+        return opt, schedules.get(name, opt, steps_per_epoch=4, epochs=5, interval="batch" if name == "one_cycle"
+                                  else "epoch", warmup=warmup)
+
+    (opt_a, a), (opt_b, b) = make(), make()
+    for t in range(12 if name == "one_cycle" else 8):
+        if t == 2:
+            scale_lr(opt_b, b, 0.5)
+        assert opt_b.param_groups[0]["lr"] == pytest.approx(opt_a.param_groups[0]["lr"] * (0.5 if t >= 2 else 1))
+        for opt in (opt_a, opt_b):
+            opt.step()
+        a.step(1.0)
+        b.step(1.0)

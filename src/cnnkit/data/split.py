@@ -10,6 +10,7 @@ import numpy as np
 
 from cnnkit.data.sources import ImageSource
 from cnnkit.errors import CnnkitError
+from cnnkit.files import atomic_write
 
 
 def _stratified(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,9 +71,7 @@ def split_record(source: ImageSource, split: dict[str, np.ndarray], seed: int, f
 
 
 def write_split(path: Path, record: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)
+    atomic_write(path, json.dumps(record, indent=1))
 
 
 def indices_from_record(source: ImageSource, record: dict, name: str) -> np.ndarray:

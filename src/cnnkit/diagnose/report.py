@@ -43,6 +43,7 @@ from cnnkit.diagnose.report_tasks import (
     segmentation_section,
 )
 from cnnkit.errors import CnnkitError
+from cnnkit.files import atomic_write
 from cnnkit.runs.folder import load_model, run_file
 from cnnkit.version import __version__
 
@@ -152,7 +153,5 @@ def write_report(run: str | Path, *, sections: Sequence[str] | None = None, curv
             f"precision {precision} · written {time.strftime('%Y-%m-%d %H:%M')} by cnnkit {__version__}")
     page = PAGE.format(title=esc(title), meta=esc(meta), nav=nav, sections=body, css=CSS, footer=left_out_line(keys))
     out = info.path / "report.html"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    atomic_write(out, page)
     return out

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cnnkit.errors import CnnkitError
+from cnnkit.files import atomic_write
 
 if TYPE_CHECKING:
     from cnnkit.config import Config
@@ -239,9 +240,7 @@ def run_verdict(run: str | Path, target_error: float | None = None, bias_thresho
 
     from cnnkit.config import config_from_dict
     from cnnkit.diagnose.curves import read_history
-    from cnnkit.engine.checkpoint import load_checkpoint
-    from cnnkit.runs.card import ModelCard
-    from cnnkit.runs.folder import run_file
+    from cnnkit.runs.folder import read_model_file, run_file
 
     run = Path(run)
     if (train_metrics is None or val_metrics is None) and measure is None:
@@ -249,7 +248,7 @@ def run_verdict(run: str | Path, target_error: float | None = None, bias_thresho
     cfg = config_from_dict(yaml.safe_load(run_file(run, "config.yaml").read_text()))
     train_metrics = train_metrics if train_metrics is not None else measure("train")
     val_metrics = val_metrics if val_metrics is not None else measure("val")
-    problem = ModelCard(**load_checkpoint(run_file(run, "model.pt"))["card"]).problem
+    problem = read_model_file(run)[0].problem  # model.pt or model.safetensors
     history = read_history(run / "history.csv") if (run / "history.csv").is_file() else []
     return make_verdict(problem, train_metrics, val_metrics, cfg, history, target_error, bias_threshold,
                         variance_threshold, val_metrics.get("count"))
@@ -260,7 +259,7 @@ def write_diagnosis(run: Path, **parts) -> Path:
     path = run / "diagnosis.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
     data.update(parts)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
     return path
 
 

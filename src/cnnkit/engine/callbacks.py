@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from cnnkit.engine.checkpoint import atomic_save
 from cnnkit.engine.hooks import Callback
 from cnnkit.errors import CnnkitError, unknown_name
+from cnnkit.files import atomic_open
 
 if TYPE_CHECKING:
     from cnnkit.engine.trainer import Trainer
@@ -221,12 +222,10 @@ def write_history(path: Path, history: list[dict]) -> None:
     if not history:
         return
     keys = list(dict.fromkeys(k for row in history for k in row))
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_open(path, "w") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(history)
-    tmp.replace(path)
 
 
 def _fmt(logs: dict) -> str:

@@ -393,3 +393,27 @@ def _positive_int(what: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise CnnkitError(f"{what} must be a positive whole number, got {value!r}")
     return value
+
+
+def _torch_schedulers(scheduler: Any) -> list[Any]:
+    """Every torch scheduler inside `scheduler` (a Schedule, the warm-up + plateau pair, SequentialLR's parts)."""
+    if scheduler is None:
+        return []
+    if isinstance(scheduler, Schedule):
+        return _torch_schedulers(scheduler.scheduler)
+    if isinstance(scheduler, _WarmupThenPlateau):
+        return [scheduler.warmup, scheduler.plateau]
+    return [scheduler, *[s for part in getattr(scheduler, "_schedulers", []) for s in _torch_schedulers(part)]]
+
+
+def scale_lr(optimizer: Optimizer, scheduler: Any, factor: float) -> None:
+    """Multiply the learning rate by `factor` now and for the rest of the run: the optimiser's current rates and
+    the values the schedule computes them from (base_lrs; OneCycleLR's initial, max and min rates in the groups).
+    --on-nan skip halves the rate this way, so the schedule keeps its shape at half the height."""
+    for group in optimizer.param_groups:
+        for key in ("lr", "initial_lr", "max_lr", "min_lr"):
+            if isinstance(group.get(key), float | int) and not isinstance(group.get(key), bool):
+                group[key] *= factor
+    for part in _torch_schedulers(scheduler):
+        if hasattr(part, "base_lrs"):
+            part.base_lrs = [base * factor for base in part.base_lrs]

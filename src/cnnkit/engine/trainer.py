@@ -3,9 +3,9 @@ callbacks and checkpoints."""
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from cnnkit.engine.distributed import DistInfo, all_reduce_sum, init_distributed, resolve_device
 from cnnkit.engine.hooks import Callback
 from cnnkit.engine.precision import Precision
+from cnnkit.engine.schedules import scale_lr
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.base import Batch, Task
 
@@ -34,17 +35,26 @@ class Trainer:
     is the older alias for mixed precision. `accumulate` N: the optimiser steps every N batches (and after the
     epoch's last) with the mean of their gradients, so N batches of B train as one batch of N·B for a loss that
     averages over its batch; a per-batch schedule then steps with the optimiser.
+
+    `on_nan`: a batch whose loss is NaN or infinite either stops the run ('stop': a CnnkitError naming the epoch
+    and batch, raised before that batch's gradients touch the weights, so the last checkpoint is the last good
+    state) or is dropped ('skip': no gradient from it, the learning rate halved, a warning), stopping after
+    `nan_limit` bad batches in a row. The check reads one number from the device per batch.
     """
 
     def __init__(self, task: Task, optimizer: torch.optim.Optimizer | None, *, epochs: int,
                  scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
                  callbacks: Sequence[Callback] = (), device: str | None = "auto", amp: bool = False,
-                 grad_clip: float | None = None, seed: int = 0, precision: str = "auto", accumulate: int = 1):
+                 grad_clip: float | None = None, seed: int = 0, precision: str = "auto", accumulate: int = 1,
+                 on_nan: str = "stop", nan_limit: int = 5):
         if epochs < 1:
             raise CnnkitError(f"epochs must be at least 1, got {epochs}")
         if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
             raise CnnkitError(f"accumulate must be a whole number of batches (1 or more), got {accumulate!r}")
-        self.accumulate = accumulate
+        if on_nan not in ("stop", "skip"):
+            raise CnnkitError(f"on_nan must be 'stop' or 'skip', got {on_nan!r}")
+        self.accumulate, self.on_nan, self.nan_limit = accumulate, on_nan, nan_limit
+        self._bad_run: list[int] = []  # the batches (1-based) of the current run of non-finite losses
         self.dist: DistInfo = init_distributed()
         self.device = resolve_device(device, self.dist)
         self.task, self.optimizer, self.scheduler = task, optimizer, scheduler
@@ -115,20 +125,73 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
                 out = self.task.training_step(batch)
-            self.scaler.scale(out.loss / group if group > 1 else out.loss).backward()
-            if self.batch_index == first + group - 1:
+            if self._loss_is_finite(out.loss):
+                self.scaler.scale(out.loss / group if group > 1 else out.loss).backward()
+                self._accumulate(out.logs, len(batch))
+            if self.batch_index == first + group - 1 and self._has_gradients() and self._gradients_are_finite():
                 self._optimizer_step()
-            self._accumulate(out.logs, len(batch))
             for c in batch_hooks:
                 c.on_train_batch_end(self)
         if not self._logs:
+            if self._bad_run:
+                raise CnnkitError(f"every batch of epoch {self.epoch + 1} had a NaN or infinite loss; lower the "
+                                  "learning rate (--lr)")
             raise CnnkitError("the training loader gave no batches; the training split is empty or the batch too big")
-        if total is None and (self.batch_index + 1) % self.accumulate:  # a loader of unknown length: the rest
-            self._optimizer_step()
-        logs = self._reduce()
-        if not all(map(math.isfinite, logs.values())):
-            raise CnnkitError("the training loss became NaN or infinite; lower the learning rate (--lr)")
-        return logs
+        if total is None and (self.batch_index + 1) % self.accumulate and self._has_gradients():
+            self._optimizer_step()  # a loader of unknown length: the rest
+        return self._reduce()
+
+    def _loss_is_finite(self, loss: torch.Tensor) -> bool:
+        """True for a finite loss; for a NaN/inf one, `_bad_batch` (stop, or skip: False, the batch is dropped).
+        Under DDP every rank decides alike (one bad rank drops the batch everywhere)."""
+        bad = (~torch.isfinite(loss.detach())).any().float().reshape(1)
+        if self.dist.enabled:
+            bad = all_reduce_sum(bad, self.dist)
+        if not bool(bad.item()):  # one read of the device per batch
+            self._bad_run = []
+            return True
+        return self._bad_batch("loss")
+
+    def _gradients_are_finite(self) -> bool:
+        """With on_nan='skip' (and no fp16 loss scaling, which skips such steps itself): a NaN/inf gradient of a
+        finite loss drops the group's step as a bad batch, so no step ever writes NaN into the weights."""
+        if self.on_nan != "skip" or self.scaler.is_enabled():
+            return True
+        grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if not grads or bool(torch.isfinite(torch.nn.utils.get_total_norm(grads))):
+            return True
+        self.optimizer.zero_grad(set_to_none=True)
+        return self._bad_batch("gradient")
+
+    def _bad_batch(self, what: str) -> bool:
+        """A batch with a NaN/inf `what`: stop (a one-line CnnkitError naming the epoch and batch, before the batch
+        reaches the weights), or with on_nan='skip' halve the learning rate, warn and return False; `nan_limit` bad
+        batches in a row stop."""
+        where = f"epoch {self.epoch + 1}, batch {self.batch_index + 1}"
+        self._bad_run.append(self.batch_index + 1)
+        if self.on_nan == "stop":
+            raise CnnkitError(f"the training {what} became NaN or infinite at {where}; {self._kept()}; lower the "
+                              "learning rate (--lr) or train with --on-nan skip")
+        if len(self._bad_run) >= self.nan_limit:
+            raise CnnkitError(f"{len(self._bad_run)} batches in a row had a NaN or infinite loss or gradient (up to "
+                              f"{where}) even with the learning rate halved each time; {self._kept()}; lower the "
+                              "learning rate (--lr)")
+        scale_lr(self.optimizer, self.scheduler, 0.5)
+        warnings.warn(f"NaN or infinite {what} at {where}: batch skipped, learning rate halved to "
+                      f"{self.optimizer.param_groups[0]['lr']:.3g}", stacklevel=3)
+        return False
+
+    def _kept(self) -> str:
+        """What a NaN stop leaves: the last epoch's checkpoint (the bad batch never reached the weights)."""
+        if self.epoch:
+            return f"the last good checkpoint (after epoch {self.epoch}) is kept"
+        return "no epoch had ended, so there is no checkpoint to keep"
+
+    def _has_gradients(self) -> bool:
+        """Whether the accumulation group gave any gradient (not when every batch in it was skipped)."""
+        if not self._bad_run:
+            return True
+        return any(p.grad is not None for g in self.optimizer.param_groups for p in g["params"])
 
     @torch.inference_mode()
     def evaluate(self, loader: Iterable[Batch]) -> dict[str, float]:
