@@ -170,3 +170,17 @@ def test_flags_add_to_the_files_options(tmp_path) -> None:
     cfg = load_config(path, {"train": {"optimizer_options": {"nesterov": True}}})
     assert cfg.train.optimizer_options == {"momentum": 0.9, "nesterov": True}
     assert cfg.train.schedule_options == {"gamma": 0.5}
+
+
+def test_save_format_is_pt_or_safetensors(tmp_path) -> None:
+    """train.save_format (--save-format): pt by default, safetensors from a flag or the file; anything else is one
+    line that lists the choices."""
+    assert Config().train.save_format == "pt" and flag_of("train.save_format") == "--save-format"
+    assert load_config(None, {"train": {"save_format": "safetensors"}}).train.save_format == "safetensors"
+    (tmp_path / "c.yaml").write_text("train:\n  save_format: safetensors\n")
+    assert load_config(tmp_path / "c.yaml").train.save_format == "safetensors"
+    for value, message in (("safetensor", "unknown --save-format 'safetensor'; did you mean 'safetensors'?"),
+                           ("onnx", "unknown --save-format 'onnx'; choose one of: pt, safetensors")):
+        with pytest.raises(CnnkitError) as info:
+            load_config(None, {"train": {"save_format": value}})
+        assert one_line(info) == message

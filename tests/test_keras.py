@@ -164,3 +164,19 @@ def test_summary_prints_the_inspect_table(capsys) -> None:
     assert text.splitlines()[1:] == expected.splitlines()[1:]  # the first line names the model
     assert "61,706" in text or "61706" in text.replace(",", "")
     assert model.network.training  # left as it was
+
+
+def test_save_as_safetensors(data, tmp_path) -> None:
+    """Model.save("DIR/model.safetensors"): the card in its metadata, and `cnnkit.load_model(DIR)` reads it."""
+    pytest.importorskip("safetensors")
+    x, y = data
+    model = cnnkit.Model("lenet5", num_classes=10)
+    model.compile(lr=2e-3)
+    model.fit(x[:64], y[:64], epochs=1, verbose=0)
+    path = model.save(tmp_path / "k" / "model.safetensors")
+    assert path == tmp_path / "k" / "model.safetensors" and sorted(p.name for p in path.parent.iterdir()) == [
+        "model.safetensors"]
+    loaded, card = cnnkit.load_model(path.parent)
+    assert card == model.card
+    for a, b in zip(loaded.state_dict().values(), model.network.state_dict().values()):
+        assert torch.equal(a, b.cpu())

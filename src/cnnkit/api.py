@@ -24,7 +24,7 @@ from cnnkit.export.runtime import is_onnx
 from cnnkit.recipes import recipe_for, runner
 from cnnkit.recipes.base import Recipe, TrainResult
 from cnnkit.recipes.other_data import measure_other
-from cnnkit.runs.folder import load_model, open_model, record_test_use, run_file
+from cnnkit.runs.folder import find_model_file, load_model, model_file, open_model, record_test_use, run_file
 
 log = logging.getLogger("cnnkit")
 
@@ -38,7 +38,9 @@ def _recipe_of(run: str | Path) -> Recipe:
     """The recipe of a run folder, from the task its config.yaml records."""
     cfg = yaml.safe_load(run_file(run, "config.yaml").read_text()) or {}
     task = cfg.get("task", "auto")
-    return recipe_for(task if task != "auto" else load_model(run)[1].problem)
+    if task == "auto" and find_model_file(run) is not None:
+        return recipe_for(load_model(run)[1].problem)
+    return recipe_for(task)  # auto without model.pt (a run killed before its end): the classifiers' recipe
 
 
 def train(cfg: Config | None = None, *, resume: str | Path | None = None, **train_overrides) -> TrainResult:
@@ -383,7 +385,7 @@ def diagnose(run: str | Path, *, data_curve: list[float] | None = None, landscap
     if not budget_s > 0:
         raise CnnkitError(f"the time budget must be positive seconds, got {budget_s:g}")
     run = Path(run)
-    run_file(run, "model.pt")  # a missing run fails here, before any work
+    model_file(run)  # a missing run fails here, before any work
     recipe = _recipe_of(run)
     asked = {"--data-curve": percents is not None, "--landscape": landscape, "--gradcam": gradcam}
     for flag in (f for f, on in asked.items() if on and f not in recipe.diagnoses):

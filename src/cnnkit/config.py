@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import ast
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 import yaml
 
-from cnnkit.errors import CnnkitError, unknown_name
+from cnnkit.errors import CnnkitError, brief, unknown_name
+from cnnkit.files import atomic_write
 
 # the transfer strategies of cnnkit.engine.transfer
 STRATEGIES = ("feature-extractor", "head-only", "fine-tune", "partial", "linear-probe", "auto")
@@ -77,6 +79,8 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (cnnkit.engine.precision); config.yaml keeps the resolved one
     device: str = "auto"
     seed: int = 0
+    on_nan: str = "stop"  # stop | skip: a NaN/inf loss ends the run (last good checkpoint kept), or drops the batch
+    #                       and halves the learning rate (stopping after 5 skips in a row)
     log: list = field(default_factory=list)  # extra loggers beside history.csv: tensorboard, mlflow
     strategy: str | None = None  # cnnkit.engine.transfer: feature-extractor | head-only | fine-tune | partial |
     #                              linear-probe | auto
@@ -85,6 +89,7 @@ class TrainConfig:
     probe: str = "logistic"  # linear-probe: logistic | svm
     head_init: str = "auto"  # the new head before training: random, probe (a linear probe's fit: LP-FT), or
     #                          auto: probe for fine-tune from pretrained weights on classes, random otherwise
+    save_format: str = "pt"  # pt | safetensors: RUN/model.pt or RUN/model.safetensors (checkpoints stay .pt)
 
 
 @dataclass
@@ -132,6 +137,8 @@ class Config:
         d = self.diagnose
         if d.alarm_patience < 1:
             raise CnnkitError(f"diagnose.alarm_patience must be at least 1, got {d.alarm_patience}")
+        if t.on_nan not in ("stop", "skip"):
+            raise unknown_name("--on-nan", t.on_nan, ("stop", "skip"))
         if d.alarm_on not in ("rise", "plateau", "both"):
             raise unknown_name("--alarm-on", d.alarm_on, ("rise", "plateau", "both"))
         if min(d.bias_threshold, d.variance_threshold, 0.0 if d.target_error is None else d.target_error) < 0:
@@ -150,8 +157,11 @@ class Config:
                 raise unknown_name("logger", name, ("tensorboard", "mlflow"))
 
     def _validate_knobs(self) -> None:
-        """The flags of the optimisation knobs: --accumulate, --schedule-interval, --normalize, --grad-clip, ..."""
+        """The flags of the optimisation knobs: --accumulate, --schedule-interval, --normalize, --grad-clip, ...;
+        and --save-format."""
         t, d = self.train, self.data
+        if t.save_format not in SAVE_FORMATS:
+            raise unknown_name("--save-format", t.save_format, SAVE_FORMATS)
         if isinstance(t.accumulate, bool) or not isinstance(t.accumulate, int) or t.accumulate < 1:
             raise CnnkitError(f"--accumulate must be a whole number of batches (1 or more), got {t.accumulate!r}")
         if t.schedule_interval not in (None, "epoch", "batch"):
@@ -176,6 +186,7 @@ class Config:
 
 
 NORMALIZATIONS = ("standard", "mean", "whiten")  # --normalize
+SAVE_FORMATS = ("pt", "safetensors")  # --save-format: RUN/model.pt or RUN/model.safetensors (cnnkit.runs.folder)
 
 # the options with a `cnnkit train` flag (the others are config-file keys); errors name an option by its flag
 FLAGS = {
@@ -198,7 +209,7 @@ FLAGS = {
     "train.label_smoothing": "--label-smoothing", "train.grad_clip": "--grad-clip",
     "train.warmup_epochs": "--warmup-epochs", "data.whiten": "--whiten", "data.normalize": "--normalize",
     "train.class_weight": "--class-weight", "train.accumulate": "--accumulate", "model.init": "--init",
-    "model.insert_dropout": "--insert-dropout",
+    "model.insert_dropout": "--insert-dropout", "train.save_format": "--save-format",
 }
 
 
@@ -245,12 +256,42 @@ def _merge(obj, updates: dict, where: str) -> None:
         current = getattr(obj, key)
         if is_dataclass(current):
             if not isinstance(value, dict):
-                raise CnnkitError(f"config key {where}.{key} must be a mapping, got {value!r}")
+                raise CnnkitError(f"config key {where}.{key} must be a mapping, got {brief(value)}")
             _merge(current, value, f"{where}.{key}")
         elif where.startswith("flags") and isinstance(current, dict) and isinstance(value, dict):
             setattr(obj, key, {**current, **value})  # --optimizer-option k=v adds to the file's options
-        else:
-            setattr(obj, key, value)
+        else:  # a file's value must have the option's type; the flags are typed by the command line already
+            setattr(obj, key, value if where.startswith("flags") else _typed(names[key].type, value, f"{where}.{key}"))
+
+
+# the annotations of the options (strings: `from __future__ import annotations`) that `_typed` checks
+_TYPES = {"int": (int, "an integer"), "float": ((int, float), "a number"), "str": (str, "a string"),
+          "bool": (bool, "true or false"), "dict": (dict, "a mapping"), "list": (list, "a list"),
+          "None": (type(None), "null")}
+
+
+def _typed(annotation: object, value: object, where: str) -> object:
+    """`value` when its type fits the option's annotation ('int', 'float | None', ...), a number written as a
+    string for a float ('1e-3', which YAML 1.1 reads as a string) as that number; else a one-line CnnkitError.
+    An annotation of other names than _TYPES is left to Config.validate."""
+    kinds = [k.strip() for k in str(annotation).split("|")]
+    if not all(k in _TYPES for k in kinds):
+        return value
+    if "float" in kinds and isinstance(value, str) and "str" not in kinds:
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) and "bool" not in kinds:  # true is an int to Python, not an epoch count
+        fits = False
+    else:
+        fits = any(isinstance(value, _TYPES[k][0]) for k in kinds)
+    if fits and isinstance(value, float) and not math.isfinite(value):
+        raise CnnkitError(f"config key {where} must be a finite number, got {value}")
+    if not fits:
+        wanted = " or ".join(_TYPES[k][1] for k in kinds)
+        raise CnnkitError(f"config key {where} must be {wanted}, got {brief(value)}")
+    return value
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
@@ -260,10 +301,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         path = Path(path)
         if not path.is_file():
             raise CnnkitError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise CnnkitError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        data = load_yaml(path) or {}
         if not isinstance(data, dict):
             raise CnnkitError(f"{path} must hold a mapping of sections (data, model, train)")
         _merge(cfg, data, path.name)
@@ -279,9 +317,7 @@ def config_from_dict(data: dict) -> Config:
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
-    tmp.replace(path)
+    atomic_write(path, yaml.safe_dump(asdict(cfg), sort_keys=False))
 
 
 def parse_key_values(text: str, example: str = "key=value,key2=value2") -> dict:
@@ -330,3 +366,54 @@ def check_dropout_spec(spec: float | Mapping[str, float]) -> float | dict[str, f
     if not spec:
         raise CnnkitError("dropout mapping is empty; write GLOB=RATE pairs, e.g. classifier.*=0.5,fc6=0.3")
     return {str(glob): _check_rate(rate, f"of {glob!r} ") for glob, rate in spec.items()}
+
+
+# -- reading YAML files ------------------------------------------------------------------------------------
+MAX_YAML_NODES = 200_000  # the values of one YAML file once its aliases are expanded; past this, a 'billion laughs'
+
+
+def load_yaml(file: Path, hint: str = "") -> object:
+    """FILE's YAML through yaml.safe_load: no tag builds a Python object, so none runs code (`!!python/...` is
+    refused). Unreadable, not UTF-8, bad syntax, an impossible date (2001-13-45), nesting too deep, aliases that
+    expand past MAX_YAML_NODES values (a 'billion laughs') or into themselves: a one-line CnnkitError naming the
+    file (and ending with `hint`, e.g. "; expected ...")."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CnnkitError(f"{file}: cannot read ({err}){hint}") from None
+    try:
+        data = yaml.safe_load(text)
+        _count_nodes(data, file, {}, set())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or (str(err).splitlines() or ["?"])[0]
+        if "python/" in problem:
+            problem += " (cnnkit reads YAML safely: a !!python tag never builds an object nor runs code)"
+        raise CnnkitError(f"{file} is not valid YAML{at}: {' '.join(problem.split())}{hint}") from None
+    except (ValueError, TypeError, OverflowError) as err:  # a value that parses but cannot be built: 2001-13-45
+        raise CnnkitError(f"{file} is not valid YAML: {brief(str(err))}{hint}") from None
+    except RecursionError:
+        raise CnnkitError(f"{file} is not valid YAML: nested too deeply{hint}") from None
+    return data
+
+
+def _count_nodes(data: object, file: Path, counted: dict[int, int], open_: set[int]) -> int:
+    """How many values `data` holds with every alias expanded (each shared list or mapping counted once per use,
+    computed once); a one-line CnnkitError past MAX_YAML_NODES, or for a list or mapping that holds itself."""
+    if not isinstance(data, (dict, list, tuple, set)):
+        return 1
+    key = id(data)
+    if key in counted:
+        return counted[key]
+    if key in open_:
+        raise CnnkitError(f"{file}: a YAML alias refers to the list or mapping that holds it; remove the loop")
+    open_.add(key)
+    parts = [v for pair in data.items() for v in pair] if isinstance(data, dict) else data
+    n = 1 + sum(_count_nodes(v, file, counted, open_) for v in parts)
+    open_.discard(key)
+    if n > MAX_YAML_NODES:
+        raise CnnkitError(f"{file}: its YAML aliases expand to over {MAX_YAML_NODES:,} values (a 'billion laughs'); "
+                          "write the values out or use fewer aliases")
+    counted[key] = n
+    return n

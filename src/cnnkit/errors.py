@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import difflib
+import reprlib
 from collections.abc import Iterable
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxstring = _BRIEF.maxother = 60
+_BRIEF.maxlevel, _BRIEF.maxlist, _BRIEF.maxtuple, _BRIEF.maxdict, _BRIEF.maxset = 3, 6, 6, 4, 6
 
 
 class CnnkitError(Exception):
@@ -11,8 +16,15 @@ class CnnkitError(Exception):
     exit_code = 2
 
 
+def brief(value: object) -> str:
+    """A short repr of user data for a one-line message: at most a few dozen characters and elements, however
+    large or deeply nested the value is (reprlib, so a YAML alias bomb is never expanded)."""
+    return _BRIEF.repr(value)
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest choice, or a list of the choices when none is close."""
+    name = name if isinstance(name, str) else brief(name)  # a YAML or JSON key may be a number, a list, ...
     choices = sorted(choices)
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
     if close:
@@ -23,4 +35,4 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 
 def unknown_name(kind: str, name: str, choices: Iterable[str]) -> CnnkitError:
     """The error for an unknown model, optimizer, loss, ... name."""
-    return CnnkitError(f"unknown {kind} {name!r}{did_you_mean(name, choices)}")
+    return CnnkitError(f"unknown {kind} {brief(name)}{did_you_mean(name, choices)}")

@@ -209,9 +209,9 @@ class Model:
         return {"device": cfg.get("device", "auto"), "precision": cfg.get("precision", "auto")}
 
     def save(self, path: str | Path) -> Path:
-        """model.pt with its card: `cnnkit predict` works on the folder that holds it."""
+        """model.pt with its card (FILE.pt, or DIR/model.pt), or FILE.safetensors (the card in its metadata):
+        `cnnkit predict` works on the folder that holds model.pt or model.safetensors."""
         path = Path(path)
-        if path.suffix != ".pt":
+        if path.suffix not in (".pt", ".safetensors"):
             path = path / "model.pt"
-        save_model(path, self.network, self.card)
-        return path
+        return save_model(path, self.network, self.card)

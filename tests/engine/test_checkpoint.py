@@ -1,10 +1,12 @@
 """cnnkit.engine.checkpoint: atomic writes (no temp file left, the old file kept on failure) and safe loading."""
 from __future__ import annotations
 
+import builtins
+
 import pytest
 import torch
 
-from cnnkit.engine.checkpoint import atomic_save, load_checkpoint
+from cnnkit.engine.checkpoint import CHECKPOINT_FIX, atomic_save, atomic_write_bytes, load_checkpoint
 from cnnkit.errors import CnnkitError
 
 
@@ -49,6 +51,40 @@ class Pickled:
 def test_load_refuses_pickled_code(tmp_path) -> None:
     """weights_only=True: an object that is not tensors and plain containers is refused, not unpickled."""
     torch.save({"model": {"w": torch.zeros(2)}, "extra": Pickled()}, tmp_path / "code.pt")
-    with pytest.raises(CnnkitError, match="cannot read checkpoint") as info:
+    with pytest.raises(CnnkitError, match=r"code\.pt is not a plain weights file \(it asks to run code: "
+                                          r"tests\.engine\.test_checkpoint\.Pickled\)") as info:
         load_checkpoint(tmp_path / "code.pt")
     assert "\n" not in str(info.value)
+
+
+class RunsCode:
+    def __init__(self, code: str):
+        self.code = code
+
+    def __reduce__(self):  # unpickling calls exec(code): a real malicious checkpoint
+        return (builtins.exec, (self.code,))
+
+
+def test_a_malicious_checkpoint_is_refused_in_one_line_and_never_runs(tmp_path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "last.pt"
+    atomic_save({"model": {"w": torch.zeros(2)}, "epoch": RunsCode(f"open({str(marker)!r}, 'w').write('x')")}, path)
+    with pytest.raises(CnnkitError) as info:
+        load_checkpoint(path)
+    assert str(info.value) == (f"{path} is not a plain weights file (it asks to run code: builtins.exec); cnnkit "
+                               f"never unpickles code — {CHECKPOINT_FIX}")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("value", [torch.zeros(3), [1, 2], 7])
+def test_a_file_that_holds_no_dict_is_one_line(tmp_path, value) -> None:
+    torch.save(value, tmp_path / "odd.pt")
+    with pytest.raises(CnnkitError, match=rf"odd\.pt holds a {type(value).__name__}, not a cnnkit checkpoint"):
+        load_checkpoint(tmp_path / "odd.pt")
+
+
+def test_atomic_write_bytes(tmp_path) -> None:
+    path = tmp_path / "model.safetensors"
+    atomic_write_bytes(b"first", path)
+    atomic_write_bytes(b"second", path)
+    assert path.read_bytes() == b"second" and [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]

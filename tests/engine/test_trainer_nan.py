@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+from tests.conftest import assert_one_line_error, run_cli
 
 from cnnkit.data.loader import TensorLoader
 from cnnkit.engine import optimizers
@@ -14,7 +15,6 @@ from cnnkit.engine.checkpoint import load_checkpoint
 from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.classification import ClassificationTask
-from tests.conftest import assert_one_line_error, run_cli
 
 
 class PoisonedTask(ClassificationTask):

@@ -230,6 +230,35 @@ def test_read_state_dict_unwraps_checkpoints_and_refuses_other_files(tmp_path) -
         read_state_dict(tmp_path / "absent.pt")
 
 
+def test_read_state_dict_refuses_a_malicious_pickle_and_reads_a_runs_safetensors(tmp_path) -> None:
+    """--weights FILE: a pickle that would run code is refused in one line (the code never runs); a run's
+    model.safetensors gives its state dict (the card in its metadata is left aside)."""
+    import builtins
+
+    class RunsCode:
+        def __reduce__(self):
+            return (builtins.exec, (f"open({str(tmp_path / 'pwned')!r}, 'w').write('x')",))
+
+    torch.save({"state_dict": RunsCode()}, tmp_path / "evil.pth")
+    with pytest.raises(CnnkitError, match=r"evil\.pth is not a plain weights file \(it asks to run code: "
+                                          r"builtins\.exec\)") as err:
+        create_model("lenet5", num_classes=3, weights=tmp_path / "evil.pth")
+    assert "\n" not in str(err.value) and not (tmp_path / "pwned").exists()
+    pytest.importorskip("safetensors")
+    from cnnkit.runs.card import ModelCard
+    from cnnkit.runs.folder import save_model
+
+    card = ModelCard("lenet5", "multiclass", ["a", "b", "c"], [1, 32, 32], [0.4], [0.3])
+    model = card.build_model()
+    path = save_model(tmp_path / "run" / "model.pt", model, card, "safetensors")
+    state = read_state_dict(path)
+    assert set(state) == set(model.state_dict())
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    (tmp_path / "cut.safetensors").write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CnnkitError, match="cut.safetensors is not a valid safetensors file"):
+        read_state_dict(tmp_path / "cut.safetensors")
+
+
 def test_load_state_drops_only_a_head_of_another_shape() -> None:
     from cnnkit.models.pretrained import load_state
 

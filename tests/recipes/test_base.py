@@ -83,3 +83,13 @@ def test_every_registered_recipe_supports_the_common_options_and_names_its_tasks
     for recipe in RECIPES:
         assert recipe.supported == (COMMON_OPTIONS | recipe.options) - recipe.excluded, recipe.name
         assert all(option in recipe.unsupported_reason for option in recipe.excluded), recipe.name  # said why
+
+
+def test_every_recipe_accepts_save_format() -> None:
+    """--save-format safetensors is a common option: every task's run may write model.safetensors."""
+    assert "train.save_format" in COMMON_OPTIONS
+    for recipe in RECIPES:
+        for task in recipe.tasks:
+            cfg = Config(task=task)
+            cfg.train.save_format = "safetensors"
+            cfg.validate(supported=recipe.supported, reasons=recipe.unsupported_reason)

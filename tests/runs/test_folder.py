@@ -16,7 +16,9 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models.factory import create_model
 from cnnkit.runs.card import ModelCard
 from cnnkit.runs.folder import (
+    find_model_file,
     load_model,
+    model_file,
     new_run_dir,
     open_model,
     open_run,
@@ -154,3 +156,91 @@ def test_open_model_of_a_run_folder_or_a_misspelt_name(tmp_path: Path) -> None:
     assert "\n" not in str(err.value)
     with pytest.raises(CnnkitError, match="choose one of: efficientnet_lite0.imagenet"):
         open_model(str(tmp_path / "no-such-run"))
+
+
+# ---------------------------------------------------------------- model.safetensors, and files that are no weights
+
+def test_save_format_safetensors_round_trips_weights_and_card(tmp_path: Path) -> None:
+    """--save-format safetensors: RUN/model.safetensors (the card as JSON in its metadata), no model.pt; the same
+    model comes back, and safetensors itself reads the file."""
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    from safetensors import safe_open
+
+    card = _card(options={"activation": "gelu"}, transfer=None)
+    run, model = _saved_run(tmp_path / "run", card)  # model.pt first: writing the other format removes it
+    written = save_model(run / "model.pt", model, card, "safetensors")
+    assert written == run / "model.safetensors" and sorted(p.name for p in run.iterdir()) == ["model.safetensors"]
+    loaded, loaded_card = load_model(run)
+    assert loaded_card == card and model_file(run) == written
+    x = torch.randn(2, 1, 32, 32)
+    torch.testing.assert_close(loaded(x), model.eval()(x))
+    plain = safetensors_torch.load_file(str(written))
+    assert all(torch.equal(plain[k], v) for k, v in model.state_dict().items()) and set(plain) == set(
+        model.state_dict())
+    with safe_open(str(written), "pt") as f:
+        assert json.loads(f.metadata()["cnnkit.card"]) == asdict(card) and f.metadata()["format"] == "pt"
+    save_model(run / "model.pt", model, card, "pt")  # and back: the stale model.safetensors goes
+    assert sorted(p.name for p in run.iterdir()) == ["model.pt"]
+
+
+def test_model_safetensors_is_preferred_where_both_are_present(tmp_path: Path) -> None:
+    pytest.importorskip("safetensors")
+    run, _ = _saved_run(tmp_path / "run", _card(resize="pad"))
+    other = tmp_path / "other"
+    save_model(other / "model.safetensors", _card().build_model(), _card())
+    (run / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())
+    assert model_file(run) == run / "model.safetensors" and find_model_file(run) == run / "model.safetensors"
+    assert load_model(run)[1].resize == "resize"  # the card of model.safetensors, not model.pt's
+    assert find_model_file(tmp_path) is None
+
+
+def test_an_unknown_save_format_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(CnnkitError, match=r"unknown --save-format 'onnx'; choose one of: pt, safetensors"):
+        save_model(tmp_path / "model.pt", _card().build_model(), _card(), "onnx")
+
+
+def test_a_folder_without_a_model_file_names_both(tmp_path: Path) -> None:
+    with pytest.raises(CnnkitError, match=r"has no model.pt \(nor model.safetensors\); is it a cnnkit run folder"):
+        load_model(tmp_path)
+
+
+def test_a_malicious_model_pt_is_refused_in_one_line_and_never_runs(tmp_path: Path) -> None:
+    import builtins
+
+    class RunsCode:
+        def __reduce__(self):
+            return (builtins.exec, (f"open({str(tmp_path / 'pwned')!r}, 'w').write('x')",))
+
+    torch.save({"state_dict": RunsCode(), "card": asdict(_card())}, tmp_path / "model.pt")
+    with pytest.raises(CnnkitError) as err:
+        load_model(tmp_path)
+    assert str(err.value).startswith(f"{tmp_path / 'model.pt'} is not a plain weights file (it asks to run code: "
+                                     "builtins.exec); cnnkit never unpickles code — re-save it with torch.save(")
+    assert "\n" not in str(err.value) and not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("saved,message", [
+    (torch.zeros(3), "holds a Tensor, not a cnnkit model file"),
+    ({"card": asdict(_card()), "state_dict": [1, 2]}, "holds no state_dict"),
+    ({"card": "lenet5", "state_dict": {}}, "has no valid model card"),
+])
+def test_a_model_pt_of_the_wrong_shape_is_one_line(tmp_path: Path, saved, message: str) -> None:
+    torch.save(saved, tmp_path / "model.pt")
+    with pytest.raises(CnnkitError, match=message) as err:
+        load_model(tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_broken_model_safetensors_is_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("safetensors")
+    from cnnkit.models.weights_file import safetensors_bytes
+
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(safetensors_bytes(_card().build_model().state_dict(), {"format": "pt"}))  # no card
+    with pytest.raises(CnnkitError, match=r"model.safetensors has no valid model card \(no JSON cnnkit.card"):
+        load_model(tmp_path)
+    save_model(path, _card().build_model(), _card())
+    path.write_bytes(path.read_bytes()[:-100])  # truncated
+    with pytest.raises(CnnkitError, match="is not a valid safetensors file .*: it is corrupt or truncated") as err:
+        load_model(tmp_path)
+    assert "\n" not in str(err.value)

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.conftest import assert_one_line_error, run_cli
 
 from cnnkit.errors import CnnkitError
 from cnnkit.runs import lock
-from tests.conftest import assert_one_line_error, run_cli
 
 HOLD = """
 import sys, time

@@ -135,6 +135,9 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", action="store_true", default=None,
                    help="the older alias: mixed precision (bf16 on any CPU) even where auto keeps fp32")
     p.add_argument("--seed", type=int)
+    p.add_argument("--on-nan", choices=("stop", "skip"),
+                   help="a NaN or infinite loss: stop (default; one line naming the epoch and batch, the last good "
+                        "checkpoint kept) or skip the batch and halve the learning rate (stops after 5 in a row)")
     p.add_argument("--out", help="run folder (default runs/<model>-<data>)")
     p.add_argument("--config", help="YAML file with data/model/train sections; flags override it")
     p.add_argument("--alarm-stop", action="store_true", default=None,
@@ -146,6 +149,9 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
                    help="target or human-level error of the verdict (bias = train error − this)")
     p.add_argument("--log", action="append", choices=("tensorboard", "mlflow"),
                    help="also log to TensorBoard (RUN/tensorboard) or MLflow; repeatable")
+    p.add_argument("--save-format", choices=("pt", "safetensors"),
+                   help="the run's weights: RUN/model.pt (default) or RUN/model.safetensors, the card in its "
+                        "metadata (checkpoints stay .pt; every reader takes either)")
 
 
 def _train_parser(sub, verb: str = "train", text: str = TRAIN_HELP) -> argparse.ArgumentParser:

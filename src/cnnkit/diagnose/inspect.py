@@ -290,15 +290,15 @@ def default_num_classes(spec: ModelSpec) -> int:
 
 def resolve(target: str | Path | nn.Module, input_size=None, num_classes: int | None = None):
     """(model, label, (C, H, W), card, run folder) from a model name (registered or 'tv/...'), a run folder
-    (a folder with model.pt) or a module; card and run folder are None unless it is a run."""
-    from cnnkit.runs.folder import load_model
+    (a folder with model.pt or model.safetensors) or a module; card and run folder are None unless it is a run."""
+    from cnnkit.runs.folder import find_model_file, load_model
 
     if isinstance(target, nn.Module):
         if input_size is None:
             raise CnnkitError("pass input_size (C, H, W) with a module")
         return target, type(target).__name__, parse_input_size(input_size), None, None
     name, folder = str(target), Path(target)
-    if not (folder / "model.pt").is_file():
+    if find_model_file(folder) is None:
         try:
             spec = get_spec(name)
         except CnnkitError:

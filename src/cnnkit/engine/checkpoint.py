@@ -1,38 +1,38 @@
-"""Atomic checkpoint files: write to a temp file in the same folder, fsync, then rename over the target."""
+"""Atomic checkpoint files: serialised in memory, then written whole through cnnkit.files (a temporary file in
+the same folder, fsynced, renamed over the target). A kill or a full disk keeps the previous version intact."""
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from cnnkit.errors import CnnkitError
+from cnnkit.files import atomic_write
+from cnnkit.models.weights_file import load_torch_file
+
+CHECKPOINT_FIX = "a checkpoint of cnnkit's is written by `cnnkit train`; train again, or resume from another copy"
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save that never leaves a half-written file: a crash keeps the previous version intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save that never leaves a half-written file. The bytes are made in memory first: torch turns a failed
+    write into a RuntimeError without its errno, and a full disk must be told as such (cnnkit.files.DiskFull)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getvalue())
+
+
+def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+    """Write `data` to `path` atomically (cnnkit.files.atomic_write: a full disk keeps the old file intact)."""
+    atomic_write(path, data)
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Load with weights_only=True: tensors and plain containers only, never arbitrary pickled code."""
-    path = Path(path)
-    if not path.is_file():
-        raise CnnkitError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001
-        raise CnnkitError(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
+    """Load with weights_only=True: tensors and plain containers only, never arbitrary pickled code. A file that
+    asks to run code, is unreadable, or holds no dict is a one-line CnnkitError."""
+    state = load_torch_file(path, "checkpoint", CHECKPOINT_FIX)
+    if not isinstance(state, dict):
+        raise CnnkitError(f"{path} holds a {type(state).__name__}, not a cnnkit checkpoint or model file (a dict of "
+                          "tensors and plain values)")
+    return state

@@ -130,9 +130,9 @@ def _saved_train(run_dir: Path) -> dict:
 
 
 def _total_params(run_dir: Path) -> int | None:
-    from cnnkit.runs.folder import load_model
+    from cnnkit.runs.folder import find_model_file, load_model
 
-    if not (run_dir / "model.pt").is_file():
+    if find_model_file(run_dir) is None:
         return None
     model, _ = load_model(run_dir)
     return sum(p.numel() for p in model.parameters())

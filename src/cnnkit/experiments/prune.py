@@ -82,7 +82,7 @@ def _prune_one(recipe: Recipe, run: Path, amount: float, scope: str, epochs: int
     prune_model(model, amount, scope=scope)
     before = finetune(recipe, model, ctx, epochs) if epochs else None
     make_permanent(model)  # plain `weight` keys: load_model reads it like any run's model
-    save_model(folder / "model.pt", model, card)
+    save_model(folder / "model.pt", model, card, ctx.cfg.train.save_format)
     write_split(folder / "split.json", ctx.record)
     save_config(replace(ctx.cfg, out=str(folder)), folder / "config.yaml")
     val = measure(recipe, folder, "val")

@@ -112,7 +112,7 @@ def _prune_one(recipe: Recipe, run: Path, amount: float, how: tuple[str, bool | 
     folder.mkdir(parents=True, exist_ok=True)
     ctx = replace(ctx, card=card)
     before = finetune(recipe, model, ctx, epochs) if epochs else None
-    save_model(folder / "model.pt", model, card)
+    save_model(folder / "model.pt", model, card, ctx.cfg.train.save_format)
     write_split(folder / "split.json", ctx.record)
     save_config(replace(ctx.cfg, out=str(folder)), folder / "config.yaml")
     val = measure(recipe, folder, "val")  # reloaded from the folder: the card rebuilds the smaller model

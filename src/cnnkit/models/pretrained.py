@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError, did_you_mean
+from cnnkit.models.weights_file import load_safetensors_file, load_torch_file
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TF_LITE_MEAN, TF_LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3  # TF's EfficientNet-Lite: (x − 127) / 128
@@ -156,20 +157,14 @@ def lookup(name: str) -> Pretrained | None:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a .pt/.pth/.bin (torch.load, weights only) or .safetensors file."""
+    """A state dict from a .pt/.pth/.bin (weights only: cnnkit.models.weights_file) or .safetensors file; a file
+    that is not plain weights, is corrupt or holds no dict of tensors is a one-line CnnkitError."""
     path = Path(path)
     if not path.is_file():
         raise CnnkitError(f"weight file not found: {path}; pass the path of a .pt/.pth/.safetensors state dict")
     if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise CnnkitError(f"{path.name} is a safetensors file: pip install safetensors") from None
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001  (any unreadable file is the user's bad input)
-        raise CnnkitError(f"cannot read weight file {path}: {err}".splitlines()[0]) from None
+        return load_safetensors_file(path)[0]
+    state = load_torch_file(path)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -39,7 +39,7 @@ COMMON_OPTIONS = frozenset({
     "train.weight_decay", "train.schedule", "train.schedule_options", "train.warmup_epochs", "train.loss",
     "train.patience", "train.monitor", "train.min_delta", "train.restore_best", "train.grad_clip", "train.amp",
     "train.precision", "train.schedule_interval", "train.accumulate",
-    "train.device", "train.seed", "train.log",
+    "train.device", "train.seed", "train.log", "train.on_nan", "train.save_format",
     "diagnose.target_error", "diagnose.bias_threshold", "diagnose.variance_threshold",
 })
 

@@ -37,19 +37,23 @@ from cnnkit.engine.distributed import barrier, broadcast_object, init_distribute
 from cnnkit.engine.hooks import Callback
 from cnnkit.engine.trainer import Trainer, seed_everything
 from cnnkit.errors import CnnkitError
+from cnnkit.files import DiskFull
 from cnnkit.models.spec import run_label
 from cnnkit.recipes.base import Build, Context, Recipe, TrainResult
+from cnnkit.runs import lock
 from cnnkit.runs.card import ModelCard
 from cnnkit.runs.folder import new_run_dir, open_run, run_file, save_model
 
 log = logging.getLogger("cnnkit")
 
 
-def resume_state(run: str | Path) -> tuple[Config, dict, dict]:
-    """(config, checkpoints/last.pt, split.json) of a run to resume."""
+def resume_state(run: str | Path) -> tuple[Config, dict | None, dict]:
+    """(config, checkpoints/last.pt, split.json) of a run to resume; the state is None for a run stopped before
+    its first epoch ended (it starts again from its own config and split)."""
     cfg = config_from_dict(yaml.safe_load(run_file(run, "config.yaml").read_text()) or {})
-    state = load_checkpoint(run_file(run, "checkpoints/last.pt"))
-    return cfg, state, json.loads(run_file(run, "split.json").read_text())
+    record = json.loads(run_file(run, "split.json").read_text())
+    last = Path(run) / "checkpoints" / "last.pt"
+    return cfg, load_checkpoint(last) if last.is_file() else None, record
 
 
 def start(recipe: Recipe, cfg: Config, resume: str | Path | None = None,
@@ -65,7 +69,7 @@ def start(recipe: Recipe, cfg: Config, resume: str | Path | None = None,
         return recipe.prepare(Context(cfg, source, split, card, run_dir, record))
     state, record = resumed
     split = {name: recipe.read_split(source, record, name) for name in ("train", "val")}
-    card = ModelCard(**state["meta"]["card"])
+    card = recipe.card(cfg, source, split) if state is None else ModelCard(**state["meta"]["card"])
     return recipe.prepare(Context(cfg, source, split, card, Path(resume), record, state))
 
 
@@ -95,12 +99,16 @@ def make_trainer(cfg: Config, built: Build, steps: int, run_dir: Path) -> Traine
         callbacks += make_loggers(t.log, run_dir, {"model": cfg.model.name, "data": cfg.data.source})
     return Trainer(built.task, optimizer, epochs=t.epochs, scheduler=scheduler, callbacks=callbacks,
                    device=t.device, amp=t.amp, grad_clip=t.grad_clip, seed=t.seed, precision=t.precision,
-                   accumulate=t.accumulate)
+                   accumulate=t.accumulate, on_nan=t.on_nan)
 
 
 def write_start(ctx: Context) -> None:
-    """A new run's folder: split.json and the resolved config.yaml (rank 0 only)."""
-    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    """The run folder, locked for this process (a second trainer into it fails in one line), with a new run's
+    split.json and resolved config.yaml (rank 0 only). `train` gives the lock back when it returns."""
+    lock.acquire(ctx.run_dir)
+    for folder in (ctx.run_dir, ctx.run_dir / "checkpoints"):  # a killed writer's half-made files (cnnkit.files)
+        for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
+            stale.unlink(missing_ok=True)
     if ctx.state is None:
         write_split(ctx.run_dir / "split.json", ctx.record)
         save_config(ctx.cfg, ctx.run_dir / "config.yaml")
@@ -125,8 +133,14 @@ def train(recipe: Recipe, cfg: Config | None = None, *, resume: str | Path | Non
     schedules.run_interval(cfg.train.schedule, cfg.train.schedule_interval, cfg.train.schedule_options)
     ctx = start(recipe, cfg, resume, resumed)
     ctx.callbacks = list(callbacks)
-    direct = recipe.fit_directly(ctx) if resume is None else None
-    return direct if direct is not None else fit(recipe, ctx)
+    try:
+        direct = recipe.fit_directly(ctx) if resume is None else None
+        return direct if direct is not None else fit(recipe, ctx)
+    except DiskFull as err:
+        raise DiskFull(err.path, err.reason, f"free some space, then `cnnkit train --resume {ctx.run_dir}` goes on "
+                                             "from the last checkpoint") from None
+    finally:
+        lock.release(ctx.run_dir)
 
 
 def model_train_defaults(model: str, train: TrainConfig) -> TrainConfig:
@@ -195,7 +209,7 @@ def train_verdict(recipe: Recipe, ctx: Context, trainer: Trainer, val: dict) -> 
 def save_run(recipe: Recipe, ctx: Context, trainer: Trainer, verdict: Verdict | None) -> None:
     """model.pt, history.csv, diagnosis.json (alarm and verdict), the learning curves and report.html."""
     run_dir = ctx.run_dir
-    save_model(run_dir / "model.pt", trainer.model, ctx.card)
+    save_model(run_dir / "model.pt", trainer.model, ctx.card, ctx.cfg.train.save_format)
     write_history(run_dir / "history.csv", trainer.history)
     alarm = next((c.as_dict() for c in trainer.callbacks if isinstance(c, OverfittingAlarm)), None)
     write_diagnosis(run_dir, alarm=alarm, verdict=verdict.as_dict() if verdict else None)

@@ -111,7 +111,7 @@ def fit_probe(ctx: Context) -> TrainResult:
     trainer = Trainer(card.make_task(model, cfg.train.loss), None, epochs=1, device="cpu")
     val = split_metrics(trainer, card, val_loader) if val_loader is not None else {}
     if main:
-        save_model(ctx.run_dir / "model.pt", model, card)
+        save_model(ctx.run_dir / "model.pt", model, card, cfg.train.save_format)
     layer = model.get_submodule(last_linears(model, spec)[0])
     return TrainResult(ctx.run_dir, [], val, trainable=sum(p.numel() for p in layer.parameters()))
 
