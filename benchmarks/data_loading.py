@@ -2,14 +2,20 @@
 
 Reads every image of hymenoptera/train (ants and bees: 244 JPEGs and one palette GIF, median 500x375)
 under $CNNKIT_DATA (default ../shared/data beside the repository), decodes each with cnnkit's
-`read_image` (torchvision.io.decode_image for JPEG/PNG, PIL for the rest) or with a plain PIL
+`read_image` (torchvision.io.decode_image for JPEG, PIL for the rest, PNG included) or with a plain PIL
 open + convert('RGB') + to-tensor baseline, applies the same training transform (fit to 224, the
 'standard' augmentation, float, normalise), and batches with a DataLoader at num_workers 0, 1 and 2.
 Workers persist across epochs; one warm-up epoch is not timed. Decoders alternate at each worker count;
 the median images/s of each and the ratio torchvision/PIL are printed. A decode-only line (no
 augmentation, in the main process) shows how much of the time is decoding.
 
-    .venv/bin/python benchmarks/data_loading.py [--quick] [--repeats N] [--workers 0 1 2]
+First, on synthetic photo-like 224x224 RGB images written to a temporary folder (--synthetic N of them, 500 by
+default; no data needed), the decode cost of each path of `read_image`: PNG is checked (cnnkit.data.png: chunk
+CRCs and one inflate) and decoded by PIL, never by torchvision's libpng, which crashes on a broken PNG; that is
+timed against torchvision's decode_image on the same files, and the PNG check alone. JPEG (quality 90) still goes
+through torchvision after PIL reads its header's size: timed against decode_image alone. Decoders alternate.
+
+    .venv/bin/python benchmarks/data_loading.py [--quick] [--repeats N] [--workers 0 1 2] [--synthetic N]
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +32,10 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from torchvision.io import ImageReadMode, decode_image
 
-from cnnkit.data.images import is_image_file, read_image
+from cnnkit.data.images import MAX_PIXELS, is_image_file, read_image
+from cnnkit.data.png import png_problem
 from cnnkit.data.transforms import build_transform, make_augment
 
 SIZE = 224
@@ -103,6 +112,61 @@ def bench_decode_only(paths: list[Path], repeats: int) -> dict[str, float]:
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
+def photo_like(rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
+    """A (size, size, 3) uint8 image with a photo's statistics for a compressor: smooth shading of a few random
+    waves and blobs, plus sensor-like noise (PNG of one: about 100 KB)."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    img = np.zeros((size, size, 3))
+    for c in range(3):
+        for _ in range(4):
+            fx, fy, phase = rng.uniform(0.5, 6, 2).tolist() + [rng.uniform(0, 6.3)]
+            img[..., c] += rng.uniform(20, 50) * np.sin(2 * np.pi * (fx * x + fy * y) + phase)
+        cx, cy, r = rng.uniform(0.2, 0.8, 2).tolist() + [rng.uniform(0.05, 0.25)]
+        img[..., c] += rng.uniform(-80, 80) * (((x - cx) ** 2 + (y - cy) ** 2) < r * r)
+    img += 128 + rng.normal(0, 4, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def torchvision_decode(path: Path) -> torch.Tensor:
+    """torchvision's decode_image on the file's bytes: what read_image did for PNG before (unsafe on broken PNGs)."""
+    return decode_image(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8), mode=ImageReadMode.RGB)
+
+
+def png_check(path: Path) -> None:
+    assert png_problem(path.read_bytes(), MAX_PIXELS) is None
+
+
+def bench_synthetic(n: int, repeats: int) -> None:
+    """Images/s of each decoder on `n` synthetic PNGs and the same as JPEGs, median of `repeats` alternated passes."""
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        pngs, jpegs = [Path(tmp, f"{i}.png") for i in range(n)], [Path(tmp, f"{i}.jpg") for i in range(n)]
+        for png, jpeg in zip(pngs, jpegs):
+            im = Image.fromarray(photo_like(rng))
+            im.save(png)
+            im.save(jpeg, quality=90)
+        for p in pngs[:3]:  # the two PNG paths give the same pixels
+            assert torch.equal(cnnkit_decode(p), torchvision_decode(p))
+        kb = sum(p.stat().st_size for p in pngs) / n / 1024
+        print(f"{n} synthetic photo-like {SIZE}x{SIZE} RGB images: PNG {kb:.0f} KB, JPEG q90 "
+              f"{sum(p.stat().st_size for p in jpegs) / n / 1024:.0f} KB on average")
+        cases = {"PNG": (pngs, {"read_image": cnnkit_decode, "decode_image": torchvision_decode,
+                                "png check only": png_check}),
+                 "JPEG": (jpegs, {"read_image": cnnkit_decode, "decode_image": torchvision_decode})}
+        for fmt, (paths, decoders) in cases.items():
+            rates = {name: [] for name in decoders}
+            for _ in range(repeats + 1):  # the first pass warms up
+                for name, decode in decoders.items():
+                    start = time.perf_counter()
+                    for p in paths:
+                        decode(p)
+                    rates[name].append(n / (time.perf_counter() - start))
+            med = {name: statistics.median(r[1:]) for name, r in rates.items()}
+            line = "  ".join(f"{name} {rate:.0f} img/s" for name, rate in med.items())
+            print(f"{fmt:<5} decode only, main: {line}  ratio read_image/decode_image "
+                  f"{med['read_image'] / med['decode_image']:.3f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="64 images, 1 repeat (a smoke test)")
@@ -111,9 +175,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the main process")
+    parser.add_argument("--synthetic", type=int, default=500, help="synthetic PNG/JPEG images to time (0: none)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.synthetic:
+        bench_synthetic(args.synthetic if not args.quick else min(args.synthetic, 64), 1 if args.quick else
+                        args.repeats)
 
     folder = data_root() / "hymenoptera" / "train"
     if not folder.is_dir():

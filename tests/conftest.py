@@ -104,3 +104,75 @@ def randomise_batch_norms(model) -> None:
             m.running_var.uniform_(0.5, 2.0)
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
+
+
+# ---------------------------------------------------------------- hand-made PNG files, whole or broken
+
+import struct  # noqa: E402  (this section was appended; its imports stay with it)
+import zlib  # noqa: E402
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+BROKEN_PNGS = ("short", "long", "bad-crc", "bad-filter", "bad-zlib", "truncated")
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    """One PNG chunk: length, type, payload, CRC-32 of type + payload."""
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def png_file(width: int, height: int, raw: bytes, depth: int = 8, colour: int = 2, interlace: int = 0,
+             idat_chunks: int = 1) -> bytes:
+    """A PNG whose image data is zlib(`raw`) (the filtered rows, each led by its filter byte), as it is: nothing
+    checks that `raw` fits the header, so it can be short or long. Split over `idat_chunks` IDAT chunks."""
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, interlace)
+    packed = zlib.compress(raw)
+    cut = [len(packed) * k // idat_chunks for k in range(idat_chunks + 1)]
+    idats = b"".join(png_chunk(b"IDAT", packed[a:b]) for a, b in zip(cut, cut[1:]))
+    return PNG_SIGNATURE + png_chunk(b"IHDR", ihdr) + idats + png_chunk(b"IEND", b"")
+
+
+def png_rows(array: np.ndarray) -> bytes:
+    """A uint8 (H, W) or (H, W, C) array as PNG rows with filter type 0 (none)."""
+    a = np.ascontiguousarray(array, dtype=np.uint8).reshape(len(array), -1)
+    return b"".join(b"\x00" + row.tobytes() for row in a)
+
+
+def broken_png(kind: str, width: int = 100, height: int = 100) -> bytes:
+    """An RGB PNG (mid-grey) broken as `kind` says (one of BROKEN_PNGS); libpng, inside torchvision's decode_image,
+    crashes the process (SIGSEGV) on 'short', 'bad-crc', 'bad-filter' and 'bad-zlib'.
+
+    short: the zlib stream is complete but holds half the rows; long: one row too many; bad-crc: the IDAT chunk's
+    CRC is wrong (the data are fine); bad-filter: row 37 has filter type 7; bad-zlib: the stream's Adler-32 is
+    wrong (CRC recomputed); truncated: the file ends inside the IDAT chunk.
+    """
+    grey = np.full((height, width, 3), 0x80, dtype=np.uint8)
+    rows, stride = png_rows(grey), 1 + width * 3
+    if kind == "short":
+        return png_file(width, height, rows[:stride * (height // 2)])
+    if kind == "long":
+        return png_file(width, height, rows + rows[:stride])
+    if kind == "bad-filter":
+        return png_file(width, height, rows[:37 * stride] + b"\x07" + rows[37 * stride + 1:])
+    whole = png_file(width, height, rows)
+    idat_end = len(whole) - 12  # IEND is the last 12 bytes
+    if kind == "bad-crc":
+        return whole[:idat_end - 4] + bytes(b ^ 0xFF for b in whole[idat_end - 4:idat_end]) + whole[idat_end:]
+    if kind == "bad-zlib":
+        packed = zlib.compress(rows)
+        packed = packed[:-4] + bytes(b ^ 0xFF for b in packed[-4:])
+        ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+        return PNG_SIGNATURE + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", packed) + png_chunk(b"IEND", b"")
+    if kind == "truncated":
+        return whole[:idat_end - 10]
+    raise ValueError(f"unknown broken PNG kind {kind!r}; one of {BROKEN_PNGS}")
+
+
+def write_broken_png(path: Path, kind: str, width: int = 100, height: int = 100) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(broken_png(kind, width, height))
+    return path
+
+
+def write_short_png(path: Path, width: int = 100, height: int = 100) -> Path:
+    """A PNG whose complete zlib stream holds half its rows: 'Not enough image data', which crashes libpng."""
+    return write_broken_png(path, "short", width, height)

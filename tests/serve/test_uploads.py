@@ -85,3 +85,14 @@ def test_the_pixel_limit_is_the_one_given(images: dict[str, Path]) -> None:
     small = Limits(max_image_pixels=40 * 56 - 1)
     assert _refused("rgb.png", images["rgb.png"].read_bytes(), None, small).status == 413
     assert check_image("rgb.png", images["rgb.png"].read_bytes(), None, Limits(max_image_pixels=40 * 56)) == ".png"
+
+
+@pytest.mark.parametrize(("kind", "reason"), [("short", "PNG data ends early: 15050 of 30100 bytes"),
+                                              ("bad-crc", "chunk 'IDAT' at byte 33 has a bad CRC")])
+def test_a_png_that_pil_alone_would_accept_is_422(kind: str, reason: str) -> None:
+    """PIL fills a PNG whose data end early with black rows and never checks IDAT CRCs; the upload check does
+    (cnnkit.data.png), as read_image does for the stored file."""
+    from tests.conftest import broken_png
+
+    error = _refused(f"{kind}.png", broken_png(kind), "image/png")
+    assert error.status == 422 and reason in error.detail and "cannot be decoded" in error.detail

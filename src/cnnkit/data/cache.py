@@ -127,7 +127,8 @@ def cache_key(source: ImageSource, indices: np.ndarray, channels: int, size: int
     for j in indices:
         path = Path(source.paths[int(j)])
         st = path.stat()
-        h.update(f"\n{path.resolve()}\t{st.st_size}\t{st.st_mtime_ns}".encode())
+        # surrogateescape: a file name that is not UTF-8 hashes as its bytes
+        h.update(f"\n{path.resolve()}\t{st.st_size}\t{st.st_mtime_ns}".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:32]
 
 

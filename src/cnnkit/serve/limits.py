@@ -14,8 +14,8 @@ from cnnkit.errors import CnnkitError
 
 MB = 1024 * 1024
 
-# The image formats served (PIL's names) and the file suffix each is handed to the predict code under: the suffix
-# picks the decoder (cnnkit.data.images.read_image), so an upload is read as the same file on disk would be.
+# The image formats served (PIL's names) and the file suffix each is handed to the predict code under; the decoder
+# is picked by the bytes (cnnkit.data.images.read_image), so an upload is read as the same file on disk would be.
 FORMATS: dict[str, str] = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "WEBP": ".webp", "GIF": ".gif",
                            "TIFF": ".tif", "PPM": ".ppm"}
 # The declared content types accepted for an image part; "application/octet-stream" and no type at all are

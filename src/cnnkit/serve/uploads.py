@@ -1,12 +1,14 @@
 """One uploaded image checked before the model sees it: its declared type, its format, its pixels (from the
-header, before decoding) and a full decode by PIL.
+header, before decoding), a PNG's integrity (cnnkit.data.png) and a full decode by PIL.
 
     suffix = check_image("cat.png", data, "image/png", limits)   # '.png', or RequestError(4xx, "image 'cat.png' ...")
 
-Only bytes that PIL decoded completely are handed on: torchvision's decoders (which the predict code tries first
-for JPEG and PNG, cnnkit.data.images.read_image) are not robust to every broken file, and a PNG whose compressed
-data ends early can crash them outright. The status codes: 413 too large, 415 not an image type served, 422 an
-image that is empty, corrupt or truncated.
+Only bytes that PIL decoded completely are handed on, so that a bad upload is refused with its status code before
+the model is involved. The stored file is then read as a file on disk is (cnnkit.data.images.read_image), which
+never hands a broken file to a decoder that could crash: a PNG is decoded by PIL once cnnkit.data.png found it whole
+(libpng, inside torchvision, crashes the process on a PNG whose data end early), a JPEG by torchvision once its
+header's size is checked. The status codes: 413 too large, 415 not an image type served, 422 an image that is
+empty, corrupt or truncated.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import io
 
 from PIL import Image, UnidentifiedImageError
 
+from cnnkit.data.png import png_problem
 from cnnkit.serve.limits import CONTENT_TYPES, FORMATS, GENERIC_TYPES, Limits, content_type_of, megapixels
 
 
@@ -75,6 +78,9 @@ def check_image(name: str, data: bytes, declared: str | None, limits: Limits) ->
                                     f"limit of {megapixels(limits.max_image_pixels)}")
         if width < 1 or height < 1:
             raise RequestError(422, f"image {name!r} has no pixels ({width}×{height})")
+        problem = png_problem(data, limits.max_image_pixels) if im.format == "PNG" else None
+        if problem:  # PIL alone would fill a PNG whose data end early with black rows
+            raise RequestError(422, f"image {name!r} cannot be decoded: {problem}")
         try:
             im.load()
         except Exception as err:  # noqa: BLE001  (PIL's decoders raise OSError, SyntaxError, ValueError, ...)

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cnnkit.data.images import BadImage, is_image_file, read_image
+from cnnkit.data.images import BadImage, is_image_file, oriented_size, read_image
 from cnnkit.data.segmentation.base import ImageMask, SegmentationSource
 from cnnkit.data.segmentation.masks import (
     COLOUR_MODES,
@@ -66,11 +66,12 @@ SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "
 INDEX_MODES = ("P", "L", "I", "I;16", "I;16B", "I;16L", "1")
 
 
-def _size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the header, or None when PIL cannot open the file."""
+def _size(path: Path, oriented: bool = False) -> tuple[int, int] | None:
+    """(width, height) from the header (`oriented`: turned by the EXIF orientation, as read_image turns an image),
+    or None when PIL cannot open the file."""
     try:
         with Image.open(path) as im:
-            return im.size
+            return oriented_size(im) if oriented else im.size
     except Exception:  # noqa: BLE001
         return None
 
@@ -89,7 +90,7 @@ def _pairs(images_dir: Path, masks_dir: Path,
         if mask is None:
             raise CnnkitError(f"no mask for image {image.name} in {masks_dir} (masks pair with images by file "
                               f"stem, e.g. {image.stem}.png); add it or remove the image")
-        size = _size(image)
+        size = _size(image, oriented=True)
         if size is None:
             bad.append(image.name)
             continue
