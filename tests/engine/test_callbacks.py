@@ -207,6 +207,24 @@ def test_early_stopping_mode_and_min_delta() -> None:
     assert (resumed.best, resumed.best_epoch, resumed.wait) == (0.6, 2, 2)
 
 
+def test_early_stopping_resumed_from_a_checkpoint_restores_the_best_weights_of_the_whole_run() -> None:
+    """A resume after the best epoch (the weights travel in the state) or at it (they are the checkpoint's model,
+    taken at the resumed fit's start) restores what an uninterrupted run would: epoch 2's weights."""
+    rows = [{"val_loss": v} for v in (1.0, 0.8, 0.9, 0.85, 0.7)]
+    for kill_after in (2, 3):
+        first, trainer = EarlyStopping("val_loss", patience=2), FakeTrainer()
+        _epochs(first, trainer, rows[:kill_after])
+        state = first.state_dict()
+        assert (state["best_weights"] is None) == (kill_after == 2)  # at the best epoch: the checkpoint's own model
+        resumed = EarlyStopping("val_loss", patience=2)
+        resumed.load_state_dict(state)
+        resumed.on_fit_start(trainer)  # the trainer holds the checkpoint's weights
+        _epochs(resumed, trainer, rows[kill_after:])
+        assert resumed.stopped_epoch == 4
+        resumed.on_fit_end(trainer)
+        assert torch.equal(trainer.model.weight, torch.full((1, 2), 2.0))
+
+
 def test_early_stopping_refusals_are_one_line() -> None:
     with pytest.raises(CnnkitError, match="patience must be at least 1, got 0"):
         EarlyStopping(patience=0)

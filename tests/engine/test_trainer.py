@@ -241,3 +241,34 @@ def test_accumulation_steps_after_the_epochs_last_batches_and_the_schedule_with_
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** 3)  # 3 schedule steps
     with pytest.raises(CnnkitError, match="accumulate"):
         Trainer(trainer.task, trainer.optimizer, epochs=1, accumulate=0)
+
+
+def test_ctrl_c_mid_epoch_keeps_the_last_whole_epoch_and_the_resume_is_exact(tmp_path: Path) -> None:
+    """Ctrl-C in the middle of epoch 3 of a per-batch one-cycle schedule: last.pt stays epoch 2 (a half-trained
+    epoch saved under epoch 2's number would train those batches twice and overrun the schedule), and the resume
+    ends bit for bit where an uninterrupted run does."""
+    from cnnkit.engine import schedules
+
+    x, y = _separable()
+
+    def make(callbacks=()):
+        t = _trainer(epochs=4, callbacks=callbacks)
+        t.scheduler = schedules.get("one_cycle", t.optimizer, steps_per_epoch=8, epochs=4, interval="batch")
+        return t
+
+    straight = make()
+    straight.fit(TensorLoader(x, y, 32, shuffle=True))
+
+    class CtrlC(Callback):
+        def on_train_batch_end(self, trainer):
+            if trainer.epoch == 2 and trainer.batch_index == 4:
+                raise KeyboardInterrupt
+
+    first = make([ModelCheckpoint(tmp_path, monitor="train_loss"), CtrlC()])
+    first.fit(TensorLoader(x, y, 32, shuffle=True))
+    assert first.interrupted and load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+    resumed = make()
+    resumed.load_state_dict(load_checkpoint(tmp_path / "last.pt"))
+    resumed.fit(TensorLoader(x, y, 32, shuffle=True))
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -43,7 +43,8 @@ FLAGS = [
     ["--adversarial", "fgsm"], ["--adv-eps", "0.2"], ["--strategy", "fine-tune"], ["--keep-stages", "2"],
     ["--unfreeze-every", "1"], ["--probe", "svm"], ["--head-init", "probe"], ["--workers", "1"],
     ["--device", "cpu"], ["--amp"], ["--seed", "3"], ["--alarm-stop"], ["--target-error", "0.1"],
-    ["--log", "tensorboard"], ["--loss", "focal"], ["--weights", "w.pt"],
+    ["--log", "tensorboard"], ["--loss", "focal"], ["--weights", "w.pt"], ["--on-nan", "skip"],
+    ["--save-format", "safetensors"],
 ]
 
 

@@ -66,11 +66,19 @@ class EarlyStopping(Callback):
         if self.restore_best and self.best_weights is not None and self.stopped_epoch is not None:
             trainer.model.load_state_dict(self.best_weights)
 
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if self.best_weights is None and self.restore_best and self.best_epoch and self.wait == 0:  # resumed
+            self.best_weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
     def state_dict(self) -> dict:
-        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+        """With restore_best, the best weights too once a later epoch has been worse (before that they are the
+        checkpoint's own model, taken back at the resumed fit's start): a resume restores what one run would."""
+        kept = self.best_weights if self.restore_best and self.wait else None
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait, "best_weights": kept}
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+        self.best_weights = state.get("best_weights")
 
 
 ALARM_MODES = ("rise", "plateau", "both")  # what counts as overfitting (--alarm-on; see docs/diagnosis.md)
@@ -175,13 +183,20 @@ class EpochReporter(Callback):
 
 class ModelCheckpoint(Callback):
     """checkpoints/last.pt after every epoch and best.pt when `monitor` improves; atomic writes.
-    On Ctrl-C the trainer's current state goes to last.pt, so a resume loses nothing."""
+    On Ctrl-C an epoch that ended but was not yet saved goes to last.pt; a half-trained epoch never does (its
+    weights with an earlier epoch's number would make the resume train part of that epoch twice, and a one-cycle
+    schedule overrun): last.pt stays the last whole epoch, so `--resume` is exact, and the runner writes the
+    interrupted weights to model.pt."""
 
     def __init__(self, folder: str | Path, monitor: str = "val_loss", mode: str = "auto"):
         self.folder, self.monitor = Path(folder), monitor
         self.mode = _mode_for(monitor) if mode == "auto" else mode
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_epoch = 0
+        self.saved_epoch = 0  # the epoch that last.pt holds
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.saved_epoch = trainer.epoch
 
     def on_epoch_end(self, trainer: Trainer, logs: dict) -> None:
         value = logs.get(self.monitor)
@@ -192,9 +207,10 @@ class ModelCheckpoint(Callback):
         if improved:
             atomic_save(state, self.folder / "best.pt")
         atomic_save(state, self.folder / "last.pt")
+        self.saved_epoch = trainer.epoch
 
     def on_fit_end(self, trainer: Trainer) -> None:
-        if trainer.interrupted:
+        if trainer.interrupted and trainer.epoch > self.saved_epoch:  # ended, interrupted before it was saved
             atomic_save(self._state(trainer), self.folder / "last.pt")
 
     @staticmethod

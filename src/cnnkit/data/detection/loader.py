@@ -163,9 +163,8 @@ def make_detection_loader(source, indices, *, size: int, batch_size: int, train:
         source.require_masks()
     dataset = DetectionDataset(source, indices, size, aug, mode, masks)
     workers = auto_workers(len(indices)) if workers is None else workers
-    generator = torch.Generator().manual_seed(seed)
-    return EpochLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_detection,
-                       generator=generator, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+    return EpochLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_detection, seed=seed,
+                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
                        **shard_options(dataset, shuffle=train, seed=seed, dist=dist))
 
 

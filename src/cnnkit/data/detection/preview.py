@@ -27,7 +27,7 @@ def preview_rows(source, chosen, preset: str = "standard", size: int = 128, seed
     from cnnkit.data.detection.loader import make_detection_loader
 
     chosen = [int(i) for i in chosen]
-    torch.manual_seed(seed)  # the augmentations draw from torch's generator (workers=0: in this process)
+    torch.manual_seed(seed)  # (the augmentations draw from the loader's own seeds: cnnkit.data.sharding)
     plain = make_detection_loader(source, chosen, size=size, batch_size=8, train=False, workers=0, masks=masks)
     moved = make_detection_loader(source, np.repeat(chosen, COPIES), size=size, batch_size=8, train=True,
                                   augment=preset, workers=0, seed=seed, masks=masks)

@@ -182,7 +182,7 @@ def make_segmentation_loader(source, indices, *, size: int, batch_size: int, tra
     workers = auto_workers(len(indices)) if workers is None else workers
     return EpochLoader(dataset, batch_size=batch_size, num_workers=workers,
                        collate_fn=_Collate(getattr(source, "ignore_index", 255)),
-                       generator=torch.Generator().manual_seed(seed), worker_init_fn=_seed_worker,
+                       seed=seed, worker_init_fn=_seed_worker,
                        persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
                        **shard_options(dataset, shuffle=train, seed=seed, dist=dist))
 
