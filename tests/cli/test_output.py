@@ -38,7 +38,8 @@ def test_an_interrupted_run_says_how_to_resume_and_exits_130(capsys) -> None:
     assert report_train(_result(interrupted=True, verdict=verdict)) == 130
     out, err = capsys.readouterr()
     assert out == "runs/x\n" and "never shown" not in out
-    assert err.strip() == "interrupted: state saved; continue with `cnnkit train --resume runs/x`"
+    assert err.strip() == ("interrupted: the weights so far are in runs/x; `cnnkit train --resume runs/x` goes on "
+                           "from the last whole epoch")
 
 
 def test_print_metrics_as_json(capsys) -> None:

@@ -25,7 +25,8 @@ def report_train(result: TrainResult) -> int:
 
         print(format_verdict(result.verdict.as_dict()))
     if result.interrupted:
-        print(f"interrupted: state saved; continue with `cnnkit train --resume {result.run_dir}`", file=sys.stderr)
+        print(f"interrupted: the weights so far are in {result.run_dir}; `cnnkit train --resume {result.run_dir}` "
+              "goes on from the last whole epoch", file=sys.stderr)
     print(result.run_dir)
     return 130 if result.interrupted else 0
 
