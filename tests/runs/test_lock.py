@@ -56,12 +56,21 @@ def test_a_second_process_is_refused_and_a_killed_holder_leaves_nothing_stuck(tm
     lock.release(run)
 
 
-def test_cli_train_into_a_folder_in_use_is_one_line(tmp_path: Path, capsys) -> None:
+TRAIN = {
+    "classification": ["--data", "synthetic-shapes:n=24,size=32", "--model", "lenet5"],
+    "detection": ["--task", "detect", "--data", "synthetic-shapes:count=2,n=8,size=64", "--model", "yolo",
+                  "--image-size", "64", "--model-option", "grid=4"],
+    "segmentation": ["--task", "segment", "--data", "synthetic-plants:size=48,count=8,seed=3", "--model", "unet",
+                     "--image-size", "48", "--model-option", "base=8", "--model-option", "depth=2"],
+}
+
+
+@pytest.mark.parametrize("family", list(TRAIN))
+def test_cli_train_into_a_folder_in_use_is_one_line(family: str, tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
     proc = _holder(run)
     try:
-        code, _, err = run_cli(capsys, "train", "--data", "digits", "--model", "lenet5", "--epochs", "1",
-                               "--out", str(run))
+        code, _, err = run_cli(capsys, "train", *TRAIN[family], "--epochs", "1", "--out", str(run))
     finally:
         proc.kill()
         proc.wait()
