@@ -33,3 +33,17 @@ def test_unknown_name_is_a_one_line_cnnkit_error() -> None:
     assert str(err).startswith("unknown optimizer 'sgdd'; did you mean 'sgd'")
     assert "\n" not in str(err)
     assert str(unknown_name("task", "x", ("detect",))) == "unknown task 'x'; choose one of: detect"
+
+
+def test_brief_shown_and_listed_keep_user_data_to_one_short_line() -> None:
+    from cnnkit.errors import brief, listed, shown
+
+    bomb: list = ["lol"] * 9
+    for _ in range(8):
+        bomb = [bomb] * 9  # 9^9 strings once expanded: brief never expands it
+    assert len(brief(bomb)) < 200 and len(brief("x" * 10_000)) < 80 and brief("a\nb") == "'a\\nb'"
+    assert shown("/data/a.png") == "/data/a.png" and shown("/data/a\nb.png") == "'/data/a\\nb.png'"
+    assert len(shown("x" * 5000)) < 80
+    assert listed(["path", "label"]) == "path,label" and listed(["pa\nth", "x"]) == "'pa\\nth',x"
+    assert listed(map(str, range(20)), limit=3) == "0,1,2,..."
+    assert str(unknown_name("config key", 1, ["data", "train"])) == "unknown config key 1; choose one of: data, train"

@@ -311,6 +311,9 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
 
 
 def config_from_dict(data: dict) -> Config:
+    """A run's saved config.yaml (a mapping of sections) → Config; values of the wrong type are one-line errors."""
+    if not isinstance(data, dict):
+        raise CnnkitError(f"config.yaml must hold a mapping of sections (data, model, train), got {brief(data)}")
     cfg = Config()
     _merge(cfg, data, "config.yaml")
     return cfg

@@ -59,6 +59,35 @@ def test_mnist_errors(tmp_path) -> None:
         mnist(tmp_path)
 
 
+def _mnist_folder(folder: Path, n_train_labels: int = 10, test_size: int = 4, gz: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = (np.zeros((10, 4, 4), np.uint8), np.arange(n_train_labels, dtype=np.uint8) % 10,
+              np.zeros((2, test_size, 4), np.uint8), np.array([1, 2], np.uint8))
+    for name, array in zip(MNIST_FILES, arrays):
+        _idx(folder / name, array, gz)
+    return folder
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"n_train_labels": 9}, "train-images-idx3-ubyte holds 10 images but train-labels-idx1-ubyte 9 labels"),
+    ({"test_size": 5}, "the train images are 4×4 but the test images 4×5"),
+])
+def test_mnist_files_that_disagree_are_one_line_errors(tmp_path, kwargs: dict, message: str) -> None:
+    with pytest.raises(CnnkitError, match=message) as info:
+        mnist(_mnist_folder(tmp_path / "m", **kwargs))
+    assert "\n" not in str(info.value)
+
+
+def test_a_damaged_gz_is_a_one_line_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path / "cache"))
+    folder = _mnist_folder(tmp_path / "m", gz=True)
+    gz = folder / f"{MNIST_FILES[0]}.gz"
+    gz.write_bytes(gz.read_bytes()[:-6])  # cut short
+    with pytest.raises(CnnkitError, match=f"{MNIST_FILES[0]}.gz: cannot unpack") as info:
+        mnist(folder)
+    assert "\n" not in str(info.value) and not list((tmp_path / "cache").rglob("*.tmp"))
+
+
 def test_synthetic_shapes_target_kinds() -> None:
     one = synthetic_shapes("n=9,size=16")
     assert one.classes == ["circle", "square", "triangle"] and one.problem is None and len(one) == 9

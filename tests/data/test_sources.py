@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import gzip
+import json
 import logging
+import os
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -454,3 +457,128 @@ def test_a_file_that_is_not_a_csv(tmp_path):
     (tmp_path / "list.txt").write_text("path,label\n")
     with pytest.raises(CnnkitError, match="is a file but not a .csv"):
         open_source(str(tmp_path / "list.txt"))
+
+
+# ---------------------------------------------------------------- hostile folders: links, pipes, odd names
+
+def cnnkit_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "cnnkit" and r.levelno == logging.WARNING]
+
+
+def test_folders_named_like_images_are_not_images(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("a/0.png", "a/cat.jpg/1.png", "b/0.png", "b/dog.png/x.txt"):
+        path = tmp_path / "d" / name
+        write_image(path, random_image(rng, 6)) if name.endswith(".png") else path.parent.mkdir(parents=True)
+    src = from_folder(tmp_path / "d")
+    assert src.ids == ["a/0.png", "a/cat.jpg/1.png", "b/0.png"]  # the files inside a 'cat.jpg' folder are images
+
+
+def test_hidden_files_and_folders_are_left_out(tmp_path):
+    """macOS's '._IMG.jpg' resource forks and Jupyter's '.ipynb_checkpoints' copies are not training images."""
+    rng = np.random.default_rng(0)
+    for name in ("a/0.png", "a/.ipynb_checkpoints/0.png", "b/0.png"):
+        write_image(tmp_path / "d" / name, random_image(rng, 6))
+    (tmp_path / "d" / "b" / "._0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    assert from_folder(tmp_path / "d").ids == ["a/0.png", "b/0.png"]
+
+
+def test_symlinks_are_followed_once_and_loops_end(tmp_path, caplog):
+    """Links to files and folders outside are read; links back to the class folder, to one of its sub-folders or
+    to the data root are loops and walked no further; a second link to the same folder adds nothing; a broken
+    link is skipped with a warning naming it."""
+    rng = np.random.default_rng(0)
+    root, outside = tmp_path / "d", tmp_path / "outside"
+    for name in ("a/0.png", "a/sub/1.png", "b/0.png"):
+        write_image(root / name, random_image(rng, 6))
+    write_image(outside / "e.png", random_image(rng, 6))
+    (root / "a" / "loop").symlink_to(root / "a")
+    (root / "a" / "sub" / "back").symlink_to("..")
+    (root / "a" / "up").symlink_to(root)
+    (root / "b" / "extra").symlink_to(outside)
+    (root / "b" / "extra2").symlink_to(outside)
+    (root / "b" / "alias.png").symlink_to(outside / "e.png")
+    (root / "b" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (root / "b" / "self.png").symlink_to(root / "b" / "self.png")
+    with caplog.at_level(logging.WARNING, logger="cnnkit"):
+        src = from_folder(root)
+    assert src.ids == ["a/0.png", "a/sub/1.png", "b/0.png", "b/alias.png", "b/extra/e.png"]
+    assert src.labels.tolist() == [0, 0, 1, 1, 1]
+    np.testing.assert_array_equal(src.load(3, 3).numpy(), pil_chw(outside / "e.png"))
+    (warning,) = cnnkit_warnings(caplog)
+    assert "skipping 2 path(s)" in warning and "b/gone.png" in warning and "b/self.png" in warning
+
+
+def test_a_pipe_named_like_an_image_is_skipped_not_read(tmp_path, caplog):
+    """Opening a FIFO blocks until a writer comes: the scan must never open one."""
+    rng = np.random.default_rng(0)
+    for name in ("a/0.png", "b/0.png"):
+        write_image(tmp_path / "d" / name, random_image(rng, 6))
+    os.mkfifo(tmp_path / "d" / "a" / "pipe.png")
+    with caplog.at_level(logging.WARNING, logger="cnnkit"):
+        src = open_source(str(tmp_path / "d"))
+    assert src.ids == ["a/0.png", "b/0.png"]
+    assert "a/pipe.png" in cnnkit_warnings(caplog)[0]
+
+
+def non_utf8_folder(root: Path) -> Path:
+    """Class folders b'c\\xe4t' (Latin-1 'cät') and 'dog'; b'c\\xe4t/caf\\xe9.png' among the files: names that are
+    not UTF-8, as an old Latin-1 system writes them (Linux takes any bytes)."""
+    rng = np.random.default_rng(0)
+    for folder, name in [(b"c\xe4t", b"0.png"), (b"c\xe4t", b"caf\xe9.png"), (b"dog", b"0.png"), (b"dog", b"1.png")]:
+        path = os.path.join(os.fsencode(root), folder, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.fromarray(random_image(rng, 6)).save(os.fsdecode(path), format="PNG")
+    return root
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="only Linux file systems take names that are not UTF-8")
+def test_names_that_are_not_utf8_are_read_with_escaped_ids(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="cnnkit"):
+        src = from_folder(non_utf8_folder(tmp_path / "d"))
+    assert src.classes == ["c\\xe4t", "dog"]
+    assert src.ids == ["c\\xe4t/0.png", "c\\xe4t/caf\\xe9.png", "dog/0.png", "dog/1.png"]
+    json.dumps(src.ids, ensure_ascii=False).encode("utf-8")  # JSON-safe: no lone surrogates
+    assert os.fsencode(src.paths[1]).endswith(b"c\xe4t/caf\xe9.png")  # the path itself keeps the bytes
+    np.testing.assert_array_equal(src.load(1, 3).numpy(), pil_chw(src.paths[1]))
+    (warning,) = cnnkit_warnings(caplog)
+    assert "2 file name(s) are not UTF-8" in warning and "c\\xe4t/caf\\xe9.png" in warning
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="only Linux file systems take names that are not UTF-8")
+def test_train_and_evaluate_on_names_that_are_not_utf8(tmp_path, capsys):
+    """End to end: split.json is UTF-8 JSON with the escaped ids, and `evaluate` finds the same items again."""
+    from tests.conftest import run_cli
+
+    data = non_utf8_folder(tmp_path / "d")
+    for i in range(2, 6):  # enough for a val split
+        for cls in (b"c\xe4t", b"dog"):
+            Image.fromarray(random_image(np.random.default_rng(i), 6)).save(
+                os.fsdecode(os.path.join(os.fsencode(data), cls, b"%d.png" % i)), format="PNG")
+    code, _, err = run_cli(capsys, "-q", "train", "--data", str(data), "--model", "lenet5", "--epochs", "1",
+                           "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    record = json.loads((tmp_path / "run" / "split.json").read_bytes().decode("utf-8"))
+    ids = [i for split in record["splits"].values() for i in split["ids"]]
+    assert "c\\xe4t/caf\\xe9.png" in ids and len(ids) == 12
+    code, out, err = run_cli(capsys, "evaluate", str(tmp_path / "run"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["count"] == len(record["splits"]["val"]["ids"])
+
+
+@pytest.mark.parametrize("kind", ["short", "bad-crc", "bad-zlib"])
+def test_a_png_that_crashes_libpng_is_skipped_naming_it(make_image_folder, caplog, monkeypatch, kind):
+    """The scan (check_image) catches it with the same PNG check as read_image; torchvision never sees a PNG."""
+    from tests.conftest import write_broken_png
+
+    import cnnkit.data.images as images_module
+
+    monkeypatch.setattr(images_module, "decode_image", lambda *a, **k: pytest.fail("torchvision decoded a PNG"))
+    root = make_image_folder({"a": 10, "b": 10})
+    write_broken_png(root / "b" / f"{kind}.png", kind)
+    with caplog.at_level(logging.WARNING, logger="cnnkit"):
+        src = open_source(str(root))
+    assert len(src) == 20 and f"b/{kind}.png" not in src.ids
+    (warning,) = cnnkit_warnings(caplog)
+    assert f"skipping 1 unreadable image(s): b/{kind}.png (PNG " in warning
+    assert src.load(0, 3).shape == (3, 12, 12)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, brief, listed
 
 __all__ = ["PATH_COLUMNS", "agreement", "annotator_columns", "cohen_kappa", "fleiss_kappa", "read_annotations",
            "vote_table"]
@@ -45,7 +45,7 @@ def _path_column(csv_path: Path, header: list[str]) -> int:
         if name in lowered:
             return lowered.index(name)
     raise CnnkitError(f"{csv_path}: no path column (one of {', '.join(PATH_COLUMNS)}); the header is "
-                      f"{','.join(header) or 'empty'}")
+                      f"{listed(header) or 'empty'}")
 
 
 def annotator_columns(csv_path: str | Path) -> list[str]:
@@ -65,9 +65,9 @@ def read_annotations(csv_path: str | Path, columns: list[str] | None = None) -> 
     columns = annotator_columns(csv_path) if columns is None else list(columns)
     unknown = [c for c in columns if c not in header]
     if unknown:
-        raise CnnkitError(f"{csv_path}: no column {unknown[0]!r}; the header is {','.join(header)}")
+        raise CnnkitError(f"{csv_path}: no column {brief(unknown[0])}; the header is {listed(header)}")
     if len(columns) < 2:
-        raise CnnkitError(f"{csv_path}: {len(columns)} label column(s) ({','.join(columns) or 'none'}); agreement "
+        raise CnnkitError(f"{csv_path}: {len(columns)} label column(s) ({listed(columns) or 'none'}); agreement "
                           "needs at least two annotators, one column each")
     if not rows:
         raise CnnkitError(f"{csv_path}: no rows under the header")
@@ -77,9 +77,9 @@ def read_annotations(csv_path: str | Path, columns: list[str] | None = None) -> 
         if len(row) != len(header):
             raise CnnkitError(f"{csv_path}: row {line} has {len(row)} cells, the header has {len(header)}")
         if not row[at]:
-            raise CnnkitError(f"{csv_path}: row {line} has an empty {header[at]!r} cell")
+            raise CnnkitError(f"{csv_path}: row {line} has an empty {brief(header[at])} cell")
         if row[at] in seen:
-            raise CnnkitError(f"{csv_path}: {row[at]!r} is listed twice (rows {seen[row[at]]} and {line}); "
+            raise CnnkitError(f"{csv_path}: {brief(row[at])} is listed twice (rows {seen[row[at]]} and {line}); "
                               "give one row per image, one column per annotator")
         seen[row[at]] = line
         paths.append(row[at])

@@ -4,19 +4,20 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import shutil
+import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cnnkit.config import parse_key_values
+from cnnkit.data.idx import read_idx_images, read_idx_labels
 from cnnkit.data.sources import ImageSource, drop_bad_images, from_arrays, from_csv, from_folder
 from cnnkit.data.synthetic import SHAPES, ShapesConfig, make_multi_shapes, make_shapes
 from cnnkit.errors import CnnkitError, did_you_mean
 
 BUILTINS = ("digits", "mnist", "synthetic-shapes")
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+MAX_IDX_BYTES = 8 << 30  # one unpacked IDX file; EMNIST's largest is under 1 GiB
 
 
 def digits() -> ImageSource:
@@ -42,28 +43,46 @@ def _mnist_raw_dir(root: Path) -> Path:
             cache.mkdir(parents=True, exist_ok=True)
             for f in MNIST_FILES:
                 if not (cache / f).is_file():
-                    tmp = cache / f"{f}.{os.getpid()}.tmp"  # per process: torchrun ranks unpack at once
-                    with gzip.open(folder / f"{f}.gz") as src, tmp.open("wb") as dst:
-                        shutil.copyfileobj(src, dst)
-                    tmp.replace(cache / f)
+                    _gunzip(folder / f"{f}.gz", cache / f)
             return cache
     raise CnnkitError(f"no MNIST IDX files in {root}; expected {MNIST_FILES[0]}(.gz) and the other three there")
 
 
-def mnist(root: str | Path) -> ImageSource:
-    """MNIST from a local folder, read with torchvision's IDX reader; the official 10k test set is the test split."""
-    from torchvision.datasets.mnist import read_image_file, read_label_file
+def _gunzip(src: Path, dst: Path) -> None:
+    """Decompress SRC into DST (through a per-process temporary file: torchrun ranks unpack at once); a damaged
+    or oversized .gz is a one-line CnnkitError."""
+    tmp = dst.with_name(f"{dst.name}.{os.getpid()}.tmp")
+    try:
+        with gzip.open(src) as f, tmp.open("wb") as out:
+            while chunk := f.read(1 << 20):
+                if out.tell() + len(chunk) > MAX_IDX_BYTES:
+                    raise CnnkitError(f"{src}: unpacks to over {MAX_IDX_BYTES >> 30} GiB; not an MNIST-like file")
+                out.write(chunk)
+        tmp.replace(dst)
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        raise CnnkitError(f"{src}: cannot unpack ({err})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
+
+def mnist(root: str | Path) -> ImageSource:
+    """MNIST from a local folder, read with cnnkit.data.idx (checked headers, as torchvision reads the values);
+    the official 10k test set is the test split."""
     root = Path(root)
     if not root.is_dir():
         raise CnnkitError(f"MNIST folder not found: {root}; give --data mnist:PATH with the four IDX files in PATH")
     raw = _mnist_raw_dir(root)
-    x_train, x_test = read_image_file(str(raw / MNIST_FILES[0])), read_image_file(str(raw / MNIST_FILES[2]))
-    y_train, y_test = read_label_file(str(raw / MNIST_FILES[1])), read_label_file(str(raw / MNIST_FILES[3]))
-    if len(x_train) != len(y_train) or len(x_test) != len(y_test):
-        raise CnnkitError(f"{raw}: the image and label files disagree on the number of items")
-    x, y = torch.cat([x_train, x_test]), torch.cat([y_train, y_test])
-    source = from_arrays(x, y.numpy(), [str(i) for i in range(10)], name="mnist")
+    x_train, x_test = read_idx_images(raw / MNIST_FILES[0]), read_idx_images(raw / MNIST_FILES[2])
+    y_train, y_test = read_idx_labels(raw / MNIST_FILES[1]), read_idx_labels(raw / MNIST_FILES[3])
+    for x_part, y_part, names in ((x_train, y_train, MNIST_FILES[:2]), (x_test, y_test, MNIST_FILES[2:])):
+        if len(x_part) != len(y_part):
+            raise CnnkitError(f"{raw}: {names[0]} holds {len(x_part)} images but {names[1]} {len(y_part)} labels; "
+                              "the files must come from one data set")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise CnnkitError(f"{raw}: the train images are {x_train.shape[2]}×{x_train.shape[1]} but the test images "
+                          f"{x_test.shape[2]}×{x_test.shape[1]}; the files must come from one data set")
+    x, y = np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test]).astype(np.int64)
+    source = from_arrays(x, y, [str(i) for i in range(10)], name="mnist")
     n = len(x_train)  # 60,000 for MNIST; the IDX variants (EMNIST, ...) have other sizes
     source.presplit = {"train": np.arange(n), "test": np.arange(n, len(x))}
     return source

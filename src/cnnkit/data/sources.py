@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from cnnkit.data.images import check_image, is_image_file, read_image, rgb_to_grey
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, brief, listed
 
 log = logging.getLogger("cnnkit")
 SPLIT_NAMES = ("train", "val", "test")
@@ -141,34 +142,84 @@ def subset(source: ImageSource, keep: np.ndarray) -> ImageSource:
     )
 
 
-def _class_folders(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _class_folders(root: Path) -> dict[str, Path]:
+    """Class name (readable_name of the folder's) → folder, hidden folders left out."""
+    return {readable_name(p.name): p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+def readable_name(name: str) -> str:
+    """`name` as valid Unicode: bytes of a file name that are not UTF-8 (surrogate escapes on Linux) become
+    '\\xNN', so that ids and class names can be hashed, printed and written to split.json."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    return name
+
+
+def _identity(path: str | Path) -> tuple[int, int]:
+    """(device, inode) of what `path` leads to: the same for a folder and every link to it."""
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
+
+
+def _images_in(folder: Path, unusable: list[Path]) -> list[Path]:
+    """Image files under `folder`, hidden names left out. Symlinked files and folders are followed, but each folder
+    is walked once however many links lead to it, so a link loop ends. Entries named like images that are not
+    regular files (a broken link, a pipe: reading one would hang) and folders that cannot be listed go to
+    `unusable`."""
+    found: list[Path] = []
+    seen = {_identity(p) for p in folder.resolve().parents}  # a link up to an ancestor is a loop too
+    for top, folders, files in os.walk(folder, followlinks=True, onerror=lambda e: unusable.append(Path(e.filename))):
+        if _identity(top) in seen:
+            folders.clear()
+            continue
+        seen.add(_identity(top))
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        for name in files:
+            path = Path(top, name)
+            if not name.startswith(".") and is_image_file(path):
+                (found if path.is_file() else unusable).append(path)
+    return sorted(found)
+
+
+def _warn_names(renamed: list[str], unusable: list[str]) -> None:
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+
+    if renamed:
+        log.warning("%d file name(s) are not UTF-8; read, with the bad bytes escaped in their ids: %s",
+                    len(renamed), some(renamed))
+    if unusable:
+        log.warning("skipping %d path(s) named like images that are not regular files (a broken link, a pipe) "
+                    "or folders that cannot be listed: %s", len(unusable), some(unusable))
 
 
 def from_folder(root: str | Path) -> ImageSource:
-    """A folder with one sub-folder per class, or `train/`, `val/` (and `test/`) folders of class folders."""
+    """A folder with one sub-folder per class, or `train/`, `val/` (and `test/`) folders of class folders.
+
+    Ids are the files' paths relative to `root` (readable_name'd); hidden files and folders are left out; links
+    are followed without looping (_images_in); what cannot be read as a file is skipped with a warning."""
     root = Path(root)
     if not root.is_dir():
         raise CnnkitError(f"data folder not found: {root}")
     splits = [s for s in SPLIT_NAMES if (root / s).is_dir()]
-    parts = [(s, root / s) for s in splits] if "train" in splits else [("", root)]
-    classes = sorted({c.name for _, folder in parts for c in _class_folders(folder)})
+    parts = [(s, _class_folders(root / s)) for s in splits] if "train" in splits else [("", _class_folders(root))]
+    classes = sorted({name for _, folders in parts for name in folders})
     if not classes:
         raise CnnkitError(f"no class sub-folders in {root}; expected {root}/<class>/<image files>")
-    ids, labels, paths, presplit = [], [], [], {}
-    for split, folder in parts:
+    ids, labels, paths, presplit, renamed, unusable = [], [], [], {}, [], []
+    for split, folders in parts:
         start = len(ids)
         for label, name in enumerate(classes):
-            for p in _images_in(folder / name) if (folder / name).is_dir() else []:
-                ids.append(p.relative_to(root).as_posix())
+            for p in _images_in(folders[name], unusable) if name in folders else []:
+                ids.append(readable_name(p.relative_to(root).as_posix()))
+                renamed += [ids[-1]] if ids[-1] != p.relative_to(root).as_posix() else []
                 labels.append(label)
                 paths.append(p)
         if split:
             presplit[split] = np.arange(start, len(ids))
+    _warn_names(renamed, [readable_name(os.path.relpath(p, root)) for p in unusable])
     if not ids:
         raise CnnkitError(f"no image files in {root} (looked for {', '.join(('.jpg', '.png', '.bmp', '...'))})")
     source = ImageSource(root.name, ids, np.asarray(labels, dtype=np.int64), classes, paths, presplit=presplit)
@@ -179,14 +230,20 @@ def from_folder(root: str | Path) -> ImageSource:
 def _read_csv(csv_path: Path) -> tuple[list[str], list[dict[str, str]]]:
     if not csv_path.is_file():
         raise CnnkitError(f"CSV file not found: {csv_path}")
-    with csv_path.open(newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets often write a BOM
-        reader = csv.DictReader(f)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets often write a BOM
+            reader = csv.DictReader(f)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:  # not UTF-8, a field over csv's 128 KiB limit, ...
+        raise CnnkitError(f"{csv_path}: not a readable CSV ({err})") from None
+    if "" in columns:
+        raise CnnkitError(f"{csv_path}: column {columns.index('') + 1} of the header has no name; name every column "
+                          "('path,label' or 'path,<target>,...')")
     if "path" not in columns or len(columns) < 2:
         raise CnnkitError(
             f"{csv_path}: the header must be 'path,label' (classes; 'a;b' for several labels) or 'path,<target>,...' "
-            f"(numbers, for regression); it has: {','.join(columns) or 'nothing'}"
+            f"(numbers, for regression); it has: {listed(columns) or 'nothing'}"
         )
     if not rows:
         raise CnnkitError(f"{csv_path}: no rows under the header")
@@ -199,9 +256,17 @@ def _csv_number(csv_path: Path, row: int, column: str, text: str) -> float:
     except ValueError:
         value = float("nan")
     if not np.isfinite(value):
-        raise CnnkitError(f"{csv_path}: row {row}, column {column!r}: {text!r} is not a finite number; "
+        raise CnnkitError(f"{csv_path}: row {row}, column {brief(column)}: {brief(text)} is not a finite number; "
                           "regression columns hold numbers (a 'label' column makes the CSV a classification one)")
     return value
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, False (not an OSError) for a name too long for the file system."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def from_csv(csv_path: str | Path) -> ImageSource:
@@ -211,11 +276,10 @@ def from_csv(csv_path: str | Path) -> ImageSource:
     csv_path = Path(csv_path)
     columns, rows = _read_csv(csv_path)
     paths = [csv_path.parent / r["path"] for r in rows]
-    absent = [r["path"] for r, p in zip(rows, paths) if not p.is_file()]
+    absent = [r["path"] for r, p in zip(rows, paths) if not _is_file(p)]
     if absent:
-        raise CnnkitError(
-            f"{csv_path}: {len(absent)} listed file(s) do not exist, e.g. {absent[0]!r} (paths are relative to the CSV)"
-        )
+        raise CnnkitError(f"{csv_path}: {len(absent)} listed file(s) do not exist, e.g. {brief(absent[0])} (paths are "
+                          "relative to the CSV)")
     ids, zeros = [r["path"] for r in rows], np.zeros(len(rows), dtype=np.int64)
     if "label" not in columns:  # regression: every other column is a target
         names = [c for c in columns if c != "path"]
@@ -225,6 +289,8 @@ def from_csv(csv_path: str | Path) -> ImageSource:
     elif any(";" in r["label"] for r in rows):  # multilabel
         sets = [{t.strip() for t in r["label"].split(";") if t.strip()} for r in rows]
         classes = sorted(set().union(*sets))
+        if not classes:
+            raise CnnkitError(f"{csv_path}: every 'label' cell is empty; write the labels of each image as 'a;b'")
         index = {c: i for i, c in enumerate(classes)}
         hot = np.zeros((len(rows), len(classes)), dtype=np.float32)
         for n, labels in enumerate(sets):

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.config import Config
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, brief, listed
 
 log = logging.getLogger("cnnkit")
 STD_DDOF = 1  # the sample standard deviation over the folds, as users of scikit-learn's cross_val_score compute it
@@ -64,10 +64,13 @@ def check_folds(folds: Any, n_items: int | None = None) -> int:
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    with path.open(newline="", encoding="utf-8-sig") as f:  # as cnnkit.data.sources reads it
-        reader = csv.DictReader(f)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:  # as cnnkit.data.sources reads it
+            reader = csv.DictReader(f)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:  # not UTF-8, a field over csv's 128 KiB limit, ...
+        raise CnnkitError(f"{path}: not a readable CSV ({err})") from None
     return columns, rows
 
 
@@ -81,7 +84,7 @@ def group_csv(cfg: Config, column: str) -> Path:
         raise CnnkitError(f"CSV file not found: {path}")
     columns, _ = _read_csv(path)
     if column not in columns:
-        raise CnnkitError(f"--group-by {column}: {path} has no column {column!r} (its columns: {','.join(columns)})")
+        raise CnnkitError(f"--group-by {column}: {path} has no column {brief(column)} (its columns: {listed(columns)})")
     return path
 
 

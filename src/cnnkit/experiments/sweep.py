@@ -36,9 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from cnnkit.config import FLAGS, Config, load_config, option_keys, option_value, parse_key_values
+from cnnkit.config import FLAGS, Config, load_config, load_yaml, option_keys, option_value, parse_key_values
 from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.experiments.sweep_report import SweepResult, direction_of, trial_rows, write_outputs, write_trials_csv
 
@@ -166,10 +164,7 @@ def load_space(path: str | Path) -> Space:
     path = Path(path)
     if not path.is_file():
         raise CnnkitError(f"search space not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise CnnkitError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    data = load_yaml(path)  # safe_load; bad YAML and billion laughs are one-line errors
     if not isinstance(data, dict):
         raise CnnkitError(f"{path} must hold a mapping with base: (fixed settings) and search: (tuned ones)")
     for key in data:

@@ -167,14 +167,11 @@ def _joined(items) -> str:
 
 def read_spec_file(path: Path) -> str:
     """A YAML spec file → the spec string: a string, a list of tokens/mappings, or a mapping with `layers:`."""
-    import yaml
+    from cnnkit.config import load_yaml  # safe_load, bad YAML and billion laughs as one-line errors
 
     if not path.is_file():
         raise CnnkitError(f"spec file not found: {path}")
-    try:
-        content = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise CnnkitError(f"spec file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    content = load_yaml(path)
     if isinstance(content, dict):
         content = content.get("layers")
     return _normalised(content) if isinstance(content, str) else _normalised(_joined(content))

@@ -23,7 +23,7 @@ from cnnkit.data.loader import train_stats
 from cnnkit.data.sources import ImageSource
 from cnnkit.engine.regularizers import Penalty, cutmix, mixup
 from cnnkit.engine.trainer import Trainer
-from cnnkit.errors import CnnkitError, did_you_mean
+from cnnkit.errors import CnnkitError, brief, did_you_mean
 from cnnkit.metrics.core import task_metrics
 from cnnkit.models.factory import create_model, get_spec
 from cnnkit.models.initializers import apply_init, parse_init
@@ -127,9 +127,9 @@ def read_class_weights(path: str | Path, classes: list[str]) -> list[float]:
         raise CnnkitError(f"--class-weight {path}: neither 'balanced' nor a file (a CSV or JSON of class → weight)")
     try:
         pairs = _json_weights(path, len(classes)) if path.suffix.lower() == ".json" else _csv_weights(path)
-    except (ValueError, csv.Error, UnicodeDecodeError) as err:
+    except (ValueError, csv.Error, UnicodeDecodeError, RecursionError) as err:  # ValueError: JSON's too
         raise CnnkitError(f"--class-weight {path}: not a CSV of class,weight rows or a JSON mapping "
-                          f"({str(err).splitlines()[0]})") from None
+                          f"({brief(str(err).splitlines()[0] if str(err) else type(err).__name__)})") from None
     weights = [1.0] * len(classes)
     for key, value in pairs:
         weights[_class_index(str(key).strip(), classes, path)] = _weight(value, key, path)
@@ -167,20 +167,20 @@ def _is_number(text: str) -> bool:
 def _class_index(key: str, classes: list[str], path: Path) -> int:
     if key in classes:
         return classes.index(key)
-    if key.isdigit() and int(key) < len(classes):
+    if key.isascii() and key.isdigit() and len(key) < 10 and int(key) < len(classes):  # not '²', not 5000 digits
         return int(key)
-    raise CnnkitError(f"--class-weight {path}: unknown class {key!r}{did_you_mean(key, classes)} (classes: "
+    raise CnnkitError(f"--class-weight {path}: unknown class {brief(key)}{did_you_mean(key, classes)} (classes: "
                       f"{', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})")
 
 
 def _weight(value: object, key: object, path: Path) -> float:
     try:
         weight = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer of 400 digits
         weight = -1.0
     if isinstance(value, bool) or not weight >= 0 or weight == float("inf"):
-        raise CnnkitError(f"--class-weight {path}: the weight of {key!r} must be a number of at least 0, got "
-                          f"{value!r}")
+        raise CnnkitError(f"--class-weight {path}: the weight of {brief(key)} must be a number of at least 0, got "
+                          f"{brief(value)}")
     return weight
 
 

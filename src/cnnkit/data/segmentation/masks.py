@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cnnkit.errors import CnnkitError
+from cnnkit.config import load_yaml
+from cnnkit.errors import CnnkitError, brief
 
 IGNORE_INDEX = 255
 COLOUR_TOLERANCE = 30  # max |channel difference| for a colour-mask pixel to snap to the nearest palette colour
@@ -47,31 +48,21 @@ class Palette:
 
 def _colour(value, file: Path, what: str) -> tuple[int, int, int]:
     if not (isinstance(value, (list, tuple)) and len(value) == 3
-            and all(isinstance(v, int) and 0 <= v <= 255 for v in value)):
-        raise CnnkitError(f"{file}: {what} is {value!r}; write a colour as [r, g, b] with integers 0..255")
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)):
+        raise CnnkitError(f"{file}: {what} is {brief(value)}; write a colour as [r, g, b] with integers 0..255")
     return tuple(int(v) for v in value)
 
 
 def read_palette(file: Path) -> Palette:
     """palette.yaml → Palette; any mistake is a one-line CnnkitError naming the file."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise CnnkitError(f"{file}: cannot read ({err})") from None
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise CnnkitError(f"{file}: not valid YAML{at}; expected 'classes: [{{name: ..., color: [r, g, b]}}]'") \
-            from None
+    data = load_yaml(file, hint="; expected 'classes: [{name: ..., color: [r, g, b]}]'")
     if isinstance(data, dict) and "classes" not in data and "ignore_index" in data \
             and not {"ignore_color", "ignore_colour"} & set(data):
         # index masks whose void value is not 255 (CamVid's 11): classes class_0.. found by scanning the masks
         _check_keys(data, file)
         ignore = data["ignore_index"]
         if not isinstance(ignore, int) or isinstance(ignore, bool) or ignore < 1:
-            raise CnnkitError(f"{file}: ignore_index {ignore!r} must be a positive integer above every class "
+            raise CnnkitError(f"{file}: ignore_index {brief(ignore)} must be a positive integer above every class "
                               "value of the masks, e.g. 255")
         return Palette(None, None, ignore, None)
     classes = data.get("classes") if isinstance(data, dict) else None
@@ -83,20 +74,20 @@ def read_palette(file: Path) -> Palette:
         if isinstance(c, str):
             c = {"name": c}
         if not isinstance(c, dict) or not isinstance(c.get("name"), (str, int)):
-            raise CnnkitError(f"{file}: classes[{n}] is {c!r}; write {{name: ..., color: [r, g, b]}}")
+            raise CnnkitError(f"{file}: classes[{n}] is {brief(c)}; write {{name: ..., color: [r, g, b]}}")
         names.append(str(c["name"]))
         colour = c.get("color", c.get("colour"))
         colours.append(None if colour is None else _colour(colour, file, f"the colour of class {c['name']!r}"))
     if len(set(names)) != len(names):
-        raise CnnkitError(f"{file}: class names repeat ({names}); give each class one entry")
+        raise CnnkitError(f"{file}: class names repeat ({brief(names)}); give each class one entry")
     if any(c is None for c in colours) and any(c is not None for c in colours):
         raise CnnkitError(f"{file}: give every class a color, or none (index masks)")
     given = [c for c in colours if c is not None]
     if len(set(given)) != len(given):
         raise CnnkitError(f"{file}: two classes share a colour; give each class its own colour")
     ignore = data.get("ignore_index", IGNORE_INDEX)
-    if not isinstance(ignore, int) or ignore < len(names):
-        raise CnnkitError(f"{file}: ignore_index {ignore!r} must be an integer >= the number of classes "
+    if not isinstance(ignore, int) or isinstance(ignore, bool) or ignore < len(names):
+        raise CnnkitError(f"{file}: ignore_index {brief(ignore)} must be an integer >= the number of classes "
                           f"({len(names)}), e.g. 255")
     raw_ignore = data.get("ignore_color", data.get("ignore_colour"))
     ignore_colour = None if raw_ignore is None else _colour(raw_ignore, file, "ignore_color")
@@ -107,8 +98,8 @@ def read_palette(file: Path) -> Palette:
 def _check_keys(data: dict, file: Path) -> None:
     unknown = set(data) - {"classes", "ignore_index", "ignore_color", "ignore_colour"}
     if unknown:
-        raise CnnkitError(f"{file}: unknown key(s) {sorted(unknown)}; palette.yaml holds classes, ignore_index, "
-                          "ignore_color")
+        keys = ", ".join(sorted(map(brief, unknown)))
+        raise CnnkitError(f"{file}: unknown key(s) [{keys}]; palette.yaml holds classes, ignore_index, ignore_color")
 
 
 # -- decoding masks ------------------------------------------------------------------------------------------
@@ -118,7 +109,7 @@ def open_mask(path: Path) -> Image.Image:
         im.load()
         return im
     except Exception as err:  # noqa: BLE001  (PIL raises many types for broken files)
-        raise CnnkitError(f"{path}: cannot read the mask ({str(err).splitlines()[0] or type(err).__name__})") \
+        raise CnnkitError(f"{path}: cannot read the mask ({(str(err).splitlines() or [type(err).__name__])[0]})") \
             from None
 
 

@@ -6,8 +6,17 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit.data.detection.annotations.source import DetectionSource, export_images, image_size, make_item
-from cnnkit.errors import CnnkitError
+from cnnkit.data.detection.annotations.source import (
+    DetectionSource,
+    checked_size,
+    export_images,
+    image_size,
+    is_file,
+    make_item,
+)
+from cnnkit.errors import CnnkitError, brief, shown
+
+MAX_COORD = 1e9  # pixels: a bbox number beyond this is a typo or a hostile file
 
 
 def _load_json(path: Path) -> dict:
@@ -19,12 +28,39 @@ def _load_json(path: Path) -> dict:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise CnnkitError(f"{path}: not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+    except ValueError as err:  # an integer of more than 4300 digits
+        raise CnnkitError(f"{path}: not valid JSON: {brief(str(err))}") from None
+    except RecursionError:
+        raise CnnkitError(f"{path}: not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise CnnkitError(f"{path}: a COCO file is a JSON object with 'images', 'annotations' and 'categories'")
     return data
 
 
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_coordinate(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and -MAX_COORD <= v <= MAX_COORD  # nan: False
+
+
+# what each field of a record must be: (key, field) → (test, what the message asks for)
+FIELDS = {
+    ("categories", "id"): (_is_int, "an integer"),
+    ("categories", "name"): (lambda v: isinstance(v, str) or _is_int(v), "a string"),
+    ("images", "id"): (_is_int, "an integer"),
+    ("images", "file_name"): (lambda v: isinstance(v, str) and v != "", "a file name (a string)"),
+    ("annotations", "image_id"): (lambda v: isinstance(v, str) or _is_int(v), "an image id (an integer)"),
+    ("annotations", "category_id"): (lambda v: isinstance(v, str) or _is_int(v), "a category id (an integer)"),
+    ("annotations", "bbox"): (lambda v: isinstance(v, list) and len(v) == 4 and all(map(_is_coordinate, v)),
+                              f"[x, y, width, height]: 4 numbers within ±{MAX_COORD:g}"),
+    ("annotations", "iscrowd"): (lambda v: not isinstance(v, (list, dict)) and v in (0, 1), "0 or 1"),
+}
+
+
 def _records(data: dict, key: str, path: Path, required: tuple[str, ...]) -> list[dict]:
+    """data[key], a list of objects, each with the `required` fields, every field of FIELDS of the right type."""
     records = data.get(key)
     if not isinstance(records, list):
         raise CnnkitError(f"{path}: missing key {key!r} (a COCO file needs 'images', 'annotations' and "
@@ -33,7 +69,20 @@ def _records(data: dict, key: str, path: Path, required: tuple[str, ...]) -> lis
         missing = [k for k in required if not isinstance(record, dict) or k not in record]
         if missing:
             raise CnnkitError(f"{path}: {key}[{n}] lacks {', '.join(repr(k) for k in missing)}")
+        for (where, name), (test, expected) in FIELDS.items():
+            if where == key and name in record and not test(record[name]):
+                raise CnnkitError(f"{path}: {key}[{n}] has {name} {brief(record[name])}; expected {expected}")
     return records
+
+
+def _unique_ids(records: list[dict], key: str, path: Path) -> set:
+    ids = set()
+    for r in records:
+        if r["id"] in ids:
+            what = {"images": "image", "categories": "category"}[key]
+            raise CnnkitError(f"{path}: {what} id {r['id']!r} is listed twice in {key!r}; give each {what} one id")
+        ids.add(r["id"])
+    return ids
 
 
 def read_coco(path: str | Path, images: str | Path | None = None) -> DetectionSource:
@@ -43,34 +92,29 @@ def read_coco(path: str | Path, images: str | Path | None = None) -> DetectionSo
     path = Path(path)
     data = _load_json(path)
     root = Path(images) if images is not None else path.parent
-    categories = sorted(_records(data, "categories", path, ("id", "name")), key=lambda c: c["id"])
+    categories = _records(data, "categories", path, ("id", "name"))
+    _unique_ids(categories, "categories", path)
+    categories.sort(key=lambda c: c["id"])
     index = {c["id"]: i for i, c in enumerate(categories)}
     image_records = _records(data, "images", path, ("id", "file_name"))
     annotations = _records(data, "annotations", path, ("image_id", "category_id", "bbox"))
     by_image: dict = {}
-    for n, a in enumerate(annotations):
-        bbox = a["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
-            raise CnnkitError(f"{path}: annotations[{n}] has bbox {bbox!r}; expected [x, y, width, height] numbers")
+    for a in annotations:
         by_image.setdefault(a["image_id"], []).append(a)
-    known_ids = set()
-    for r in image_records:
-        if r["id"] in known_ids:
-            raise CnnkitError(f"{path}: image id {r['id']!r} is listed twice in 'images'; give each image one id")
-        known_ids.add(r["id"])
+    known_ids = _unique_ids(image_records, "images", path)
     orphans = [a["image_id"] for a in annotations if a["image_id"] not in known_ids]
     if orphans:
-        raise CnnkitError(f"{path}: {len(orphans)} annotation(s) name image_id {orphans[0]!r}, which is not in "
+        raise CnnkitError(f"{path}: {len(orphans)} annotation(s) name image_id {brief(orphans[0])}, which is not in "
                           "'images'; add the image or remove its annotations")
     has_masks = bool(annotations) and all(a.get("segmentation") for a in annotations)
     items = []
-    for r in image_records:
+    for n, r in enumerate(image_records):
         file = root / r["file_name"]
         if "width" in r and "height" in r:
-            if not file.is_file():
-                raise CnnkitError(f"{path}: image {file} is listed but missing on disk; fix file_name or give "
+            width, height = checked_size(r["width"], r["height"], f"{path}: images[{n}]")
+            if not is_file(file):
+                raise CnnkitError(f"{path}: image {shown(file)} is listed but missing on disk; fix file_name or give "
                                   "--images DIR")
-            width, height = r["width"], r["height"]
         else:
             width, height = image_size(file, str(path))
         anns = by_image.get(r["id"], [])

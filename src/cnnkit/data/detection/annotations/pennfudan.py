@@ -10,13 +10,21 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cnnkit.data.detection.annotations.source import DetectionSource, make_item, masks_to_boxes, read_mask
-from cnnkit.errors import CnnkitError
+from cnnkit.data.detection.annotations.source import (
+    DetectionSource,
+    checked_size,
+    is_file,
+    make_item,
+    masks_to_boxes,
+    read_mask,
+)
+from cnnkit.errors import CnnkitError, shown
 
+# numbers of at most 9 digits: a longer one is no pixel coordinate (and int() refuses 4300 digits)
 FILENAME = re.compile(r'^Image filename\s*:\s*"([^"]+)"', re.M)
-SIZE = re.compile(r"^Image size \(X x Y x C\)\s*:\s*(\d+)\s*x\s*(\d+)", re.M)
-BOX = re.compile(r'^Bounding box for object (\d+) "([^"]*)".*?:\s*\((-?\d+),\s*(-?\d+)\)\s*-\s*\((-?\d+),\s*(-?\d+)\)',
-                 re.M)
+SIZE = re.compile(r"^Image size \(X x Y x C\)\s*:\s*([0-9]{1,9})\s*x\s*([0-9]{1,9})\b", re.M)
+BOX = re.compile(r'^Bounding box for object ([0-9]+) "([^"]*)".*?:\s*\((-?[0-9]{1,9}),\s*(-?[0-9]{1,9})\)\s*-\s*'
+                 r"\((-?[0-9]{1,9}),\s*(-?[0-9]{1,9})\)", re.M)
 MASK = re.compile(r'^Pixel mask for object \d+ "[^"]*"\s*:\s*"([^"]+)"', re.M)
 
 
@@ -33,17 +41,18 @@ def _parse(file: Path, folder: Path) -> tuple[Path, int, int, list[list[float]],
     if name is None or size is None:
         raise CnnkitError(f"{file}: not a PASCAL v1.00 annotation (no 'Image filename' or 'Image size' line)")
     boxes = [[int(x1) - 1, int(y1) - 1, int(x2), int(y2)] for _, _, x1, y1, x2, y2 in BOX.findall(text)]
-    declared = re.search(r"^Objects with ground truth\s*:\s*(\d+)", text, re.M)
+    declared = re.search(r"^Objects with ground truth\s*:\s*([0-9]{1,9})\b", text, re.M)
     if declared and int(declared.group(1)) != len(boxes):
         raise CnnkitError(f"{file}: declares {declared.group(1)} objects but has {len(boxes)} bounding box lines")
     image = folder / "PNGImages" / Path(name.group(1)).name
-    if not image.is_file():
-        raise CnnkitError(f"{file}: image {image} is listed but missing on disk")
+    if not is_file(image):
+        raise CnnkitError(f"{file}: image {shown(image)} is listed but missing on disk")
     mask = MASK.search(text)
     mask_path = folder / "PedMasks" / Path(mask.group(1)).name if mask else None
-    if mask_path is not None and not mask_path.is_file():
+    if mask_path is not None and not is_file(mask_path):
         mask_path = None
-    return image, int(size.group(1)), int(size.group(2)), boxes, mask_path
+    width, height = checked_size(int(size.group(1)), int(size.group(2)), str(file))
+    return image, width, height, boxes, mask_path
 
 
 def read_pennfudan(folder: str | Path, boxes: str = "text") -> DetectionSource:

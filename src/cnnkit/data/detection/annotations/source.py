@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cnnkit.data.images import BadImage, read_image
-from cnnkit.errors import CnnkitError
+from cnnkit.data.images import BadImage, oriented_size, read_image
+from cnnkit.errors import CnnkitError, brief, shown
 
 
 @dataclass
@@ -149,29 +149,84 @@ def _id_map(item: DetectionItem, h: int, w: int) -> np.ndarray:
 
 def decode_segment(segment, h: int, w: int, where: str = "an annotation") -> np.ndarray:
     """A COCO segmentation (polygons [[x, y, ...], ...], or an RLE dict with list or string counts) →
-    uint8 (H, W) binary mask, through pycocotools.mask."""
+    uint8 (H, W) binary mask, through pycocotools.mask, after `_checked_segment` (pycocotools checks no bounds)."""
     from pycocotools import mask as mask_utils
 
+    checked = _checked_segment(segment, h, w, where)
+    if checked is None:  # no polygon of three points
+        return np.zeros((h, w), dtype=np.uint8)
     try:
-        if isinstance(segment, dict):
-            rle = dict(segment)
-            if isinstance(rle.get("counts"), list):  # uncompressed RLE
-                rle = mask_utils.frPyObjects(rle, *rle["size"])
-            elif isinstance(rle.get("counts"), str):
-                rle["counts"] = rle["counts"].encode("ascii")
-        elif isinstance(segment, list) and segment:
-            polygons = [p for p in segment if len(p) >= 6]  # a polygon needs three points
-            if not polygons:
-                return np.zeros((h, w), dtype=np.uint8)
-            rle = mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))
+        if isinstance(checked, dict):
+            rle = mask_utils.frPyObjects(checked, h, w) if isinstance(checked["counts"], list) else checked
         else:
-            raise TypeError(f"not polygons or RLE: {str(segment)[:40]}")
+            rle = mask_utils.merge(mask_utils.frPyObjects(checked, h, w))
         mask = mask_utils.decode(rle)
-    except (TypeError, ValueError, KeyError) as err:
+    except (TypeError, ValueError, KeyError, OverflowError) as err:
         raise CnnkitError(f"{where}: cannot decode a segmentation ({err}); give polygons or RLE") from None
     if mask.shape != (h, w):
         raise CnnkitError(f"{where}: a segmentation is {mask.shape[1]}×{mask.shape[0]} but the image is {w}×{h}")
     return mask.astype(np.uint8)
+
+
+def _is_whole(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _checked_segment(segment, h: int, w: int, where: str) -> dict | list | None:
+    """The segmentation in the form pycocotools reads, once nothing in it can make pycocotools' C code write past
+    its buffer (RLE counts that do not add up to H·W, a cut-short string), allocate gigabytes (a polygon point
+    1e9 pixels away) or read garbage (nan); a one-line CnnkitError otherwise. None: no polygon of three points."""
+    if isinstance(segment, dict):
+        size, counts = segment.get("size"), segment.get("counts")
+        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(map(_is_whole, size))):
+            raise CnnkitError(f"{where}: an RLE segmentation has size {brief(size)}; expected [height, width]")
+        if list(size) != [h, w]:
+            raise CnnkitError(f"{where}: a segmentation is {size[1]}×{size[0]} but the image is {w}×{h}")
+        if isinstance(counts, (str, bytes)):  # compressed: a string in JSON, bytes from pycocotools' encode
+            values = _compressed_counts(counts.encode("utf-8") if isinstance(counts, str) else counts)
+        else:
+            values = counts if isinstance(counts, list) and all(_is_whole(c) and 0 <= c < 2**32 for c in counts) \
+                else None
+        if values is None or sum(values) != h * w:
+            raise CnnkitError(f"{where}: an RLE segmentation's counts {brief(counts)} are not run lengths that add "
+                              f"up to its {w}×{h} pixels; give polygons or RLE")
+        return {"size": [h, w], "counts": counts.encode("utf-8") if isinstance(counts, str) else counts}
+    if not (isinstance(segment, list) and segment):
+        raise CnnkitError(f"{where}: cannot decode a segmentation (not polygons or RLE: {brief(segment)}); give "
+                          "polygons [[x1, y1, x2, y2, ...], ...] or RLE {size, counts}")
+    for polygon in segment:
+        if not (isinstance(polygon, list) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and -limit <= v <= 2 * limit
+                for v, limit in zip(polygon, [w, h] * len(polygon)))):
+            raise CnnkitError(f"{where}: a polygon is {brief(polygon)}; write [x1, y1, x2, y2, ...], numbers within "
+                              "the image (or near it)")
+    return [p for p in segment if len(p) >= 6] or None  # a polygon needs three points
+
+
+def _compressed_counts(text: bytes) -> list[int] | None:
+    """The run lengths of a compressed COCO RLE string, read as pycocotools' rleFrString reads them; None when
+    the string is not one that its encoder writes (characters '0'..'o', at most 7 a number, no cut-short end)."""
+    counts: list[int] = []
+    x = k = 0
+    for code in text:
+        c = code - 48
+        if not 0 <= c < 64:
+            return None
+        x |= (c & 0x1F) << (5 * k)
+        k += 1
+        if c & 0x20:
+            if k >= 7:
+                return None
+            continue
+        if c & 0x10:
+            x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        if not 0 <= x < 2**32:
+            return None
+        counts.append(x)
+        x = k = 0
+    return counts if k == 0 else None
 
 
 def read_mask(path: Path) -> np.ndarray:
@@ -179,18 +234,48 @@ def read_mask(path: Path) -> np.ndarray:
         with Image.open(path) as im:
             return np.asarray(im)
     except Exception as err:  # noqa: BLE001  (PIL raises many types for broken files)
-        raise CnnkitError(f"{path}: cannot read the instance mask ({str(err).splitlines()[0]})") from None
+        raise CnnkitError(f"{shown(path)}: cannot read the instance mask ({first_line(err)})") from None
+
+
+MAX_SIDE = 1 << 16  # pixels: a width or height an annotation file may give (larger is a typo or a hostile file)
+
+
+def is_file(path: Path) -> bool:
+    """Path.is_file that is False, not an OSError, for a name too long for the file system (a written file name)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def checked_size(width: object, height: object, where: str) -> tuple[int, int]:
+    """An annotation's (width, height) as ints: whole numbers (500.0 allowed) in 1..MAX_SIDE; else a one-line
+    CnnkitError naming `where`."""
+    sides = []
+    for value in (width, height):
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        if isinstance(value, bool) or not whole or not 1 <= value <= MAX_SIDE:
+            raise CnnkitError(f"{where}: image size {brief(width)}×{brief(height)}; width and height are whole "
+                              f"numbers of pixels, 1 to {MAX_SIDE}")
+        sides.append(int(value))
+    return sides[0], sides[1]
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (PIL's span several), or its type when it has none."""
+    return (str(err).splitlines() or [type(err).__name__])[0]
 
 
 def image_size(path: Path, where: str) -> tuple[int, int]:
     """(width, height) from the image header, without decoding the pixels."""
-    if not path.is_file():
-        raise CnnkitError(f"{where}: image {path} is listed but missing on disk; fix the path or give --images DIR")
+    if not is_file(path):
+        raise CnnkitError(f"{where}: image {shown(path)} is listed but missing on disk; fix the path or give --images "
+                          "DIR")
     try:
         with Image.open(path) as im:
-            return im.width, im.height
+            return oriented_size(im)  # turned as read_image turns the pixels (YOLO's boxes are scaled by it)
     except Exception as err:  # noqa: BLE001
-        raise CnnkitError(f"{where}: cannot read image {path} ({str(err).splitlines()[0]})") from None
+        raise CnnkitError(f"{where}: cannot read image {shown(path)} ({first_line(err)})") from None
 
 
 def export_images(source: DetectionSource, folder: Path) -> list[str]:

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import yaml
 
+from cnnkit.config import load_yaml
 from cnnkit.data.detection.annotations.source import DetectionSource, export_images, image_size, make_item
 from cnnkit.data.detection.annotations.voc import read_class_list
 from cnnkit.data.images import is_image_file
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, brief
 
 
 def is_yolo(folder: Path) -> bool:
@@ -20,15 +21,15 @@ def _class_names(folder: Path) -> list[str]:
     for name in ("data.yaml", "dataset.yaml"):
         file = folder / name
         if file.is_file():
-            try:
-                data = yaml.safe_load(file.read_text(encoding="utf-8"))
-            except yaml.YAMLError as err:
-                raise CnnkitError(f"{file}: not valid YAML ({str(err).splitlines()[0]})") from None
+            data = load_yaml(file)
             names = data.get("names") if isinstance(data, dict) else None
             if isinstance(names, dict):
-                return [str(names[k]) for k in sorted(names)]
+                if not all(isinstance(k, int) and not isinstance(k, bool) for k in names):
+                    raise CnnkitError(f"{file}: 'names' maps class indices to names ({{0: cat, 1: dog}}); its keys "
+                                      f"are {brief(list(names))}")
+                return [_name(names[k], file) for k in sorted(names)]
             if isinstance(names, list):
-                return [str(n) for n in names]
+                return [_name(n, file) for n in names]
             raise CnnkitError(f"{file}: missing 'names' (the class names, a list or {{index: name}})")
     classes = read_class_list(folder)
     if classes is None:
@@ -36,9 +37,19 @@ def _class_names(folder: Path) -> list[str]:
     return classes
 
 
+def _name(value: object, file: Path) -> str:
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise CnnkitError(f"{file}: a class name is {brief(value)}; 'names' lists the class names as strings")
+
+
 def _parse_labels(file: Path) -> list[tuple[int, list[float]]]:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CnnkitError(f"{file}: cannot read the YOLO labels ({err})") from None
     rows = []
-    for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -47,10 +58,10 @@ def _parse_labels(file: Path) -> list[tuple[int, list[float]]]:
         try:
             cls, values = int(fields[0]), [float(v) for v in fields[1:]]
         except ValueError:
-            raise CnnkitError(f"{file}:{n}: {line.strip()!r} is not 'class cx cy w h' (an integer and 4 "
+            raise CnnkitError(f"{file}:{n}: {brief(line.strip())} is not 'class cx cy w h' (an integer and 4 "
                               "numbers)") from None
         if not all(0.0 <= v <= 1.0 for v in values):
-            raise CnnkitError(f"{file}:{n}: values {fields[1:]} outside [0, 1]; YOLO coordinates are normalised "
+            raise CnnkitError(f"{file}:{n}: values {brief(fields[1:])} outside [0, 1]; YOLO coordinates are normalised "
                               "by the image width and height")
         rows.append((cls, values))
     return rows
