@@ -31,7 +31,7 @@ FAMILIES = {
 }
 PHASES = ("step", "write", "validation", "report")
 
-def _killed_run(phase: str, n: int, progress: str, log: str, args: list[str]) -> None:
+def _killed_run(phase: str, n: int, progress: str, log: str, args: list[str], threads: int) -> None:
     """In a child of the fork server: `cnnkit train ARGS` with a SIGKILL at the n-th occurrence of `phase` (an
     optimiser step, an fsync of cnnkit.files just before its rename, a validation pass, the report); each epoch
     started is appended to `progress`."""
@@ -42,6 +42,7 @@ def _killed_run(phase: str, n: int, progress: str, log: str, args: list[str]) ->
     from cnnkit.cli.app import main
     from cnnkit.engine.trainer import Trainer
 
+    torch.set_num_threads(threads)  # torch sets a forked child to 1 thread; the reference ran with the parent's
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -152,7 +153,8 @@ def _trial(seed: int, family: str, references, capsys, tmp_path: Path) -> None:
     n = random.Random(seed).randint(1, counts[phase])
     run, progress, log = tmp_path / "run", tmp_path / "progress.txt", tmp_path / "killed.log"
     args = ["-q", "train", *FAMILIES[family], "--epochs", str(EPOCHS), "--out", str(run)]
-    child = _fork_server().Process(target=_killed_run, args=(phase, n, str(progress), str(log), args))
+    threads = torch.get_num_threads()
+    child = _fork_server().Process(target=_killed_run, args=(phase, n, str(progress), str(log), args, threads))
     child.start()
     child.join(timeout=300)
     assert child.exitcode == -9, (family, phase, n, child.exitcode, log.read_text()[-2000:])

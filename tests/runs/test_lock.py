@@ -37,7 +37,7 @@ def test_acquire_release_and_idempotent(tmp_path: Path) -> None:
     assert lock.is_locked(run)
     assert f"pid {os.getpid()}" in (run / lock.LOCK_NAME).read_text()
     lock.release(run)
-    assert not lock.is_locked(run)
+    assert not lock.is_locked(run) and not (run / lock.LOCK_NAME).exists()  # a finished run leaves no .lock
     lock.release(run)  # nothing held: nothing to do
 
 

@@ -7,8 +7,8 @@ run writes the folder.
 
 The lock is the OS's (flock on POSIX, msvcrt.locking on Windows), not the file's existence: a run killed with
 kill -9, a crash or a power cut holds nothing afterwards, and `cnnkit train --resume RUN` takes the lock at once.
-The file stays (it says who held it last); it is never a reason to refuse on its own. Network file systems may
-not honour the lock between machines.
+A finished run removes the file; a killed one leaves it (it says who held it last), never a reason to refuse on
+its own. Network file systems may not honour the lock between machines.
 """
 from __future__ import annotations
 
@@ -59,21 +59,42 @@ def acquire(run_dir: str | Path) -> None:
     key = run_dir.resolve()
     if key in _HELD:
         return
-    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    if not _try_lock(fd):
-        holder = _holder(fd)
-        os.close(fd)
-        raise CnnkitError(f"{run_dir} is in use by another training process ({holder}); wait for it to finish, "
-                          "or train into another folder (--out)")
+    fd = _locked_file(run_dir)
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
     _HELD[key] = fd
 
 
+def _locked_file(run_dir: Path) -> int:
+    """A descriptor of RUN/.lock with its lock taken, or a one-line CnnkitError naming the holder. The file is
+    removed on release, so a lock taken on a file that was meanwhile unlinked (or replaced) is taken again."""
+    path = run_dir / LOCK_NAME
+    for _ in range(10):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if not _try_lock(fd):
+            holder = _holder(fd)
+            os.close(fd)
+            raise CnnkitError(f"{run_dir} is in use by another training process ({holder}); wait for it to finish, "
+                              "or train into another folder (--out)")
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the file was released (unlinked) between our open and our lock: take the new one
+    raise CnnkitError(f"cannot take the lock of {run_dir}: {path} keeps being replaced")
+
+
 def release(run_dir: str | Path) -> None:
-    """Give the lock of `run_dir` back (closing the descriptor releases it); nothing if this process holds none."""
-    fd = _HELD.pop(Path(run_dir).resolve(), None)
+    """Give the lock of `run_dir` back and remove the file (while still holding it); nothing if this process holds
+    none."""
+    run_dir = Path(run_dir)
+    fd = _HELD.pop(run_dir.resolve(), None)
     if fd is not None:
+        try:
+            (run_dir / LOCK_NAME).unlink(missing_ok=True)
+        except OSError:  # Windows: an open file cannot be removed; the next run takes the lock all the same
+            pass
         os.close(fd)
 
 
