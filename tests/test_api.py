@@ -106,6 +106,7 @@ def test_predict_needs_only_model_pt_even_after_a_move(run: Path, tmp_path: Path
     assert [r["predictions"][0]["label"] for r in results] == [str(int(c)) for c in expected]
 
 
+@pytest.mark.slow  # the same in tests/engine/test_trainer.py and tests/recipes/test_runner_faults.py
 def test_resume_after_interrupt_equals_one_straight_run(tmp_path: Path, monkeypatch) -> None:
     straight = api.train(_cfg(tmp_path / "a", epochs=4))
     from cnnkit.engine import callbacks

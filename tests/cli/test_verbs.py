@@ -249,6 +249,7 @@ def _epochs_done(run: Path) -> int:
     return len(list(csv.DictReader((run / "history.csv").open())))
 
 
+@pytest.mark.slow  # kill -9 and resume: tests/recipes/test_runner_faults.py in make test
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
 def test_stopped_run_resumes(tmp_path: Path, sig: signal.Signals) -> None:
     out = tmp_path / "run"

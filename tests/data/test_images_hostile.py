@@ -319,6 +319,7 @@ def test_train_on_a_folder_of_short_pngs_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "run" / "model.pt").exists()
 
 
+@pytest.mark.slow  # a real process; in-process: tests/data/test_sources.py
 def test_train_skips_one_short_png_with_a_warning_naming_it(tmp_path):
     data = image_folder(tmp_path / "data", 6, 0)
     write_short_png(data / "cat" / "short.png", 12, 12)

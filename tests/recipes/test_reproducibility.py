@@ -198,6 +198,7 @@ SCHEDULED = {"epochs": 7, "schedule": "cosine", "schedule_interval": "batch", "w
              "min_delta": 100.0}
 
 
+@pytest.mark.slow  # make test kills classification runs in tests/recipes/test_runner_faults.py
 def test_a_killed_classification_run_resumes_to_the_weights_of_one_run(tmp_path: Path, capsys) -> None:
     straight = killed_and_resumed("classify", tmp_path, capsys, **SCHEDULED)
     assert len(history(straight)) == 5
