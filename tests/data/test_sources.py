@@ -582,3 +582,24 @@ def test_a_png_that_crashes_libpng_is_skipped_naming_it(make_image_folder, caplo
     (warning,) = cnnkit_warnings(caplog)
     assert f"skipping 1 unreadable image(s): b/{kind}.png (PNG " in warning
     assert src.load(0, 3).shape == (3, 12, 12)
+
+
+def test_a_folder_is_scanned_and_warned_about_once_a_process_until_a_file_changes(make_image_folder, caplog,
+                                                                                   monkeypatch) -> None:
+    """The run, its verdict and its report open the data several times: one decode-level scan, one warning."""
+    from tests.conftest import write_short_png
+
+    import cnnkit.data.sources as sources
+    from cnnkit.data.images import check_image
+
+    root = make_image_folder({"a": 6, "b": 6})
+    write_short_png(root / "a" / "short.png")
+    calls = []
+    monkeypatch.setattr(sources, "check_image", lambda p: calls.append(p) or check_image(p))
+    with caplog.at_level(logging.WARNING, logger="cnnkit"):
+        for _ in range(3):
+            assert len(open_source(str(root))) == 12
+    assert len(calls) == 13 and sum("skipping 1 unreadable" in r.message for r in caplog.records) == 1
+    (root / "b" / "new.png").write_bytes((root / "b" / sorted(os.listdir(root / "b"))[0]).read_bytes())
+    assert len(open_source(str(root))) == 13
+    assert len(calls) == 27  # a new file: scanned again

@@ -101,12 +101,37 @@ def check_targets(source: ImageSource) -> None:
                           "there is nothing to learn")
 
 
+_SCANS: dict[int, list[str | None]] = {}  # check_image of a set of files, by their (path, size, mtime): once a process
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return str(path), -1, -1
+    return str(path), st.st_size, st.st_mtime_ns
+
+
+def _scan(paths: list[Path]) -> tuple[list[str | None], bool]:
+    """(check_image of every file, whether this process had scanned the same unchanged files before): the run,
+    its report and its verdict open the data several times, and the decode-level scan is done once."""
+    key = hash(tuple(map(_stamp, paths)))
+    if key in _SCANS:
+        return _SCANS[key], True
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        reasons = list(pool.map(check_image, paths))
+    if len(_SCANS) > 8:
+        _SCANS.clear()
+    _SCANS[key] = reasons
+    return reasons, False
+
+
 def drop_bad_images(source: ImageSource, max_bad_fraction: float) -> ImageSource:
-    """Scan every file; skip corrupt ones with a warning naming them, or fail above `max_bad_fraction`."""
+    """Scan every file (once a process: `_scan`); skip corrupt ones with a warning naming them (once), or fail
+    above `max_bad_fraction`."""
     if source.paths is None:
         return source
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        reasons = list(pool.map(check_image, source.paths))
+    reasons, seen = _scan(list(source.paths))
     bad = [i for i, r in enumerate(reasons) if r is not None]
     if not bad:
         return source
@@ -117,7 +142,7 @@ def drop_bad_images(source: ImageSource, max_bad_fraction: float) -> ImageSource
             f"{len(bad)} of {len(source)} images are unreadable ({fraction:.0%} > max_bad_fraction "
             f"{max_bad_fraction:.0%}): {names}"
         )
-    log.warning("skipping %d unreadable image(s): %s", len(bad), names)
+    (log.debug if seen else log.warning)("skipping %d unreadable image(s): %s", len(bad), names)
     kept = subset(source, np.setdiff1d(np.arange(len(source)), bad))
     check_labels(kept)  # skipping may have emptied a class
     return kept
