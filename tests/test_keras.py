@@ -180,3 +180,18 @@ def test_save_as_safetensors(data, tmp_path) -> None:
     assert card == model.card
     for a, b in zip(loaded.state_dict().values(), model.network.state_dict().values()):
         assert torch.equal(a, b.cpu())
+
+
+def test_compile_on_nan_stops_or_skips(data) -> None:
+    """A learning rate of 10⁶ blows the loss up: fit stops in one line (Keras' TerminateOnNaN), or skips."""
+    x, y = data
+    model = cnnkit.Model("lenet5", num_classes=10)
+    model.compile(optimizer="sgd", lr=1e6)
+    with pytest.raises(CnnkitError, match=r"NaN or infinite at epoch 1, batch \d+"):
+        model.fit(x[:256], y[:256], epochs=1, batch_size=32, verbose=0)
+    model.compile(optimizer="sgd", lr=1e6, on_nan="skip")
+    with pytest.warns(UserWarning, match="batch skipped, learning rate halved"), \
+            pytest.raises(CnnkitError, match="batches in a row"):
+        model.fit(x[:256], y[:256], epochs=1, batch_size=32, verbose=0)
+    with pytest.raises(CnnkitError, match="unknown on_nan 'ignore'"):
+        model.compile(optimizer="sgd", on_nan="ignore")

@@ -28,7 +28,7 @@ from cnnkit.engine import optimizers, schedules
 from cnnkit.engine.callbacks import Callback, ProgressBar
 from cnnkit.engine.precision import check_precision
 from cnnkit.engine.trainer import Trainer, seed_everything
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, unknown_name
 from cnnkit.models.factory import create_model, get_spec
 from cnnkit.recipes.classifier import split_metrics
 from cnnkit.runs.card import ModelCard
@@ -92,13 +92,15 @@ class Model:
                 loss: str | None = None, metrics: Sequence[str] = ("accuracy",), *, lr: float | None = None,
                 weight_decay: float | None = None, schedule: str = "none", schedule_interval: str | None = None,
                 schedule_options: dict | None = None, device: str = "auto", amp: bool = False,
-                precision: str = "auto", **options) -> None:
+                precision: str = "auto", on_nan: str = "stop", **options) -> None:
         """As Keras' compile. `optimizer`: a name of cnnkit.engine.optimizers, a torch.optim.Optimizer class, a
         factory params → optimiser, or an optimiser made over `model.network.parameters()`; `options` are the
         optimiser's (momentum=0.9, nesterov=True, betas=(0.9, 0.99), ...). `schedule` with its
         `schedule_options` counts per `schedule_interval` (epoch | batch; default: the schedule's own).
         `precision` (auto, fp32, bf16, fp16) is cnnkit.engine.precision's: auto trains in bf16 with
-        channels_last where the hardware has bf16."""
+        channels_last where the hardware has bf16. `on_nan`: a NaN or infinite loss stops fit with a one-line
+        error naming the epoch and batch ('stop', Keras' TerminateOnNaN), or the batch is skipped and the learning
+        rate halved ('skip'; 5 in a row stop)."""
         unknown = [m for m in metrics if m not in SUPPORTED_METRICS]
         if unknown:
             raise CnnkitError(f"unknown metric {unknown[0]!r}; fit logs the task's per-batch metric and the loss, "
@@ -109,9 +111,11 @@ class Model:
         schedules.check_options(schedule, schedule_options)
         schedules.run_interval(schedule, schedule_interval, schedule_options)
         check_precision(precision)
+        if on_nan not in ("stop", "skip"):
+            raise unknown_name("on_nan", on_nan, ("stop", "skip"))
         self._compiled = dict(optimizer=optimizer, loss=loss, lr=lr, weight_decay=weight_decay, schedule=schedule,
                               schedule_interval=schedule_interval, schedule_options=dict(schedule_options or {}),
-                              options=options, device=device, amp=amp, precision=precision)
+                              options=options, device=device, amp=amp, precision=precision, on_nan=on_nan)
 
     def summary(self, print_fn: Callable[[str], None] | None = print) -> str:
         """The layer table of `cnnkit inspect` (shapes, parameters, FLOPs, receptive fields) at the card's input
@@ -185,7 +189,7 @@ class Model:
                                       interval=cfg["schedule_interval"], options=cfg["schedule_options"])
         cbs = list(callbacks) + ([ProgressBar(echo=True)] if verbose else [])
         return Trainer(task, optimizer, epochs=epochs, scheduler=scheduler, callbacks=cbs, device=cfg["device"],
-                       amp=cfg["amp"], seed=seed, precision=cfg["precision"])
+                       amp=cfg["amp"], seed=seed, precision=cfg["precision"], on_nan=cfg["on_nan"])
 
     def evaluate(self, x, y=None, batch_size: int = 256) -> dict[str, float]:
         """{'loss': ..., then the task's metrics} on the given data (Keras' return_dict=True): accuracy and F1
