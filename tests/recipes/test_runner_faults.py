@@ -147,10 +147,10 @@ def _check_after_kill(run: Path, started: int, reference: Path) -> None:
             assert float(row["train_loss"]) == kept["train_loss"]
 
 
-def _trial(seed: int, family: str, references, capsys, tmp_path: Path) -> None:
+def _trial(seed: int, family: str, references, capsys, tmp_path: Path, n: int | None = None) -> None:
     phase = PHASES[seed % len(PHASES)]
     reference, counts = references(family, capsys)
-    n = random.Random(seed).randint(1, counts[phase])
+    n = n or random.Random(seed).randint(1, counts[phase])
     run, progress, log = tmp_path / "run", tmp_path / "progress.txt", tmp_path / "killed.log"
     args = ["-q", "train", *FAMILIES[family], "--epochs", str(EPOCHS), "--out", str(run)]
     threads = torch.get_num_threads()
@@ -174,6 +174,11 @@ def _trial(seed: int, family: str, references, capsys, tmp_path: Path) -> None:
 def test_a_killed_run_resumes(seed: int, references, capsys, tmp_path: Path) -> None:
     """make test: 5 trials of a classification run, one per phase and one more."""
     _trial(seed, "classification", references, capsys, tmp_path)
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes(references, capsys, tmp_path: Path) -> None:
+    """Killed after its first optimiser step: no last.pt yet; --resume starts again from config.yaml and split.json."""
+    _trial(0, "classification", references, capsys, tmp_path, n=1)
 
 
 @pytest.mark.slow

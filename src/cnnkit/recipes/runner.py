@@ -134,7 +134,7 @@ def train(recipe: Recipe, cfg: Config | None = None, *, resume: str | Path | Non
     ctx = start(recipe, cfg, resume, resumed)
     ctx.callbacks = list(callbacks)
     try:
-        direct = recipe.fit_directly(ctx) if resume is None else None
+        direct = recipe.fit_directly(ctx) if ctx.state is None else None  # a new run, or one killed before epoch 1
         return direct if direct is not None else fit(recipe, ctx)
     except DiskFull as err:
         raise DiskFull(err.path, err.reason, f"free some space, then `cnnkit train --resume {ctx.run_dir}` goes on "
