@@ -6,7 +6,7 @@ import builtins
 import pytest
 import torch
 
-from cnnkit.engine.checkpoint import CHECKPOINT_FIX, atomic_save, atomic_write_bytes, load_checkpoint
+from cnnkit.engine.checkpoint import CHECKPOINT_FIX, atomic_save, load_checkpoint
 from cnnkit.errors import CnnkitError
 
 
@@ -81,10 +81,3 @@ def test_a_file_that_holds_no_dict_is_one_line(tmp_path, value) -> None:
     torch.save(value, tmp_path / "odd.pt")
     with pytest.raises(CnnkitError, match=rf"odd\.pt holds a {type(value).__name__}, not a cnnkit checkpoint"):
         load_checkpoint(tmp_path / "odd.pt")
-
-
-def test_atomic_write_bytes(tmp_path) -> None:
-    path = tmp_path / "model.safetensors"
-    atomic_write_bytes(b"first", path)
-    atomic_write_bytes(b"second", path)
-    assert path.read_bytes() == b"second" and [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]

@@ -23,11 +23,6 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     atomic_write(path, buffer.getvalue())
 
 
-def atomic_write_bytes(data: bytes, path: str | Path) -> None:
-    """Write `data` to `path` atomically (cnnkit.files.atomic_write: a full disk keeps the old file intact)."""
-    atomic_write(path, data)
-
-
 def load_checkpoint(path: str | Path) -> dict:
     """Load with weights_only=True: tensors and plain containers only, never arbitrary pickled code. A file that
     asks to run code, is unreadable, or holds no dict is a one-line CnnkitError."""

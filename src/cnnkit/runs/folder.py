@@ -15,8 +15,9 @@ import numpy as np
 from torch import nn
 
 from cnnkit.config import SAVE_FORMATS
-from cnnkit.engine.checkpoint import atomic_save, atomic_write_bytes
+from cnnkit.engine.checkpoint import atomic_save
 from cnnkit.errors import CnnkitError, unknown_name
+from cnnkit.files import atomic_write
 from cnnkit.models.factory import create_model
 from cnnkit.models.weights_file import load_safetensors_file, load_torch_file, safetensors_bytes
 from cnnkit.runs.card import ModelCard
@@ -45,7 +46,7 @@ def save_model(path: Path, model: nn.Module, card: ModelCard, save_format: str |
         path = path.with_suffix(f".{save_format}")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if path.suffix == ".safetensors":
-        atomic_write_bytes(safetensors_bytes(state, {"format": "pt", CARD_KEY: json.dumps(asdict(card))}), path)
+        atomic_write(path, safetensors_bytes(state, {"format": "pt", CARD_KEY: json.dumps(asdict(card))}))
     else:
         atomic_save({"state_dict": state, "card": asdict(card)}, path)
     if path.stem == "model":
